@@ -1,0 +1,211 @@
+//! The error every client sees: a stable machine-readable code and a human message.
+//!
+//! Over HTTP it is the body `{"error": {"code": ..., "message": ...}}` with the code's status;
+//! over WebSocket it is an `error` frame (see [`crate::protocol::ServerMessage::Error`]).
+//! Codes are part of the contract: add new ones, never rename or reuse one.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable error code. Serialized in `snake_case`; [`ErrorCode::status`] gives its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body or frame is not valid JSON, has a field of the wrong type, misses a required
+    /// field, names an unknown field, or nests too deeply.
+    InvalidJson,
+    /// A query-string parameter is missing, malformed or out of range.
+    InvalidQuery,
+    /// The room or video id in the path is not `[A-Za-z0-9_-]{1,64}`.
+    InvalidChannel,
+    /// The comment text is empty after trimming.
+    TextEmpty,
+    /// The comment text is longer than [`crate::limits::MAX_TEXT_CHARS`] characters.
+    TextTooLong,
+    /// The comment text holds a control character.
+    TextInvalidChars,
+    /// The author name is empty after trimming.
+    AuthorEmpty,
+    /// The author name is longer than [`crate::limits::MAX_AUTHOR_CHARS`] characters.
+    AuthorTooLong,
+    /// The author name holds a control character.
+    AuthorInvalidChars,
+    /// The colour is not `#rrggbb`.
+    InvalidColor,
+    /// The mode is not `scroll`, `top` or `bottom`.
+    InvalidMode,
+    /// The video time is missing, not finite, or outside `0..=86400` seconds.
+    InvalidTime,
+    /// The body or frame is larger than [`crate::limits::MAX_MESSAGE_BYTES`].
+    PayloadTooLarge,
+    /// The body is not `application/json` (or the type the route takes).
+    UnsupportedMediaType,
+    /// The client sent more comments than its rate allows; nothing was stored.
+    RateLimited,
+    /// No such route or resource.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// A WebSocket frame names a `type` the server does not know.
+    UnknownType,
+    /// A WebSocket binary frame; the protocol is JSON text.
+    UnsupportedFrame,
+    /// The server failed; the log has the cause.
+    Internal,
+    /// The server is shutting down or overloaded; try again.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidQuery => "invalid_query",
+            Self::InvalidChannel => "invalid_channel",
+            Self::TextEmpty => "text_empty",
+            Self::TextTooLong => "text_too_long",
+            Self::TextInvalidChars => "text_invalid_chars",
+            Self::AuthorEmpty => "author_empty",
+            Self::AuthorTooLong => "author_too_long",
+            Self::AuthorInvalidChars => "author_invalid_chars",
+            Self::InvalidColor => "invalid_color",
+            Self::InvalidMode => "invalid_mode",
+            Self::InvalidTime => "invalid_time",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::UnknownType => "unknown_type",
+            Self::UnsupportedFrame => "unsupported_frame",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status that carries this code. Malformed requests are 400; well-formed requests
+    /// whose values break a rule of the comment are 422.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidJson
+            | Self::InvalidQuery
+            | Self::InvalidChannel
+            | Self::UnknownType
+            | Self::UnsupportedFrame => 400,
+            Self::TextEmpty
+            | Self::TextTooLong
+            | Self::TextInvalidChars
+            | Self::AuthorEmpty
+            | Self::AuthorTooLong
+            | Self::AuthorInvalidChars
+            | Self::InvalidColor
+            | Self::InvalidMode
+            | Self::InvalidTime => 422,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error to show a client: what went wrong, in a stable code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The stable code clients branch on.
+    pub code: ErrorCode,
+    /// A sentence for people; may change between versions.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A server fault. The message stays generic: the cause belongs in the log, not the client.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal server error")
+    }
+
+    /// The HTTP body that carries this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.clone(),
+        }
+    }
+}
+
+/// The JSON body of every HTTP error: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ApiError::new(ErrorCode::TextTooLong, "too long").body();
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({"error": {"code": "text_too_long", "message": "too long"}})
+        );
+    }
+
+    #[test]
+    fn as_str_matches_serde_for_every_code() {
+        use ErrorCode::*;
+        for code in [
+            InvalidJson,
+            InvalidQuery,
+            InvalidChannel,
+            TextEmpty,
+            TextTooLong,
+            TextInvalidChars,
+            AuthorEmpty,
+            AuthorTooLong,
+            AuthorInvalidChars,
+            InvalidColor,
+            InvalidMode,
+            InvalidTime,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            RateLimited,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            UnknownType,
+            UnsupportedFrame,
+            Internal,
+            Unavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The types, validation, wire protocol and storage that the danmaku services share.
+//!
+//! Nothing here knows about actix: the services translate these types to and from HTTP and
+//! WebSocket at their edges, so the rules for what a comment may be live in one place.
+//!
+//! - [`limits`]: every limit of the contract, with its unit.
+//! - [`comment`]: a stored [`Danmaku`], the validated [`NewDanmaku`] and the raw [`DraftDanmaku`]
+//!   a client sends, with the validation that turns one into the other.
+//! - [`error`]: [`ApiError`] and its stable [`ErrorCode`]s, the JSON error body of HTTP and the
+//!   error frame of WebSocket alike.
+//! - [`api`]: HTTP request and response bodies.
+//! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
+//!   [`ServerMessage`] (server to client).
+//! - [`store`]: the [`Store`] trait and its embedded SQLite implementation, [`SqliteStore`].
+
+pub mod api;
+pub mod comment;
+pub mod error;
+pub mod limits;
+pub mod protocol;
+pub mod store;
+
+pub use comment::{ChannelId, Color, Danmaku, DraftDanmaku, Mode, NewDanmaku};
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use protocol::{ClientMessage, Ref, ServerMessage};
+pub use store::{SqliteStore, Store, StoreError};

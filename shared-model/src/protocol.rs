@@ -1,0 +1,446 @@
+//! The WebSocket protocol: JSON text frames tagged by their `type` field.
+//!
+//! [`ClientMessage`] is what a client may send, [`ServerMessage`] what a server sends. Both are
+//! shared by the video and the live service; a service answers a frame it has no use for (say,
+//! `range` on a live room) with an `unknown_type` error. Decoding refuses unknown types and unknown
+//! fields with an [`ApiError`] that names the problem, so a client learns what it did wrong.
+
+use serde::{Deserialize, Serialize};
+
+use crate::comment::{ChannelId, Danmaku, DraftDanmaku};
+use crate::error::{ApiError, ErrorCode};
+
+/// A client's tag for a request, echoed in the answer (`ack`, `range`, `error`) so it can match
+/// them up. A string or an integer, as the client chose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ref {
+    /// An integer tag.
+    Number(i64),
+    /// A string tag.
+    Text(String),
+}
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Post a comment. Video comments carry `time` and `author`; in a live room the author is
+    /// the connection's name.
+    Send {
+        /// The text as typed.
+        text: String,
+        /// `#rrggbb`, or none for white.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        color: Option<String>,
+        /// `scroll`, `top` or `bottom`, or none for scroll.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<String>,
+        /// Seconds into the video (video service only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time: Option<f64>,
+        /// Author name (video service only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// Echoed in the `ack` or `error`.
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Ask for every comment with `from <= time < to` (video service).
+    Range {
+        /// Window start, seconds.
+        from: f64,
+        /// Window end (exclusive), seconds.
+        to: f64,
+        /// Echoed in the `range` answer.
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// An application-level keep-alive; answered with `pong`.
+    Ping,
+    /// Check in to an open check-in with the code shown on the host's screen (live service).
+    Checkin {
+        /// The check-in id.
+        checkin: i64,
+        /// The 6-digit code.
+        code: String,
+        /// Echoed in the answer.
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+}
+
+/// The `type` values [`ClientMessage`] knows, for the `unknown_type` error message.
+const CLIENT_TYPES: &[&str] = &["send", "range", "ping", "checkin"];
+
+/// Just the tag of a frame, read first so an unknown type gets its own error code.
+#[derive(Deserialize)]
+struct TagOnly {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl ClientMessage {
+    /// Decodes a text frame, naming what is wrong when it cannot.
+    pub fn decode(text: &str) -> Result<Self, ApiError> {
+        let tag: TagOnly = serde_json::from_str(text).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("a frame is a JSON object with a string field \"type\": {e}"),
+            )
+        })?;
+        if !CLIENT_TYPES.contains(&tag.kind.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "unknown frame type {:?}; expected one of {}",
+                    tag.kind,
+                    CLIENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("bad {:?} frame: {e}", tag.kind),
+            )
+        })
+    }
+
+    /// The client's ref, if the frame carries one, for echoing in an error.
+    pub fn reference(&self) -> Option<&Ref> {
+        match self {
+            Self::Send { reference, .. }
+            | Self::Range { reference, .. }
+            | Self::Checkin { reference, .. } => reference.as_ref(),
+            Self::Ping => None,
+        }
+    }
+}
+
+/// The comment a `send` frame describes, ready for [`DraftDanmaku::validate`]; `author` fills in
+/// the author when the frame has none (a live room uses the connection's name).
+pub fn send_to_draft(
+    text: String,
+    color: Option<String>,
+    mode: Option<String>,
+    time: Option<f64>,
+    author: Option<String>,
+    default_author: &str,
+) -> DraftDanmaku {
+    DraftDanmaku {
+        author: author.unwrap_or_else(|| default_author.to_owned()),
+        text,
+        color,
+        mode,
+        time,
+    }
+}
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First frame on a video connection.
+    Hello {
+        /// The video this connection watches.
+        video: ChannelId,
+        /// Viewers of that video now, this one included.
+        viewers: usize,
+    },
+    /// First frame on a live-room connection: the chat box, or what was missed.
+    Welcome {
+        /// The room.
+        room: ChannelId,
+        /// Viewers in the room now, this one included.
+        viewers: usize,
+        /// The last 50 comments, or with `since` every comment after it, oldest first.
+        history: Vec<Danmaku>,
+        /// Present when the client gave `since`: `true` when `history` holds everything it
+        /// missed, `false` when too much was missed and it should reload.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// The sender's comment is stored (on disk) under this id.
+    Ack {
+        /// The `ref` of the `send`.
+        #[serde(rename = "ref")]
+        reference: Option<Ref>,
+        /// The stored comment.
+        item: Danmaku,
+    },
+    /// New comments for everyone watching, oldest first.
+    Danmaku {
+        /// One or more comments.
+        items: Vec<Danmaku>,
+    },
+    /// The answer to a `range` request.
+    Range {
+        /// Window start, seconds.
+        from: f64,
+        /// Window end (exclusive), seconds.
+        to: f64,
+        /// Every comment in the window, ordered by time.
+        items: Vec<Danmaku>,
+        /// The `ref` of the request.
+        #[serde(rename = "ref")]
+        reference: Option<Ref>,
+    },
+    /// The number of viewers changed.
+    Viewers {
+        /// Viewers now.
+        count: usize,
+    },
+    /// The answer to `ping`.
+    Pong,
+    /// A request failed; the connection stays open.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// A sentence for people.
+        message: String,
+        /// The `ref` of the failed request, when it had one.
+        #[serde(rename = "ref")]
+        reference: Option<Ref>,
+    },
+    /// A check-in opened (sent to viewers; never carries the code).
+    CheckinOpen {
+        /// The check-in id.
+        checkin: i64,
+        /// When it closes, RFC 3339.
+        closes_at: String,
+    },
+    /// A fresh check-in code (sent to the host's connections only).
+    CheckinCode {
+        /// The check-in id.
+        checkin: i64,
+        /// The 6-digit code to show.
+        code: String,
+        /// When the next code replaces it, RFC 3339.
+        valid_until: String,
+    },
+    /// A check-in closed (sent to the host).
+    CheckinClosed {
+        /// The check-in id.
+        checkin: i64,
+        /// How many checked in.
+        attended: usize,
+    },
+}
+
+impl ServerMessage {
+    /// The error frame for `error`, echoing `reference`.
+    pub fn error(error: ApiError, reference: Option<Ref>) -> Self {
+        Self::Error {
+            code: error.code,
+            message: error.message,
+            reference,
+        }
+    }
+
+    /// The frame as JSON text. Serialize once per fan-out and share the text.
+    pub fn to_json(&self) -> String {
+        // Holds: every field is a string, number, bool or list of such; nothing can fail.
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comment::{Color, Mode};
+    use serde_json::json;
+
+    fn item() -> Danmaku {
+        Danmaku {
+            id: 1,
+            channel: ChannelId::parse("v1").unwrap(),
+            author: "ann".into(),
+            text: "hi".into(),
+            color: Color::default(),
+            mode: Mode::Scroll,
+            time: Some(3.0),
+            sent_at: "2026-11-22T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn send_frame_decodes_with_optional_fields() {
+        let msg = ClientMessage::decode(
+            r##"{"type":"send","text":"hi","time":3,"author":"ann","color":"#ff0000","ref":"a1"}"##,
+        )
+        .unwrap();
+        assert_eq!(
+            msg,
+            ClientMessage::Send {
+                text: "hi".into(),
+                color: Some("#ff0000".into()),
+                mode: None,
+                time: Some(3.0),
+                author: Some("ann".into()),
+                reference: Some(Ref::Text("a1".into())),
+            }
+        );
+        let minimal = ClientMessage::decode(r#"{"type":"send","text":"hi","ref":7}"#).unwrap();
+        assert_eq!(minimal.reference(), Some(&Ref::Number(7)));
+    }
+
+    #[test]
+    fn range_and_ping_and_checkin_decode() {
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"range","from":0,"to":30.5}"#).unwrap(),
+            ClientMessage::Range {
+                from: 0.0,
+                to: 30.5,
+                reference: None
+            }
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"checkin","checkin":3,"code":"042117"}"#).unwrap(),
+            ClientMessage::Checkin {
+                checkin: 3,
+                code: "042117".into(),
+                reference: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_type_has_its_own_code() {
+        let err = ClientMessage::decode(r#"{"type":"dance"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownType);
+        assert!(err.message.contains("dance"));
+    }
+
+    #[test]
+    fn unknown_field_is_refused_by_name() {
+        let err = ClientMessage::decode(r#"{"type":"send","text":"hi","admin":true}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidJson);
+        assert!(err.message.contains("admin"), "{}", err.message);
+    }
+
+    #[test]
+    fn malformed_json_and_missing_type_are_invalid_json() {
+        for bad in ["{", "[]", "42", r#"{"text":"no type"}"#, r#"{"type":7}"#, ""] {
+            assert_eq!(
+                ClientMessage::decode(bad).unwrap_err().code,
+                ErrorCode::InvalidJson,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_field_type_names_the_problem() {
+        let err = ClientMessage::decode(r#"{"type":"range","from":"zero","to":1}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidJson);
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn server_frames_wire_format() {
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Hello {
+                video: ChannelId::parse("v1").unwrap(),
+                viewers: 2
+            })
+            .unwrap(),
+            json!({"type": "hello", "video": "v1", "viewers": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Ack {
+                reference: Some(Ref::Text("a1".into())),
+                item: item()
+            })
+            .unwrap()["ref"],
+            "a1"
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Danmaku {
+                items: vec![item()]
+            })
+            .unwrap()["items"][0]["time"],
+            3.0
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Viewers { count: 3 }).unwrap(),
+            json!({"type": "viewers", "count": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::error(
+                ApiError::new(ErrorCode::RateLimited, "slow down"),
+                Some(Ref::Number(4))
+            ))
+            .unwrap(),
+            json!({"type": "error", "code": "rate_limited", "message": "slow down", "ref": 4})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Range {
+                from: 0.0,
+                to: 10.0,
+                items: vec![],
+                reference: None
+            })
+            .unwrap(),
+            json!({"type": "range", "from": 0.0, "to": 10.0, "items": [], "ref": null})
+        );
+    }
+
+    #[test]
+    fn welcome_carries_recovered_only_when_resuming() {
+        let fresh = ServerMessage::Welcome {
+            room: ChannelId::parse("r").unwrap(),
+            viewers: 1,
+            history: vec![],
+            recovered: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&fresh).unwrap(),
+            json!({"type": "welcome", "room": "r", "viewers": 1, "history": []})
+        );
+        let resumed = ServerMessage::Welcome {
+            room: ChannelId::parse("r").unwrap(),
+            viewers: 1,
+            history: vec![],
+            recovered: Some(true),
+        };
+        assert_eq!(serde_json::to_value(&resumed).unwrap()["recovered"], true);
+    }
+
+    #[test]
+    fn checkin_frames_wire_format() {
+        assert_eq!(
+            serde_json::to_value(ServerMessage::CheckinCode {
+                checkin: 1,
+                code: "004213".into(),
+                valid_until: "2026-11-22T00:00:05.000Z".into()
+            })
+            .unwrap(),
+            json!({"type": "checkin_code", "checkin": 1, "code": "004213",
+                   "valid_until": "2026-11-22T00:00:05.000Z"})
+        );
+        let open = ServerMessage::CheckinOpen {
+            checkin: 1,
+            closes_at: "2026-11-22T00:10:00.000Z".into(),
+        };
+        assert_eq!(serde_json::to_value(&open).unwrap()["type"], "checkin_open");
+        let closed = ServerMessage::CheckinClosed {
+            checkin: 1,
+            attended: 12,
+        };
+        assert_eq!(serde_json::to_value(&closed).unwrap()["attended"], 12);
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let frame = ServerMessage::Danmaku {
+            items: vec![item()],
+        };
+        let back: ServerMessage = serde_json::from_str(&frame.to_json()).unwrap();
+        assert_eq!(back, frame);
+    }
+}

@@ -1,0 +1,67 @@
+//! Where comments live: the [`Store`] trait the services program against, and [`SqliteStore`],
+//! the embedded default.
+//!
+//! The trait is small on purpose: the four queries every service needs (append; items after an
+//! id; the last N; items in a video-time window) plus the newest id. A shared database for running
+//! several instances is a second implementation of the same trait; no service changes.
+//!
+//! The contract every implementation keeps: [`Store::append`] returns only after the comment is
+//! committed to durable storage (an acknowledged comment survives `kill -9` and power loss), ids
+//! increase within a channel and are never reused, and no call blocks the caller's thread.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use crate::comment::{ChannelId, Danmaku, NewDanmaku};
+
+/// Why the store could not do what was asked. Every variant is a server fault (HTTP 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed; the text is for the log.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The database file or its folder could not be opened or created.
+    #[error("cannot open the database at {path}: {reason}")]
+    Open {
+        /// The path as configured.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store has been shut down.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// Durable, ordered storage of comments per channel.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `new` in `channel` with the next id and the current time; returns once committed.
+    async fn append(&self, channel: &ChannelId, new: NewDanmaku) -> Result<Danmaku, StoreError>;
+
+    /// Comments with `id > after`, oldest first, at most `limit`.
+    async fn after(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError>;
+
+    /// The newest `limit` comments, oldest first.
+    async fn latest(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Danmaku>, StoreError>;
+
+    /// Comments with `from <= time < to`, ordered by time then id, at most `limit`.
+    async fn time_window(
+        &self,
+        channel: &ChannelId,
+        from: f64,
+        to: f64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError>;
+
+    /// The newest id in `channel`, or 0 when it is empty.
+    async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError>;
+}

@@ -1,0 +1,549 @@
+//! The embedded store: one SQLite file in WAL mode, one writer thread, a few reader threads.
+//!
+//! Why threads and not `spawn_blocking` per call: SQLite allows one writer at a time, so a single
+//! thread that owns the write connection never waits on a lock, and it can *group commit*: every
+//! append that queued up while the previous commit was syncing goes into the next transaction, so
+//! one `fsync` acknowledges many comments. Readers run on their own connections (WAL lets them read
+//! while the writer writes). Callers talk to the threads over channels and await a oneshot reply,
+//! so no actix worker ever blocks on the disk.
+//!
+//! Durability: `journal_mode=WAL` with `synchronous=FULL` syncs the log at every commit, and an
+//! append's reply is sent only after its commit returned.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+
+use async_trait::async_trait;
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::{Connection, OpenFlags, Row, params};
+use tokio::sync::oneshot;
+
+use super::{Store, StoreError};
+use crate::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
+
+/// Most appends committed in one transaction. Bounds the latency one slow batch adds.
+const MAX_BATCH_APPENDS: usize = 512;
+
+/// How long a connection waits for a lock held by another process before failing, in ms.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Tuning of [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Reader threads, each with its own connection.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { readers: 2 }
+    }
+}
+
+/// An append waiting for the writer thread.
+struct WriteJob {
+    channel: ChannelId,
+    new: NewDanmaku,
+    reply: oneshot::Sender<Result<Danmaku, StoreError>>,
+}
+
+/// A query waiting for a reader thread; it sends its own reply.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The embedded SQLite store. Cheap to clone: clones share the threads, which stop once the last
+/// clone is dropped and the queued work is done.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Unbounded: senders must never block an async worker, and the services bound the inflow
+    /// with per-client rate limits.
+    writes: Sender<WriteJob>,
+    /// Unbounded for the same reason; each job is a small closure.
+    reads: Sender<ReadJob>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, folder included) the database at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the database at `path`, migrates it, and starts the writer and reader threads.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open_error = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        }
+        let writer = open_writer(&path).map_err(|e| open_error(e.to_string()))?;
+        let mut readers = Vec::with_capacity(options.readers.max(1));
+        for _ in 0..options.readers.max(1) {
+            readers.push(open_reader(&path).map_err(|e| open_error(e.to_string()))?);
+        }
+
+        let (writes, write_rx) = crossbeam_channel::unbounded();
+        let (reads, read_rx) = crossbeam_channel::unbounded();
+        spawn_thread("danmaku-db-writer", move || run_writer(writer, write_rx))
+            .map_err(|e| open_error(e.to_string()))?;
+        for (n, conn) in readers.into_iter().enumerate() {
+            let rx = read_rx.clone();
+            spawn_thread(&format!("danmaku-db-reader-{n}"), move || {
+                run_reader(conn, rx)
+            })
+            .map_err(|e| open_error(e.to_string()))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writes,
+                reads,
+                path,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `query` on a reader connection and awaits its result.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // The caller may have gone away (a closed request); nothing to do then.
+            let _ = reply.send(query(conn));
+        });
+        self.inner
+            .reads
+            .send(job)
+            .map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| StoreError::Database(e.to_string()))
+    }
+}
+
+fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map(|_| ())
+}
+
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("SQLite refused WAL mode (got {mode}); durability holds, concurrency drops");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Ids are per channel: the primary key is
+/// `(channel, id)`, and `WITHOUT ROWID` stores rows in that order, so "after id N" and "last N"
+/// are range scans.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE IF NOT EXISTS danmaku (
+             channel TEXT    NOT NULL,
+             id      INTEGER NOT NULL,
+             author  TEXT    NOT NULL,
+             text    TEXT    NOT NULL,
+             color   TEXT    NOT NULL,
+             mode    TEXT    NOT NULL,
+             time    REAL,
+             sent_at TEXT    NOT NULL,
+             PRIMARY KEY (channel, id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS danmaku_by_time ON danmaku (channel, time);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+}
+
+/// The writer thread: takes one append, gathers whatever else is queued, commits them together,
+/// then answers each. Exits when every [`SqliteStore`] clone is gone and the queue is empty.
+fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_APPENDS {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&mut conn, &batch) {
+            Ok(items) => {
+                for (job, item) in batch.into_iter().zip(items) {
+                    let _ = job.reply.send(Ok(item));
+                }
+            }
+            Err(e) => {
+                log::error!("committing {} comments failed: {e}", batch.len());
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError::Database(e.to_string())));
+                }
+            }
+        }
+    }
+    log::debug!("database writer stopped");
+}
+
+/// Inserts every job in one transaction. Each id is `MAX(id) + 1` of its channel, read inside
+/// the same transaction, so ids stay dense and increasing even if another process writes.
+fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> rusqlite::Result<Vec<Danmaku>> {
+    let tx = conn.transaction()?;
+    let mut items = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at)
+             SELECT ?1, COALESCE(MAX(id), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7
+             FROM danmaku WHERE channel = ?1
+             RETURNING id",
+        )?;
+        for job in batch {
+            let sent_at = now_rfc3339();
+            let new = &job.new;
+            let id: i64 = insert.query_row(
+                params![
+                    job.channel.as_str(),
+                    new.author,
+                    new.text,
+                    new.color.as_str(),
+                    new.mode.as_str(),
+                    new.time,
+                    sent_at,
+                ],
+                |r| r.get(0),
+            )?;
+            items.push(Danmaku {
+                id,
+                channel: job.channel.clone(),
+                author: new.author.clone(),
+                text: new.text.clone(),
+                color: new.color.clone(),
+                mode: new.mode,
+                time: new.time,
+                sent_at,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(items)
+}
+
+fn run_reader(conn: Connection, jobs: Receiver<ReadJob>) {
+    while let Ok(job) = jobs.recv() {
+        job(&conn);
+    }
+}
+
+/// The server's clock as the contract writes it: RFC 3339, UTC, milliseconds.
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The columns every query selects, in the order [`row_to_danmaku`] reads them.
+const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
+
+fn row_to_danmaku(channel: &ChannelId, row: &Row<'_>) -> rusqlite::Result<Danmaku> {
+    let bad = |col: usize, e: crate::error::ApiError| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let color: String = row.get(3)?;
+    let mode: String = row.get(4)?;
+    Ok(Danmaku {
+        id: row.get(0)?,
+        channel: channel.clone(),
+        author: row.get(1)?,
+        text: row.get(2)?,
+        color: Color::parse(&color).map_err(|e| bad(3, e))?,
+        mode: mode.parse::<Mode>().map_err(|e| bad(4, e))?,
+        time: row.get(5)?,
+        sent_at: row.get(6)?,
+    })
+}
+
+fn collect(
+    conn: &Connection,
+    sql: &str,
+    channel: &ChannelId,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Danmaku>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |row| row_to_danmaku(channel, row))?;
+    rows.collect()
+}
+
+/// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, channel: &ChannelId, new: NewDanmaku) -> Result<Danmaku, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(WriteJob {
+                channel: channel.clone(),
+                new,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn after(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            collect(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3"
+                ),
+                &channel,
+                params![channel.as_str(), after, sql_limit(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn latest(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Danmaku>, StoreError> {
+        let channel = channel.clone();
+        let mut items = self
+            .read(move |conn| {
+                collect(
+                    conn,
+                    &format!(
+                        "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1
+                         ORDER BY id DESC LIMIT ?2"
+                    ),
+                    &channel,
+                    params![channel.as_str(), sql_limit(limit)],
+                )
+            })
+            .await?;
+        items.reverse();
+        Ok(items)
+    }
+
+    async fn time_window(
+        &self,
+        channel: &ChannelId,
+        from: f64,
+        to: f64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            collect(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM danmaku
+                     WHERE channel = ?1 AND time >= ?2 AND time < ?3
+                     ORDER BY time, id LIMIT ?4"
+                ),
+                &channel,
+                params![channel.as_str(), from, to, sql_limit(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM danmaku WHERE channel = ?1",
+                [channel.as_str()],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comment::{DraftDanmaku, TimeRule};
+
+    fn channel(name: &str) -> ChannelId {
+        ChannelId::parse(name).unwrap()
+    }
+
+    fn comment(text: &str, time: Option<f64>) -> NewDanmaku {
+        let draft = DraftDanmaku {
+            author: "ann".into(),
+            text: text.into(),
+            time,
+            ..Default::default()
+        };
+        let rule = if time.is_some() {
+            TimeRule::Required
+        } else {
+            TimeRule::Absent
+        };
+        draft.validate(rule).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ids_increase_per_channel_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/folder/danmaku.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let a1 = store.append(&channel("a"), comment("a1", None)).await.unwrap();
+            let b1 = store.append(&channel("b"), comment("b1", None)).await.unwrap();
+            let a2 = store.append(&channel("a"), comment("a2", None)).await.unwrap();
+            assert_eq!((a1.id, b1.id, a2.id), (1, 1, 2));
+            assert!(a1.sent_at.ends_with('Z') && a1.sent_at.len() == 24, "{}", a1.sent_at);
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let a = store.after(&channel("a"), 0, 100).await.unwrap();
+        assert_eq!(
+            a.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+            ["a1", "a2"]
+        );
+        assert_eq!(store.last_id(&channel("a")).await.unwrap(), 2);
+        assert_eq!(store.last_id(&channel("empty")).await.unwrap(), 0);
+        let a3 = store.append(&channel("a"), comment("a3", None)).await.unwrap();
+        assert_eq!(a3.id, 3);
+    }
+
+    #[tokio::test]
+    async fn the_database_is_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.append(&channel("a"), comment("x", None)).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_get_distinct_dense_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&channel("room"), comment(&format!("c{n}"), None))
+                        .await
+                        .unwrap()
+                        .id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=200).collect::<Vec<i64>>());
+    }
+
+    #[tokio::test]
+    async fn after_and_latest_page_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let room = channel("room");
+        for n in 1..=10 {
+            store.append(&room, comment(&format!("c{n}"), None)).await.unwrap();
+        }
+        let page = store.after(&room, 3, 4).await.unwrap();
+        assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        let last = store.latest(&room, 3).await.unwrap();
+        assert_eq!(last.iter().map(|d| d.id).collect::<Vec<_>>(), [8, 9, 10]);
+        assert!(store.after(&room, 10, 100).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn time_window_is_half_open_and_ordered_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let video = channel("v");
+        for t in [5.0, 1.0, 9.99, 10.0, 0.0, 3.5] {
+            store.append(&video, comment(&format!("t{t}"), Some(t))).await.unwrap();
+        }
+        let window = store.time_window(&video, 1.0, 10.0, 100).await.unwrap();
+        let times: Vec<f64> = window.iter().map(|d| d.time.unwrap()).collect();
+        assert_eq!(times, [1.0, 3.5, 5.0, 9.99]);
+    }
+
+    #[tokio::test]
+    async fn stored_fields_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let draft = DraftDanmaku {
+            author: "作者".into(),
+            text: "弹幕 🎉 <b>".into(),
+            color: Some("#FF8800".into()),
+            mode: Some("bottom".into()),
+            time: Some(12.25),
+        };
+        let stored = store
+            .append(&channel("v"), draft.validate(TimeRule::Required).unwrap())
+            .await
+            .unwrap();
+        let read = store.after(&channel("v"), 0, 10).await.unwrap();
+        assert_eq!(read, vec![stored.clone()]);
+        assert_eq!(stored.color.as_str(), "#ff8800");
+        assert_eq!(stored.mode, Mode::Bottom);
+        assert_eq!(stored.text, "弹幕 🎉 <b>");
+    }
+}

@@ -1,0 +1,256 @@
+// The HTTP-mode page: send with POST, receive by short or long polling the cursor API.
+//
+// The cursor (`next` from the last answer) is the only state the server needs: passing it back means
+// no comment is missed or repeated. Our own comments show at once from the 201 answer; `shown` keeps
+// the poll from showing them a second time.
+
+import { Stage } from './stage.js';
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** Comments asked for on the first request, to start with recent history. */
+const HISTORY_LIMIT = 50;
+/** Comments per later request; a full page is followed by another request at once. */
+const PAGE_LIMIT = 100;
+/** Long-poll wait, in seconds (the server allows up to 30). */
+const LONG_WAIT_SECS = 25;
+/** Extra time a long poll may take before the page gives up on it, in milliseconds. */
+const LONG_SLACK_MS = 10_000;
+/** Backoff after a failed request, in milliseconds. */
+const BACKOFF_START_MS = 1000;
+const BACKOFF_MAX_MS = 30_000;
+/** Entries kept in the list; older ones are removed from the page. */
+const MAX_LIST = 200;
+const AUTHOR_KEY = 'danmaku.author';
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  form: $('send-form'), author: $('author'), text: $('text'), color: $('color'), mode: $('mode'),
+  send: $('send'), error: $('error'), transport: $('transport'), interval: $('interval'),
+  intervalBox: $('interval-box'), status: $('status'), room: $('room'), list: $('list'),
+  requests: $('stat-requests'), bytes: $('stat-bytes'), comments: $('stat-comments'),
+};
+
+const params = new URLSearchParams(location.search);
+let room = params.get('room') ?? 'default';
+if (!ROOM_RE.test(room)) {
+  $('room-note').textContent =
+    `“${room}” is not a valid room name (letters, digits, _ and -, up to 64); showing “default”.`;
+  room = 'default';
+}
+ui.room.value = room;
+document.title = `danmaku · HTTP · ${room}`;
+const base = `/api/rooms/${encodeURIComponent(room)}/danmaku`;
+
+const stage = new Stage($('stage'));
+const encoder = new TextEncoder();
+const stats = { requests: 0, bytes: 0, comments: 0 };
+/** Ids already on the page; ids at or below the cursor are pruned as the cursor moves on. */
+const shown = new Set();
+let cursor = null;
+
+// ---- counters and requests ----
+
+function renderStats() {
+  ui.requests.textContent = String(stats.requests);
+  ui.bytes.textContent = String(stats.bytes);
+  ui.comments.textContent = String(stats.comments);
+}
+
+/** Fetches and parses JSON, counting the request and the body's bytes. Throws on failure. */
+async function request(url, init = {}) {
+  stats.requests += 1;
+  renderStats();
+  const res = await fetch(url, { cache: 'no-store', ...init, headers: { Accept: 'application/json', ...init.headers } });
+  const text = await res.text();
+  stats.bytes += encoder.encode(text).length;
+  renderStats();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below */ }
+  if (!res.ok) {
+    const err = new Error(body?.error?.message ?? `The server answered ${res.status}.`);
+    err.status = res.status;
+    err.code = body?.error?.code;
+    const retry = Number(res.headers.get('Retry-After'));
+    if (Number.isFinite(retry) && retry > 0) err.retryAfterMs = retry * 1000;
+    throw err;
+  }
+  if (body === null) throw new Error('The server sent an answer that is not JSON.');
+  return body;
+}
+
+// ---- showing comments ----
+
+function formatTime(sentAt) {
+  const date = new Date(sentAt);
+  return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString([], { hour12: false });
+}
+
+/** Adds a comment to the list and, unless it is history, to the stage. */
+function show(item, { own = false, fly = true } = {}) {
+  if (typeof item?.id !== 'number' || shown.has(item.id)) return;
+  shown.add(item.id);
+  stats.comments += 1;
+  renderStats();
+  if (fly) stage.add(item, own);
+
+  const li = document.createElement('li');
+  li.dataset.id = String(item.id);
+  if (own) li.classList.add('own');
+  const time = document.createElement('time');
+  time.dateTime = item.sent_at ?? '';
+  time.textContent = formatTime(item.sent_at);
+  const swatch = document.createElement('span');
+  swatch.className = 'swatch';
+  swatch.style.setProperty('--swatch', item.color ?? '#ffffff');
+  const author = document.createElement('span');
+  author.className = 'author';
+  author.textContent = item.author ?? '';
+  const text = document.createElement('span');
+  text.textContent = `: ${item.text ?? ''}`;
+  li.append(time, swatch, author, text);
+
+  // Newest first, ordered by id: a poll can bring an older comment after our own newer one.
+  const after = [...ui.list.children].find((el) => Number(el.dataset.id) < item.id);
+  ui.list.insertBefore(li, after ?? null);
+  while (ui.list.children.length > MAX_LIST) ui.list.lastElementChild.remove();
+}
+
+// ---- polling ----
+
+let run = 0; // bumped to stop the running loop
+let inflight = null; // AbortController of the request in flight
+let wake = null; // ends the current pause early
+
+function setStatus(message) { ui.status.textContent = message; }
+
+function pause(ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() { clearTimeout(timer); wake = null; resolve(); }
+    wake = done;
+  });
+}
+
+function intervalMs() {
+  const secs = Number(ui.interval.value);
+  return (Number.isFinite(secs) && secs >= 1 ? Math.min(secs, 3600) : 10) * 1000;
+}
+
+async function poll(waitSecs) {
+  const query = new URLSearchParams({ limit: String(cursor === null ? HISTORY_LIMIT : PAGE_LIMIT) });
+  if (cursor !== null) query.set('after', String(cursor));
+  if (waitSecs > 0) query.set('wait', String(waitSecs));
+  const ctrl = new AbortController();
+  inflight = ctrl;
+  const timer = setTimeout(() => ctrl.abort(), waitSecs * 1000 + LONG_SLACK_MS);
+  try {
+    const page = await request(`${base}?${query}`, { signal: ctrl.signal });
+    const first = cursor === null;
+    for (const item of page.items ?? []) show(item, { fly: !first });
+    if (typeof page.next === 'number') cursor = page.next;
+    for (const id of shown) if (cursor !== null && id <= cursor) shown.delete(id);
+    return !first && (page.items?.length ?? 0) >= PAGE_LIMIT;
+  } finally {
+    clearTimeout(timer);
+    if (inflight === ctrl) inflight = null;
+  }
+}
+
+async function loop(me) {
+  let backoff = 0;
+  while (me === run) {
+    const long = ui.transport.value === 'long';
+    let delay = 0;
+    try {
+      // The first request has no cursor yet; it answers at once with recent history.
+      const full = await poll(long && cursor !== null ? LONG_WAIT_SECS : 0);
+      if (me !== run) return;
+      backoff = 0;
+      if (full) {
+        setStatus('Catching up…');
+      } else if (long) {
+        setStatus(`Long polling: waiting up to ${LONG_WAIT_SECS} s for new comments.`);
+      } else {
+        delay = intervalMs();
+        setStatus(`Short polling: next request in ${delay / 1000} s.`);
+      }
+    } catch (err) {
+      if (me !== run) return;
+      backoff = backoff ? Math.min(backoff * 2, BACKOFF_MAX_MS) : BACKOFF_START_MS;
+      delay = Math.max(backoff, err.retryAfterMs ?? 0, long ? 0 : intervalMs());
+      const why = err.name === 'AbortError' ? 'The request timed out.'
+        : err.name === 'TypeError' ? 'Could not reach the server.' : err.message;
+      setStatus(`${why} Retrying in ${Math.round(delay / 1000)} s.`);
+    }
+    if (delay > 0) await pause(delay);
+  }
+}
+
+/** Starts polling afresh (keeping the cursor), e.g. after the transport or interval changed. */
+function restart() {
+  run += 1;
+  inflight?.abort();
+  wake?.();
+  ui.intervalBox.hidden = ui.transport.value === 'long';
+  loop(run);
+}
+
+ui.transport.addEventListener('change', restart);
+ui.interval.addEventListener('change', restart);
+
+// ---- sending ----
+
+function loadAuthor() {
+  try { return localStorage.getItem(AUTHOR_KEY); } catch { return null; }
+}
+
+function saveAuthor(name) {
+  try { localStorage.setItem(AUTHOR_KEY, name); } catch { /* storage off: nothing to remember */ }
+}
+
+function showError(message) { ui.error.textContent = message; }
+
+const chars = (s) => [...s].length;
+
+ui.author.value = loadAuthor() ?? `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+ui.author.addEventListener('change', () => {
+  const name = ui.author.value.trim();
+  if (name) saveAuthor(name);
+});
+ui.text.addEventListener('input', () => showError(''));
+
+let sending = false;
+ui.form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (sending) return;
+  const author = ui.author.value.trim();
+  const text = ui.text.value.trim();
+  if (chars(author) < 1 || chars(author) > 24) return showError('Your name must be 1 to 24 characters.');
+  if (!text) return showError('Write a comment first.');
+  if (chars(text) > 100) return showError('A comment is at most 100 characters.');
+  saveAuthor(author);
+
+  sending = true;
+  ui.send.disabled = true;
+  try {
+    const item = await request(base, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ author, text, color: ui.color.value, mode: ui.mode.value }),
+    });
+    show(item, { own: true });
+    ui.text.value = '';
+    showError('');
+  } catch (err) {
+    let message = err.name === 'TypeError' ? 'Could not reach the server.' : err.message;
+    if (err.retryAfterMs) message += ` Try again in ${Math.ceil(err.retryAfterMs / 1000)} s.`;
+    showError(message);
+  } finally {
+    sending = false;
+    ui.send.disabled = false;
+    ui.text.focus();
+  }
+});
+
+renderStats();
+restart();

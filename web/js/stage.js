@@ -1,0 +1,113 @@
+// The flying-comment renderer shared by the pages.
+//
+// Scrolling comments all move at the same speed, so one that starts after another in the same lane
+// can never catch up with it: a lane is free again once the last comment's tail has cleared the right
+// edge (plus a gap). Top and bottom comments hold still, centred, for HOLD_MS in their own lanes.
+// A comment that finds no free lane waits in a short queue; past its bound the oldest waiting one is
+// dropped from the stage (the page's list still has it).
+
+/** How long top and bottom comments stay, in milliseconds. */
+export const HOLD_MS = 4000;
+/** Time for a scrolling comment to travel one stage width, in milliseconds. */
+const CROSS_MS = 7000;
+/** Space kept between two comments in a lane, in pixels. */
+const GAP_PX = 24;
+/** Comments that may wait for a lane before the oldest is dropped. */
+const MAX_WAITING = 60;
+
+export class Stage {
+  /** @param {HTMLElement} el the stage box */
+  constructor(el) {
+    this.el = el;
+    this.freeAt = { scroll: [], top: [], bottom: [] };
+    this.waiting = [];
+    this.timer = null;
+    document.addEventListener('visibilitychange', () => {
+      // Animations do not run in a hidden tab; do not let a backlog burst out on return.
+      if (document.hidden) this.clear();
+    });
+  }
+
+  /** Shows one comment `{text, color, mode}`; `own` marks the viewer's own comment. */
+  add(item, own = false) {
+    if (document.hidden) return;
+    if (!this.place(item, own)) {
+      this.waiting.push({ item, own });
+      if (this.waiting.length > MAX_WAITING) this.waiting.shift();
+      this.schedule();
+    }
+  }
+
+  /** Removes everything on and waiting for the stage. */
+  clear() {
+    this.waiting = [];
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.el.replaceChildren();
+    this.freeAt = { scroll: [], top: [], bottom: [] };
+  }
+
+  /** Tries to put a comment in a free lane now; false when every lane of its kind is busy. */
+  place(item, own) {
+    const mode = item.mode === 'top' || item.mode === 'bottom' ? item.mode : 'scroll';
+    const node = document.createElement('div');
+    node.className = `dm measuring ${mode}`;
+    if (own) node.classList.add('own');
+    node.textContent = item.text;
+    node.style.setProperty('--c', /^#[0-9a-fA-F]{6}$/.test(item.color) ? item.color : '#ffffff');
+    this.el.append(node);
+
+    const stageW = this.el.clientWidth;
+    const stageH = this.el.clientHeight;
+    const width = node.offsetWidth;
+    const rowH = node.offsetHeight || 1;
+    const rows = Math.max(1, Math.floor(stageH / rowH));
+    const now = performance.now();
+
+    // Rows for fixed comments: the top half from the top, the bottom half from the bottom.
+    const half = Math.max(1, Math.floor(rows / 2));
+    const lanes = mode === 'scroll' ? rows : half;
+    const free = this.freeAt[mode];
+    let lane = -1;
+    for (let i = 0; i < lanes; i++) {
+      if (!(free[i] > now)) { lane = i; break; }
+    }
+    if (lane < 0) {
+      node.remove();
+      return false;
+    }
+
+    const row = mode === 'bottom' ? rows - 1 - lane : lane;
+    node.style.setProperty('--y', `${row * rowH}px`);
+    if (mode === 'scroll') {
+      const speed = Math.max(stageW, 1) / CROSS_MS; // px per ms
+      const distance = stageW + width;
+      node.style.setProperty('--dx', `${-distance}px`);
+      node.style.setProperty('--dur', `${Math.round(distance / speed)}ms`);
+      free[lane] = now + (width + GAP_PX) / speed;
+    } else {
+      node.style.setProperty('--hold', `${HOLD_MS}ms`);
+      free[lane] = now + HOLD_MS;
+    }
+    node.addEventListener('animationend', () => node.remove(), { once: true });
+    node.classList.remove('measuring');
+    return true;
+  }
+
+  /** Retries the waiting comments when the earliest lane frees up. */
+  schedule() {
+    if (this.timer !== null || this.waiting.length === 0) return;
+    const now = performance.now();
+    const times = [...this.freeAt.scroll, ...this.freeAt.top, ...this.freeAt.bottom].filter((t) => t > now);
+    const delay = times.length ? Math.min(...times) - now : 50;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const pending = this.waiting;
+      this.waiting = [];
+      for (const { item, own } of pending) {
+        if (!this.place(item, own)) this.waiting.push({ item, own });
+      }
+      this.schedule();
+    }, Math.max(16, delay));
+  }
+}
