@@ -1,1 +1,27 @@
+//! The actix-web pieces every danmaku service shares, so the three binaries stay thin and behave
+//! alike at their edges.
+//!
+//! - [`config`]: the settings every binary takes (flags and `DANMAKU_*` variables) and how a
+//!   service parses them with its own defaults.
+//! - [`error`]: [`HttpError`], the JSON error response, and the extractor configurations that turn
+//!   bad bodies, queries and paths into it.
+//! - [`assets`]: the pages of `web/`, embedded in the binary or served from a folder.
+//! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
+//! - [`rate`]: per-client rate limits.
+//! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
 
+pub mod assets;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod rate;
+pub mod shutdown;
+
+pub use config::{ServerArgs, WsArgs};
+pub use error::HttpError;
+pub use rate::ClientRateLimiter;
+
+/// Starts logging through `env_logger`: `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}

@@ -1,0 +1,168 @@
+//! Errors as HTTP responses: always the JSON body `{"error": {"code", "message"}}`.
+//!
+//! Handlers return `Result<_, HttpError>`; client faults carry their [`ErrorCode`], server faults
+//! are logged in full and answered with an opaque `internal` error. The extractor configurations
+//! here turn actix's own refusals (body too large, wrong content type, malformed JSON, bad query)
+//! into the same body, and [`json_error_pages`] does so for actix's bare 404 and 405.
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use shared_model::limits::MAX_MESSAGE_BYTES;
+use shared_model::{ApiError, ErrorCode, StoreError};
+
+/// An error on its way to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct HttpError {
+    /// What the client is told.
+    pub error: ApiError,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl HttpError {
+    /// A client fault with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError::new(code, message).into()
+    }
+
+    /// A `rate_limited` error asking the client to wait `secs` seconds.
+    pub fn rate_limited(secs: u64) -> Self {
+        Self {
+            error: ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many comments; try again in {secs} s"),
+            ),
+            retry_after_secs: Some(secs),
+        }
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        log::error!("storage failed: {e}");
+        ApiError::internal().into()
+    }
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(self.error.body())
+    }
+}
+
+/// JSON bodies: at most [`MAX_MESSAGE_BYTES`], `application/json` only, errors as JSON.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_MESSAGE_BYTES)
+        .error_handler(|err, _req| json_error(err).into())
+}
+
+fn json_error(err: JsonPayloadError) -> HttpError {
+    match err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is {length} bytes; the limit is {limit}"),
+        ),
+        JsonPayloadError::Overflow { limit } => HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than the limit of {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => HttpError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(e) => {
+            HttpError::new(ErrorCode::InvalidJson, format!("the body is not valid: {e}"))
+        }
+        other => HttpError::new(ErrorCode::InvalidJson, other.to_string()),
+    }
+}
+
+/// Query strings: errors as JSON naming the parameter.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let message = match err {
+            QueryPayloadError::Deserialize(e) => format!("bad query string: {e}"),
+            other => other.to_string(),
+        };
+        HttpError::new(ErrorCode::InvalidQuery, message).into()
+    })
+}
+
+/// Path segments: errors as JSON.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let message = match err {
+            PathError::Deserialize(e) => format!("bad path: {e}"),
+            other => other.to_string(),
+        };
+        HttpError::new(ErrorCode::NotFound, message).into()
+    })
+}
+
+/// The handler for requests no route matched.
+pub async fn not_found(req: HttpRequest) -> HttpError {
+    HttpError::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    )
+}
+
+/// Middleware that gives actix's own bodiless 404 and 405 answers the JSON error body.
+pub fn json_error_pages<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new()
+        .handler(StatusCode::NOT_FOUND, |res| {
+            replace_bare_error(res, ErrorCode::NotFound, "not found")
+        })
+        .handler(StatusCode::METHOD_NOT_ALLOWED, |res| {
+            replace_bare_error(res, ErrorCode::MethodNotAllowed, "method not allowed here")
+        })
+}
+
+fn replace_bare_error<B>(
+    res: ServiceResponse<B>,
+    code: ErrorCode,
+    message: &str,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let (req, res) = res.into_parts();
+    let body = serde_json::to_string(&ApiError::new(code, message).body())
+        .map_err(actix_web::error::ErrorInternalServerError)?;
+    let mut res = res.set_body(BoxBody::new(body));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let res: ServiceResponse<EitherBody<B, BoxBody>> =
+        ServiceResponse::new(req, res).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
