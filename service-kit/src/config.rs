@@ -140,7 +140,9 @@ where
 
 fn command<C: Parser>(defaults: ServiceDefaults) -> clap::Command {
     C::command()
-        .mut_arg("port", |a| a.default_value(defaults.port.to_string()).required(false))
+        .mut_arg("port", |a| {
+            a.default_value(defaults.port.to_string()).required(false)
+        })
         .mut_arg("db", |a| a.default_value(defaults.db).required(false))
 }
 
@@ -194,19 +196,34 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_setting_named() {
-        let err = parse_from::<TestConfig, _, _>(DEFAULTS, ["svc", "--port", "eighty"]).unwrap_err();
+        let err =
+            parse_from::<TestConfig, _, _>(DEFAULTS, ["svc", "--port", "eighty"]).unwrap_err();
         assert!(err.to_string().contains("--port"), "{err}");
         let err =
             parse_from::<TestConfig, _, _>(DEFAULTS, ["svc", "--rate-per-sec", "0"]).unwrap_err();
         assert!(err.to_string().contains("--rate-per-sec"), "{err}");
         let c: TestConfig = parse_from(
             DEFAULTS,
-            ["svc", "--heartbeat-secs", "10", "--client-timeout-secs", "5"],
+            [
+                "svc",
+                "--heartbeat-secs",
+                "10",
+                "--client-timeout-secs",
+                "5",
+            ],
         )
         .unwrap();
-        assert!(c.ws.check().unwrap_err().contains("DANMAKU_CLIENT_TIMEOUT_SECS"));
+        assert!(
+            c.ws.check()
+                .unwrap_err()
+                .contains("DANMAKU_CLIENT_TIMEOUT_SECS")
+        );
         let c: TestConfig =
             parse_from(DEFAULTS, ["svc", "--allowed-origins", "example.com"]).unwrap();
-        assert!(c.ws.check().unwrap_err().contains("DANMAKU_ALLOWED_ORIGINS"));
+        assert!(
+            c.ws.check()
+                .unwrap_err()
+                .contains("DANMAKU_ALLOWED_ORIGINS")
+        );
     }
 }

@@ -94,9 +94,10 @@ fn json_error(err: JsonPayloadError) -> HttpError {
             ErrorCode::UnsupportedMediaType,
             "the body must be JSON, sent with Content-Type: application/json",
         ),
-        JsonPayloadError::Deserialize(e) => {
-            HttpError::new(ErrorCode::InvalidJson, format!("the body is not valid: {e}"))
-        }
+        JsonPayloadError::Deserialize(e) => HttpError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid: {e}"),
+        ),
         other => HttpError::new(ErrorCode::InvalidJson, other.to_string()),
     }
 }
@@ -124,11 +125,12 @@ pub fn path_config() -> web::PathConfig {
 }
 
 /// The handler for requests no route matched.
-pub async fn not_found(req: HttpRequest) -> HttpError {
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
     HttpError::new(
         ErrorCode::NotFound,
         format!("no route for {} {}", req.method(), req.path()),
     )
+    .error_response()
 }
 
 /// Middleware that gives actix's own bodiless 404 and 405 answers the JSON error body.

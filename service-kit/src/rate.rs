@@ -64,7 +64,10 @@ mod tests {
         }
         let wait = limiter.check(a).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(limiter.check(b).is_ok(), "another client has its own bucket");
+        assert!(
+            limiter.check(b).is_ok(),
+            "another client has its own bucket"
+        );
     }
 
     #[test]

@@ -359,7 +359,10 @@ mod tests {
 
     #[test]
     fn empty_and_blank_text_are_refused() {
-        assert_eq!(code_of(draft("").validate(TimeRule::Absent)), ErrorCode::TextEmpty);
+        assert_eq!(
+            code_of(draft("").validate(TimeRule::Absent)),
+            ErrorCode::TextEmpty
+        );
         assert_eq!(
             code_of(draft(" \u{3000} ").validate(TimeRule::Absent)),
             ErrorCode::TextEmpty
@@ -390,7 +393,14 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_in_text_and_author() {
-        for bad in ["a\nb", "a\u{0007}b", "tab\there", "nul\u{0}", "del\u{7f}", "c1\u{85}x"] {
+        for bad in [
+            "a\nb",
+            "a\u{0007}b",
+            "tab\there",
+            "nul\u{0}",
+            "del\u{7f}",
+            "c1\u{85}x",
+        ] {
             assert_eq!(
                 code_of(draft(bad).validate(TimeRule::Absent)),
                 ErrorCode::TextInvalidChars,
@@ -409,11 +419,17 @@ mod tests {
     fn author_rules() {
         let mut d = draft("ok");
         d.author = "   ".into();
-        assert_eq!(code_of(d.clone().validate(TimeRule::Absent)), ErrorCode::AuthorEmpty);
+        assert_eq!(
+            code_of(d.clone().validate(TimeRule::Absent)),
+            ErrorCode::AuthorEmpty
+        );
         d.author = "名".repeat(24);
         assert!(d.clone().validate(TimeRule::Absent).is_ok());
         d.author = "名".repeat(25);
-        assert_eq!(code_of(d.validate(TimeRule::Absent)), ErrorCode::AuthorTooLong);
+        assert_eq!(
+            code_of(d.validate(TimeRule::Absent)),
+            ErrorCode::AuthorTooLong
+        );
     }
 
     #[test]
@@ -424,10 +440,22 @@ mod tests {
             let new = d.validate(TimeRule::Absent).unwrap();
             assert_eq!(new.color.as_str(), good.to_ascii_lowercase());
         }
-        for bad in ["red", "#fff", "#ggg000", "ffffff", "#ffffff0", "", "#ｆｆｆｆｆ"] {
+        for bad in [
+            "red",
+            "#fff",
+            "#ggg000",
+            "ffffff",
+            "#ffffff0",
+            "",
+            "#ｆｆｆｆｆ",
+        ] {
             let mut d = draft("ok");
             d.color = Some(bad.into());
-            assert_eq!(code_of(d.validate(TimeRule::Absent)), ErrorCode::InvalidColor, "{bad:?}");
+            assert_eq!(
+                code_of(d.validate(TimeRule::Absent)),
+                ErrorCode::InvalidColor,
+                "{bad:?}"
+            );
         }
     }
 
@@ -440,7 +468,11 @@ mod tests {
 
     #[test]
     fn mode_must_be_known() {
-        for (raw, mode) in [("scroll", Mode::Scroll), ("top", Mode::Top), ("bottom", Mode::Bottom)] {
+        for (raw, mode) in [
+            ("scroll", Mode::Scroll),
+            ("top", Mode::Top),
+            ("bottom", Mode::Bottom),
+        ] {
             let mut d = draft("ok");
             d.mode = Some(raw.into());
             assert_eq!(d.validate(TimeRule::Absent).unwrap().mode, mode);
@@ -448,7 +480,11 @@ mod tests {
         for bad in ["left", "Scroll", "", "reverse"] {
             let mut d = draft("ok");
             d.mode = Some(bad.into());
-            assert_eq!(code_of(d.validate(TimeRule::Absent)), ErrorCode::InvalidMode, "{bad:?}");
+            assert_eq!(
+                code_of(d.validate(TimeRule::Absent)),
+                ErrorCode::InvalidMode,
+                "{bad:?}"
+            );
         }
     }
 
@@ -462,7 +498,11 @@ mod tests {
         for bad in [-0.1, 86_400.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let mut d = draft("ok");
             d.time = Some(bad);
-            assert_eq!(code_of(d.validate(TimeRule::Required)), ErrorCode::InvalidTime, "{bad}");
+            assert_eq!(
+                code_of(d.validate(TimeRule::Required)),
+                ErrorCode::InvalidTime,
+                "{bad}"
+            );
         }
         assert_eq!(
             code_of(draft("ok").validate(TimeRule::Required)),
@@ -470,7 +510,10 @@ mod tests {
         );
         let mut d = draft("ok");
         d.time = Some(1.0);
-        assert_eq!(code_of(d.validate(TimeRule::Absent)), ErrorCode::InvalidTime);
+        assert_eq!(
+            code_of(d.validate(TimeRule::Absent)),
+            ErrorCode::InvalidTime
+        );
     }
 
     #[test]

@@ -325,7 +325,14 @@ mod tests {
 
     #[test]
     fn malformed_json_and_missing_type_are_invalid_json() {
-        for bad in ["{", "[]", "42", r#"{"text":"no type"}"#, r#"{"type":7}"#, ""] {
+        for bad in [
+            "{",
+            "[]",
+            "42",
+            r#"{"text":"no type"}"#,
+            r#"{"type":7}"#,
+            "",
+        ] {
             assert_eq!(
                 ClientMessage::decode(bad).unwrap_err().code,
                 ErrorCode::InvalidJson,

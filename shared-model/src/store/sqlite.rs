@@ -136,10 +136,7 @@ impl SqliteStore {
             // The caller may have gone away (a closed request); nothing to do then.
             let _ = reply.send(query(conn));
         });
-        self.inner
-            .reads
-            .send(job)
-            .map_err(|_| StoreError::Closed)?;
+        self.inner.reads.send(job).map_err(|_| StoreError::Closed)?;
         answer
             .await
             .map_err(|_| StoreError::Closed)?
@@ -442,11 +439,24 @@ mod tests {
         let path = dir.path().join("nested/folder/danmaku.db");
         {
             let store = SqliteStore::open(&path).unwrap();
-            let a1 = store.append(&channel("a"), comment("a1", None)).await.unwrap();
-            let b1 = store.append(&channel("b"), comment("b1", None)).await.unwrap();
-            let a2 = store.append(&channel("a"), comment("a2", None)).await.unwrap();
+            let a1 = store
+                .append(&channel("a"), comment("a1", None))
+                .await
+                .unwrap();
+            let b1 = store
+                .append(&channel("b"), comment("b1", None))
+                .await
+                .unwrap();
+            let a2 = store
+                .append(&channel("a"), comment("a2", None))
+                .await
+                .unwrap();
             assert_eq!((a1.id, b1.id, a2.id), (1, 1, 2));
-            assert!(a1.sent_at.ends_with('Z') && a1.sent_at.len() == 24, "{}", a1.sent_at);
+            assert!(
+                a1.sent_at.ends_with('Z') && a1.sent_at.len() == 24,
+                "{}",
+                a1.sent_at
+            );
         }
         let store = SqliteStore::open(&path).unwrap();
         let a = store.after(&channel("a"), 0, 100).await.unwrap();
@@ -456,7 +466,10 @@ mod tests {
         );
         assert_eq!(store.last_id(&channel("a")).await.unwrap(), 2);
         assert_eq!(store.last_id(&channel("empty")).await.unwrap(), 0);
-        let a3 = store.append(&channel("a"), comment("a3", None)).await.unwrap();
+        let a3 = store
+            .append(&channel("a"), comment("a3", None))
+            .await
+            .unwrap();
         assert_eq!(a3.id, 3);
     }
 
@@ -465,7 +478,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
         let store = SqliteStore::open(&path).unwrap();
-        store.append(&channel("a"), comment("x", None)).await.unwrap();
+        store
+            .append(&channel("a"), comment("x", None))
+            .await
+            .unwrap();
         let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -503,7 +519,10 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
         let room = channel("room");
         for n in 1..=10 {
-            store.append(&room, comment(&format!("c{n}"), None)).await.unwrap();
+            store
+                .append(&room, comment(&format!("c{n}"), None))
+                .await
+                .unwrap();
         }
         let page = store.after(&room, 3, 4).await.unwrap();
         assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [4, 5, 6, 7]);
@@ -518,7 +537,10 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
         let video = channel("v");
         for t in [5.0, 1.0, 9.99, 10.0, 0.0, 3.5] {
-            store.append(&video, comment(&format!("t{t}"), Some(t))).await.unwrap();
+            store
+                .append(&video, comment(&format!("t{t}"), Some(t)))
+                .await
+                .unwrap();
         }
         let window = store.time_window(&video, 1.0, 10.0, 100).await.unwrap();
         let times: Vec<f64> = window.iter().map(|d| d.time.unwrap()).collect();

@@ -1,0 +1,44 @@
+//! The settings of `http-danmaku`.
+
+use clap::Parser;
+use service_kit::ServerArgs;
+use service_kit::config::{self, ServiceDefaults};
+
+/// Defaults where this binary differs from the others.
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    port: 8081,
+    db: "data/http-danmaku.db",
+};
+
+/// Settings of the HTTP danmaku service. Each flag can also be set through its `DANMAKU_*`
+/// variable; the flag wins.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "http-danmaku",
+    version,
+    about = "Danmaku over plain HTTP: post comments, fetch them by short or long polling.",
+    after_help = "Routes: POST /api/rooms/{room}/danmaku, \
+                  GET /api/rooms/{room}/danmaku?after=&limit=&wait=, GET /polling, \
+                  GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail."
+)]
+pub struct Config {
+    /// Settings every service shares.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl Config {
+    /// Reads the process's flags and environment; exits with a message on a bad value.
+    pub fn from_env() -> Self {
+        config::parse(DEFAULTS)
+    }
+
+    /// Parses `args` (program name first) the way [`Config::from_env`] does.
+    pub fn parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        config::parse_from(DEFAULTS, args)
+    }
+}

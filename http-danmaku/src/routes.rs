@@ -1,0 +1,141 @@
+//! The HTTP routes: extract, call the store, respond. No SQL and no rules of the comment here.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use service_kit::HttpError;
+use service_kit::rate::retry_after_secs;
+use shared_model::api::{Health, Page};
+use shared_model::comment::TimeRule;
+use shared_model::limits::{
+    DEFAULT_PAGE_ITEMS, MAX_LONG_POLL_SECS, MAX_PAGE_ITEMS, SEED_POLLING_ITEMS,
+};
+use shared_model::{ChannelId, DraftDanmaku, ErrorCode};
+
+use crate::state::AppState;
+
+/// The room the seed's `GET /polling` reads.
+pub const SEED_ROOM: &str = "default";
+
+/// Registers the API routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health))
+        .route("/polling", web::get().to(seed_polling))
+        .service(
+            web::resource("/api/rooms/{room}/danmaku")
+                .route(web::post().to(post_danmaku))
+                .route(web::get().to(poll_danmaku)),
+        );
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health::ok())
+}
+
+/// `POST /api/rooms/{room}/danmaku`: validate, rate-limit, store (durably), then wake waiters.
+async fn post_danmaku(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    body: web::Json<DraftDanmaku>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let new = body.into_inner().validate(TimeRule::Absent)?;
+    // Checked after validation, so a typo does not cost the client one of its comments.
+    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
+        state
+            .limiter
+            .check(client)
+            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
+    }
+    let item = state.store.append(&room, new).await?;
+    state.feeds.publish(&room, item.id);
+    log::debug!("room {room}: stored comment {}", item.id);
+    Ok(HttpResponse::Created().json(item))
+}
+
+/// The query of a cursor poll, as text: each parameter is parsed by [`param`] so an error can
+/// name it. Unknown parameters (cache busters such as `_=123`) are ignored.
+#[derive(Debug, Deserialize)]
+struct PollQuery {
+    /// Return items with a greater id; absent means "the newest `limit` items".
+    after: Option<String>,
+    /// At most this many items (1-500, default 100).
+    limit: Option<String>,
+    /// Long poll: wait up to this many seconds (0-30) for something newer.
+    wait: Option<String>,
+}
+
+/// Parses the query parameter `name`, naming it and what it should be when it is malformed.
+fn param<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&str>,
+    what: &str,
+) -> Result<Option<T>, HttpError> {
+    raw.map(|raw| {
+        raw.parse().map_err(|_| {
+            HttpError::new(
+                ErrorCode::InvalidQuery,
+                format!("{name} must be {what}, not {raw:?}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `GET /api/rooms/{room}/danmaku?after=&limit=&wait=`: the short and the long poll.
+async fn poll_danmaku(
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    query: web::Query<PollQuery>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let after: Option<i64> = param("after", query.after.as_deref(), "an integer id")?;
+    let limit =
+        param("limit", query.limit.as_deref(), "a whole number")?.unwrap_or(DEFAULT_PAGE_ITEMS);
+    if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be from 1 to {MAX_PAGE_ITEMS}"),
+        ));
+    }
+    let wait: u64 = param("wait", query.wait.as_deref(), "a whole number of seconds")?.unwrap_or(0);
+    if wait > MAX_LONG_POLL_SECS {
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            format!("wait must be from 0 to {MAX_LONG_POLL_SECS} seconds"),
+        ));
+    }
+
+    // Subscribe before the first query: a comment committed after it still wakes us.
+    let mut subscription = match wait {
+        0 => None,
+        _ => state.feeds.subscribe(&room),
+    };
+    let (mut items, after) = match after {
+        Some(after) => (state.store.after(&room, after, limit).await?, after),
+        None => (state.store.latest(&room, limit).await?, 0),
+    };
+    if items.is_empty()
+        && let Some(subscription) = subscription.as_mut()
+    {
+        let woke =
+            tokio::time::timeout(Duration::from_secs(wait), subscription.newer_than(after)).await;
+        if let Ok(true) = woke {
+            items = state.store.after(&room, after, limit).await?;
+        }
+    }
+    drop(subscription);
+    let next = items.last().map_or(after, |item| item.id);
+    Ok(HttpResponse::Ok().json(Page { items, next }))
+}
+
+/// `GET /polling`: the assignment's original call, kept for comparison. It answers the last 5
+/// comments of room `default` (oldest first) and nothing else, so a client polling it misses
+/// whatever arrived beyond 5 between two polls and sees the same comments again when none did.
+async fn seed_polling(state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(SEED_ROOM)?;
+    let items = state.store.latest(&room, SEED_POLLING_ITEMS).await?;
+    Ok(HttpResponse::Ok().json(items))
+}

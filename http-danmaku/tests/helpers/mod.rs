@@ -1,0 +1,215 @@
+//! Test helpers: the real server on an ephemeral port with a fresh SQLite file, and the real
+//! binary for the tests that kill it.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use http_danmaku::{Application, Config};
+use serde_json::Value;
+
+/// A running server and a client for it. Dropping it stops the server.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// A client with a timeout on every request.
+    pub client: reqwest::Client,
+    /// The database file.
+    pub db: PathBuf,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the server with default settings (and a generous rate limit unless `args` set one).
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(&["--rate-per-sec", "100000", "--rate-burst", "100000"])
+}
+
+/// Starts the server with extra command-line settings, parsed the way `main` parses them.
+pub fn spawn_app_with(args: &[&str]) -> TestApp {
+    init_test_logging();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db = dir.path().join("data/http.db");
+    let mut argv = vec![
+        "http-danmaku".to_owned(),
+        "--db".to_owned(),
+        db.display().to_string(),
+        "--workers".to_owned(),
+        "2".to_owned(),
+        "--shutdown-timeout-secs".to_owned(),
+        "1".to_owned(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let config = Config::parse_from(argv).expect("valid test settings");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().unwrap().port();
+
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = Application::build_with_listener(config, listener).expect("server builds");
+            tx.send(app.handle())
+                .expect("the test waits for the handle");
+            app.run().await.expect("server runs");
+        });
+    });
+    let handle = rx.recv().expect("server started");
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: client(),
+        db,
+        handle,
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // `stop` sends its command at once; the returned future only waits for completion.
+        drop(self.handle.stop(false));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A fresh HTTP client (its own connection pool) with a timeout on every request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("a client")
+}
+
+/// Logs from the server under test only when `TEST_LOG` is set (once per test binary: the
+/// logger is process-wide).
+fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_some() {
+        ONCE.call_once(service_kit::init_logging);
+    }
+}
+
+/// Posts a comment; returns the status and the JSON body.
+pub async fn post(client: &reqwest::Client, base: &str, room: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/api/rooms/{room}/danmaku"))
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+/// Every comment of `room`, read with the cursor API page by page.
+pub async fn read_all(client: &reqwest::Client, base: &str, room: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{base}/api/rooms/{room}/danmaku?after={after}&limit=500"
+            ))
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("a JSON page");
+        let batch = page["items"].as_array().expect("items").clone();
+        if batch.is_empty() {
+            return items;
+        }
+        after = page["next"].as_i64().expect("next");
+        items.extend(batch);
+    }
+}
+
+/// The real binary, started on a free port against `db`, for tests that signal or kill it.
+pub struct Binary {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Binary {
+    /// Starts `http-danmaku` on port 0 and waits until its log names the port.
+    pub fn start(db: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_http-danmaku"))
+            .args(["--port", "0", "--db"])
+            .arg(db)
+            .args(["--rate-per-sec", "100000", "--rate-burst", "100000"])
+            .args(["--workers", "2", "--shutdown-timeout-secs", "5"])
+            .env("RUST_LOG", "info")
+            .env_remove("DANMAKU_PORT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its address within 30 s");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends SIGTERM (through the system's `kill`, to keep the tests free of unsafe code).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.child.wait().expect("the process is reaped");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it did not.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
