@@ -17,11 +17,10 @@ pub mod state;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::Logger;
-use actix_web::{App, HttpServer, web};
-use service_kit::assets::Pages;
-use service_kit::{ClientRateLimiter, error, headers};
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use service_kit::ClientRateLimiter;
+use service_kit::server::RunningServer;
 use shared_model::{SqliteStore, StoreError};
 
 pub use config::Config;
@@ -50,8 +49,7 @@ pub enum StartError {
 
 /// A bound, ready-to-run server.
 pub struct Application {
-    server: Server,
-    port: u16,
+    server: RunningServer,
     feeds: RoomFeeds,
 }
 
@@ -78,41 +76,20 @@ impl Application {
             feeds: feeds.clone(),
             limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
         });
-        let pages = Pages::new(config.server.web_dir.clone(), INDEX_PAGE);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(Logger::default().log_level(log::Level::Debug))
-                .wrap(error::json_error_pages())
-                .wrap(headers::security_headers())
-                .app_data(error::json_config())
-                .app_data(error::query_config())
-                .app_data(error::path_config())
-                .app_data(state.clone())
-                .configure(routes::configure)
-                .configure(|cfg| pages.clone().configure(cfg))
-                .default_service(web::to(error::not_found))
+        let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
+            cfg.app_data(state.clone());
+            routes::configure(cfg);
         })
-        .workers(config.server.workers.map_or_else(
-            || std::thread::available_parallelism().map_or(2, |n| n.get()),
-            |n| n.get(),
-        ))
-        .shutdown_timeout(config.server.shutdown_timeout_secs)
-        // We handle SIGTERM ourselves, to wake the long polls before the graceful stop.
-        .disable_signals()
-        .listen(listener)
-        .map_err(|source| StartError::Bind { addr, source })?
-        .run();
-        log::info!("http-danmaku listening on http://{addr}");
+        .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self {
-            server,
-            port: addr.port(),
+            server: RunningServer::new("http-danmaku", server, addr),
             feeds,
         })
     }
 
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.addr().port()
     }
 
     /// A handle to stop the server from elsewhere.
@@ -124,21 +101,16 @@ impl Application {
     /// stops accepting, answers every waiting long poll at once, and lets open requests finish
     /// within the shutdown timeout. Acknowledged comments are already on disk.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
         let feeds = self.feeds.clone();
-        actix_rt::spawn(async move {
-            service_kit::shutdown::signal_received().await;
-            feeds.close();
-            handle.stop(true).await;
-        });
-        self.run().await
+        let result = self.server.run_until_stopped(move || feeds.close()).await;
+        log::info!("http-danmaku stopped");
+        result
     }
 
     /// Runs without listening for signals; stop it through [`Application::handle`].
     pub async fn run(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let result = self.server.run().await;
         self.feeds.close();
-        log::info!("http-danmaku stopped");
         result
     }
 }

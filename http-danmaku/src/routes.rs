@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::rate::retry_after_secs;
-use shared_model::api::{Health, Page};
+use shared_model::api::Page;
 use shared_model::comment::TimeRule;
 use shared_model::limits::{
     DEFAULT_PAGE_ITEMS, MAX_LONG_POLL_SECS, MAX_PAGE_ITEMS, SEED_POLLING_ITEMS,
@@ -20,17 +20,13 @@ pub const SEED_ROOM: &str = "default";
 
 /// Registers the API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health))
+    cfg.route("/healthz", web::get().to(service_kit::server::health))
         .route("/polling", web::get().to(seed_polling))
         .service(
             web::resource("/api/rooms/{room}/danmaku")
                 .route(web::post().to(post_danmaku))
                 .route(web::get().to(poll_danmaku)),
         );
-}
-
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(Health::ok())
 }
 
 /// `POST /api/rooms/{room}/danmaku`: validate, rate-limit, store (durably), then wake waiters.

@@ -44,7 +44,9 @@ async fn post_then_kill(db: &std::path::Path, cycle: usize) -> HashMap<String, i
                     if response.status() != 201 {
                         break;
                     }
-                    let Ok(item) = response.json::<Value>().await else { break };
+                    let Ok(item) = response.json::<Value>().await else {
+                        break;
+                    };
                     acked.insert(text, item["id"].as_i64().expect("an id"));
                 }
                 acked
@@ -88,7 +90,11 @@ async fn check_everything_acknowledged_is_there(
         );
     }
     let ids: Vec<i64> = items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "ids dense and ordered");
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "ids dense and ordered"
+    );
     server.kill9();
     items.len()
 }
@@ -99,7 +105,10 @@ async fn run_cycles(cycles: usize) {
     let mut acked_total: HashMap<String, i64> = HashMap::new();
     for cycle in 0..cycles {
         let acked = post_then_kill(&db, cycle).await;
-        assert!(!acked.is_empty(), "cycle {cycle}: the server acknowledged nothing");
+        assert!(
+            !acked.is_empty(),
+            "cycle {cycle}: the server acknowledged nothing"
+        );
         acked_total.extend(acked);
         let stored = check_everything_acknowledged_is_there(&db, &acked_total).await;
         eprintln!(

@@ -8,6 +8,7 @@
 //! - [`assets`]: the pages of `web/`, embedded in the binary or served from a folder.
 //! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
 //! - [`rate`]: per-client rate limits.
+//! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
 
 pub mod assets;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod rate;
+pub mod server;
 pub mod shutdown;
 
 pub use config::{ServerArgs, WsArgs};
