@@ -122,8 +122,40 @@ impl WsArgs {
 /// Parses the process's flags and environment into `C` with this service's defaults; prints the
 /// problem and exits on a bad value (clap's usual behaviour).
 pub fn parse<C: Parser>(defaults: ServiceDefaults) -> C {
-    let matches = command::<C>(defaults).get_matches();
-    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let command = command::<C>(defaults);
+    let parsed = command
+        .clone()
+        .try_get_matches()
+        .and_then(|matches| C::from_arg_matches(&matches));
+    parsed.unwrap_or_else(|e| {
+        if let Some(variable) = variable_of_bad_value(&command, &e) {
+            let _ = e.print();
+            eprintln!("(this setting is the flag or the variable {variable})");
+            std::process::exit(2);
+        }
+        e.exit()
+    })
+}
+
+/// The environment variable behind the setting a value error is about, so the message names it
+/// too: a bad `DANMAKU_PORT` is otherwise reported only as `--port`.
+fn variable_of_bad_value(command: &clap::Command, error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.trim_start_matches("--").split(' ').next()?;
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
 }
 
 /// Parses `args` (the first is the program name) like [`parse`], returning errors instead of
@@ -192,6 +224,19 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.port, 0);
         assert_eq!(c.ws.allowed_origins, ["http://a.test:1", "https://b.test"]);
+    }
+
+    #[test]
+    fn a_value_error_finds_the_variable_behind_the_flag() {
+        let command = command::<TestConfig>(DEFAULTS);
+        let err = command
+            .clone()
+            .try_get_matches_from(["svc", "--port", "x"])
+            .unwrap_err();
+        assert_eq!(
+            variable_of_bad_value(&command, &err).as_deref(),
+            Some("DANMAKU_PORT")
+        );
     }
 
     #[test]
