@@ -10,6 +10,7 @@
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
+//! - [`testing`]: the real service on an ephemeral port, for integration tests.
 
 pub mod assets;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod headers;
 pub mod rate;
 pub mod server;
 pub mod shutdown;
+pub mod testing;
 
 pub use config::{ServerArgs, WsArgs};
 pub use error::HttpError;

@@ -53,17 +53,75 @@ pub async fn health() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(shared_model::api::Health::ok())
 }
 
-/// A bound server and its address, ready to run.
+/// Why a service could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] shared_model::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the settings.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("the server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Binds `addr`, naming it in the error.
+pub fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServiceError> {
+    TcpListener::bind(addr).map_err(|source| ServiceError::Bind { addr, source })
+}
+
+/// Runs a freshly built service until it is stopped, for `main`: logs why it could not start or
+/// failed, and turns that into the exit status.
+pub async fn run_main(built: Result<RunningServer, ServiceError>) -> std::process::ExitCode {
+    let outcome = match built {
+        Ok(server) => server.run_until_stopped().await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A hook a service runs when it is told to stop (to wake or close long-lived requests). It may
+/// run more than once, so it must be idempotent.
+type ShutdownHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// A bound server, its address, and what to do on shutdown: ready to run.
 pub struct RunningServer {
+    name: &'static str,
     server: Server,
     addr: std::net::SocketAddr,
+    on_shutdown: Option<ShutdownHook>,
 }
 
 impl RunningServer {
-    /// Wraps a server built by [`serve`] on `addr`, logging where `name` listens.
-    pub fn new(name: &str, server: Server, addr: std::net::SocketAddr) -> Self {
-        log::info!("{name} listening on http://{addr}");
-        Self { server, addr }
+    /// Wraps a server built by [`serve`] on `listener`'s address, logging where `name` listens.
+    pub fn new(name: &'static str, server: Server, listener_addr: std::net::SocketAddr) -> Self {
+        log::info!("{name} listening on http://{listener_addr}");
+        Self {
+            name,
+            server,
+            addr: listener_addr,
+            on_shutdown: None,
+        }
+    }
+
+    /// Runs `hook` when the service is told to stop, before open requests are drained, and once
+    /// more after the server has stopped.
+    pub fn on_shutdown(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_shutdown = Some(std::sync::Arc::new(hook));
+        self
     }
 
     /// The bound address (its port is the real one when the settings said 0).
@@ -76,24 +134,30 @@ impl RunningServer {
         self.server.handle()
     }
 
-    /// Runs until SIGTERM or SIGINT, then calls `on_signal` (to wake or close long-lived
-    /// requests) and stops gracefully: no new connections, open requests get the shutdown
-    /// timeout to finish.
-    pub async fn run_until_stopped(
-        self,
-        on_signal: impl FnOnce() + 'static,
-    ) -> std::io::Result<()> {
+    /// Runs until SIGTERM or SIGINT, then runs the shutdown hook and stops gracefully: no new
+    /// connections, open requests get the shutdown timeout to finish.
+    pub async fn run_until_stopped(self) -> Result<(), ServiceError> {
         let handle = self.server.handle();
+        let hook = self.on_shutdown.clone();
         actix_rt::spawn(async move {
             crate::shutdown::signal_received().await;
-            on_signal();
+            if let Some(hook) = hook {
+                hook();
+            }
             handle.stop(true).await;
         });
-        self.server.await
+        let name = self.name;
+        let result = self.run().await;
+        log::info!("{name} stopped");
+        result
     }
 
     /// Runs without listening for signals; stop it through [`RunningServer::handle`].
-    pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+    pub async fn run(self) -> Result<(), ServiceError> {
+        let result = self.server.await;
+        if let Some(hook) = self.on_shutdown {
+            hook();
+        }
+        Ok(result?)
     }
 }

@@ -1,48 +1,24 @@
 //! The ws-video service as it stands: a real server on an ephemeral port answers its health
 //! check and its page, and refuses inconsistent settings.
 
-use std::net::TcpListener;
-
 use serde_json::{Value, json};
-use ws_video::{Application, Config};
+use service_kit::testing::{self, TestServer};
+use ws_video::Config;
 
-struct TestApp {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // `stop` sends its command at once; the future only waits for completion.
-        drop(self.handle.stop(false));
-    }
-}
-
-fn spawn_app() -> TestApp {
+/// The service on a free port with a fresh database; the folder lives as long as the server.
+fn spawn_app() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("svc.db").display().to_string();
     let config = Config::parse_from(["ws-video", "--db", &db, "--workers", "1"]).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let app = Application::build_with_listener(config, listener).unwrap();
-            tx.send(app.handle()).unwrap();
-            app.run().await.unwrap();
-        })
-    });
-    TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        handle: rx.recv().unwrap(),
-        _dir: dir,
-    }
+    (
+        testing::spawn(move |listener| ws_video::build_with_listener(config, listener)),
+        dir,
+    )
 }
 
 #[tokio::test]
 async fn health_and_page_are_served() {
-    let app = spawn_app();
+    let (app, _dir) = spawn_app();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()

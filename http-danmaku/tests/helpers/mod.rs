@@ -3,15 +3,14 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use http_danmaku::{Application, Config};
+use http_danmaku::Config;
 use serde_json::Value;
+use service_kit::testing::{self, TestServer};
 
 /// A running server and a client for it. Dropping it stops the server.
 pub struct TestApp {
@@ -21,8 +20,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The database file.
     pub db: PathBuf,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Dropped in this order: the server (and its database) before the folder.
+    _server: TestServer,
     _dir: tempfile::TempDir,
 }
 
@@ -47,36 +46,14 @@ pub fn spawn_app_with(args: &[&str]) -> TestApp {
     ];
     argv.extend(args.iter().map(|a| a.to_string()));
     let config = Config::parse_from(argv).expect("valid test settings");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let port = listener.local_addr().unwrap().port();
-
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let app = Application::build_with_listener(config, listener).expect("server builds");
-            tx.send(app.handle())
-                .expect("the test waits for the handle");
-            app.run().await.expect("server runs");
-        });
-    });
-    let handle = rx.recv().expect("server started");
+    let server =
+        testing::spawn(move |listener| http_danmaku::build_with_listener(config, listener));
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
+        base: server.base.clone(),
         client: client(),
         db,
-        handle,
-        thread: Some(thread),
+        _server: server,
         _dir: dir,
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // `stop` sends its command at once; the returned future only waits for completion.
-        drop(self.handle.stop(false));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
