@@ -23,4 +23,4 @@ pub mod store;
 pub use comment::{ChannelId, Color, Danmaku, DraftDanmaku, Mode, NewDanmaku};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use protocol::{ClientMessage, Ref, ServerMessage};
-pub use store::{SqliteStore, Store, StoreError};
+pub use store::{ImportOutcome, ImportedDanmaku, SqliteStore, Store, StoreError};

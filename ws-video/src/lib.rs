@@ -4,13 +4,22 @@
 //!
 //! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
 
+pub mod archive;
 pub mod config;
+pub mod hub;
+pub mod state;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
+use actix::Actor;
 use actix_web::web;
+use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use shared_model::SqliteStore;
+
+use crate::hub::VideoHub;
+use crate::state::VideoState;
 
 pub use config::Config;
 
@@ -31,8 +40,16 @@ pub fn build_with_listener(
     let store = SqliteStore::open(&config.server.db)?;
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, |cfg| {
-        cfg.route("/healthz", web::get().to(service_kit::server::health));
+    let hub = VideoHub::default().start();
+    let state = web::Data::new(VideoState {
+        store: Arc::new(store),
+        limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
+        hub,
+    });
+    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
+        cfg.app_data(state.clone())
+            .route("/healthz", web::get().to(service_kit::server::health))
+            .configure(archive::configure);
     })?;
     Ok(RunningServer::new("ws-video", server, addr))
 }

@@ -2,7 +2,7 @@
 //! the embedded default.
 //!
 //! The trait is small on purpose: the four queries every service needs (append; items after an
-//! id; the last N; items in a video-time window) plus the newest id. A shared database for running
+//! id; the last N; items in a video-time window), the newest id, and an idempotent import. A shared database for running
 //! several instances is a second implementation of the same trait; no service changes.
 //!
 //! The contract every implementation keeps: [`Store::append`] returns only after the comment is
@@ -16,6 +16,27 @@ use async_trait::async_trait;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::comment::{ChannelId, Danmaku, NewDanmaku};
+
+/// A comment brought in from an archive (a Bilibili XML file, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedDanmaku {
+    /// The validated comment.
+    pub new: NewDanmaku,
+    /// What identifies it in its source, unique within the channel (for example
+    /// `bilibili:<dmid>`). Importing the same origin again adds nothing: imports are idempotent.
+    pub origin: String,
+    /// When it was originally sent, RFC 3339 with milliseconds; the import time when unknown.
+    pub sent_at: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOutcome {
+    /// Comments stored.
+    pub added: usize,
+    /// Comments whose origin was already stored, left alone.
+    pub duplicates: usize,
+}
 
 /// Why the store could not do what was asked. Every variant is a server fault (HTTP 500).
 #[derive(Debug, thiserror::Error)]
@@ -64,4 +85,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest id in `channel`, or 0 when it is empty.
     async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError>;
+
+    /// Stores imported comments in one transaction, skipping those whose origin the channel
+    /// already has; returns once committed.
+    async fn import(
+        &self,
+        channel: &ChannelId,
+        items: Vec<ImportedDanmaku>,
+    ) -> Result<ImportOutcome, StoreError>;
 }

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, Row, params};
 use tokio::sync::oneshot;
 
-use super::{Store, StoreError};
+use super::{ImportOutcome, ImportedDanmaku, Store, StoreError};
 use crate::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
 
 /// Most appends committed in one transaction. Bounds the latency one slow batch adds.
@@ -29,7 +29,7 @@ const MAX_BATCH_APPENDS: usize = 512;
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -44,8 +44,24 @@ impl Default for SqliteOptions {
     }
 }
 
-/// An append waiting for the writer thread.
-struct WriteJob {
+/// Work waiting for the writer thread.
+enum WriteJob {
+    /// One comment; appends that queue up together share a transaction.
+    Append {
+        channel: ChannelId,
+        new: NewDanmaku,
+        reply: oneshot::Sender<Result<Danmaku, StoreError>>,
+    },
+    /// A whole archive, in a transaction of its own.
+    Import {
+        channel: ChannelId,
+        items: Vec<ImportedDanmaku>,
+        reply: oneshot::Sender<Result<ImportOutcome, StoreError>>,
+    },
+}
+
+/// An append taken off the queue, waiting for its batch to commit.
+struct PendingAppend {
     channel: ChannelId,
     new: NewDanmaku,
     reply: oneshot::Sender<Result<Danmaku, StoreError>>,
@@ -180,6 +196,22 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
+    if version < 1 {
+        create_v1(conn)?;
+    }
+    // Version 2: where an imported comment came from, unique per channel, so re-importing the
+    // same archive adds nothing.
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE danmaku ADD COLUMN origin TEXT;
+         CREATE UNIQUE INDEX danmaku_by_origin ON danmaku (channel, origin)
+             WHERE origin IS NOT NULL;
+         PRAGMA user_version = 2;
+         COMMIT;",
+    )
+}
+
+fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "BEGIN;
          CREATE TABLE IF NOT EXISTS danmaku (
@@ -199,46 +231,97 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// The writer thread: takes one append, gathers whatever else is queued, commits them together,
-/// then answers each. Exits when every [`SqliteStore`] clone is gone and the queue is empty.
+/// The writer thread: takes one job; for an append, gathers the appends queued behind it and
+/// commits them together, then answers each. Exits when every [`SqliteStore`] clone is gone and
+/// the queue is empty.
 fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_APPENDS {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let mut next = jobs.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            WriteJob::Import {
+                channel,
+                items,
+                reply,
+            } => {
+                let result = commit_import(&mut conn, &channel, &items).map_err(|e| {
+                    log::error!(
+                        "importing {} comments into {channel} failed: {e}",
+                        items.len()
+                    );
+                    StoreError::Database(e.to_string())
+                });
+                let _ = reply.send(result);
+            }
+            WriteJob::Append {
+                channel,
+                new,
+                reply,
+            } => {
+                let mut batch = vec![PendingAppend {
+                    channel,
+                    new,
+                    reply,
+                }];
+                while batch.len() < MAX_BATCH_APPENDS {
+                    match jobs.try_recv() {
+                        Ok(WriteJob::Append {
+                            channel,
+                            new,
+                            reply,
+                        }) => batch.push(PendingAppend {
+                            channel,
+                            new,
+                            reply,
+                        }),
+                        // An import ends the batch; it runs next, on its own.
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answer_batch(&mut conn, batch);
             }
         }
-        match commit_batch(&mut conn, &batch) {
-            Ok(items) => {
-                for (job, item) in batch.into_iter().zip(items) {
-                    let _ = job.reply.send(Ok(item));
-                }
-            }
-            Err(e) => {
-                log::error!("committing {} comments failed: {e}", batch.len());
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Database(e.to_string())));
-                }
-            }
+        if next.is_none() {
+            next = jobs.recv().ok();
         }
     }
     log::debug!("database writer stopped");
 }
 
-/// Inserts every job in one transaction. Each id is `MAX(id) + 1` of its channel, read inside
-/// the same transaction, so ids stay dense and increasing even if another process writes.
-fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> rusqlite::Result<Vec<Danmaku>> {
+fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>) {
+    match commit_batch(conn, &batch) {
+        Ok(items) => {
+            for (job, item) in batch.into_iter().zip(items) {
+                let _ = job.reply.send(Ok(item));
+            }
+        }
+        Err(e) => {
+            log::error!("committing {} comments failed: {e}", batch.len());
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Database(e.to_string())));
+            }
+        }
+    }
+}
+
+/// The insert every write uses. Each id is `MAX(id) + 1` of its channel, read inside the same
+/// transaction, so ids stay dense and increasing even if another process writes. `OR IGNORE`
+/// only ever skips a row whose origin the channel already has (imports); it returns no id then.
+const INSERT: &str = "INSERT OR IGNORE INTO danmaku
+         (channel, id, author, text, color, mode, time, sent_at, origin)
+     SELECT ?1, COALESCE(MAX(id), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+     FROM danmaku WHERE channel = ?1
+     RETURNING id";
+
+/// Inserts every append in one transaction.
+fn commit_batch(conn: &mut Connection, batch: &[PendingAppend]) -> rusqlite::Result<Vec<Danmaku>> {
     let tx = conn.transaction()?;
     let mut items = Vec::with_capacity(batch.len());
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at)
-             SELECT ?1, COALESCE(MAX(id), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7
-             FROM danmaku WHERE channel = ?1
-             RETURNING id",
-        )?;
+        let mut insert = tx.prepare_cached(INSERT)?;
         for job in batch {
             let sent_at = now_rfc3339();
             let new = &job.new;
@@ -251,6 +334,7 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> rusqlite::Result<V
                     new.mode.as_str(),
                     new.time,
                     sent_at,
+                    None::<String>,
                 ],
                 |r| r.get(0),
             )?;
@@ -268,6 +352,40 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteJob]) -> rusqlite::Result<V
     }
     tx.commit()?;
     Ok(items)
+}
+
+/// Inserts an archive in one transaction, skipping origins the channel already has.
+fn commit_import(
+    conn: &mut Connection,
+    channel: &ChannelId,
+    items: &[ImportedDanmaku],
+) -> rusqlite::Result<ImportOutcome> {
+    let tx = conn.transaction()?;
+    let mut outcome = ImportOutcome::default();
+    {
+        let mut insert = tx.prepare_cached(INSERT)?;
+        let now = now_rfc3339();
+        for item in items {
+            let new = &item.new;
+            let mut rows = insert.query(params![
+                channel.as_str(),
+                new.author,
+                new.text,
+                new.color.as_str(),
+                new.mode.as_str(),
+                new.time,
+                item.sent_at.as_deref().unwrap_or(&now),
+                item.origin,
+            ])?;
+            if rows.next()?.is_some() {
+                outcome.added += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(outcome)
 }
 
 fn run_reader(conn: Connection, jobs: Receiver<ReadJob>) {
@@ -324,9 +442,26 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
-            .send(WriteJob {
+            .send(WriteJob::Append {
                 channel: channel.clone(),
                 new,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn import(
+        &self,
+        channel: &ChannelId,
+        items: Vec<ImportedDanmaku>,
+    ) -> Result<ImportOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(WriteJob::Import {
+                channel: channel.clone(),
+                items,
                 reply,
             })
             .map_err(|_| StoreError::Closed)?;
@@ -545,6 +680,92 @@ mod tests {
         let window = store.time_window(&video, 1.0, 10.0, 100).await.unwrap();
         let times: Vec<f64> = window.iter().map(|d| d.time.unwrap()).collect();
         assert_eq!(times, [1.0, 3.5, 5.0, 9.99]);
+    }
+
+    #[tokio::test]
+    async fn imports_are_idempotent_by_origin_and_keep_their_send_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let video = channel("v");
+        store
+            .append(&video, comment("live", Some(1.0)))
+            .await
+            .unwrap();
+        let archive = |origins: &[&str]| -> Vec<ImportedDanmaku> {
+            origins
+                .iter()
+                .map(|o| ImportedDanmaku {
+                    new: comment(&format!("from {o}"), Some(2.0)),
+                    origin: format!("test:{o}"),
+                    sent_at: Some("2020-01-02T03:04:05.000Z".into()),
+                })
+                .collect()
+        };
+        let first = store
+            .import(&video, archive(&["a", "b", "c"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            ImportOutcome {
+                added: 3,
+                duplicates: 0
+            }
+        );
+        let again = store
+            .import(&video, archive(&["a", "b", "c", "d"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            ImportOutcome {
+                added: 1,
+                duplicates: 3
+            }
+        );
+        let other = store.import(&channel("w"), archive(&["a"])).await.unwrap();
+        assert_eq!(other.added, 1, "origins are unique per channel only");
+        let all = store.after(&video, 0, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.id).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(all[1].sent_at, "2020-01-02T03:04:05.000Z");
+        let next = store
+            .append(&video, comment("after", Some(3.0)))
+            .await
+            .unwrap();
+        assert_eq!(next.id, 6);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            create_v1(&conn).unwrap();
+            conn.execute(
+                "INSERT INTO danmaku VALUES ('r', 1, 'a', 'old', '#ffffff', 'scroll', NULL, 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let items = store.after(&channel("r"), 0, 10).await.unwrap();
+        assert_eq!(items[0].text, "old");
+        let outcome = store
+            .import(
+                &channel("r"),
+                vec![ImportedDanmaku {
+                    new: comment("new", None),
+                    origin: "o".into(),
+                    sent_at: None,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.added, 1);
     }
 
     #[tokio::test]
