@@ -15,6 +15,8 @@ pub enum ErrorCode {
     InvalidJson,
     /// A query-string parameter is missing, malformed or out of range.
     InvalidQuery,
+    /// An XML body (a Bilibili archive) is not well-formed.
+    InvalidXml,
     /// The room or video id in the path is not `[A-Za-z0-9_-]{1,64}`.
     InvalidChannel,
     /// The comment text is empty after trimming.
@@ -47,6 +49,14 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The request conflicts with the current state.
     Conflict,
+    /// The request needs credentials (a host token) and has none, or a wrong one.
+    Unauthorized,
+    /// The credentials are valid but do not allow this.
+    Forbidden,
+    /// A browser page from an origin that is not allowed tried to open a WebSocket.
+    OriginNotAllowed,
+    /// A WebSocket message exceeded the size limit (sent as close code 1009).
+    MessageTooBig,
     /// A WebSocket frame names a `type` the server does not know.
     UnknownType,
     /// A WebSocket binary frame; the protocol is JSON text.
@@ -63,6 +73,7 @@ impl ErrorCode {
         match self {
             Self::InvalidJson => "invalid_json",
             Self::InvalidQuery => "invalid_query",
+            Self::InvalidXml => "invalid_xml",
             Self::InvalidChannel => "invalid_channel",
             Self::TextEmpty => "text_empty",
             Self::TextTooLong => "text_too_long",
@@ -79,6 +90,10 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MessageTooBig => "message_too_big",
             Self::UnknownType => "unknown_type",
             Self::UnsupportedFrame => "unsupported_frame",
             Self::Internal => "internal",
@@ -92,6 +107,7 @@ impl ErrorCode {
         match self {
             Self::InvalidJson
             | Self::InvalidQuery
+            | Self::InvalidXml
             | Self::InvalidChannel
             | Self::UnknownType
             | Self::UnsupportedFrame => 400,
@@ -104,10 +120,12 @@ impl ErrorCode {
             | Self::InvalidColor
             | Self::InvalidMode
             | Self::InvalidTime => 422,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
-            Self::PayloadTooLarge => 413,
+            Self::PayloadTooLarge | Self::MessageTooBig => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
             Self::Internal => 500,
@@ -180,6 +198,7 @@ mod tests {
         for code in [
             InvalidJson,
             InvalidQuery,
+            InvalidXml,
             InvalidChannel,
             TextEmpty,
             TextTooLong,
@@ -196,6 +215,10 @@ mod tests {
             NotFound,
             MethodNotAllowed,
             Conflict,
+            Unauthorized,
+            Forbidden,
+            OriginNotAllowed,
+            MessageTooBig,
             UnknownType,
             UnsupportedFrame,
             Internal,
