@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
+use service_kit::error::query_param;
 use service_kit::rate::retry_after_secs;
 use shared_model::api::Page;
 use shared_model::comment::TimeRule;
@@ -51,7 +52,7 @@ async fn post_danmaku(
     Ok(HttpResponse::Created().json(item))
 }
 
-/// The query of a cursor poll, as text: each parameter is parsed by [`param`] so an error can
+/// The query of a cursor poll, as text: each parameter is parsed by [`query_param`] so an error can
 /// name it. Unknown parameters (cache busters such as `_=123`) are ignored.
 #[derive(Debug, Deserialize)]
 struct PollQuery {
@@ -63,23 +64,6 @@ struct PollQuery {
     wait: Option<String>,
 }
 
-/// Parses the query parameter `name`, naming it and what it should be when it is malformed.
-fn param<T: std::str::FromStr>(
-    name: &str,
-    raw: Option<&str>,
-    what: &str,
-) -> Result<Option<T>, HttpError> {
-    raw.map(|raw| {
-        raw.parse().map_err(|_| {
-            HttpError::new(
-                ErrorCode::InvalidQuery,
-                format!("{name} must be {what}, not {raw:?}"),
-            )
-        })
-    })
-    .transpose()
-}
-
 /// `GET /api/rooms/{room}/danmaku?after=&limit=&wait=`: the short and the long poll.
 async fn poll_danmaku(
     state: web::Data<AppState>,
@@ -87,16 +71,17 @@ async fn poll_danmaku(
     query: web::Query<PollQuery>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
-    let after: Option<i64> = param("after", query.after.as_deref(), "an integer id")?;
-    let limit =
-        param("limit", query.limit.as_deref(), "a whole number")?.unwrap_or(DEFAULT_PAGE_ITEMS);
+    let after: Option<i64> = query_param("after", query.after.as_deref(), "an integer id")?;
+    let limit = query_param("limit", query.limit.as_deref(), "a whole number")?
+        .unwrap_or(DEFAULT_PAGE_ITEMS);
     if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
         return Err(HttpError::new(
             ErrorCode::InvalidQuery,
             format!("limit must be from 1 to {MAX_PAGE_ITEMS}"),
         ));
     }
-    let wait: u64 = param("wait", query.wait.as_deref(), "a whole number of seconds")?.unwrap_or(0);
+    let wait: u64 =
+        query_param("wait", query.wait.as_deref(), "a whole number of seconds")?.unwrap_or(0);
     if wait > MAX_LONG_POLL_SECS {
         return Err(HttpError::new(
             ErrorCode::InvalidQuery,

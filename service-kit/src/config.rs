@@ -85,6 +85,11 @@ pub struct WsArgs {
     /// always allowed.
     #[arg(long, env = "DANMAKU_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Frames that may wait for one slow connection; past that it is closed with 1008 so it
+    /// cannot hold up the others or grow the server's memory.
+    #[arg(long, env = "DANMAKU_MAX_QUEUED_FRAMES", default_value = "256")]
+    pub max_queued_frames: NonZeroUsize,
 }
 
 impl WsArgs {

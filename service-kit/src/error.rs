@@ -113,6 +113,25 @@ pub fn query_config() -> web::QueryConfig {
     })
 }
 
+/// Parses the query parameter `name` when present, naming it and what it should be (`what`,
+/// say "an integer id") when it is malformed. Take parameters as `Option<String>` in the query
+/// struct and parse them with this, so the error says which one was wrong.
+pub fn query_param<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&str>,
+    what: &str,
+) -> Result<Option<T>, HttpError> {
+    raw.map(|raw| {
+        raw.parse().map_err(|_| {
+            HttpError::new(
+                ErrorCode::InvalidQuery,
+                format!("{name} must be {what}, not {raw:?}"),
+            )
+        })
+    })
+    .transpose()
+}
+
 /// Path segments: errors as JSON.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err, _req| {

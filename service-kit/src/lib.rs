@@ -11,6 +11,7 @@
 //! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
 //! - [`testing`]: the real service on an ephemeral port, for integration tests.
+//! - [`ws`]: the WebSocket session actor, rooms and the Origin check both WebSocket services use.
 
 pub mod assets;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod rate;
 pub mod server;
 pub mod shutdown;
 pub mod testing;
+pub mod ws;
 
 pub use config::{ServerArgs, WsArgs};
 pub use error::HttpError;

@@ -58,3 +58,145 @@ impl Drop for TestServer {
         }
     }
 }
+
+#[cfg(feature = "testing")]
+pub use ws_client::WsClient;
+
+/// A WebSocket client for tests: every receive has a timeout, and JSON frames come back parsed.
+#[cfg(feature = "testing")]
+mod ws_client {
+    use std::time::Duration;
+
+    use futures::{SinkExt, StreamExt};
+    use serde_json::Value;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    /// How long a receive waits before the test fails.
+    pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// One WebSocket connection of a test.
+    pub struct WsClient {
+        /// The raw stream, for tests that need frames the helpers do not cover.
+        pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    }
+
+    impl WsClient {
+        /// Connects to `url` (`ws://...`); panics if the server refuses.
+        pub async fn connect(url: &str) -> Self {
+            Self::try_connect(url, None)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+        }
+
+        /// Connects with an `Origin` header when given; the error when the server refuses.
+        pub async fn try_connect(
+            url: &str,
+            origin: Option<&str>,
+        ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+            let mut request = url.into_client_request()?;
+            if let Some(origin) = origin {
+                request
+                    .headers_mut()
+                    .insert("origin", origin.parse().expect("a valid header value"));
+            }
+            let (stream, _response) = tokio_tungstenite::connect_async(request).await?;
+            Ok(Self { stream })
+        }
+
+        /// Wraps a stream the test set up itself (say, over a socket with a tiny buffer).
+        pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+            Self { stream }
+        }
+
+        /// Sends a JSON frame.
+        pub async fn send_json(&mut self, value: &Value) {
+            self.send(Message::text(value.to_string())).await;
+        }
+
+        /// Sends any message.
+        pub async fn send(&mut self, message: Message) {
+            self.stream.send(message).await.expect("the frame is sent");
+        }
+
+        /// The next message that is not a ping or pong, or `None` when the connection ended.
+        /// Panics after [`RECEIVE_TIMEOUT`].
+        pub async fn next_message(&mut self) -> Option<Message> {
+            loop {
+                let next = tokio::time::timeout(RECEIVE_TIMEOUT, self.stream.next())
+                    .await
+                    .expect("a message within the receive timeout");
+                match next {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(message)) => return Some(message),
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        }
+
+        /// The next JSON frame. Panics on a timeout, a non-text frame or a closed connection.
+        pub async fn recv_json(&mut self) -> Value {
+            match self.next_message().await {
+                Some(Message::Text(text)) => {
+                    serde_json::from_str(&text).expect("the server sends JSON")
+                }
+                other => panic!("expected a JSON frame, got {other:?}"),
+            }
+        }
+
+        /// The next JSON frame whose `type` is `kind`, skipping others (such as `viewers`).
+        pub async fn recv_type(&mut self, kind: &str) -> Value {
+            loop {
+                let frame = self.recv_json().await;
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+        }
+
+        /// Reads until the server closes; its close frame (code and reason), skipping whatever
+        /// comes before it. `None` when the connection ended without a close frame.
+        pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+            loop {
+                match self.next_message().await {
+                    Some(Message::Close(frame)) => return frame,
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        }
+
+        /// Every JSON frame that arrives within `window` (pings skipped), for asserting what did
+        /// and did not come.
+        pub async fn drain_for(&mut self, window: Duration) -> Vec<Value> {
+            let deadline = tokio::time::Instant::now() + window;
+            let mut frames = Vec::new();
+            loop {
+                match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        frames.push(serde_json::from_str(&text).expect("the server sends JSON"))
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Err(_) | Ok(_) => return frames,
+                }
+            }
+        }
+
+        /// Whether nothing but pings arrives for `quiet` (for asserting that a frame was not
+        /// delivered). A closed connection counts as quiet.
+        pub async fn is_quiet_for(&mut self, quiet: Duration) -> bool {
+            let deadline = tokio::time::Instant::now() + quiet;
+            loop {
+                match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                    Err(_) => return true,
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                    Ok(Some(Ok(_))) => return false,
+                    Ok(_) => return true,
+                }
+            }
+        }
+    }
+}

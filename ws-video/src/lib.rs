@@ -7,6 +7,8 @@
 pub mod archive;
 pub mod config;
 pub mod hub;
+pub mod routes;
+pub mod session;
 pub mod state;
 
 use std::net::TcpListener;
@@ -16,9 +18,10 @@ use actix::Actor;
 use actix_web::web;
 use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
+use service_kit::ws::WsSettings;
 use shared_model::SqliteStore;
 
-use crate::hub::VideoHub;
+use crate::hub::{Shutdown, VideoHub};
 use crate::state::VideoState;
 
 pub use config::Config;
@@ -44,12 +47,13 @@ pub fn build_with_listener(
     let state = web::Data::new(VideoState {
         store: Arc::new(store),
         limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
-        hub,
+        hub: hub.clone(),
+        ws: WsSettings::from_args(&config.server, &config.ws),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
         cfg.app_data(state.clone())
-            .route("/healthz", web::get().to(service_kit::server::health))
+            .configure(routes::configure)
             .configure(archive::configure);
     })?;
-    Ok(RunningServer::new("ws-video", server, addr))
+    Ok(RunningServer::new("ws-video", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use service_kit::ClientRateLimiter;
+use service_kit::ws::WsSettings;
 use shared_model::{Danmaku, Store};
 
 use crate::hub::{Publish, VideoHub};
@@ -16,6 +17,8 @@ pub struct VideoState {
     pub limiter: ClientRateLimiter,
     /// The hub that fans comments out to the viewers of each video.
     pub hub: Addr<VideoHub>,
+    /// Limits of every WebSocket connection.
+    pub ws: WsSettings,
 }
 
 impl VideoState {

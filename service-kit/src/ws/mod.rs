@@ -1,0 +1,239 @@
+//! What both WebSocket services share: the hardened per-connection session actor, the handle a
+//! hub uses to push frames to a connection, rooms with batched fan-out, and the `Origin` check.
+//!
+//! A service supplies its own [`SessionLogic`] (what a decoded frame means: store a comment,
+//! answer a range, check in) and its own hub actor; everything that protects the server from its
+//! clients lives here once:
+//!
+//! - [`session`]: the session actor (heartbeat, size caps, fragment reassembly, rate limit, error
+//!   frames, bounded outgoing queue). The only module that imports `actix-web-actors`.
+//! - [`room`]: the viewers of one channel, batched fan-out and throttled viewer counts.
+
+pub mod room;
+pub mod session;
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use bytestring::ByteString;
+use shared_model::limits::MAX_MESSAGE_BYTES;
+use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
+
+pub use session::start;
+
+use crate::config::{ServerArgs, WsArgs};
+use crate::error::HttpError;
+
+/// Close code for a connection that stopped answering pings (a private code, after HTTP 408).
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4408;
+
+/// The limits of every WebSocket connection, from the settings.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// How often the server pings.
+    pub heartbeat: Duration,
+    /// Silence after which a connection is dropped.
+    pub client_timeout: Duration,
+    /// Largest message, after reassembling fragments, in bytes.
+    pub max_message_bytes: usize,
+    /// Comments per second per connection, sustained.
+    pub rate_per_sec: NonZeroU32,
+    /// Comments per connection in a burst.
+    pub rate_burst: NonZeroU32,
+    /// Frames that may wait for a connection before it counts as too slow and is dropped.
+    pub max_queued_frames: usize,
+    /// Origins allowed besides the service's own.
+    pub allowed_origins: Arc<Vec<String>>,
+}
+
+impl WsSettings {
+    /// The settings of a service.
+    pub fn from_args(server: &ServerArgs, ws: &WsArgs) -> Self {
+        Self {
+            heartbeat: ws.heartbeat(),
+            client_timeout: ws.client_timeout(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            rate_per_sec: server.rate_per_sec,
+            rate_burst: server.rate_burst,
+            max_queued_frames: ws.max_queued_frames.get(),
+            allowed_origins: Arc::new(ws.allowed_origins.clone()),
+        }
+    }
+}
+
+/// Identifies one connection for the life of the process (in logs and in hubs).
+pub type ConnectionId = u64;
+
+/// A fresh connection id.
+pub fn next_connection_id() -> ConnectionId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Something for one connection to do, sent by a hub.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum Outgoing {
+    /// Send this frame. The text is shared: one serialization serves every viewer.
+    Frame(ByteString),
+    /// Close with this code and reason.
+    Close {
+        /// The WebSocket close code.
+        code: u16,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl Outgoing {
+    /// A frame for `message`, serialized now.
+    pub fn frame(message: &ServerMessage) -> Self {
+        Self::Frame(message.to_json().into())
+    }
+}
+
+/// A hub's handle on one connection: cheap to clone, and bounded. Pushing to a connection whose
+/// queue is full marks it as too slow and tells it to close with 1008; the hub should then forget
+/// it, so one slow viewer never holds up the others or grows memory.
+#[derive(Clone)]
+pub struct Viewer {
+    /// The connection.
+    pub id: ConnectionId,
+    recipient: Recipient<Outgoing>,
+    /// Set once the queue overflowed; the session then drops what is queued and closes.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Viewer {
+    /// Queues `frame` for this connection. `false` when the connection is too slow (its queue is
+    /// full) or gone: it has been told to close, and the caller should drop it.
+    pub fn push(&self, frame: ByteString) -> bool {
+        match self.recipient.try_send(Outgoing::Frame(frame)) {
+            Ok(()) => true,
+            Err(actix::prelude::SendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::SeqCst);
+                // `do_send` ignores the mailbox bound: exactly one more message, to close.
+                self.recipient.do_send(Outgoing::Close {
+                    code: 1008,
+                    reason: "too slow: the outgoing queue is full".into(),
+                });
+                false
+            }
+            Err(actix::prelude::SendError::Closed(_)) => false,
+        }
+    }
+
+    /// Tells the connection to close (shutdown, kicked).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.recipient.do_send(Outgoing::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// A future a session runs on its own thread (actors are single-threaded, so no `Send`).
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// What a service does with its connections; the session actor does the rest.
+///
+/// Each call returns a future that the session awaits before it reads the next frame, so the
+/// frames of one connection are handled in order; the frames it resolves to are sent in order.
+pub trait SessionLogic: Unpin + 'static {
+    /// The connection is open: join the hub with `me`; answers the first frames (`hello`).
+    fn connect(&mut self, me: Viewer) -> LocalFuture<Vec<ServerMessage>>;
+
+    /// A decoded frame from the client (never `ping`, which the session answers itself, and
+    /// never a `send` over the client's rate). Answers with the frames to send back.
+    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Vec<ServerMessage>>;
+
+    /// The connection is gone: leave the hub. Called exactly once.
+    fn disconnect(&mut self, id: ConnectionId);
+
+    /// A name for the logs (the room or video).
+    fn describe(&self) -> String;
+}
+
+/// Refuses a WebSocket upgrade from a browser page of a foreign origin (403), before the
+/// upgrade. Allowed: no `Origin` (not a browser), the service's own origin (scheme, host and
+/// port of this request), or one in `allowed`.
+pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), HttpError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let refused = |origin: &str| {
+        HttpError::from(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            format!("pages from {origin} may not open WebSockets here"),
+        ))
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| refused("an unreadable origin"))?;
+    let own = {
+        let info = req.connection_info();
+        format!("{}://{}", info.scheme(), info.host())
+    };
+    let allowed =
+        origin.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    if allowed {
+        Ok(())
+    } else {
+        log::info!("refused a WebSocket from origin {origin} (own origin {own})");
+        Err(refused(origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn allowed() -> Vec<String> {
+        vec!["https://player.example".to_owned()]
+    }
+
+    #[test]
+    fn requests_without_origin_are_allowed() {
+        let req = TestRequest::default().to_http_request();
+        assert!(check_origin(&req, &allowed()).is_ok());
+    }
+
+    #[test]
+    fn the_own_origin_and_listed_ones_are_allowed() {
+        let own = TestRequest::default()
+            .insert_header(("host", "localhost:8082"))
+            .insert_header(("origin", "http://localhost:8082"))
+            .to_http_request();
+        assert!(check_origin(&own, &allowed()).is_ok());
+        let listed = TestRequest::default()
+            .insert_header(("host", "localhost:8082"))
+            .insert_header(("origin", "https://player.example"))
+            .to_http_request();
+        assert!(check_origin(&listed, &allowed()).is_ok());
+    }
+
+    #[test]
+    fn other_origins_are_refused_even_on_another_port() {
+        for origin in [
+            "http://evil.example",
+            "http://localhost:8081",
+            "https://localhost:8082",
+            "null",
+        ] {
+            let req = TestRequest::default()
+                .insert_header(("host", "localhost:8082"))
+                .insert_header(("origin", origin))
+                .to_http_request();
+            let err = check_origin(&req, &allowed()).unwrap_err();
+            assert_eq!(err.error.code, ErrorCode::OriginNotAllowed, "{origin}");
+        }
+    }
+}

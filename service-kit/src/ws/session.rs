@@ -1,0 +1,290 @@
+//! The session actor: one per WebSocket connection, the same for every service.
+//!
+//! It owns everything a connection can do wrong: silence (ping every heartbeat, drop after the
+//! client timeout with close code 4408), oversize messages (close 1009), fragments (reassembled
+//! up to the same cap; actix hands continuation frames through raw), binary frames, bad JSON and
+//! unknown types (an error frame; the connection stays), comments over the rate (a
+//! `rate_limited` error frame; nothing is stored), and a queue that a slow reader lets fill
+//! (close 1008). What a good frame means is the service's [`SessionLogic`].
+//!
+//! This is the only module that imports `actix-web-actors` (deprecated upstream in favour of
+//! `actix-ws`), so moving off it touches this file alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, StreamHandler, WrapFuture,
+};
+use actix_http::ws::Item;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
+
+use super::{
+    CLOSE_HEARTBEAT_TIMEOUT, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
+    next_connection_id,
+};
+
+/// Upgrades `req` to a WebSocket served by a session around `logic`. Check the `Origin` (see
+/// [`super::check_origin`]) before calling this.
+pub fn start<L: SessionLogic>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    settings: &WsSettings,
+    logic: L,
+) -> Result<HttpResponse, actix_web::Error> {
+    let session = WsSession::new(logic, settings.clone());
+    ws::WsResponseBuilder::new(session, req, payload)
+        .frame_size(settings.max_message_bytes)
+        .start()
+}
+
+/// A message being reassembled from continuation frames.
+struct Fragments {
+    /// Binary messages are reassembled only to be refused whole.
+    binary: bool,
+    bytes: Vec<u8>,
+}
+
+/// One WebSocket connection.
+pub struct WsSession<L: SessionLogic> {
+    id: ConnectionId,
+    logic: L,
+    settings: WsSettings,
+    /// When the client last sent anything (a frame, a ping or a pong).
+    last_heard: Instant,
+    fragments: Option<Fragments>,
+    /// Comments this connection may still send.
+    limiter: DefaultDirectRateLimiter,
+    /// Set by a hub when this connection's queue overflowed.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl<L: SessionLogic> WsSession<L> {
+    fn new(logic: L, settings: WsSettings) -> Self {
+        let quota = Quota::per_second(settings.rate_per_sec).allow_burst(settings.rate_burst);
+        Self {
+            id: next_connection_id(),
+            logic,
+            last_heard: Instant::now(),
+            fragments: None,
+            limiter: RateLimiter::direct(quota),
+            overflowed: Arc::new(AtomicBool::new(false)),
+            settings,
+        }
+    }
+
+    /// Pings every heartbeat; drops the connection once it has been silent for the timeout.
+    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.run_interval(self.settings.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.settings.client_timeout {
+                log::info!(
+                    "connection {} ({}): silent for {:?}, dropping it",
+                    act.id,
+                    act.logic.describe(),
+                    act.settings.client_timeout
+                );
+                close(ctx, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn send_frames(ctx: &mut ws::WebsocketContext<Self>, frames: Vec<ServerMessage>) {
+        for frame in frames {
+            ctx.text(frame.to_json());
+        }
+    }
+
+    fn send_error(
+        ctx: &mut ws::WebsocketContext<Self>,
+        error: ApiError,
+        message: Option<&ClientMessage>,
+    ) {
+        let reference = message.and_then(|m| m.reference().cloned());
+        ctx.text(ServerMessage::error(error, reference).to_json());
+    }
+
+    /// A whole text message: decode, rate-limit comments, hand to the logic, send its answer.
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let message = match ClientMessage::decode(text) {
+            Ok(message) => message,
+            Err(error) => {
+                log::debug!("connection {}: bad frame: {}", self.id, error.message);
+                return Self::send_error(ctx, error, None);
+            }
+        };
+        if let ClientMessage::Ping = message {
+            return Self::send_frames(ctx, vec![ServerMessage::Pong]);
+        }
+        if let ClientMessage::Send { .. } = message
+            && self.limiter.check().is_err()
+        {
+            let error = ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many comments: {} per second, bursts of {}",
+                    self.settings.rate_per_sec, self.settings.rate_burst
+                ),
+            );
+            return Self::send_error(ctx, error, Some(&message));
+        }
+        let answer = self.logic.handle(message);
+        // `wait` holds back this connection's next frames until the answer is sent, so one
+        // connection's frames are handled in order.
+        ctx.wait(answer.into_actor(self).map(|frames, _act, ctx| {
+            Self::send_frames(ctx, frames);
+        }));
+    }
+
+    /// Adds a continuation frame; a finished message is handled. Too big closes with 1009.
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (start, binary, bytes, last) = match item {
+            Item::FirstText(b) => (true, false, b, false),
+            Item::FirstBinary(b) => (true, true, b, false),
+            Item::Continue(b) => (false, false, b, false),
+            Item::Last(b) => (false, false, b, true),
+        };
+        if start {
+            if self.fragments.is_some() {
+                return close(
+                    ctx,
+                    1002,
+                    "a new fragmented message began before the last ended",
+                );
+            }
+            self.fragments = Some(Fragments {
+                binary,
+                bytes: Vec::new(),
+            });
+        }
+        let Some(fragments) = self.fragments.as_mut() else {
+            return close(ctx, 1002, "a continuation frame without a first frame");
+        };
+        if fragments.bytes.len() + bytes.len() > self.settings.max_message_bytes {
+            return close(
+                ctx,
+                1009,
+                &format!(
+                    "messages are limited to {} bytes",
+                    self.settings.max_message_bytes
+                ),
+            );
+        }
+        fragments.bytes.extend_from_slice(&bytes);
+        if !last {
+            return;
+        }
+        let Some(done) = self.fragments.take() else {
+            return;
+        };
+        if done.binary {
+            return Self::send_error(ctx, binary_refused(), None);
+        }
+        match String::from_utf8(done.bytes) {
+            Ok(text) => self.on_text(&text, ctx),
+            Err(_) => close(ctx, 1007, "a text message that is not UTF-8"),
+        }
+    }
+}
+
+fn binary_refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedFrame,
+        "binary frames are not part of the protocol; send JSON text",
+    )
+}
+
+/// Sends a close frame and stops the session (which ends the connection once it is written).
+fn close<A>(ctx: &mut ws::WebsocketContext<A>, code: u16, reason: &str)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    ctx.close(Some(CloseReason {
+        code: CloseCode::from(code),
+        description: Some(reason.to_owned()),
+    }));
+    ctx.stop();
+}
+
+impl<L: SessionLogic> Actor for WsSession<L> {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The mailbox is the outgoing queue: hubs `try_send`, so a full one means "too slow".
+        ctx.set_mailbox_capacity(self.settings.max_queued_frames);
+        self.heartbeat(ctx);
+        let me = Viewer {
+            id: self.id,
+            recipient: ctx.address().recipient(),
+            overflowed: self.overflowed.clone(),
+        };
+        log::info!("connection {} opened ({})", self.id, self.logic.describe());
+        let hello = self.logic.connect(me);
+        ctx.wait(hello.into_actor(self).map(|frames, _act, ctx| {
+            Self::send_frames(ctx, frames);
+        }));
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> actix::Running {
+        log::info!("connection {} closed ({})", self.id, self.logic.describe());
+        self.logic.disconnect(self.id);
+        actix::Running::Stop
+    }
+}
+
+impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSession<L> {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        let message = match item {
+            Ok(message) => message,
+            Err(ProtocolError::Overflow) => {
+                let reason = format!(
+                    "messages are limited to {} bytes",
+                    self.settings.max_message_bytes
+                );
+                return close(ctx, 1009, &reason);
+            }
+            Err(e) => {
+                log::debug!("connection {}: protocol error: {e}", self.id);
+                return close(ctx, 1002, "protocol error");
+            }
+        };
+        match message {
+            ws::Message::Text(text) => {
+                if self.fragments.is_some() {
+                    return close(ctx, 1002, "a text frame inside a fragmented message");
+                }
+                self.on_text(&text, ctx);
+            }
+            ws::Message::Binary(_) => Self::send_error(ctx, binary_refused(), None),
+            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
+            ws::Message::Ping(bytes) => ctx.pong(&bytes),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl<L: SessionLogic> Handler<Outgoing> for WsSession<L> {
+    type Result = ();
+
+    fn handle(&mut self, outgoing: Outgoing, ctx: &mut Self::Context) {
+        match outgoing {
+            // Once too slow, what is still queued is stale: skip it and close.
+            Outgoing::Frame(_) if self.overflowed.load(Ordering::SeqCst) => {
+                log::info!("connection {}: too slow, closing with 1008", self.id);
+                close(ctx, 1008, "too slow: the outgoing queue is full");
+            }
+            Outgoing::Frame(text) => ctx.text(text),
+            Outgoing::Close { code, reason } => close(ctx, code, &reason),
+        }
+    }
+}
