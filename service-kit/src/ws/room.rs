@@ -92,7 +92,7 @@ impl Room {
 
     /// The `viewers` frame to send if the count changed since the last call.
     pub fn take_count_update(&mut self) -> Option<ServerMessage> {
-        std::mem::take(&mut self.count_changed).then(|| ServerMessage::Viewers {
+        std::mem::take(&mut self.count_changed).then_some(ServerMessage::Viewers {
             count: self.viewers.len(),
         })
     }
