@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use helpers::{Binary, client, read_all};
+use helpers::{client, read_all, start_binary};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ const WRITERS: usize = 4;
 /// One cycle: start on `db`, post from several clients, SIGKILL at a random moment. Returns
 /// what was acknowledged (text to id).
 async fn post_then_kill(db: &std::path::Path, cycle: usize) -> HashMap<String, i64> {
-    let server = Binary::start(db);
+    let server = start_binary(db);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -70,7 +70,7 @@ async fn check_everything_acknowledged_is_there(
     db: &std::path::Path,
     acked: &HashMap<String, i64>,
 ) -> usize {
-    let server = Binary::start(db);
+    let server = start_binary(db);
     let items = read_all(&client(), &server.base, "crash").await;
     let mut by_text: HashMap<&str, Vec<i64>> = HashMap::new();
     for item in &items {
@@ -137,7 +137,7 @@ async fn crash_loop() {
 async fn sigterm_answers_waiting_long_polls_and_exits_cleanly_losing_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("term.db");
-    let mut server = Binary::start(&db);
+    let mut server = start_binary(&db);
     let http = client();
     let mut acked = Vec::new();
     for n in 0..5 {
@@ -169,6 +169,6 @@ async fn sigterm_answers_waiting_long_polls_and_exits_cleanly_losing_nothing() {
     let page: Value = answered.json().await.unwrap();
     assert_eq!(page["items"], json!([]));
 
-    let restarted = Binary::start(&db);
+    let restarted = start_binary(&db);
     assert_eq!(read_all(&http, &restarted.base, "crash").await, acked);
 }

@@ -1,8 +1,14 @@
 //! Running a service inside a test: the real server on an ephemeral port, in its own thread with
-//! its own actix system, exactly as `main` would build it.
+//! its own actix system, exactly as `main` would build it ([`spawn`]); or the real binary, for
+//! tests that signal or kill it ([`Binary`]); and, with the `testing` feature, a WebSocket
+//! client.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 
@@ -56,6 +62,90 @@ impl Drop for TestServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The real binary, started on a free port against `db`, for tests that signal or kill it.
+pub struct Binary {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// `ws://127.0.0.1:PORT`.
+    pub ws_base: String,
+}
+
+impl Binary {
+    /// Starts the service binary `exe` (a test's `env!("CARGO_BIN_EXE_<name>")`) on port 0
+    /// against `db` with `args`, and waits until its log names the port it bound.
+    pub fn start(exe: &str, db: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(exe)
+            .args(["--port", "0", "--shutdown-timeout-secs", "5", "--db"])
+            .arg(db)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("DANMAKU_PORT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its address within 30 s");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+        }
+    }
+
+    /// Sends SIGTERM (through the system's `kill`, to keep the tests free of unsafe code).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.child.wait().expect("the process is reaped");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it did not.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -125,8 +215,10 @@ mod ws_client {
         /// The next message that is not a ping or pong, or `None` when the connection ended.
         /// Panics after [`RECEIVE_TIMEOUT`].
         pub async fn next_message(&mut self) -> Option<Message> {
+            // One deadline for the whole wait: the server's pings must not keep it alive.
+            let deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
             loop {
-                let next = tokio::time::timeout(RECEIVE_TIMEOUT, self.stream.next())
+                let next = tokio::time::timeout_at(deadline, self.stream.next())
                     .await
                     .expect("a message within the receive timeout");
                 match next {

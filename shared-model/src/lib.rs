@@ -9,6 +9,7 @@
 //! - [`error`]: [`ApiError`] and its stable [`ErrorCode`]s, the JSON error body of HTTP and the
 //!   error frame of WebSocket alike.
 //! - [`api`]: HTTP request and response bodies.
+//! - [`formats`]: other players' and archives' formats (DPlayer v3, Bilibili XML).
 //! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
 //!   [`ServerMessage`] (server to client).
 //! - [`store`]: the [`Store`] trait and its embedded SQLite implementation, [`SqliteStore`].
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod comment;
 pub mod error;
+pub mod formats;
 pub mod limits;
 pub mod protocol;
 pub mod store;
@@ -23,4 +25,4 @@ pub mod store;
 pub use comment::{ChannelId, Color, Danmaku, DraftDanmaku, Mode, NewDanmaku};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use protocol::{ClientMessage, Ref, ServerMessage};
-pub use store::{ImportOutcome, ImportedDanmaku, SqliteStore, Store, StoreError};
+pub use store::{AppendListener, ImportOutcome, ImportedDanmaku, SqliteStore, Store, StoreError};

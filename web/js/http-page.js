@@ -163,14 +163,14 @@ async function loop(me) {
     let delay = 0;
     try {
       // The first request has no cursor yet; it answers at once with recent history.
-      const full = await poll(long && cursor !== null ? LONG_WAIT_SECS : 0);
+      const waitSecs = long && cursor !== null ? LONG_WAIT_SECS : 0;
+      if (waitSecs) setStatus(`Long polling: waiting up to ${waitSecs} s for new comments.`);
+      const full = await poll(waitSecs);
       if (me !== run) return;
       backoff = 0;
       if (full) {
         setStatus('Catching up…');
-      } else if (long) {
-        setStatus(`Long polling: waiting up to ${LONG_WAIT_SECS} s for new comments.`);
-      } else {
+      } else if (!long) {
         delay = intervalMs();
         setStatus(`Short polling: next request in ${delay / 1000} s.`);
       }

@@ -1,7 +1,434 @@
 //! The routes that open the service to existing players and archives: the DPlayer v3 danmaku
-//! API and Bilibili XML import and export.
+//! API and Bilibili XML import and export. What the formats mean lives in
+//! `shared_model::formats`; this module extracts, calls the store and responds.
+//!
+//! DPlayer (`/dplayer/v3/`, with or without the trailing slash; CORS open to any origin):
+//! - `GET ?id={video}&max={n}` answers the **newest** `n` comments of the video (all of them
+//!   when `max` is absent or empty, and never more than [`DPLAYER_MAX_ITEMS`]; a larger `max`
+//!   is lowered to it, since DPlayer's `maximum` is a wish and refusing it would leave the
+//!   player empty), ordered by time as DPlayer wants. The newest rather than the first by
+//!   time: a cap should drop the oldest comments, not the end of the video. Author and text
+//!   are HTML-escaped for DPlayer, which inserts them with `innerHTML` (see
+//!   `shared_model::formats::dplayer`).
+//! - `POST` with DPlayer's JSON goes through the same rules, rate limit, store and live push
+//!   as every comment, and answers `{"code": 0, "data": <the stored comment>}` (our shape, with
+//!   its id and `sent_at`; DPlayer only reads `code`). Unknown fields (`token`, `referer`) are
+//!   ignored.
+//! - Every failure, including malformed JSON, a body over 4 KiB and the rate limit, is
+//!   DPlayer's `{"code": 1, "msg": ...}` with the fitting status (400, 413, 415, 422, 429 with
+//!   `Retry-After`, 500). The body is therefore read and parsed here, not by the app-wide JSON
+//!   extractor, whose errors have the product's `{"error": ...}` shape.
+//!
+//! Bilibili XML (`/api/videos/{video}/danmaku.xml`):
+//! - `GET` streams every comment of the video as an archive, in id (sending) order, page by
+//!   page ([`EXPORT_PAGE_ITEMS`]) so that a huge video never sits in memory whole.
+//! - `POST` (`Content-Type: application/xml` or `text/xml`, at most [`MAX_IMPORT_BYTES`])
+//!   imports one and answers `{"added", "skipped", "details": {"unsupported_mode", "invalid",
+//!   "duplicate"}}`. Imports are idempotent (see `shared_model::formats::bilibili` for the
+//!   origin keys), stored in transactions of [`IMPORT_BATCH_ITEMS`] so live comments are not
+//!   held up behind a big archive; an import cut short by a failure can simply be sent again.
+//!   An import spends one token of the client's rate limit, like one comment.
+//! - Imported comments are **not** pushed live to viewers: an archive is history, and
+//!   thousands of comments at once would flood every open player. Viewers get them with the
+//!   next time-window load or DPlayer list.
+//! - Malformed XML is `400 invalid_xml` naming the fault with its line and column; a wrong
+//!   content type `415`, a body over the limit `413`, both with the product's JSON error.
 
-use actix_web::web;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_cors::Cors;
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use serde::Deserialize;
+use service_kit::HttpError;
+use service_kit::rate::retry_after_secs;
+use shared_model::comment::TimeRule;
+use shared_model::formats::{bilibili, dplayer};
+use shared_model::limits::MAX_MESSAGE_BYTES;
+use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, Store, StoreError};
+
+use crate::state::VideoState;
+
+/// Most comments one DPlayer list returns.
+pub const DPLAYER_MAX_ITEMS: usize = 10_000;
+
+/// Largest Bilibili archive an import takes, in bytes (8 MiB: tens of thousands of comments).
+pub const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Comments stored per transaction of an import.
+pub const IMPORT_BATCH_ITEMS: usize = 2_000;
+
+/// Comments read from the store per page of an export.
+pub const EXPORT_PAGE_ITEMS: usize = 1_000;
+
+/// How long a browser may cache the answer to a DPlayer preflight, in seconds.
+pub const CORS_MAX_AGE_SECS: usize = 3_600;
+
+/// The content type of an export.
+const XML_CONTENT_TYPE: &str = "application/xml; charset=utf-8";
 
 /// Registers the DPlayer and Bilibili routes.
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/dplayer").wrap(dplayer_cors()).service(
+            web::resource(["/v3/", "/v3"])
+                .route(web::get().to(dplayer_list))
+                .route(web::post().to(dplayer_post)),
+        ),
+    )
+    .service(
+        web::resource("/api/videos/{video}/danmaku.xml")
+            .route(web::get().to(export_xml))
+            .route(web::post().to(import_xml)),
+    );
+}
+
+/// CORS for the DPlayer routes: any origin (the player is usually on another site), the two
+/// methods and the `Content-Type` header DPlayer sends. No credentials: there are no accounts.
+fn dplayer_cors() -> Cors {
+    Cors::default()
+        .allow_any_origin()
+        .send_wildcard()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_header(header::CONTENT_TYPE)
+        .max_age(CORS_MAX_AGE_SECS)
+}
+
+/// A failure of a DPlayer route: the status and `Retry-After` of the underlying error, with
+/// DPlayer's body `{"code": 1, "msg": ...}`.
+#[derive(Debug)]
+struct DPlayerError(HttpError);
+
+impl std::fmt::Display for DPlayerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<HttpError> for DPlayerError {
+    fn from(error: HttpError) -> Self {
+        Self(error)
+    }
+}
+
+impl From<ApiError> for DPlayerError {
+    fn from(error: ApiError) -> Self {
+        Self(error.into())
+    }
+}
+
+impl From<StoreError> for DPlayerError {
+    fn from(error: StoreError) -> Self {
+        Self(error.into())
+    }
+}
+
+impl ResponseError for DPlayerError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.0.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(dplayer::Failure::from(&self.0.error))
+    }
+}
+
+/// The query of a DPlayer list, as text, so a bad value gets DPlayer's error body.
+#[derive(Debug, Deserialize)]
+struct DPlayerQuery {
+    /// The video.
+    id: Option<String>,
+    /// At most this many comments.
+    max: Option<String>,
+}
+
+/// `GET /dplayer/v3/?id=&max=`: the video's comments as DPlayer rows, ordered by time.
+async fn dplayer_list(
+    req: HttpRequest,
+    state: web::Data<VideoState>,
+) -> Result<HttpResponse, DPlayerError> {
+    let query = web::Query::<DPlayerQuery>::from_query(req.query_string())
+        .map_err(|e| HttpError::new(ErrorCode::InvalidQuery, format!("bad query string: {e}")))?;
+    let id = query
+        .id
+        .as_deref()
+        .ok_or_else(|| HttpError::new(ErrorCode::InvalidQuery, "id (the video) is required"))?;
+    let video = ChannelId::parse(id)?;
+    let limit = match query.max.as_deref().map(str::trim) {
+        None | Some("") => DPLAYER_MAX_ITEMS,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(max) if max >= 1 => max.min(DPLAYER_MAX_ITEMS),
+            _ => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("max must be a whole number from 1, not {raw:?}"),
+                )
+                .into());
+            }
+        },
+    };
+    let items = state.store.latest(&video, limit).await?;
+    Ok(HttpResponse::Ok().json(dplayer::Reply::new(dplayer::rows_by_time(&items))))
+}
+
+/// `POST /dplayer/v3/`: validate, rate-limit, store, push to viewers, answer in DPlayer's shape.
+async fn dplayer_post(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<VideoState>,
+) -> Result<HttpResponse, DPlayerError> {
+    require_content_type(
+        &req,
+        is_json,
+        "JSON, sent with Content-Type: application/json",
+    )?;
+    let bytes = read_body(&req, body, MAX_MESSAGE_BYTES, ErrorCode::InvalidJson).await?;
+    let post: dplayer::Post = serde_json::from_slice(&bytes).map_err(|e| {
+        HttpError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid: {e}"),
+        )
+    })?;
+    let (video, draft) = post.into_draft()?;
+    let new = draft.validate(TimeRule::Required)?;
+    // Checked after validation, so a typo does not cost the client one of its comments.
+    spend_token(&req, &state)?;
+    let item = state.store.append(&video, new).await?;
+    log::debug!("video {video}: stored DPlayer comment {}", item.id);
+    Ok(HttpResponse::Ok().json(dplayer::Reply::new(item)))
+}
+
+/// `GET /api/videos/{video}/danmaku.xml`: every comment of the video as a Bilibili archive.
+async fn export_xml(
+    video: web::Path<String>,
+    state: web::Data<VideoState>,
+) -> Result<HttpResponse, HttpError> {
+    let video = ChannelId::parse(&video)?;
+    // The first page is read before answering, so a failing store is still a clean 500.
+    let first = state.store.after(&video, 0, EXPORT_PAGE_ITEMS).await?;
+    let disposition = format!("attachment; filename=\"{video}.xml\"");
+    let body = ExportBody::new(Arc::clone(&state.store), video, first);
+    Ok(HttpResponse::Ok()
+        .content_type(XML_CONTENT_TYPE)
+        // The video id is `[A-Za-z0-9_-]`, so it needs no quoting in the file name.
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .body(body))
+}
+
+/// `POST /api/videos/{video}/danmaku.xml`: imports a Bilibili archive.
+async fn import_xml(
+    req: HttpRequest,
+    video: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<VideoState>,
+) -> Result<HttpResponse, HttpError> {
+    let video = ChannelId::parse(&video)?;
+    require_content_type(
+        &req,
+        is_xml,
+        "a Bilibili XML archive, sent with Content-Type: application/xml",
+    )?;
+    let bytes = read_body(&req, body, MAX_IMPORT_BYTES, ErrorCode::InvalidXml).await?;
+    // Parsing megabytes is CPU work: keep it off the worker that serves other requests.
+    let archive = web::block(move || bilibili::parse(&bytes))
+        .await
+        .map_err(|e| {
+            log::error!("the XML parser thread failed: {e}");
+            HttpError::from(ApiError::internal())
+        })?
+        .map_err(|e| HttpError::new(ErrorCode::InvalidXml, e.to_string()))?;
+    spend_token(&req, &state)?;
+
+    let bilibili::Archive {
+        items,
+        unsupported_mode,
+        invalid,
+        ..
+    } = archive;
+    let mut outcome = ImportOutcome::default();
+    let mut items = items.into_iter();
+    loop {
+        let batch: Vec<_> = items.by_ref().take(IMPORT_BATCH_ITEMS).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let done = state.store.import(&video, batch).await?;
+        outcome.added += done.added;
+        outcome.duplicates += done.duplicates;
+    }
+    let report = bilibili::ImportReport::new(unsupported_mode, invalid, outcome);
+    log::info!(
+        "video {video}: imported {} comments, skipped {} ({} unsupported mode, {} invalid, {} duplicate)",
+        report.added,
+        report.skipped,
+        report.details.unsupported_mode,
+        report.details.invalid,
+        report.details.duplicate
+    );
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Takes one token of the client's rate limit, or refuses with `rate_limited`.
+fn spend_token(req: &HttpRequest, state: &VideoState) -> Result<(), HttpError> {
+    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
+        state
+            .limiter
+            .check(client)
+            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
+    }
+    Ok(())
+}
+
+/// Whether a media type is JSON (`application/json` or `…+json`).
+fn is_json(essence: &str) -> bool {
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// Whether a media type is XML as Bilibili archives are sent.
+fn is_xml(essence: &str) -> bool {
+    essence == "application/xml" || essence == "text/xml"
+}
+
+/// Refuses with `415` unless the request's content type passes `accepts`; `what` says what the
+/// body must be.
+fn require_content_type(
+    req: &HttpRequest,
+    accepts: fn(&str) -> bool,
+    what: &str,
+) -> Result<(), HttpError> {
+    match req.mime_type() {
+        Ok(Some(mime)) if accepts(&mime.essence_str().to_ascii_lowercase()) => Ok(()),
+        _ => Err(HttpError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("the body must be {what}"),
+        )),
+    }
+}
+
+/// Reads the whole body, refusing one over `limit` bytes with `413` (at once when its declared
+/// length says so); a body that breaks off is `broken` (400).
+async fn read_body(
+    req: &HttpRequest,
+    body: web::Payload,
+    limit: usize,
+    broken: ErrorCode,
+) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match body.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(HttpError::new(
+            broken,
+            format!("the body could not be read: {e}"),
+        )),
+        Err(_) => Err(too_large()),
+    }
+}
+
+/// A page read from the store, in flight.
+type PageRead = Pin<Box<dyn Future<Output = Result<Vec<Danmaku>, StoreError>>>>;
+
+/// An export as a streamed body: the head and first page at once, then one page per store read,
+/// then the tail. At most one page is in memory at a time.
+struct ExportBody {
+    /// Where the pages come from.
+    store: Arc<dyn Store>,
+    /// The video exported.
+    video: ChannelId,
+    /// XML written and not yet sent.
+    ready: Option<Bytes>,
+    /// The next page being read; `None` once the tail is written.
+    next: Option<PageRead>,
+}
+
+impl ExportBody {
+    /// The body, starting with the archive's head and `first` page.
+    fn new(store: Arc<dyn Store>, video: ChannelId, first: Vec<Danmaku>) -> Self {
+        let mut head = Vec::new();
+        bilibili::write_head(&mut head, &video);
+        let mut body = Self {
+            store,
+            video,
+            ready: None,
+            next: None,
+        };
+        body.take_page(first, head);
+        body
+    }
+
+    /// Appends `page` to `out` and makes it ready to send; then starts reading the next page,
+    /// or, when this one was short (the last), closes the archive.
+    fn take_page(&mut self, page: Vec<Danmaku>, mut out: Vec<u8>) {
+        bilibili::write_items(&mut out, &page);
+        match page.last() {
+            Some(last) if page.len() == EXPORT_PAGE_ITEMS => {
+                let (store, video, after) = (Arc::clone(&self.store), self.video.clone(), last.id);
+                self.next = Some(Box::pin(async move {
+                    store.after(&video, after, EXPORT_PAGE_ITEMS).await
+                }));
+            }
+            _ => {
+                bilibili::write_tail(&mut out);
+                self.next = None;
+            }
+        }
+        self.ready = Some(Bytes::from(out));
+    }
+}
+
+impl MessageBody for ExportBody {
+    type Error = StoreError;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(bytes) = this.ready.take() {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        let Some(read) = this.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match read.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(page)) => {
+                this.take_page(page, Vec::new());
+                Poll::Ready(this.ready.take().map(Ok))
+            }
+            Poll::Ready(Err(e)) => {
+                // The status line has gone out; breaking the body off is all that is left, and
+                // the client sees an archive without its closing `</i>`.
+                log::error!("export of video {} failed midway: {e}", this.video);
+                this.next = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}

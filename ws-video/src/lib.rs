@@ -19,9 +19,9 @@ use actix_web::web;
 use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
-use shared_model::SqliteStore;
+use shared_model::{SqliteStore, Store};
 
-use crate::hub::{Shutdown, VideoHub};
+use crate::hub::{Publish, Shutdown, VideoHub};
 use crate::state::VideoState;
 
 pub use config::Config;
@@ -44,6 +44,10 @@ pub fn build_with_listener(
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
     let hub = VideoHub::default().start();
+    let publisher = hub.clone();
+    store.on_append(Box::new(move |item| {
+        publisher.do_send(Publish { item: item.clone() })
+    }));
     let state = web::Data::new(VideoState {
         store: Arc::new(store),
         limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),

@@ -92,6 +92,5 @@ async fn post(
             .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
     }
     let item = state.store.append(&video, new).await?;
-    state.publish(item.clone());
     Ok(HttpResponse::Created().json(item))
 }

@@ -11,7 +11,7 @@ use shared_model::limits::MAX_VIDEO_TIME_SECS;
 use shared_model::protocol::send_to_draft;
 use shared_model::{ApiError, ChannelId, ClientMessage, ErrorCode, ServerMessage, Store};
 
-use crate::hub::{Join, Leave, Publish, VideoHub};
+use crate::hub::{Join, Leave, VideoHub};
 
 /// Most comments one `range` answer holds; a page asks for windows of a minute or so.
 pub const MAX_RANGE_ITEMS: usize = 5_000;
@@ -43,7 +43,7 @@ impl SessionLogic for VideoSession {
 
     fn handle(&mut self, message: ClientMessage) -> LocalFuture<Vec<ServerMessage>> {
         let reference = message.reference().cloned();
-        let (store, hub, video) = (self.store.clone(), self.hub.clone(), self.video.clone());
+        let (store, video) = (self.store.clone(), self.video.clone());
         Box::pin(async move {
             let answer = match message {
                 ClientMessage::Send {
@@ -55,7 +55,6 @@ impl SessionLogic for VideoSession {
                     reference,
                 } => send(
                     &*store,
-                    &hub,
                     &video,
                     send_to_draft(text, color, mode, time, author, ""),
                 )
@@ -96,7 +95,6 @@ impl SessionLogic for VideoSession {
 
 async fn send(
     store: &dyn Store,
-    hub: &Addr<VideoHub>,
     video: &ChannelId,
     draft: shared_model::DraftDanmaku,
 ) -> Result<shared_model::Danmaku, ApiError> {
@@ -105,7 +103,7 @@ async fn send(
         log::error!("video {video}: storing a comment failed: {e}");
         ApiError::internal()
     })?;
-    hub.do_send(Publish { item: item.clone() });
+    // The hub hears of it from the store, in commit order.
     Ok(item)
 }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix::Addr;
 use service_kit::ClientRateLimiter;
 use service_kit::ws::WsSettings;
-use shared_model::{Danmaku, Store};
+use shared_model::Store;
 
-use crate::hub::{Publish, VideoHub};
+use crate::hub::VideoHub;
 
 /// The handlers' shared state; one per server, cloned into every worker as `web::Data`.
 pub struct VideoState {
@@ -15,16 +15,9 @@ pub struct VideoState {
     pub store: Arc<dyn Store>,
     /// Comments per client address, for the HTTP routes (WebSocket connections have their own).
     pub limiter: ClientRateLimiter,
-    /// The hub that fans comments out to the viewers of each video.
+    /// The hub that fans comments out to the viewers of each video. It hears of every stored
+    /// comment from the store itself (see `lib.rs`), in commit order, whichever route stored it.
     pub hub: Addr<VideoHub>,
     /// Limits of every WebSocket connection.
     pub ws: WsSettings,
-}
-
-impl VideoState {
-    /// Pushes a stored comment to everyone watching its video over WebSocket. Call it after the
-    /// store acknowledged the comment, from any route that adds one.
-    pub fn publish(&self, item: Danmaku) {
-        self.hub.do_send(Publish { item });
-    }
 }

@@ -4,6 +4,8 @@
 mod helpers;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use helpers::{RELAXED, http, spawn_app};
@@ -408,4 +410,117 @@ async fn comments_posted_over_http_reach_websocket_viewers() {
         .await
         .unwrap();
     assert_eq!(bad_query.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everything() {
+    let app = spawn_app(&[
+        "--rate-per-sec",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--max-queued-frames",
+        "16",
+    ]);
+    let (mut watcher, _) = app.viewer("flood").await;
+    // The slow viewer: a tiny receive buffer, and it reads nothing until the flood is over.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = app.base.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (slow, _) = tokio_tungstenite::client_async(
+        format!("{}/ws/videos/flood", app.ws_base),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let mut slow = WsClient::from_stream(slow);
+
+    // Posters flood the video until the watcher sees the viewer count drop to 1 (the slow one
+    // was dropped), or a bound is reached. How much the kernel buffers before the server notices
+    // differs between machines; the count tells us when it did.
+    const POSTERS: usize = 8;
+    const MOST_EACH: usize = 5_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let text = "弾".repeat(100);
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|p| {
+            let (base, text, stop) = (app.base.clone(), text.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = http();
+                let mut posted = 0;
+                while posted < MOST_EACH && !stop.load(Ordering::SeqCst) {
+                    let response = client
+                        .post(format!("{base}/api/videos/flood/danmaku"))
+                        .json(&json!({"author": format!("p{p}"), "text": text, "time": posted as f64}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 201);
+                    posted += 1;
+                }
+                posted
+            })
+        })
+        .collect();
+    // The watcher reads everything as it comes, in its own task.
+    let expected = Arc::new(AtomicUsize::new(usize::MAX));
+    let reader = {
+        let (stop, expected) = (stop.clone(), expected.clone());
+        tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            let mut slow_dropped = false;
+            while seen.len() < expected.load(Ordering::SeqCst) {
+                let frame = watcher.recv_json().await;
+                match frame["type"].as_str() {
+                    Some("danmaku") => {
+                        for item in frame["items"].as_array().unwrap() {
+                            assert!(seen.insert(item["id"].as_i64().unwrap()), "a repeat");
+                        }
+                    }
+                    Some("viewers") if frame["count"] == 1 => {
+                        slow_dropped = true;
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+            (seen.len(), slow_dropped)
+        })
+    };
+    let mut total = 0;
+    for poster in posters {
+        total += poster.await.unwrap();
+    }
+    expected.store(total, Ordering::SeqCst);
+    let (watched, slow_dropped) = reader.await.unwrap();
+    assert!(
+        slow_dropped,
+        "the viewer count never dropped to 1 after {total} comments"
+    );
+    assert_eq!(
+        watched, total,
+        "the reading viewer got every comment exactly once"
+    );
+
+    // Now the slow one reads: some comments, then a close with 1008 and a reason.
+    let mut slow_items = 0;
+    let close = loop {
+        match slow.next_message().await {
+            Some(Message::Text(text)) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                slow_items += frame["items"].as_array().map_or(0, Vec::len);
+            }
+            Some(Message::Close(frame)) => break frame.expect("a close frame with a code"),
+            Some(_) => {}
+            None => panic!("the connection ended without a close frame"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.contains("too slow"), "{close:?}");
+    assert!(
+        slow_items < total,
+        "the slow viewer was cut off ({slow_items} of {total})"
+    );
+    eprintln!("the slow viewer got {slow_items} of {total} comments before it was closed");
 }

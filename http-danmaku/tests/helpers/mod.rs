@@ -2,15 +2,12 @@
 //! binary for the tests that kill it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use http_danmaku::Config;
 use serde_json::Value;
-use service_kit::testing::{self, TestServer};
+use service_kit::testing::{self, Binary, TestServer};
 
 /// A running server and a client for it. Dropping it stops the server.
 pub struct TestApp {
@@ -110,83 +107,18 @@ pub async fn read_all(client: &reqwest::Client, base: &str, room: &str) -> Vec<V
     }
 }
 
-/// The real binary, started on a free port against `db`, for tests that signal or kill it.
-pub struct Binary {
-    /// The process.
-    pub child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-}
-
-impl Binary {
-    /// Starts `http-danmaku` on port 0 and waits until its log names the port.
-    pub fn start(db: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_http-danmaku"))
-            .args(["--port", "0", "--db"])
-            .arg(db)
-            .args(["--rate-per-sec", "100000", "--rate-burst", "100000"])
-            .args(["--workers", "2", "--shutdown-timeout-secs", "5"])
-            .env("RUST_LOG", "info")
-            .env_remove("DANMAKU_PORT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-                if std::env::var_os("TEST_LOG").is_some() {
-                    eprintln!("[server] {line}");
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its address within 30 s");
-        Self {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Sends SIGTERM (through the system's `kill`, to keep the tests free of unsafe code).
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Sends SIGKILL and reaps the process.
-    pub fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL is delivered");
-        self.child.wait().expect("the process is reaped");
-    }
-
-    /// Waits up to `limit` for the process to exit; its status, or `None` if it did not.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the real `http-danmaku` binary on a free port against `db`, with generous limits.
+pub fn start_binary(db: &Path) -> Binary {
+    Binary::start(
+        env!("CARGO_BIN_EXE_http-danmaku"),
+        db,
+        &[
+            "--rate-per-sec",
+            "100000",
+            "--rate-burst",
+            "100000",
+            "--workers",
+            "2",
+        ],
+    )
 }

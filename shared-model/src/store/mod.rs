@@ -57,6 +57,11 @@ pub enum StoreError {
     Closed,
 }
 
+/// Called with every appended comment right after its commit, in commit order (so in id order
+/// within a channel), on the store's own thread: keep it short and non-blocking (hand the item
+/// to an actor or a channel). Imports are not reported: an archive is history.
+pub type AppendListener = Box<dyn Fn(&Danmaku) + Send + Sync>;
+
 /// Durable, ordered storage of comments per channel.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -85,6 +90,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest id in `channel`, or 0 when it is empty.
     async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError>;
+
+    /// Registers `listener` for every append committed from now on. This is how hubs learn of
+    /// new comments in commit order, whichever route stored them.
+    fn on_append(&self, listener: AppendListener);
 
     /// Stores imported comments in one transaction, skipping those whose origin the channel
     /// already has; returns once committed.

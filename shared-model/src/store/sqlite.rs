@@ -11,7 +11,7 @@
 //! append's reply is sent only after its commit returned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread;
 
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, Row, params};
 use tokio::sync::oneshot;
 
-use super::{ImportOutcome, ImportedDanmaku, Store, StoreError};
+use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
 use crate::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
 
 /// Most appends committed in one transaction. Bounds the latency one slow batch adds.
@@ -84,7 +84,13 @@ struct Inner {
     /// Unbounded for the same reason; each job is a small closure.
     reads: Sender<ReadJob>,
     path: PathBuf,
+    /// Told of every append after its commit. A std `RwLock`: written once or twice at start-up,
+    /// read by the writer thread once per batch, never held across an await.
+    listeners: Listeners,
 }
+
+/// The append listeners, shared with the writer thread.
+type Listeners = Arc<RwLock<Vec<AppendListener>>>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,8 +124,12 @@ impl SqliteStore {
 
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded();
-        spawn_thread("danmaku-db-writer", move || run_writer(writer, write_rx))
-            .map_err(|e| open_error(e.to_string()))?;
+        let listeners = Listeners::default();
+        let writer_listeners = listeners.clone();
+        spawn_thread("danmaku-db-writer", move || {
+            run_writer(writer, write_rx, &writer_listeners)
+        })
+        .map_err(|e| open_error(e.to_string()))?;
         for (n, conn) in readers.into_iter().enumerate() {
             let rx = read_rx.clone();
             spawn_thread(&format!("danmaku-db-reader-{n}"), move || {
@@ -132,6 +142,7 @@ impl SqliteStore {
                 writes,
                 reads,
                 path,
+                listeners,
             }),
         })
     }
@@ -234,7 +245,7 @@ fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
 /// The writer thread: takes one job; for an append, gathers the appends queued behind it and
 /// commits them together, then answers each. Exits when every [`SqliteStore`] clone is gone and
 /// the queue is empty.
-fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>) {
+fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listeners) {
     let mut next = jobs.recv().ok();
     while let Some(job) = next.take() {
         match job {
@@ -281,7 +292,7 @@ fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>) {
                         Err(_) => break,
                     }
                 }
-                answer_batch(&mut conn, batch);
+                answer_batch(&mut conn, batch, listeners);
             }
         }
         if next.is_none() {
@@ -291,9 +302,18 @@ fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>) {
     log::debug!("database writer stopped");
 }
 
-fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>) {
+fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, listeners: &Listeners) {
     match commit_batch(conn, &batch) {
         Ok(items) => {
+            {
+                // A listener that panicked poisoned the lock; the list itself is still whole.
+                let listeners = listeners.read().unwrap_or_else(|e| e.into_inner());
+                for item in &items {
+                    for listener in listeners.iter() {
+                        listener(item);
+                    }
+                }
+            }
             for (job, item) in batch.into_iter().zip(items) {
                 let _ = job.reply.send(Ok(item));
             }
@@ -449,6 +469,14 @@ impl Store for SqliteStore {
             })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn on_append(&self, listener: AppendListener) {
+        self.inner
+            .listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
     }
 
     async fn import(
@@ -646,6 +674,41 @@ mod tests {
         }
         ids.sort();
         assert_eq!(ids, (1..=200).collect::<Vec<i64>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listeners_hear_every_append_in_commit_order_and_no_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        store.on_append(Box::new(move |item| sink.lock().unwrap().push(item.id)));
+        let tasks: Vec<_> = (0..100)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&channel("r"), comment(&format!("c{n}"), None))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        store
+            .import(
+                &channel("r"),
+                vec![ImportedDanmaku {
+                    new: comment("old", None),
+                    origin: "o".into(),
+                    sent_at: None,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(*heard.lock().unwrap(), (1..=100).collect::<Vec<i64>>());
     }
 
     #[tokio::test]
