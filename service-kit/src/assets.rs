@@ -1,10 +1,12 @@
 //! The pages of `web/`: built into the binary so it stands alone, or served from a folder
 //! (`--web-dir`) so the pages can be edited without a rebuild.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use actix_web::http::header::{self, ContentType, EntityTag, IfNoneMatch};
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use shared_model::ErrorCode;
 
@@ -42,10 +44,12 @@ impl Pages {
     }
 
     /// The file at `path` (relative to `web/`) and its entity tag, if it exists.
-    fn load(&self, path: &str) -> Option<(Vec<u8>, Option<String>)> {
+    fn load(&self, path: &str) -> Option<(Bytes, Option<String>)> {
         let relative = safe_relative(path)?;
         match &self.dir {
-            Some(dir) => std::fs::read(dir.join(relative)).ok().map(|b| (b, None)),
+            Some(dir) => std::fs::read(dir.join(relative))
+                .ok()
+                .map(|b| (Bytes::from(b), None)),
             None => EmbeddedWeb::get(path).map(|f| {
                 let etag = f
                     .metadata
@@ -54,7 +58,12 @@ impl Pages {
                     .take(12)
                     .map(|b| format!("{b:02x}"))
                     .collect();
-                (f.data.into_owned(), Some(etag))
+                // Release builds embed the bytes in the binary: serve them without a copy.
+                let body = match f.data {
+                    Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                    Cow::Owned(bytes) => Bytes::from(bytes),
+                };
+                (body, Some(etag))
             }),
         }
     }
@@ -90,7 +99,8 @@ fn serve(req: &HttpRequest, pages: &Pages, path: &str) -> Result<HttpResponse, H
     let mut response = HttpResponse::Ok();
     response
         .content_type(ContentType(mime))
-        .insert_header((header::CACHE_CONTROL, "no-cache"));
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
     if let Some(tag) = etag {
         let tag = EntityTag::new_strong(tag);
         if let Some(header::IfNoneMatch::Items(seen)) = req_if_none_match(req)
@@ -100,7 +110,31 @@ fn serve(req: &HttpRequest, pages: &Pages, path: &str) -> Result<HttpResponse, H
         }
         response.insert_header(header::ETag(tag));
     }
-    Ok(response.body(body))
+    // One byte range (what a <video> asks for to seek); several ranges get the whole file,
+    // which HTTP allows.
+    let size = body.len() as u64;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| http_range::HttpRange::parse(v, size));
+    match range {
+        Some(Ok(ranges)) if ranges.len() == 1 => {
+            let http_range::HttpRange { start, length } = ranges[0];
+            let end = start + length - 1;
+            response
+                .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")));
+            // Both fit in usize: they lie within a body that is in memory.
+            Ok(response.body(body.slice(start as usize..=end as usize)))
+        }
+        Some(Err(http_range::HttpRangeParseError::NoOverlap)) => {
+            Ok(HttpResponse::RangeNotSatisfiable()
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .finish())
+        }
+        _ => Ok(response.body(body)),
+    }
 }
 
 fn req_if_none_match(req: &HttpRequest) -> Option<IfNoneMatch> {
@@ -111,6 +145,83 @@ fn req_if_none_match(req: &HttpRequest) -> Option<IfNoneMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::App;
+    use actix_web::test as actix_test;
+
+    async fn get(path: &str, headers: &[(&str, &str)]) -> actix_web::dev::ServiceResponse {
+        let app = actix_test::init_service(
+            App::new().configure(|cfg| Pages::new(None, "http.html").configure(cfg)),
+        )
+        .await;
+        let mut req = actix_test::TestRequest::get().uri(path);
+        for header in headers {
+            req = req.insert_header(*header);
+        }
+        actix_test::call_service(&app, req.to_request()).await
+    }
+
+    #[actix_web::test]
+    async fn the_index_page_and_files_are_served_with_their_types() {
+        let index = get("/", &[]).await;
+        assert_eq!(index.status(), 200);
+        assert!(
+            index
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let script = get("/js/stage.js", &[]).await;
+        assert!(
+            script
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("javascript")
+        );
+        assert_eq!(get("/no-such-file.js", &[]).await.status(), 404);
+    }
+
+    #[actix_web::test]
+    async fn a_byte_range_gets_206_so_videos_can_seek() {
+        let whole = get("/media/demo.webm", &[]).await;
+        assert_eq!(whole.status(), 200);
+        assert_eq!(whole.headers().get("accept-ranges").unwrap(), "bytes");
+        let size = actix_test::read_body(whole).await.len();
+        let part = get("/media/demo.webm", &[("range", "bytes=100-199")]).await;
+        assert_eq!(part.status(), 206);
+        assert_eq!(
+            part.headers()
+                .get("content-range")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            format!("bytes 100-199/{size}")
+        );
+        assert_eq!(actix_test::read_body(part).await.len(), 100);
+        let tail = get("/media/demo.webm", &[("range", "bytes=-10")]).await;
+        assert_eq!(actix_test::read_body(tail).await.len(), 10);
+        let beyond = get("/media/demo.webm", &[("range", &format!("bytes={size}-"))]).await;
+        assert_eq!(beyond.status(), 416);
+    }
+
+    #[actix_web::test]
+    async fn an_unchanged_file_is_not_sent_again() {
+        let first = get("/http.html", &[]).await;
+        let etag = first
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let again = get("/http.html", &[("if-none-match", &etag)]).await;
+        assert_eq!(again.status(), 304);
+    }
 
     #[test]
     fn only_plain_relative_paths_are_served() {

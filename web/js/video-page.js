@@ -19,7 +19,7 @@ import { Connection } from './connection.js';
 
 const VIDEO_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** The demo clip the service may ship; the page copes with its absence. */
-const DEMO_SRC = '/media/demo.mp4';
+const DEMO_SRC = '/media/demo.webm';
 /** The channel watched when nothing else names one. */
 const DEFAULT_VIDEO = 'demo';
 /** Length of one `range` request, in seconds of video. */
