@@ -150,7 +150,91 @@ impl Drop for Binary {
 }
 
 #[cfg(feature = "testing")]
+pub use service::{Builder, TestService};
+#[cfg(feature = "testing")]
 pub use ws_client::WsClient;
+
+/// A service under test with its own temporary database, restartable on the same file.
+#[cfg(feature = "testing")]
+mod service {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::{TestServer, spawn};
+    use crate::server::{RunningServer, ServiceError};
+
+    /// Builds a service from its command line (program name first) on a bound listener, the
+    /// way its `main` would: parse the settings, then `build_with_listener`.
+    pub type Builder =
+        Arc<dyn Fn(Vec<String>, TcpListener) -> Result<RunningServer, ServiceError> + Send + Sync>;
+
+    /// A running service on a fresh database in a temporary folder. Dropping it stops the
+    /// server, then removes the folder.
+    pub struct TestService {
+        /// `http://127.0.0.1:PORT`.
+        pub base: String,
+        /// `ws://127.0.0.1:PORT`.
+        pub ws_base: String,
+        /// The database file.
+        pub db: PathBuf,
+        /// The bound address.
+        pub addr: std::net::SocketAddr,
+        name: String,
+        builder: Builder,
+        server: Option<TestServer>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestService {
+        /// Starts service `name` with `args` after the test defaults (a fresh `--db`, two
+        /// workers, a one-second shutdown).
+        pub fn start(name: &str, builder: Builder, args: &[&str]) -> Self {
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let db = dir.path().join(format!("{name}.db"));
+            let mut service = Self {
+                base: String::new(),
+                ws_base: String::new(),
+                db,
+                addr: ([127, 0, 0, 1], 0).into(),
+                name: name.to_owned(),
+                builder,
+                server: None,
+                _dir: dir,
+            };
+            service.restart(args);
+            service
+        }
+
+        /// Stops the server (if running) and starts a new one with `args` on the same database
+        /// (on a new port).
+        pub fn restart(&mut self, args: &[&str]) {
+            drop(self.server.take());
+            let mut argv = vec![
+                self.name.clone(),
+                "--db".to_owned(),
+                self.db.display().to_string(),
+                "--workers".to_owned(),
+                "2".to_owned(),
+                "--shutdown-timeout-secs".to_owned(),
+                "1".to_owned(),
+            ];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            let builder = self.builder.clone();
+            let server = spawn(move |listener| builder(argv, listener));
+            self.base = server.base.clone();
+            self.ws_base = server.base.replacen("http://", "ws://", 1);
+            self.addr = server.addr;
+            self.server = Some(server);
+        }
+    }
+
+    impl Drop for TestService {
+        fn drop(&mut self) {
+            drop(self.server.take());
+        }
+    }
+}
 
 /// A WebSocket client for tests: every receive has a timeout, and JSON frames come back parsed.
 #[cfg(feature = "testing")]

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     InvalidMode,
     /// The video time is missing, not finite, or outside `0..=86400` seconds.
     InvalidTime,
+    /// A field's value is outside its allowed range (say, a check-in interval of 1 s).
+    InvalidValue,
     /// The body or frame is larger than [`crate::limits::MAX_MESSAGE_BYTES`].
     PayloadTooLarge,
     /// The body is not `application/json` (or the type the route takes).
@@ -57,6 +59,12 @@ pub enum ErrorCode {
     OriginNotAllowed,
     /// A WebSocket message exceeded the size limit (sent as close code 1009).
     MessageTooBig,
+    /// A check-in code that is neither the current one nor the one before it.
+    WrongCode,
+    /// This name gave too many wrong codes for this check-in and is refused.
+    TooManyAttempts,
+    /// The check-in is over.
+    CheckinClosed,
     /// A WebSocket frame names a `type` the server does not know.
     UnknownType,
     /// A WebSocket binary frame; the protocol is JSON text.
@@ -84,6 +92,7 @@ impl ErrorCode {
             Self::InvalidColor => "invalid_color",
             Self::InvalidMode => "invalid_mode",
             Self::InvalidTime => "invalid_time",
+            Self::InvalidValue => "invalid_value",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
@@ -94,6 +103,9 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::MessageTooBig => "message_too_big",
+            Self::WrongCode => "wrong_code",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::CheckinClosed => "checkin_closed",
             Self::UnknownType => "unknown_type",
             Self::UnsupportedFrame => "unsupported_frame",
             Self::Internal => "internal",
@@ -119,15 +131,17 @@ impl ErrorCode {
             | Self::AuthorInvalidChars
             | Self::InvalidColor
             | Self::InvalidMode
-            | Self::InvalidTime => 422,
+            | Self::InvalidTime
+            | Self::InvalidValue
+            | Self::WrongCode => 422,
             Self::Unauthorized => 401,
             Self::Forbidden | Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::Conflict => 409,
+            Self::Conflict | Self::CheckinClosed => 409,
             Self::PayloadTooLarge | Self::MessageTooBig => 413,
             Self::UnsupportedMediaType => 415,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::TooManyAttempts => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,
         }
@@ -209,6 +223,7 @@ mod tests {
             InvalidColor,
             InvalidMode,
             InvalidTime,
+            InvalidValue,
             PayloadTooLarge,
             UnsupportedMediaType,
             RateLimited,
@@ -219,6 +234,9 @@ mod tests {
             Forbidden,
             OriginNotAllowed,
             MessageTooBig,
+            WrongCode,
+            TooManyAttempts,
+            CheckinClosed,
             UnknownType,
             UnsupportedFrame,
             Internal,

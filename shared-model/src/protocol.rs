@@ -160,6 +160,10 @@ pub enum ServerMessage {
         /// missed, `false` when too much was missed and it should reload.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The connection's name (the author of its comments): the one asked for, or generated.
+        name: String,
+        /// Whether this connection is the room's host (it gets the check-in codes).
+        host: bool,
     },
     /// The sender's comment is stored (on disk) under this id.
     Ack {
@@ -219,12 +223,28 @@ pub enum ServerMessage {
         /// When the next code replaces it, RFC 3339.
         valid_until: String,
     },
-    /// A check-in closed (sent to the host).
+    /// A check-in closed (sent to everyone in the room, so pages can hide the box).
     CheckinClosed {
         /// The check-in id.
         checkin: i64,
         /// How many checked in.
         attended: usize,
+    },
+    /// The answer to a viewer's `checkin`: it is recorded.
+    CheckedIn {
+        /// The check-in id.
+        checkin: i64,
+        /// The name recorded.
+        name: String,
+    },
+    /// Someone checked in (sent to the host's connections, for the live attendance list).
+    Attendee {
+        /// The check-in id.
+        checkin: i64,
+        /// Who.
+        name: String,
+        /// When, RFC 3339.
+        at: String,
     },
 }
 
@@ -404,16 +424,21 @@ mod tests {
             viewers: 1,
             history: vec![],
             recovered: None,
+            name: "ann".into(),
+            host: false,
         };
         assert_eq!(
             serde_json::to_value(&fresh).unwrap(),
-            json!({"type": "welcome", "room": "r", "viewers": 1, "history": []})
+            json!({"type": "welcome", "room": "r", "viewers": 1, "history": [],
+                   "name": "ann", "host": false})
         );
         let resumed = ServerMessage::Welcome {
             room: ChannelId::parse("r").unwrap(),
             viewers: 1,
             history: vec![],
             recovered: Some(true),
+            name: "ann".into(),
+            host: false,
         };
         assert_eq!(serde_json::to_value(&resumed).unwrap()["recovered"], true);
     }
@@ -440,6 +465,23 @@ mod tests {
             attended: 12,
         };
         assert_eq!(serde_json::to_value(&closed).unwrap()["attended"], 12);
+        assert_eq!(
+            serde_json::to_value(ServerMessage::CheckedIn {
+                checkin: 1,
+                name: "ann".into()
+            })
+            .unwrap(),
+            json!({"type": "checked_in", "checkin": 1, "name": "ann"})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Attendee {
+                checkin: 1,
+                name: "ann".into(),
+                at: "2026-11-22T00:00:01.000Z".into()
+            })
+            .unwrap()["type"],
+            "attendee"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name = "ws-stream",
     version,
     about = "A live room over WebSocket: broadcast comments, chat history, viewer counts and the rotating check-in (skeleton: health and page; the rooms are their own issue).",
-    after_help = "Routes: GET /healthz and the page at /.\nLogging: RUST_LOG=debug for per-request detail."
+    after_help = "Routes: GET /ws/live/{room}?name=&since=&host_token= (WebSocket), POST /api/rooms, GET /api/rooms/{room}/history, POST /api/rooms/{room}/checkins, GET /api/checkins/{id} and {id}.csv, POST /api/checkins/{id}/attend, GET /healthz, and the pages at / and /host.html.\nLogging: RUST_LOG=debug for per-request detail."
 )]
 pub struct Config {
     /// Settings every service shares.

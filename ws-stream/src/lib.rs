@@ -1,18 +1,39 @@
-//! `ws-stream`: A live room over WebSocket: broadcast comments, chat history, viewer counts and the rotating check-in (skeleton: health and page; the rooms are their own issue).
+//! `ws-stream`: live rooms over WebSocket. Every comment is broadcast to the whole room at once,
+//! a newcomer's chat box shows the last 50, a reconnecting viewer gets exactly what it missed, the
+//! viewer count stays current, and a host can run a classroom check-in whose code rotates every
+//! few seconds on the host's screen only.
 //!
 //! - [`config`]: the settings ([`Config`]).
+//! - [`routes`]: the WebSocket upgrade and the HTTP routes (rooms, history, check-ins).
+//! - [`session`]: what a connection's frames mean ([`session::LiveSession`]).
+//! - [`hub`]: the rooms, their fan-out and their check-in codes ([`hub::LiveHub`]).
+//! - [`checkin`]: codes, host tokens and the attendance rule.
+//! - [`state`]: what the handlers share.
 //!
 //! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
 
+pub mod checkin;
 pub mod config;
+pub mod hub;
+pub mod routes;
+pub mod session;
+pub mod state;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
+use actix::Actor;
 use actix_web::web;
+use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
-use shared_model::SqliteStore;
+use service_kit::ws::WsSettings;
+use shared_model::store::RoomStore;
+use shared_model::{SqliteStore, Store};
 
 pub use config::Config;
+
+use crate::hub::{LiveHub, Publish, Shutdown, StartCheckin};
+use crate::state::LiveState;
 
 /// The page this service serves at `/`.
 pub const INDEX_PAGE: &str = "live.html";
@@ -23,16 +44,43 @@ pub fn build(config: Config) -> Result<RunningServer, ServiceError> {
     build_with_listener(config, listener)
 }
 
-/// Builds the server on an already-bound listener (tests bind port 0 themselves).
+/// Builds the server on an already-bound listener (tests bind port 0 themselves). Check-ins
+/// left open by a previous run resume (with fresh codes) until they close.
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
 ) -> Result<RunningServer, ServiceError> {
-    let store = SqliteStore::open(&config.server.db)?;
+    let store = Arc::new(SqliteStore::open(&config.server.db)?);
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, |cfg| {
-        cfg.route("/healthz", web::get().to(service_kit::server::health));
+    let rooms: Arc<dyn RoomStore> = store.clone();
+    let hub = LiveHub::new(rooms.clone()).start();
+    let publisher = hub.clone();
+    store.on_append(Box::new(move |item| {
+        publisher.do_send(Publish { item: item.clone() })
+    }));
+    {
+        let (rooms, hub) = (rooms.clone(), hub.clone());
+        actix_rt::spawn(async move {
+            match rooms.unclosed_checkins().await {
+                Ok(open) => {
+                    for record in open {
+                        hub.do_send(StartCheckin { record });
+                    }
+                }
+                Err(e) => log::error!("cannot resume open check-ins: {e}"),
+            }
+        });
+    }
+    let state = web::Data::new(LiveState {
+        comments: store as Arc<dyn Store>,
+        rooms,
+        hub: hub.clone(),
+        limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
+        ws: WsSettings::from_args(&config.server, &config.ws),
+    });
+    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
+        cfg.app_data(state.clone()).configure(routes::configure);
     })?;
-    Ok(RunningServer::new("ws-stream", server, addr))
+    Ok(RunningServer::new("ws-stream", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }

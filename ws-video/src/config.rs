@@ -17,7 +17,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name = "ws-video",
     version,
     about = "Comments pinned to a recorded video's timeline over WebSocket (skeleton: health and page; the WebSocket, DPlayer and Bilibili routes are their own issue).",
-    after_help = "Routes: GET /healthz and the page at /.\nLogging: RUST_LOG=debug for per-request detail."
+    after_help = "Routes: GET /ws/videos/{video} (WebSocket), GET and POST /api/videos/{video}/danmaku, GET and POST /api/videos/{video}/danmaku.xml (Bilibili), GET and POST /dplayer/v3/, GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail."
 )]
 pub struct Config {
     /// Settings every service shares.

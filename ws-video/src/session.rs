@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use service_kit::ws::{ConnectionId, LocalFuture, SessionLogic, Viewer};
+use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
 use shared_model::comment::TimeRule;
 use shared_model::limits::MAX_VIDEO_TIME_SECS;
 use shared_model::protocol::send_to_draft;
@@ -27,7 +27,7 @@ pub struct VideoSession {
 }
 
 impl SessionLogic for VideoSession {
-    fn connect(&mut self, me: Viewer) -> LocalFuture<Vec<ServerMessage>> {
+    fn connect(&mut self, me: Viewer) -> LocalFuture<Connected> {
         let (hub, video) = (self.hub.clone(), self.video.clone());
         Box::pin(async move {
             let viewers = hub
@@ -37,7 +37,10 @@ impl SessionLogic for VideoSession {
                 })
                 .await
                 .unwrap_or(1);
-            vec![ServerMessage::Hello { video, viewers }]
+            Connected {
+                frames: vec![ServerMessage::Hello { video, viewers }],
+                seen_up_to: None,
+            }
         })
     }
 

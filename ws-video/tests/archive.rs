@@ -2,14 +2,15 @@
 //! ephemeral port with a real SQLite file, over real HTTP: requests shaped exactly as DPlayer
 //! and a Bilibili archive make them.
 
-use std::time::Duration;
+mod helpers;
+
+use helpers::RELAXED;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
-use service_kit::testing::{self, TestServer, WsClient};
+use service_kit::testing::{TestService, WsClient};
 use shared_model::formats::bilibili;
-use ws_video::Config;
 
 /// A sample archive: modes 1 to 9, escaped markup, CDATA, CJK, a repeated id, bad entries.
 const SAMPLE: &str = include_str!("fixtures/bilibili-sample.xml");
@@ -22,29 +23,16 @@ const SAMPLE_UNSUPPORTED: u64 = 4;
 const SAMPLE_INVALID: u64 = 3;
 const SAMPLE_ENTRIES: u64 = 16;
 
-/// Generous limits, so tests that are not about the rate limit do not trip it.
-const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
-
-/// The service on a free port with a fresh database; the folder lives as long as the server.
+/// The service on a free port with a fresh database, and a client with a timeout.
 struct App {
-    server: TestServer,
+    server: TestService,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
 }
 
 fn spawn_app(extra: &[&str]) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("archive.db").display().to_string();
-    let mut args = vec!["ws-video", "--db", &db, "--workers", "2"];
-    args.extend_from_slice(extra);
-    let config = Config::parse_from(args).unwrap();
     App {
-        server: testing::spawn(move |listener| ws_video::build_with_listener(config, listener)),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-        _dir: dir,
+        server: helpers::spawn_app(extra),
+        client: helpers::http(),
     }
 }
 
@@ -594,7 +582,7 @@ fn a_chunked_dplayer_body_over_4_kib_is_refused_while_reading() {
     // No Content-Length, so the limit can only be enforced while the body streams in.
     let mut stream = std::net::TcpStream::connect(app.server.addr).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let chunk = "x".repeat(1024);
     let mut request = String::from(

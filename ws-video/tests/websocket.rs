@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use helpers::{RELAXED, http, spawn_app};
+use helpers::{RELAXED, http, spawn_app, viewer};
 use rand::Rng;
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
@@ -23,11 +23,11 @@ fn send_frame(text: &str, time: f64, reference: &str) -> Value {
 #[tokio::test]
 async fn a_send_reaches_every_viewer_of_that_video_only_and_the_sender_gets_one_ack() {
     let app = spawn_app(RELAXED);
-    let (mut sender, hello) = app.viewer("v1").await;
+    let (mut sender, hello) = viewer(&app, "v1").await;
     assert_eq!(hello, json!({"type": "hello", "video": "v1", "viewers": 1}));
-    let (mut other, hello) = app.viewer("v1").await;
+    let (mut other, hello) = viewer(&app, "v1").await;
     assert_eq!(hello["viewers"], 2);
-    let (mut elsewhere, _) = app.viewer("v2").await;
+    let (mut elsewhere, _) = viewer(&app, "v2").await;
 
     sender.send_json(&send_frame("前方高能", 12.5, "r1")).await;
     let ack = sender.recv_type("ack").await;
@@ -59,10 +59,10 @@ async fn a_send_reaches_every_viewer_of_that_video_only_and_the_sender_gets_one_
 #[tokio::test]
 async fn comments_sent_together_reach_every_viewer_exactly_once_in_id_order() {
     let app = spawn_app(RELAXED);
-    let (mut watcher, _) = app.viewer("v").await;
+    let (mut watcher, _) = viewer(&app, "v").await;
     let mut senders = Vec::new();
     for _ in 0..5 {
-        senders.push(app.viewer("v").await.0);
+        senders.push(viewer(&app, "v").await.0);
     }
     for (n, sender) in senders.iter_mut().enumerate() {
         for k in 0..10 {
@@ -131,7 +131,7 @@ async fn range_returns_exactly_the_window_ordered_by_time_and_survives_a_restart
         let got: Vec<f64> = items.iter().map(|i| i["time"].as_f64().unwrap()).collect();
         assert_eq!(got, expected, "window [{from}, {to})");
     };
-    let (mut viewer, _) = app.viewer("movie").await;
+    let (mut viewer, _) = helpers::viewer(&app, "movie").await;
     for (from, to) in [(0.0, 600.0), (100.0, 160.0), (599.5, 600.0), (33.3, 33.3)] {
         viewer
             .send_json(&json!({"type": "range", "from": from, "to": to, "ref": 9}))
@@ -150,7 +150,7 @@ async fn range_returns_exactly_the_window_ordered_by_time_and_survives_a_restart
     drop(viewer);
 
     app.restart(RELAXED);
-    let (mut viewer, _) = app.viewer("movie").await;
+    let (mut viewer, _) = helpers::viewer(&app, "movie").await;
     viewer
         .send_json(&json!({"type": "range", "from": 0, "to": 86400}))
         .await;
@@ -178,7 +178,7 @@ async fn range_returns_exactly_the_window_ordered_by_time_and_survives_a_restart
 #[tokio::test]
 async fn bad_frames_get_their_errors_and_the_connection_stays_usable() {
     let app = spawn_app(RELAXED);
-    let (mut client, _) = app.viewer("v").await;
+    let (mut client, _) = viewer(&app, "v").await;
     let cases: Vec<(Message, &str)> = vec![
         (Message::text("{not json"), "invalid_json"),
         (Message::text(r#"{"type":"dance"}"#), "unknown_type"),
@@ -236,7 +236,7 @@ async fn bad_frames_get_their_errors_and_the_connection_stays_usable() {
 #[tokio::test]
 async fn an_oversize_frame_closes_with_1009() {
     let app = spawn_app(RELAXED);
-    let (mut client, _) = app.viewer("v").await;
+    let (mut client, _) = viewer(&app, "v").await;
     let big = send_frame(&"x".repeat(5 * 1024), 1.0, "big").to_string();
     client.send(Message::text(big)).await;
     let close = client.recv_close().await.expect("a close frame");
@@ -246,7 +246,7 @@ async fn an_oversize_frame_closes_with_1009() {
 #[tokio::test]
 async fn fragmented_messages_are_reassembled_up_to_the_cap() {
     let app = spawn_app(RELAXED);
-    let (mut client, _) = app.viewer("v").await;
+    let (mut client, _) = viewer(&app, "v").await;
     let whole = send_frame("in pieces", 3.0, "frag").to_string();
     let (a, b) = whole.split_at(10);
     let (b, c) = b.split_at(10);
@@ -297,7 +297,7 @@ async fn fragmented_messages_are_reassembled_up_to_the_cap() {
 #[tokio::test]
 async fn a_client_over_its_rate_gets_an_error_frame_and_nothing_is_stored() {
     let app = spawn_app(&["--rate-per-sec", "1", "--rate-burst", "3"]);
-    let (mut client, _) = app.viewer("v").await;
+    let (mut client, _) = viewer(&app, "v").await;
     for n in 0..6 {
         client
             .send_json(&send_frame(&format!("n{n}"), 1.0, &format!("r{n}")))
@@ -357,9 +357,9 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped_and_leaves_the_viewer_count() {
     let app = spawn_app(&["--heartbeat-secs", "1", "--client-timeout-secs", "2"]);
-    let (mut watcher, _) = app.viewer("v").await;
+    let (mut watcher, _) = viewer(&app, "v").await;
     // The silent one never reads, so it never answers the server's pings.
-    let (mut silent, hello) = app.viewer("v").await;
+    let (mut silent, hello) = viewer(&app, "v").await;
     assert_eq!(hello["viewers"], 2);
     let mut count = 0;
     // The watcher keeps reading (and so answers pings); it sees 2, then 1.
@@ -384,7 +384,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_leaves_the_viewer_co
 #[tokio::test]
 async fn comments_posted_over_http_reach_websocket_viewers() {
     let app = spawn_app(RELAXED);
-    let (mut viewer, _) = app.viewer("v").await;
+    let (mut viewer, _) = helpers::viewer(&app, "v").await;
     let response = http()
         .post(format!("{}/api/videos/v/danmaku", app.base))
         .json(&json!({"author": "web", "text": "over http", "time": 4.5, "mode": "top"}))
@@ -422,7 +422,7 @@ async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everyt
         "--max-queued-frames",
         "16",
     ]);
-    let (mut watcher, _) = app.viewer("flood").await;
+    let (mut watcher, _) = viewer(&app, "flood").await;
     // The slow viewer: a tiny receive buffer, and it reads nothing until the flood is over.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();

@@ -22,10 +22,10 @@ use std::time::Duration;
 use actix::{Message, Recipient};
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use bytestring::ByteString;
 use shared_model::limits::MAX_MESSAGE_BYTES;
-use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
+use shared_model::{ApiError, ClientMessage, Danmaku, ErrorCode, ServerMessage};
 
+pub use bytestring::ByteString;
 pub use session::start;
 
 use crate::config::{ServerArgs, WsArgs};
@@ -83,6 +83,14 @@ pub fn next_connection_id() -> ConnectionId {
 pub enum Outgoing {
     /// Send this frame. The text is shared: one serialization serves every viewer.
     Frame(ByteString),
+    /// Send this `danmaku` frame of these comments (oldest first). The comments come along so
+    /// a connection that just received some of them in its history can leave those out.
+    Comments {
+        /// The serialized frame, shared by every viewer.
+        frame: ByteString,
+        /// The comments in it.
+        items: Arc<[Danmaku]>,
+    },
     /// Close with this code and reason.
     Close {
         /// The WebSocket close code.
@@ -115,7 +123,12 @@ impl Viewer {
     /// Queues `frame` for this connection. `false` when the connection is too slow (its queue is
     /// full) or gone: it has been told to close, and the caller should drop it.
     pub fn push(&self, frame: ByteString) -> bool {
-        match self.recipient.try_send(Outgoing::Frame(frame)) {
+        self.push_outgoing(Outgoing::Frame(frame))
+    }
+
+    /// Queues anything for this connection, bounded like [`Viewer::push`].
+    pub fn push_outgoing(&self, outgoing: Outgoing) -> bool {
+        match self.recipient.try_send(outgoing) {
             Ok(()) => true,
             Err(actix::prelude::SendError::Full(_)) => {
                 self.overflowed.store(true, Ordering::SeqCst);
@@ -146,9 +159,21 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 ///
 /// Each call returns a future that the session awaits before it reads the next frame, so the
 /// frames of one connection are handled in order; the frames it resolves to are sent in order.
+/// What a session sends first, once it joined its hub.
+#[derive(Debug, Default)]
+pub struct Connected {
+    /// The first frames (`hello`, `welcome`).
+    pub frames: Vec<ServerMessage>,
+    /// The newest comment id those frames already carry (a history). Comments the hub pushes
+    /// with an id at or below it are left out, so joining while comments arrive repeats none.
+    pub seen_up_to: Option<i64>,
+}
+
 pub trait SessionLogic: Unpin + 'static {
-    /// The connection is open: join the hub with `me`; answers the first frames (`hello`).
-    fn connect(&mut self, me: Viewer) -> LocalFuture<Vec<ServerMessage>>;
+    /// The connection is open: join the hub with `me`, then gather the first frames. Join
+    /// before reading any history: what the hub pushes meanwhile waits in the connection's
+    /// queue and is sent after these frames, minus what they already hold.
+    fn connect(&mut self, me: Viewer) -> LocalFuture<Connected>;
 
     /// A decoded frame from the client (never `ping`, which the session answers itself, and
     /// never a `send` over the client's rate). Answers with the frames to send back.

@@ -61,7 +61,29 @@ impl Room {
         }
         let mut items = std::mem::take(&mut self.pending);
         items.sort_by_key(|item| item.id);
-        self.broadcast(&ServerMessage::Danmaku { items })
+        let message = ServerMessage::Danmaku { items };
+        let frame: bytestring::ByteString = message.to_json().into();
+        let ServerMessage::Danmaku { items } = message else {
+            unreachable!("built as a danmaku frame just above")
+        };
+        let items: std::sync::Arc<[Danmaku]> = items.into();
+        let before = self.viewers.len();
+        self.viewers.retain(|_, viewer| {
+            viewer.push_outgoing(Outgoing::Comments {
+                frame: frame.clone(),
+                items: items.clone(),
+            })
+        });
+        let dropped = before - self.viewers.len();
+        if dropped > 0 {
+            self.count_changed = true;
+        }
+        dropped
+    }
+
+    /// Whether `id` watches this room.
+    pub fn has_viewer(&self, id: ConnectionId) -> bool {
+        self.viewers.contains_key(&id)
     }
 
     /// Sends `message` to every viewer, serialized once; drops the viewers too slow to take it.

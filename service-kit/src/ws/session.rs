@@ -24,7 +24,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
 
 use super::{
-    CLOSE_HEARTBEAT_TIMEOUT, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
+    CLOSE_HEARTBEAT_TIMEOUT, Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
     next_connection_id,
 };
 
@@ -61,6 +61,8 @@ pub struct WsSession<L: SessionLogic> {
     limiter: DefaultDirectRateLimiter,
     /// Set by a hub when this connection's queue overflowed.
     overflowed: Arc<AtomicBool>,
+    /// Comments up to this id were in the first frames; pushed ones at or below are skipped.
+    seen_up_to: Option<i64>,
 }
 
 impl<L: SessionLogic> WsSession<L> {
@@ -73,6 +75,7 @@ impl<L: SessionLogic> WsSession<L> {
             fragments: None,
             limiter: RateLimiter::direct(quota),
             overflowed: Arc::new(AtomicBool::new(false)),
+            seen_up_to: None,
             settings,
         }
     }
@@ -225,9 +228,14 @@ impl<L: SessionLogic> Actor for WsSession<L> {
         };
         log::info!("connection {} opened ({})", self.id, self.logic.describe());
         let hello = self.logic.connect(me);
-        ctx.wait(hello.into_actor(self).map(|frames, _act, ctx| {
-            Self::send_frames(ctx, frames);
-        }));
+        ctx.wait(
+            hello
+                .into_actor(self)
+                .map(|connected: Connected, act, ctx| {
+                    act.seen_up_to = connected.seen_up_to;
+                    Self::send_frames(ctx, connected.frames);
+                }),
+        );
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> actix::Running {
@@ -279,11 +287,28 @@ impl<L: SessionLogic> Handler<Outgoing> for WsSession<L> {
     fn handle(&mut self, outgoing: Outgoing, ctx: &mut Self::Context) {
         match outgoing {
             // Once too slow, what is still queued is stale: skip it and close.
-            Outgoing::Frame(_) if self.overflowed.load(Ordering::SeqCst) => {
+            Outgoing::Frame(_) | Outgoing::Comments { .. }
+                if self.overflowed.load(Ordering::SeqCst) =>
+            {
                 log::info!("connection {}: too slow, closing with 1008", self.id);
                 close(ctx, 1008, "too slow: the outgoing queue is full");
             }
             Outgoing::Frame(text) => ctx.text(text),
+            Outgoing::Comments { frame, items } => match self.seen_up_to {
+                // The usual case: nothing of it was in this connection's history.
+                None => ctx.text(frame),
+                Some(seen) if items.first().is_some_and(|first| first.id > seen) => {
+                    self.seen_up_to = None;
+                    ctx.text(frame);
+                }
+                Some(seen) => {
+                    let fresh: Vec<_> = items.iter().filter(|i| i.id > seen).cloned().collect();
+                    if !fresh.is_empty() {
+                        self.seen_up_to = None;
+                        ctx.text(ServerMessage::Danmaku { items: fresh }.to_json());
+                    }
+                }
+            },
             Outgoing::Close { code, reason } => close(ctx, code, &reason),
         }
     }

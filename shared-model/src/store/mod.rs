@@ -9,10 +9,13 @@
 //! committed to durable storage (an acknowledged comment survives `kill -9` and power loss), ids
 //! increase within a channel and are never reused, and no call blocks the caller's thread.
 
+pub mod rooms;
 mod sqlite;
+mod sqlite_rooms;
 
 use async_trait::async_trait;
 
+pub use rooms::{Attendance, CheckinRecord, RoomRecord, RoomStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::comment::{ChannelId, Danmaku, NewDanmaku};

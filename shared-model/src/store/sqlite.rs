@@ -9,14 +9,19 @@
 //!
 //! Durability: `journal_mode=WAL` with `synchronous=FULL` syncs the log at every commit, and an
 //! append's reply is sent only after its commit returned.
+//!
+//! Other writes (imports, and the rooms and check-ins of [`super::RoomStore`], implemented in
+//! `sqlite_rooms`) go through the same writer thread, each in a transaction of its own, so there
+//! is never a second write connection to wait on the lock.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::thread;
 
 use async_trait::async_trait;
 use crossbeam_channel::{Receiver, Sender};
-use rusqlite::{Connection, OpenFlags, Row, params};
+use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
@@ -28,8 +33,9 @@ const MAX_BATCH_APPENDS: usize = 512;
 /// How long a connection waits for a lock held by another process before failing, in ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
+/// [`MIGRATIONS`].
+const SCHEMA_VERSION: i64 = 3;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -58,7 +64,13 @@ enum WriteJob {
         items: Vec<ImportedDanmaku>,
         reply: oneshot::Sender<Result<ImportOutcome, StoreError>>,
     },
+    /// Any other write, in a transaction of its own; it sends its own reply.
+    Exec(ExecJob),
 }
+
+/// A write for the writer thread; it opens, commits and answers for itself (see
+/// [`SqliteStore::write`]).
+type ExecJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// An append taken off the queue, waiting for its batch to commit.
 struct PendingAppend {
@@ -153,7 +165,7 @@ impl SqliteStore {
     }
 
     /// Runs `query` on a reader connection and awaits its result.
-    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    pub(super) async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -164,6 +176,34 @@ impl SqliteStore {
             let _ = reply.send(query(conn));
         });
         self.inner.reads.send(job).map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| StoreError::Database(e.to_string()))
+    }
+
+    /// Runs `work` on the writer thread in a transaction of its own and awaits its result, which
+    /// arrives only once the transaction is committed. An error from `work` rolls it back. Jobs
+    /// run in the order they were sent, after any appends queued before them.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: ExecJob = Box::new(move |conn| {
+            let result = conn.transaction().and_then(|tx| {
+                let value = work(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
+            // The caller may have gone away; the write stands either way.
+            let _ = reply.send(result);
+        });
+        self.inner
+            .writes
+            .send(WriteJob::Exec(job))
+            .map_err(|_| StoreError::Closed)?;
         answer
             .await
             .map_err(|_| StoreError::Closed)?
@@ -187,6 +227,9 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     migrate(&conn)?;
+    // After migrating: SQLite's advice is to alter tables with enforcement off. Only the writer
+    // needs it on, as only the writer writes.
+    conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
 }
 
@@ -199,52 +242,98 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Brings the schema to [`SCHEMA_VERSION`]. Ids are per channel: the primary key is
-/// `(channel, id)`, and `WITHOUT ROWID` stores rows in that order, so "after id N" and "last N"
-/// are range scans.
+/// Brings the schema to [`SCHEMA_VERSION`].
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= SCHEMA_VERSION {
-        return Ok(());
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Runs the steps of [`MIGRATIONS`] that `conn` lacks, up to version `target`. Each step runs in
+/// a `BEGIN IMMEDIATE` transaction that reads the version again, so two processes opening the same
+/// file at once never run a step twice.
+fn migrate_to(conn: &Connection, target: i64) -> rusqlite::Result<()> {
+    let version = user_version(conn)?;
+    if version > SCHEMA_VERSION {
+        log::warn!("the database has schema version {version}, newer than this build's");
     }
-    if version < 1 {
-        create_v1(conn)?;
+    for (step, sql) in (1..=target)
+        .zip(MIGRATIONS)
+        .skip_while(|(step, _)| *step <= version)
+    {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        if user_version(&tx)? < step {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", step)?;
+        }
+        tx.commit()?;
     }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// The schema, one step per version: step `n` (from 0) brings version `n` to `n + 1`. Databases in
+/// the field ran the old steps, so steps are only ever added, never edited.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    // Version 1: comments. Ids are per channel: the primary key is `(channel, id)`, and
+    // `WITHOUT ROWID` stores rows in that order, so "after id N" and "last N" are range scans.
+    "CREATE TABLE IF NOT EXISTS danmaku (
+         channel TEXT    NOT NULL,
+         id      INTEGER NOT NULL,
+         author  TEXT    NOT NULL,
+         text    TEXT    NOT NULL,
+         color   TEXT    NOT NULL,
+         mode    TEXT    NOT NULL,
+         time    REAL,
+         sent_at TEXT    NOT NULL,
+         PRIMARY KEY (channel, id)
+     ) WITHOUT ROWID;
+     CREATE INDEX IF NOT EXISTS danmaku_by_time ON danmaku (channel, time);",
     // Version 2: where an imported comment came from, unique per channel, so re-importing the
     // same archive adds nothing.
-    conn.execute_batch(
-        "BEGIN;
-         ALTER TABLE danmaku ADD COLUMN origin TEXT;
-         CREATE UNIQUE INDEX danmaku_by_origin ON danmaku (channel, origin)
-             WHERE origin IS NOT NULL;
-         PRAGMA user_version = 2;
-         COMMIT;",
-    )
-}
-
-fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "BEGIN;
-         CREATE TABLE IF NOT EXISTS danmaku (
-             channel TEXT    NOT NULL,
-             id      INTEGER NOT NULL,
-             author  TEXT    NOT NULL,
-             text    TEXT    NOT NULL,
-             color   TEXT    NOT NULL,
-             mode    TEXT    NOT NULL,
-             time    REAL,
-             sent_at TEXT    NOT NULL,
-             PRIMARY KEY (channel, id)
-         ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS danmaku_by_time ON danmaku (channel, time);
-         PRAGMA user_version = 1;
-         COMMIT;",
-    )
-}
+    "ALTER TABLE danmaku ADD COLUMN origin TEXT;
+     CREATE UNIQUE INDEX danmaku_by_origin ON danmaku (channel, origin)
+         WHERE origin IS NOT NULL;",
+    // Version 3: rooms and their check-ins (see `sqlite_rooms`). Times are RFC 3339 UTC text with
+    // milliseconds. `AUTOINCREMENT` so a check-in id is never reused, even after a delete. The
+    // attendance order is `seq`, not the rowid, which `VACUUM` may renumber; attendance and wrong
+    // codes are looked up by `(checkin, name)`, so they are stored in that order.
+    "CREATE TABLE rooms (
+         room         TEXT PRIMARY KEY,
+         title        TEXT,
+         token_digest BLOB NOT NULL,
+         created_at   TEXT NOT NULL
+     );
+     CREATE TABLE checkins (
+         id            INTEGER PRIMARY KEY AUTOINCREMENT,
+         room          TEXT    NOT NULL REFERENCES rooms (room),
+         interval_secs INTEGER NOT NULL,
+         opened_at     TEXT    NOT NULL,
+         closes_at     TEXT    NOT NULL,
+         closed        INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX checkins_unclosed ON checkins (id) WHERE closed = 0;
+     CREATE TABLE attendance (
+         checkin INTEGER NOT NULL REFERENCES checkins (id),
+         name    TEXT    NOT NULL,
+         at      TEXT    NOT NULL,
+         seq     INTEGER NOT NULL,
+         PRIMARY KEY (checkin, name)
+     ) WITHOUT ROWID;
+     CREATE UNIQUE INDEX attendance_in_order ON attendance (checkin, seq);
+     CREATE TABLE wrong_codes (
+         checkin INTEGER NOT NULL REFERENCES checkins (id),
+         name    TEXT    NOT NULL,
+         count   INTEGER NOT NULL,
+         PRIMARY KEY (checkin, name)
+     ) WITHOUT ROWID;",
+];
 
 /// The writer thread: takes one job; for an append, gathers the appends queued behind it and
-/// commits them together, then answers each. Exits when every [`SqliteStore`] clone is gone and
-/// the queue is empty.
+/// commits them together, then answers each. Any other job is a transaction of its own. Jobs
+/// commit in the order they were queued. Exits when every [`SqliteStore`] clone is gone and the
+/// queue is empty.
 fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listeners) {
     let mut next = jobs.recv().ok();
     while let Some(job) = next.take() {
@@ -263,6 +352,7 @@ fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listen
                 });
                 let _ = reply.send(result);
             }
+            WriteJob::Exec(work) => run_exec(&mut conn, work),
             WriteJob::Append {
                 channel,
                 new,
@@ -284,7 +374,7 @@ fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listen
                             new,
                             reply,
                         }),
-                        // An import ends the batch; it runs next, on its own.
+                        // Any other job ends the batch; it runs next, on its own.
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -302,15 +392,33 @@ fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listen
     log::debug!("database writer stopped");
 }
 
+/// Runs one [`WriteJob::Exec`]. A panic in it is a bug, but it must not take the writer thread,
+/// and so every later write, down with it: its transaction rolls back as it unwinds (which is why
+/// the connection is safe to keep using), its caller sees [`StoreError::Closed`], and the writer
+/// goes on.
+fn run_exec(conn: &mut Connection, work: ExecJob) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
+        log::error!("a database write panicked; it was rolled back");
+    }
+}
+
 fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, listeners: &Listeners) {
     match commit_batch(conn, &batch) {
         Ok(items) => {
             {
-                // A listener that panicked poisoned the lock; the list itself is still whole.
+                // Read locks are never poisoned by listeners (they run under a read lock and are
+                // caught below); a poisoned lock would still hold a whole list.
                 let listeners = listeners.read().unwrap_or_else(|e| e.into_inner());
                 for item in &items {
                     for listener in listeners.iter() {
-                        listener(item);
+                        // A listener that panics must not take the writer thread (and every later
+                        // append) down with it; the comment is committed either way.
+                        let heard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            listener(item)
+                        }));
+                        if heard.is_err() {
+                            log::error!("an append listener panicked on comment {}", item.id);
+                        }
                     }
                 }
             }
@@ -807,7 +915,7 @@ mod tests {
         let path = dir.path().join("old.db");
         {
             let conn = Connection::open(&path).unwrap();
-            create_v1(&conn).unwrap();
+            migrate_to(&conn, 1).unwrap();
             conn.execute(
                 "INSERT INTO danmaku VALUES ('r', 1, 'a', 'old', '#ffffff', 'scroll', NULL, 'x')",
                 [],
@@ -829,6 +937,104 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome.added, 1);
+    }
+
+    /// Sends an append straight to the writer, so the test decides the queue's order.
+    fn queue_append(
+        store: &SqliteStore,
+        text: &str,
+    ) -> oneshot::Receiver<Result<Danmaku, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        store
+            .inner
+            .writes
+            .send(WriteJob::Append {
+                channel: channel("r"),
+                new: comment(text, None),
+                reply,
+            })
+            .unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_write_queued_among_appends_ends_their_batch_and_runs_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        // Hold the writer in a job of its own until everything below is queued behind it.
+        let (entered, writer_held) = oneshot::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        store
+            .inner
+            .writes
+            .send(WriteJob::Exec(Box::new(move |_| {
+                let _ = entered.send(());
+                let _ = gate.recv();
+            })))
+            .unwrap();
+        writer_held.await.unwrap();
+
+        let first: Vec<_> = (1..=3)
+            .map(|n| queue_append(&store, &format!("a{n}")))
+            .collect();
+        let seen = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|tx| tx.query_row("SELECT COUNT(*) FROM danmaku", [], |r| r.get(0)))
+                    .await
+            }
+        });
+        // `write` sends its job when first polled; wait until it is queued behind the appends.
+        while store.inner.writes.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        let second: Vec<_> = (4..=5)
+            .map(|n| queue_append(&store, &format!("a{n}")))
+            .collect();
+        release.send(()).unwrap();
+
+        let seen: i64 = seen.await.unwrap().unwrap();
+        assert_eq!(
+            seen, 3,
+            "the write runs after the appends before it, before those after"
+        );
+        let mut ids = Vec::new();
+        for answer in first.into_iter().chain(second) {
+            ids.push(answer.await.unwrap().unwrap().id);
+        }
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_and_a_panicking_one_spares_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let failed = store
+            .write(|tx| {
+                tx.execute("INSERT INTO rooms VALUES ('r', NULL, x'00', 'now')", [])?;
+                tx.execute("INSERT INTO nowhere VALUES (1)", [])
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Database(_))), "{failed:?}");
+        let panicked = store
+            .write(|tx| -> rusqlite::Result<()> {
+                tx.execute("INSERT INTO rooms VALUES ('p', NULL, x'00', 'now')", [])?;
+                panic!("a bug in a write")
+            })
+            .await;
+        assert!(matches!(panicked, Err(StoreError::Closed)), "{panicked:?}");
+
+        let rooms: i64 = store
+            .read(|conn| conn.query_row("SELECT COUNT(*) FROM rooms", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(rooms, 0);
+        let item = store
+            .append(&channel("r"), comment("still here", None))
+            .await
+            .unwrap();
+        assert_eq!(item.id, 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,103 @@
+//! Live rooms and their check-ins: what the live service keeps besides comments.
+//!
+//! A room created through the API has a host, who proves it with a token; the store keeps only
+//! the token's SHA-256 digest, so a copy of the database does not hand out host rights. A
+//! check-in belongs to a room, is open from `opened_at` to `closes_at`, and collects one
+//! attendance per name. Wrong codes are counted per name so that a name that guessed too often can
+//! be refused, and everything survives a restart.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::comment::ChannelId;
+
+/// A room created through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomRecord {
+    /// The room's id.
+    pub room: ChannelId,
+    /// Its title, if the host gave one.
+    pub title: Option<String>,
+    /// SHA-256 of the host token.
+    pub token_digest: [u8; 32],
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A check-in of a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckinRecord {
+    /// Increasing across all rooms, assigned by the store.
+    pub id: i64,
+    /// The room it belongs to.
+    pub room: ChannelId,
+    /// Seconds between two codes (2-60).
+    pub interval_secs: u32,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When it closes (or closed).
+    pub closes_at: DateTime<Utc>,
+    /// Whether it has been closed (its end was reached and the host was told).
+    pub closed: bool,
+}
+
+/// One name that checked in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendance {
+    /// The name, as checked like an author.
+    pub name: String,
+    /// When it first checked in.
+    pub at: DateTime<Utc>,
+}
+
+/// Rooms and check-ins. Every write returns once committed.
+#[async_trait]
+pub trait RoomStore: Send + Sync + 'static {
+    /// Creates `room`. `Ok(None)` when a room of that id already exists.
+    async fn create_room(
+        &self,
+        room: &ChannelId,
+        title: Option<String>,
+        token_digest: [u8; 32],
+    ) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// The room, if it was created through the API.
+    async fn room(&self, room: &ChannelId) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Opens a check-in in `room` (which must exist).
+    async fn open_checkin(
+        &self,
+        room: &ChannelId,
+        interval_secs: u32,
+        opened_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    ) -> Result<CheckinRecord, StoreError>;
+
+    /// The check-in, if it exists.
+    async fn checkin(&self, id: i64) -> Result<Option<CheckinRecord>, StoreError>;
+
+    /// Every check-in not yet closed, oldest first (to resume them after a restart).
+    async fn unclosed_checkins(&self) -> Result<Vec<CheckinRecord>, StoreError>;
+
+    /// Marks the check-in closed; returns how many names attended. Closing twice is harmless.
+    async fn close_checkin(&self, id: i64) -> Result<usize, StoreError>;
+
+    /// Records that `name` checked in at `at`. `true` when it is new, `false` when the name had
+    /// already checked in (the first time is kept).
+    async fn record_attendance(
+        &self,
+        id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Counts one more wrong code for `name`; returns the count now.
+    async fn record_wrong_code(&self, id: i64, name: &str) -> Result<u32, StoreError>;
+
+    /// Wrong codes so far for `name`.
+    async fn wrong_codes(&self, id: i64, name: &str) -> Result<u32, StoreError>;
+
+    /// Everyone who checked in, in the order they did.
+    async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError>;
+}

@@ -1,0 +1,670 @@
+//! [`RoomStore`] for [`SqliteStore`]: rooms, check-ins, attendance and wrong codes, in the same
+//! file as the comments (tables from schema version 3, see `sqlite::MIGRATIONS`).
+//!
+//! Every write goes through the store's one writer thread as a transaction of its own and is
+//! answered after its commit; queries run on the reader threads. Times are stored as RFC 3339 UTC
+//! text with milliseconds, like a comment's `sent_at`, so what comes back is cut to the
+//! millisecond: the records returned by writes are read back from what was stored, so they equal
+//! what later queries return.
+//!
+//! The writer enforces foreign keys: opening a check-in in a room that was never created, or
+//! recording attendance or a wrong code for a check-in that does not exist, fails with
+//! [`StoreError::Database`] and stores nothing. Callers look the room or check-in up first.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::Type;
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::rooms::{Attendance, CheckinRecord, RoomRecord, RoomStore};
+use super::{SqliteStore, StoreError};
+use crate::comment::ChannelId;
+
+/// The columns every room query selects, in the order [`row_to_room`] reads them.
+const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
+
+/// The columns every check-in query selects, in the order [`row_to_checkin`] reads them.
+const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed";
+
+/// How a time is stored: RFC 3339, UTC, milliseconds.
+fn to_sql_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Reads a time stored by [`to_sql_time`] from column `col`.
+fn time_at(row: &Row<'_>, col: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let text: String = row.get(col)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, Type::Text, Box::new(e)))
+}
+
+/// Reads a room id from column `col`; the store only ever wrote valid ones.
+fn room_at(row: &Row<'_>, col: usize) -> rusqlite::Result<ChannelId> {
+    let text: String = row.get(col)?;
+    ChannelId::parse(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, Type::Text, Box::new(e)))
+}
+
+fn row_to_room(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
+    Ok(RoomRecord {
+        room: room_at(row, 0)?,
+        title: row.get(1)?,
+        token_digest: row.get(2)?,
+        created_at: time_at(row, 3)?,
+    })
+}
+
+fn row_to_checkin(row: &Row<'_>) -> rusqlite::Result<CheckinRecord> {
+    Ok(CheckinRecord {
+        id: row.get(0)?,
+        room: room_at(row, 1)?,
+        interval_secs: row.get(2)?,
+        opened_at: time_at(row, 3)?,
+        closes_at: time_at(row, 4)?,
+        closed: row.get(5)?,
+    })
+}
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn create_room(
+        &self,
+        room: &ChannelId,
+        title: Option<String>,
+        token_digest: [u8; 32],
+    ) -> Result<Option<RoomRecord>, StoreError> {
+        let room = room.clone();
+        let created_at = to_sql_time(Utc::now());
+        self.write(move |tx| {
+            // `DO NOTHING` returns no row for a room that exists, and leaves it untouched.
+            tx.query_row(
+                &format!(
+                    "INSERT INTO rooms (room, title, token_digest, created_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (room) DO NOTHING
+                     RETURNING {ROOM_COLUMNS}"
+                ),
+                params![room.as_str(), title, token_digest, created_at],
+                row_to_room,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn room(&self, room: &ChannelId) -> Result<Option<RoomRecord>, StoreError> {
+        let room = room.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room = ?1"))?
+                .query_row([room.as_str()], row_to_room)
+                .optional()
+        })
+        .await
+    }
+
+    async fn open_checkin(
+        &self,
+        room: &ChannelId,
+        interval_secs: u32,
+        opened_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    ) -> Result<CheckinRecord, StoreError> {
+        let room = room.clone();
+        let (opened_at, closes_at) = (to_sql_time(opened_at), to_sql_time(closes_at));
+        self.write(move |tx| {
+            tx.query_row(
+                &format!(
+                    "INSERT INTO checkins (room, interval_secs, opened_at, closes_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     RETURNING {CHECKIN_COLUMNS}"
+                ),
+                params![room.as_str(), interval_secs, opened_at, closes_at],
+                row_to_checkin,
+            )
+        })
+        .await
+    }
+
+    async fn checkin(&self, id: i64) -> Result<Option<CheckinRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE id = ?1"
+            ))?
+            .query_row([id], row_to_checkin)
+            .optional()
+        })
+        .await
+    }
+
+    async fn unclosed_checkins(&self) -> Result<Vec<CheckinRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE closed = 0 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], row_to_checkin)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// An id that was never opened closes nothing and counts 0.
+    async fn close_checkin(&self, id: i64) -> Result<usize, StoreError> {
+        self.write(move |tx| {
+            tx.execute("UPDATE checkins SET closed = 1 WHERE id = ?1", [id])?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM attendance WHERE checkin = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            usize::try_from(count).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, count))
+        })
+        .await
+    }
+
+    async fn record_attendance(
+        &self,
+        id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        let at = to_sql_time(at);
+        self.write(move |tx| {
+            // `seq` is the check-in's next position, read in the same transaction; a repeat
+            // conflicts on `(checkin, name)` and changes nothing, so the first time stays.
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO attendance (checkin, name, at, seq)
+                     SELECT ?1, ?2, ?3, COALESCE(MAX(seq), 0) + 1
+                     FROM attendance WHERE checkin = ?1
+                     ON CONFLICT (checkin, name) DO NOTHING",
+                )?
+                .execute(params![id, name, at])?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn record_wrong_code(&self, id: i64, name: &str) -> Result<u32, StoreError> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO wrong_codes (checkin, name, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (checkin, name) DO UPDATE SET count = count + 1
+                 RETURNING count",
+            )?
+            .query_row(params![id, name], |r| r.get(0))
+        })
+        .await
+    }
+
+    async fn wrong_codes(&self, id: i64, name: &str) -> Result<u32, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT count FROM wrong_codes WHERE checkin = ?1 AND name = ?2")?
+                .query_row(params![id, name], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, at FROM attendance WHERE checkin = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([id], |row| {
+                Ok(Attendance {
+                    name: row.get(0)?,
+                    at: time_at(row, 1)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{Duration, TimeZone};
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::comment::{DraftDanmaku, NewDanmaku, TimeRule};
+    use crate::store::Store;
+
+    fn room(name: &str) -> ChannelId {
+        ChannelId::parse(name).unwrap()
+    }
+
+    /// A fixed time with sub-millisecond digits, which the store cuts off.
+    fn noon() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + Duration::microseconds(123_456)
+    }
+
+    fn millis(at: DateTime<Utc>) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&to_sql_time(at))
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn comment(text: &str) -> NewDanmaku {
+        DraftDanmaku {
+            author: "ann".into(),
+            text: text.into(),
+            ..Default::default()
+        }
+        .validate(TimeRule::Absent)
+        .unwrap()
+    }
+
+    fn open_store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(dir.path().join("d.db")).unwrap()
+    }
+
+    /// A created room with one check-in open from [`noon`] for a minute.
+    async fn store_with_checkin(dir: &tempfile::TempDir) -> (SqliteStore, CheckinRecord) {
+        let store = open_store(dir);
+        store
+            .create_room(&room("live"), None, [7; 32])
+            .await
+            .unwrap()
+            .unwrap();
+        let checkin = store
+            .open_checkin(&room("live"), 5, noon(), noon() + Duration::minutes(1))
+            .await
+            .unwrap();
+        (store, checkin)
+    }
+
+    #[tokio::test]
+    async fn creating_a_room_twice_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let before = Utc::now();
+        let created = store
+            .create_room(&room("r1"), Some("Lecture 1".into()), [1; 32])
+            .await
+            .unwrap()
+            .expect("a new room is created");
+        assert_eq!(created.room, room("r1"));
+        assert_eq!(created.title.as_deref(), Some("Lecture 1"));
+        assert!(created.created_at >= millis(before) && created.created_at <= Utc::now());
+
+        let again = store
+            .create_room(&room("r1"), Some("Impostor".into()), [2; 32])
+            .await
+            .unwrap();
+        assert_eq!(again, None);
+        assert_eq!(store.room(&room("r1")).await.unwrap(), Some(created));
+        assert_eq!(store.room(&room("never")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_token_digest_and_an_absent_title_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let digest: [u8; 32] = std::array::from_fn(|n| (n as u8).wrapping_mul(37) ^ 0xa5);
+        store
+            .create_room(&room("r"), None, digest)
+            .await
+            .unwrap()
+            .unwrap();
+        let read = store.room(&room("r")).await.unwrap().unwrap();
+        assert_eq!(read.token_digest, digest);
+        assert_eq!(read.title, None);
+    }
+
+    #[tokio::test]
+    async fn a_checkin_opens_reads_back_and_closes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opened) = store_with_checkin(&dir).await;
+        assert_eq!(opened.room, room("live"));
+        assert_eq!(opened.interval_secs, 5);
+        assert_eq!(opened.opened_at, millis(noon()));
+        assert_eq!(opened.closes_at, millis(noon() + Duration::minutes(1)));
+        assert!(!opened.closed);
+        assert_eq!(
+            store.checkin(opened.id).await.unwrap(),
+            Some(opened.clone())
+        );
+        assert_eq!(store.checkin(opened.id + 1).await.unwrap(), None);
+
+        for name in ["ann", "bob"] {
+            store
+                .record_attendance(opened.id, name, noon())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
+        assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
+        let closed = store.checkin(opened.id).await.unwrap().unwrap();
+        assert_eq!(
+            closed,
+            CheckinRecord {
+                closed: true,
+                ..opened
+            }
+        );
+        assert!(store.unclosed_checkins().await.unwrap().is_empty());
+        assert_eq!(store.close_checkin(999).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn checkin_ids_increase_across_rooms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        for name in ["a", "b"] {
+            store.create_room(&room(name), None, [0; 32]).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        for name in ["a", "b", "a"] {
+            let checkin = store
+                .open_checkin(&room(name), 2, noon(), noon())
+                .await
+                .unwrap();
+            ids.push(checkin.id);
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_checkin_in_a_room_never_created_is_refused_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir);
+        let refused = store.open_checkin(&room("ghost"), 5, noon(), noon()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
+        assert!(store.unclosed_checkins().await.unwrap().is_empty());
+        let refused = store.record_attendance(42, "ann", noon()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn attendance_is_idempotent_keeps_the_first_time_and_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, checkin) = store_with_checkin(&dir).await;
+        let at = |secs| noon() + Duration::seconds(secs);
+        assert!(
+            store
+                .record_attendance(checkin.id, "zoe", at(1))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_attendance(checkin.id, "amy", at(2))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_attendance(checkin.id, "zoe", at(3))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_attendance(checkin.id, "毛", at(4))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_attendance(checkin.id, "amy", at(5))
+                .await
+                .unwrap()
+        );
+
+        let names = store.attendance(checkin.id).await.unwrap();
+        assert_eq!(
+            names,
+            [("zoe", 1), ("amy", 2), ("毛", 4)]
+                .map(|(name, secs)| Attendance {
+                    name: name.into(),
+                    at: millis(at(secs)),
+                })
+                .to_vec()
+        );
+        assert!(store.attendance(checkin.id + 1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn attendance_order_is_per_checkin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = store_with_checkin(&dir).await;
+        let second = store
+            .open_checkin(&room("live"), 5, noon(), noon())
+            .await
+            .unwrap();
+        for (id, name) in [
+            (first.id, "a"),
+            (second.id, "b"),
+            (first.id, "c"),
+            (second.id, "a"),
+        ] {
+            assert!(store.record_attendance(id, name, noon()).await.unwrap());
+        }
+        let names = |list: Vec<Attendance>| list.into_iter().map(|a| a.name).collect::<Vec<_>>();
+        assert_eq!(names(store.attendance(first.id).await.unwrap()), ["a", "c"]);
+        assert_eq!(
+            names(store.attendance(second.id).await.unwrap()),
+            ["b", "a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_codes_count_per_name_and_per_checkin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = store_with_checkin(&dir).await;
+        let second = store
+            .open_checkin(&room("live"), 5, noon(), noon())
+            .await
+            .unwrap();
+        assert_eq!(store.wrong_codes(first.id, "ann").await.unwrap(), 0);
+        for expected in 1..=3 {
+            assert_eq!(
+                store.record_wrong_code(first.id, "ann").await.unwrap(),
+                expected
+            );
+        }
+        assert_eq!(store.record_wrong_code(first.id, "bob").await.unwrap(), 1);
+        assert_eq!(store.record_wrong_code(second.id, "ann").await.unwrap(), 1);
+        assert_eq!(store.wrong_codes(first.id, "ann").await.unwrap(), 3);
+        assert_eq!(store.wrong_codes(first.id, "bob").await.unwrap(), 1);
+        assert_eq!(store.wrong_codes(second.id, "ann").await.unwrap(), 1);
+        assert_eq!(store.wrong_codes(second.id, "bob").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn unclosed_checkins_and_their_attendance_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, closed, later) = {
+            let (store, kept) = store_with_checkin(&dir).await;
+            store
+                .create_room(&room("other"), None, [0; 32])
+                .await
+                .unwrap();
+            let closed = store
+                .open_checkin(&room("other"), 10, noon(), noon())
+                .await
+                .unwrap();
+            let later = store
+                .open_checkin(&room("other"), 60, noon(), noon() + Duration::hours(1))
+                .await
+                .unwrap();
+            store
+                .record_attendance(kept.id, "ann", noon())
+                .await
+                .unwrap();
+            store.record_wrong_code(kept.id, "bob").await.unwrap();
+            store.close_checkin(closed.id).await.unwrap();
+            (kept, closed, later)
+        };
+        let store = open_store(&dir);
+        assert_eq!(
+            store.unclosed_checkins().await.unwrap(),
+            vec![kept.clone(), later.clone()]
+        );
+        assert!(store.checkin(closed.id).await.unwrap().unwrap().closed);
+        assert_eq!(store.attendance(kept.id).await.unwrap().len(), 1);
+        assert_eq!(store.wrong_codes(kept.id, "bob").await.unwrap(), 1);
+        assert!(store.room(&room("live")).await.unwrap().is_some());
+        let next = store
+            .open_checkin(&room("live"), 5, noon(), noon())
+            .await
+            .unwrap();
+        assert!(next.id > later.id);
+    }
+
+    /// A database as version 2 of this code left it, written by hand so that a later edit of
+    /// the migration steps cannot quietly change what is being migrated.
+    fn write_version_2_database(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE danmaku (
+                 channel TEXT    NOT NULL,
+                 id      INTEGER NOT NULL,
+                 author  TEXT    NOT NULL,
+                 text    TEXT    NOT NULL,
+                 color   TEXT    NOT NULL,
+                 mode    TEXT    NOT NULL,
+                 time    REAL,
+                 sent_at TEXT    NOT NULL,
+                 origin  TEXT,
+                 PRIMARY KEY (channel, id)
+             ) WITHOUT ROWID;
+             CREATE INDEX danmaku_by_time ON danmaku (channel, time);
+             CREATE UNIQUE INDEX danmaku_by_origin ON danmaku (channel, origin)
+                 WHERE origin IS NOT NULL;
+             INSERT INTO danmaku VALUES
+                 ('live', 1, 'ann', 'first', '#ffffff', 'scroll', NULL,
+                  '2024-01-01T00:00:00.000Z', NULL),
+                 ('live', 2, 'bob', 'second', '#ff0000', 'top', NULL,
+                  '2024-01-01T00:00:01.000Z', 'bilibili:9');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_migrates_to_3_and_keeps_its_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        write_version_2_database(&path);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store
+            .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(version, 3);
+        let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.text)
+            .collect();
+        assert_eq!(texts, ["first", "second"]);
+        assert_eq!(
+            store
+                .append(&room("live"), comment("third"))
+                .await
+                .unwrap()
+                .id,
+            3
+        );
+
+        store
+            .create_room(&room("live"), None, [3; 32])
+            .await
+            .unwrap()
+            .unwrap();
+        let checkin = store
+            .open_checkin(&room("live"), 5, noon(), noon())
+            .await
+            .unwrap();
+        assert!(
+            store
+                .record_attendance(checkin.id, "ann", noon())
+                .await
+                .unwrap()
+        );
+        drop(store);
+
+        // Opening again migrates nothing and loses nothing.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.attendance(checkin.id).await.unwrap().len(), 1);
+        assert_eq!(Store::last_id(&store, &room("live")).await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn appends_stay_dense_and_in_commit_order_among_room_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, checkin) = store_with_checkin(&dir).await;
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        store.on_append(Box::new(move |item| sink.lock().unwrap().push(item.id)));
+
+        let appends: Vec<_> = (0..100)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&room("live"), comment(&format!("c{n}")))
+                        .await
+                        .unwrap()
+                        .id
+                })
+            })
+            .collect();
+        let room_writes: Vec<_> = (0..50)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let name = format!("viewer{n}");
+                    assert!(
+                        store
+                            .record_attendance(checkin.id, &name, noon())
+                            .await
+                            .unwrap()
+                    );
+                    store
+                        .record_wrong_code(checkin.id, "guesser")
+                        .await
+                        .unwrap();
+                    store
+                        .create_room(&room(&format!("room{n}")), None, [0; 32])
+                        .await
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+
+        let mut ids = Vec::new();
+        for task in appends {
+            ids.push(task.await.unwrap());
+        }
+        for task in room_writes {
+            assert!(task.await.unwrap());
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=100).collect::<Vec<i64>>());
+        assert_eq!(*heard.lock().unwrap(), (1..=100).collect::<Vec<i64>>());
+        let attended = store.attendance(checkin.id).await.unwrap();
+        assert_eq!(attended.len(), 50);
+        assert_eq!(store.wrong_codes(checkin.id, "guesser").await.unwrap(), 50);
+    }
+}

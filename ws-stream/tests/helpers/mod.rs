@@ -1,0 +1,63 @@
+//! Test helpers: the live service on an ephemeral port with a fresh SQLite file.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use service_kit::testing::{TestService, WsClient};
+use ws_stream::Config;
+
+/// Generous limits, so tests that are not about limits do not trip them.
+pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
+
+/// Starts the live service with `args` on a fresh database.
+pub fn spawn_app(args: &[&str]) -> TestService {
+    TestService::start(
+        "ws-stream",
+        Arc::new(|argv, listener| {
+            let config = Config::parse_from(argv).expect("valid test settings");
+            ws_stream::build_with_listener(config, listener)
+        }),
+        args,
+    )
+}
+
+/// Connects to `room` with `query` (say `name=ann`), past the `welcome`; returns both.
+pub async fn join(app: &TestService, room: &str, query: &str) -> (WsClient, Value) {
+    let mut client = WsClient::connect(&format!("{}/ws/live/{room}?{query}", app.ws_base)).await;
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
+/// Sends `text` and waits for its ack; returns the stored item.
+pub async fn say(client: &mut WsClient, text: &str) -> Value {
+    client
+        .send_json(&json!({"type": "send", "text": text, "ref": text}))
+        .await;
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "ack" && frame["ref"] == text {
+            return frame["item"].clone();
+        }
+        assert_ne!(frame["type"], "error", "{frame}");
+    }
+}
+
+/// An HTTP client with a timeout on every request.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
+/// The ids of the comments in a list of items.
+pub fn ids(items: &Value) -> Vec<i64> {
+    items
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item["id"].as_i64().expect("an id"))
+        .collect()
+}
