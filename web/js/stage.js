@@ -4,7 +4,9 @@
 // can never catch up with it: a lane is free again once the last comment's tail has cleared the right
 // edge (plus a gap). Top and bottom comments hold still, centred, for HOLD_MS in their own lanes.
 // A comment that finds no free lane waits in a short queue; past its bound the oldest waiting one is
-// dropped from the stage (the page's list still has it).
+// dropped from the stage (the page's list still has it). At most MAX_ON_STAGE comments are on the
+// stage at once, so a flood cannot freeze the tab. The stage pauses with the video (the comments
+// on it stop where they are and their lanes stay taken), and opacity and size are settings.
 
 /** How long top and bottom comments stay, in milliseconds. */
 export const HOLD_MS = 4000;
@@ -14,6 +16,8 @@ const CROSS_MS = 7000;
 const GAP_PX = 24;
 /** Comments that may wait for a lane before the oldest is dropped. */
 const MAX_WAITING = 60;
+/** Comments on the stage at once, at most. */
+export const MAX_ON_STAGE = 150;
 
 export class Stage {
   /** @param {HTMLElement} el the stage box */
@@ -22,6 +26,8 @@ export class Stage {
     this.freeAt = { scroll: [], top: [], bottom: [] };
     this.waiting = [];
     this.timer = null;
+    /** performance.now() when paused, or null while running. */
+    this.pausedAt = null;
     document.addEventListener('visibilitychange', () => {
       // Animations do not run in a hidden tab; do not let a backlog burst out on return.
       if (document.hidden) this.clear();
@@ -31,11 +37,49 @@ export class Stage {
   /** Shows one comment `{text, color, mode}`; `own` marks the viewer's own comment. */
   add(item, own = false) {
     if (document.hidden) return;
-    if (!this.place(item, own)) {
+    if (this.pausedAt !== null || !this.place(item, own)) {
       this.waiting.push({ item, own });
       if (this.waiting.length > MAX_WAITING) this.waiting.shift();
       this.schedule();
     }
+  }
+
+  /** Freezes the comments where they are (the video paused). */
+  pause() {
+    if (this.pausedAt !== null) return;
+    this.pausedAt = performance.now();
+    this.el.classList.add('paused');
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Lets them move on; lanes stay taken for as long as the pause lasted. */
+  resume() {
+    if (this.pausedAt === null) return;
+    const paused = performance.now() - this.pausedAt;
+    this.pausedAt = null;
+    for (const lanes of Object.values(this.freeAt)) {
+      for (let i = 0; i < lanes.length; i++) if (lanes[i]) lanes[i] += paused;
+    }
+    this.el.classList.remove('paused');
+    this.schedule();
+  }
+
+  /** Whether the stage is paused. */
+  get paused() {
+    return this.pausedAt !== null;
+  }
+
+  /** Comment opacity, from 0.1 to 1. */
+  setOpacity(opacity) {
+    const value = Math.min(1, Math.max(0.1, Number(opacity) || 1));
+    this.el.style.setProperty('--dm-opacity', String(value));
+  }
+
+  /** Comment size as a factor of the default, from 0.5 to 2. */
+  setSize(scale) {
+    const value = Math.min(2, Math.max(0.5, Number(scale) || 1));
+    this.el.style.setProperty('--dm-scale', String(value));
   }
 
   /** Removes everything on and waiting for the stage. */
@@ -49,6 +93,7 @@ export class Stage {
 
   /** Tries to put a comment in a free lane now; false when every lane of its kind is busy. */
   place(item, own) {
+    if (this.el.childElementCount >= MAX_ON_STAGE) return false;
     const mode = item.mode === 'top' || item.mode === 'bottom' ? item.mode : 'scroll';
     const node = document.createElement('div');
     node.className = `dm measuring ${mode}`;
@@ -96,7 +141,7 @@ export class Stage {
 
   /** Retries the waiting comments when the earliest lane frees up. */
   schedule() {
-    if (this.timer !== null || this.waiting.length === 0) return;
+    if (this.timer !== null || this.waiting.length === 0 || this.pausedAt !== null) return;
     const now = performance.now();
     const times = [...this.freeAt.scroll, ...this.freeAt.top, ...this.freeAt.bottom].filter((t) => t > now);
     const delay = times.length ? Math.min(...times) - now : 50;

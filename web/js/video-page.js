@@ -314,9 +314,16 @@ function follow() {
 }
 
 video.addEventListener('play', follow);
-video.addEventListener('playing', follow);
+video.addEventListener('playing', () => {
+  stage.resume();
+  follow();
+});
 video.addEventListener('timeupdate', tick);
-video.addEventListener('pause', tick);
+// The comments on screen stop with the video and move on with it.
+video.addEventListener('pause', () => {
+  stage.pause();
+  tick();
+});
 video.addEventListener('seeking', restartPass);
 video.addEventListener('seeked', () => {
   restartPass();
