@@ -87,7 +87,10 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(driver)

@@ -4,7 +4,7 @@
 // no comment is missed or repeated. Our own comments show at once from the 201 answer; `shown` keeps
 // the poll from showing them a second time.
 
-import { Stage } from './stage.js';
+import { Stage, bindStageSettings } from './stage.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Comments asked for on the first request, to start with recent history. */
@@ -42,6 +42,7 @@ document.title = `danmaku · HTTP · ${room}`;
 const base = `/api/rooms/${encodeURIComponent(room)}/danmaku`;
 
 const stage = new Stage($('stage'));
+bindStageSettings(stage);
 const encoder = new TextEncoder();
 const stats = { requests: 0, bytes: 0, comments: 0 };
 /** Ids already on the page; ids at or below the cursor are pruned as the cursor moves on. */

@@ -11,7 +11,7 @@
 // `welcome`), and hides when it closes. The code is typed from the host's screen; the server never
 // sends it to viewers.
 
-import { Stage } from './stage.js';
+import { Stage, bindStageSettings } from './stage.js';
 import { Connection } from './connection.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -48,6 +48,7 @@ const ui = {
 };
 const video = ui.video;
 const stage = new Stage($('stage'));
+bindStageSettings(stage);
 const params = new URLSearchParams(location.search);
 
 // ---- the room ----

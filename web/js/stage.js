@@ -156,3 +156,24 @@ export class Stage {
     }, Math.max(16, delay));
   }
 }
+
+/**
+ * Wires the page's display settings (`#dm-opacity` and `#dm-size` range inputs, when present) to
+ * `stage`, remembering them in localStorage so every page shows comments the same way.
+ */
+export function bindStageSettings(stage) {
+  for (const [id, key, apply] of [
+    ['dm-opacity', 'danmaku.opacity', (v) => stage.setOpacity(v)],
+    ['dm-size', 'danmaku.size', (v) => stage.setSize(v)],
+  ]) {
+    const input = document.getElementById(id);
+    if (!input) continue;
+    const saved = localStorage.getItem(key);
+    if (saved !== null) input.value = saved;
+    apply(input.value);
+    input.addEventListener('input', () => {
+      apply(input.value);
+      localStorage.setItem(key, input.value);
+    });
+  }
+}

@@ -14,7 +14,7 @@
 // Stage has no pause: while the video is paused the playhead does not move, so no new comments start,
 // and those already flying finish their flight.
 
-import { Stage } from './stage.js';
+import { Stage, bindStageSettings } from './stage.js';
 import { Connection } from './connection.js';
 
 const VIDEO_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -50,6 +50,7 @@ const ui = {
 };
 const video = ui.video;
 const stage = new Stage($('stage'));
+bindStageSettings(stage);
 
 // ---- the channel ----
 
