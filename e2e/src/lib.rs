@@ -194,10 +194,27 @@ pub async fn wait_for(client: &Client, condition: &str, what: &str) -> Value {
             Ok(_) | Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
-            Ok(v) => panic!("timed out waiting for {what}: {condition} is {v}"),
-            Err(e) => panic!("timed out waiting for {what}: {e}"),
+            Ok(v) => panic!(
+                "timed out waiting for {what}: {condition} is {v}\npage: {}",
+                page_text(client).await
+            ),
+            Err(e) => panic!(
+                "timed out waiting for {what}: {e}\npage: {}",
+                page_text(client).await
+            ),
         }
     }
+}
+
+/// The page's visible text, for a failure message.
+async fn page_text(client: &Client) -> String {
+    client
+        .execute("return document.body.innerText;", Vec::new())
+        .await
+        .map_or_else(
+            |e| format!("(unreadable: {e})"),
+            |v| v.as_str().unwrap_or_default().to_owned(),
+        )
 }
 
 fn is_truthy(value: &Value) -> bool {

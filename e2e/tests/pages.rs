@@ -48,10 +48,14 @@ async fn live_as(client: &Client, base: &str, room: &str, name: &str) {
         "document.getElementById('name-form').requestSubmit(); return true;",
     )
     .await;
+    // The status line names the connection's name once the server welcomed it.
     wait_for(
         client,
-        &format!("document.getElementById('name').value === {}", js(name)),
-        "the name to stick",
+        &format!(
+            "document.getElementById('status').textContent.includes(' as ' + {})",
+            js(name)
+        ),
+        "the welcome under the new name",
     )
     .await;
 }
@@ -400,7 +404,7 @@ async fn a_viewer_checks_in_with_the_code_on_the_host_page() {
     click(&host, "#create").await;
     let share = wait_for(
         &host,
-        "document.getElementById('share').href",
+        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
         "the share link",
     )
     .await;
