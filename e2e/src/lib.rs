@@ -158,7 +158,7 @@ pub fn start_services() -> Services {
         video: TestService::start(
             "ws-video",
             Arc::new(|argv, listener| {
-                let config = ws_video::Config::parse_from(argv).expect("valid settings");
+                let config = ws_video::config::parse_from(argv).expect("valid settings");
                 ws_video::build_with_listener(config, listener)
             }),
             RELAXED,
@@ -166,7 +166,7 @@ pub fn start_services() -> Services {
         live: TestService::start(
             "ws-stream",
             Arc::new(|argv, listener| {
-                let config = ws_stream::Config::parse_from(argv).expect("valid settings");
+                let config = ws_stream::config::parse_from(argv).expect("valid settings");
                 ws_stream::build_with_listener(config, listener)
             }),
             RELAXED,

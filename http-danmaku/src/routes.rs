@@ -5,13 +5,11 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
-use service_kit::error::query_param;
+use service_kit::error::{page_params, query_param};
 use service_kit::rate::retry_after_secs;
 use shared_model::api::Page;
 use shared_model::comment::TimeRule;
-use shared_model::limits::{
-    DEFAULT_PAGE_ITEMS, MAX_LONG_POLL_SECS, MAX_PAGE_ITEMS, SEED_POLLING_ITEMS,
-};
+use shared_model::limits::{MAX_LONG_POLL_SECS, SEED_POLLING_ITEMS};
 use shared_model::{ChannelId, DraftDanmaku, ErrorCode};
 
 use crate::state::AppState;
@@ -71,15 +69,7 @@ async fn poll_danmaku(
     query: web::Query<PollQuery>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
-    let after: Option<i64> = query_param("after", query.after.as_deref(), "an integer id")?;
-    let limit = query_param("limit", query.limit.as_deref(), "a whole number")?
-        .unwrap_or(DEFAULT_PAGE_ITEMS);
-    if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
-        return Err(HttpError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be from 1 to {MAX_PAGE_ITEMS}"),
-        ));
-    }
+    let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
     let wait: u64 =
         query_param("wait", query.wait.as_deref(), "a whole number of seconds")?.unwrap_or(0);
     if wait > MAX_LONG_POLL_SECS {

@@ -20,6 +20,57 @@ pub struct ServiceDefaults {
     pub db: &'static str,
 }
 
+/// What a binary says about itself in `--help`, and its defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceInfo {
+    /// The binary's name.
+    pub name: &'static str,
+    /// One line on what it does.
+    pub about: &'static str,
+    /// Shown after the settings: the routes, and how to tune logging.
+    pub after_help: &'static str,
+    /// Its defaults.
+    pub defaults: ServiceDefaults,
+}
+
+/// The settings of a WebSocket service (`ws-video`, `ws-stream`): what every service takes plus
+/// the WebSocket limits. Each flag can also be set through its `DANMAKU_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+pub struct WsServiceConfig {
+    /// Settings every service shares.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Settings of the WebSocket services.
+    #[command(flatten)]
+    pub ws: WsArgs,
+}
+
+impl WsServiceConfig {
+    /// Reads the process's flags and environment; exits with a message naming the setting on a
+    /// bad value.
+    pub fn from_env(info: &ServiceInfo) -> Self {
+        let config: Self = parse(info);
+        if let Err(problem) = config.ws.check() {
+            eprintln!("error: {problem}");
+            std::process::exit(2);
+        }
+        config
+    }
+
+    /// Parses `args` (program name first) like [`WsServiceConfig::from_env`], returning the
+    /// problem instead of exiting.
+    pub fn parse_from<I, T>(info: &ServiceInfo, args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config: Self = parse_from(info, args).map_err(|e| e.to_string())?;
+        config.ws.check()?;
+        Ok(config)
+    }
+}
+
 /// Settings every service takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -126,8 +177,8 @@ impl WsArgs {
 
 /// Parses the process's flags and environment into `C` with this service's defaults; prints the
 /// problem and exits on a bad value (clap's usual behaviour).
-pub fn parse<C: Parser>(defaults: ServiceDefaults) -> C {
-    let command = command::<C>(defaults);
+pub fn parse<C: Parser>(info: &ServiceInfo) -> C {
+    let command = command::<C>(info);
     let parsed = command
         .clone()
         .try_get_matches()
@@ -165,18 +216,23 @@ fn variable_of_bad_value(command: &clap::Command, error: &clap::Error) -> Option
 
 /// Parses `args` (the first is the program name) like [`parse`], returning errors instead of
 /// exiting. Tests use it to build configs through the same path as `main`.
-pub fn parse_from<C, I, T>(defaults: ServiceDefaults, args: I) -> Result<C, clap::Error>
+pub fn parse_from<C, I, T>(info: &ServiceInfo, args: I) -> Result<C, clap::Error>
 where
     C: Parser,
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = command::<C>(defaults).try_get_matches_from(args)?;
+    let matches = command::<C>(info).try_get_matches_from(args)?;
     C::from_arg_matches(&matches)
 }
 
-fn command<C: Parser>(defaults: ServiceDefaults) -> clap::Command {
+fn command<C: Parser>(info: &ServiceInfo) -> clap::Command {
+    let defaults = info.defaults;
     C::command()
+        .name(info.name)
+        .bin_name(info.name)
+        .about(info.about)
+        .after_help(info.after_help)
         .mut_arg("port", |a| {
             a.default_value(defaults.port.to_string()).required(false)
         })
@@ -195,14 +251,19 @@ mod tests {
         ws: WsArgs,
     }
 
-    const DEFAULTS: ServiceDefaults = ServiceDefaults {
-        port: 8099,
-        db: "data/test.db",
+    const DEFAULTS: ServiceInfo = ServiceInfo {
+        name: "svc",
+        about: "a test service",
+        after_help: "",
+        defaults: ServiceDefaults {
+            port: 8099,
+            db: "data/test.db",
+        },
     };
 
     #[test]
     fn defaults_come_from_the_service() {
-        let c: TestConfig = parse_from(DEFAULTS, ["svc"]).unwrap();
+        let c: TestConfig = parse_from(&DEFAULTS, ["svc"]).unwrap();
         assert_eq!(c.server.port, 8099);
         assert_eq!(c.server.db, PathBuf::from("data/test.db"));
         assert_eq!(c.server.rate_per_sec.get(), 5);
@@ -215,7 +276,7 @@ mod tests {
     #[test]
     fn flags_parse_and_origins_split_on_commas() {
         let c: TestConfig = parse_from(
-            DEFAULTS,
+            &DEFAULTS,
             [
                 "svc",
                 "--port",
@@ -233,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_value_error_finds_the_variable_behind_the_flag() {
-        let command = command::<TestConfig>(DEFAULTS);
+        let command = command::<TestConfig>(&DEFAULTS);
         let err = command
             .clone()
             .try_get_matches_from(["svc", "--port", "x"])
@@ -247,13 +308,13 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_the_setting_named() {
         let err =
-            parse_from::<TestConfig, _, _>(DEFAULTS, ["svc", "--port", "eighty"]).unwrap_err();
+            parse_from::<TestConfig, _, _>(&DEFAULTS, ["svc", "--port", "eighty"]).unwrap_err();
         assert!(err.to_string().contains("--port"), "{err}");
         let err =
-            parse_from::<TestConfig, _, _>(DEFAULTS, ["svc", "--rate-per-sec", "0"]).unwrap_err();
+            parse_from::<TestConfig, _, _>(&DEFAULTS, ["svc", "--rate-per-sec", "0"]).unwrap_err();
         assert!(err.to_string().contains("--rate-per-sec"), "{err}");
         let c: TestConfig = parse_from(
-            DEFAULTS,
+            &DEFAULTS,
             [
                 "svc",
                 "--heartbeat-secs",
@@ -269,7 +330,7 @@ mod tests {
                 .contains("DANMAKU_CLIENT_TIMEOUT_SECS")
         );
         let c: TestConfig =
-            parse_from(DEFAULTS, ["svc", "--allowed-origins", "example.com"]).unwrap();
+            parse_from(&DEFAULTS, ["svc", "--allowed-origins", "example.com"]).unwrap();
         assert!(
             c.ws.check()
                 .unwrap_err()

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use shared_model::limits::MAX_MESSAGE_BYTES;
+use shared_model::limits::{DEFAULT_PAGE_ITEMS, MAX_MESSAGE_BYTES, MAX_PAGE_ITEMS};
 use shared_model::{ApiError, ErrorCode, StoreError};
 
 /// An error on its way to an HTTP client.
@@ -130,6 +130,23 @@ pub fn query_param<T: std::str::FromStr>(
         })
     })
     .transpose()
+}
+
+/// The cursor of a paged read (`?after=&limit=`): `after` when given, and `limit` (1 to
+/// [`MAX_PAGE_ITEMS`], default [`DEFAULT_PAGE_ITEMS`]), each refused by name when malformed.
+pub fn page_params(
+    after: Option<&str>,
+    limit: Option<&str>,
+) -> Result<(Option<i64>, usize), HttpError> {
+    let after = query_param("after", after, "an integer id")?;
+    let limit = query_param("limit", limit, "a whole number")?.unwrap_or(DEFAULT_PAGE_ITEMS);
+    if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be from 1 to {MAX_PAGE_ITEMS}"),
+        ));
+    }
+    Ok((after, limit))
 }
 
 /// Path segments: errors as JSON.

@@ -6,11 +6,10 @@ use chrono::Utc;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use service_kit::HttpError;
-use service_kit::error::query_param;
+use service_kit::error::{page_params, query_param};
 use service_kit::rate::retry_after_secs;
 use shared_model::api::Page;
 use shared_model::comment::{validate_author, validate_text};
-use shared_model::limits::{DEFAULT_PAGE_ITEMS, MAX_PAGE_ITEMS};
 use shared_model::store::{CheckinRecord, RoomRecord};
 use shared_model::{ApiError, ChannelId, ErrorCode};
 
@@ -211,15 +210,7 @@ async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
-    let after: Option<i64> = query_param("after", query.after.as_deref(), "an integer id")?;
-    let limit = query_param("limit", query.limit.as_deref(), "a whole number")?
-        .unwrap_or(DEFAULT_PAGE_ITEMS);
-    if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
-        return Err(HttpError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be from 1 to {MAX_PAGE_ITEMS}"),
-        ));
-    }
+    let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
     let items = match after {
         Some(after) => state.comments.after(&room, after, limit).await?,
         None => state.comments.latest(&room, limit).await?,

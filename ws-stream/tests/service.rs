@@ -1,24 +1,13 @@
-//! The ws-stream service as it stands: a real server on an ephemeral port answers its health
+//! The ws-stream service basics: a real server on an ephemeral port answers its health
 //! check and its page, and refuses inconsistent settings.
 
-use serde_json::{Value, json};
-use service_kit::testing::{self, TestServer};
-use ws_stream::Config;
+mod helpers;
 
-/// The service on a free port with a fresh database; the folder lives as long as the server.
-fn spawn_app() -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("svc.db").display().to_string();
-    let config = Config::parse_from(["ws-stream", "--db", &db, "--workers", "1"]).unwrap();
-    (
-        testing::spawn(move |listener| ws_stream::build_with_listener(config, listener)),
-        dir,
-    )
-}
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn health_and_page_are_served() {
-    let (app, _dir) = spawn_app();
+    let app = helpers::spawn_app(&[]);
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -48,7 +37,7 @@ async fn health_and_page_are_served() {
 
 #[test]
 fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
-    let err = Config::parse_from([
+    let err = ws_stream::config::parse_from([
         "ws-stream",
         "--heartbeat-secs",
         "10",

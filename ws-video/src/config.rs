@@ -1,53 +1,33 @@
-//! The settings of `ws-video`.
+//! The settings of `ws-video`: those of every WebSocket service
+//! ([`service_kit::config::WsServiceConfig`]), with this binary's name, help and defaults.
 
-use clap::Parser;
-use service_kit::config::{self, ServiceDefaults};
-use service_kit::{ServerArgs, WsArgs};
+use service_kit::config::{ServiceDefaults, ServiceInfo, WsServiceConfig};
 
-/// Defaults where this binary differs from the others.
-pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
-    port: 8082,
-    db: "data/ws-video.db",
+/// The settings of `ws-video`.
+pub type Config = WsServiceConfig;
+
+/// What `ws-video --help` says, and its defaults.
+pub const INFO: ServiceInfo = ServiceInfo {
+    name: "ws-video",
+    about: "Danmaku on a video's timeline over WebSocket, the DPlayer v3 API, and Bilibili XML import and export.",
+    after_help: "Routes: GET /ws/videos/{video} (WebSocket), GET and POST /api/videos/{video}/danmaku, GET and POST /api/videos/{video}/danmaku.xml (Bilibili), GET and POST /dplayer/v3/, GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail.",
+    defaults: ServiceDefaults {
+        port: 8082,
+        db: "data/ws-video.db",
+    },
 };
 
-/// Settings of `ws-video`. Each flag can also be set through its `DANMAKU_*` variable; the flag
-/// wins.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "ws-video",
-    version,
-    about = "Comments pinned to a recorded video's timeline over WebSocket (skeleton: health and page; the WebSocket, DPlayer and Bilibili routes are their own issue).",
-    after_help = "Routes: GET /ws/videos/{video} (WebSocket), GET and POST /api/videos/{video}/danmaku, GET and POST /api/videos/{video}/danmaku.xml (Bilibili), GET and POST /dplayer/v3/, GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail."
-)]
-pub struct Config {
-    /// Settings every service shares.
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// Settings of the WebSocket services.
-    #[command(flatten)]
-    pub ws: WsArgs,
+/// Reads the process's flags and environment; exits with a message on a bad value.
+pub fn from_env() -> Config {
+    Config::from_env(&INFO)
 }
 
-impl Config {
-    /// Reads the process's flags and environment; exits with a message on a bad value.
-    pub fn from_env() -> Self {
-        let config: Self = config::parse(DEFAULTS);
-        if let Err(problem) = config.ws.check() {
-            eprintln!("error: {problem}");
-            std::process::exit(2);
-        }
-        config
-    }
-
-    /// Parses `args` (program name first) the way [`Config::from_env`] does, returning the
-    /// problem instead of exiting.
-    pub fn parse_from<I, T>(args: I) -> Result<Self, String>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let config: Self = config::parse_from(DEFAULTS, args).map_err(|e| e.to_string())?;
-        config.ws.check()?;
-        Ok(config)
-    }
+/// Parses `args` (program name first) the way [`from_env`] does, returning the problem instead
+/// of exiting.
+pub fn parse_from<I, T>(args: I) -> Result<Config, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Config::parse_from(&INFO, args)
 }

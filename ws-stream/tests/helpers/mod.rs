@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use service_kit::testing::{TestService, WsClient};
-use ws_stream::Config;
 
 /// Generous limits, so tests that are not about limits do not trip them.
 pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
@@ -15,7 +14,7 @@ pub fn spawn_app(args: &[&str]) -> TestService {
     TestService::start(
         "ws-stream",
         Arc::new(|argv, listener| {
-            let config = Config::parse_from(argv).expect("valid test settings");
+            let config = ws_stream::config::parse_from(argv).expect("valid test settings");
             ws_stream::build_with_listener(config, listener)
         }),
         args,

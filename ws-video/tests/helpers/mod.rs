@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use service_kit::testing::{TestService, WsClient};
-use ws_video::Config;
 
 /// Generous limits, so tests that are not about limits do not trip them.
 pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
@@ -14,7 +13,7 @@ pub fn spawn_app(args: &[&str]) -> TestService {
     TestService::start(
         "ws-video",
         Arc::new(|argv, listener| {
-            let config = Config::parse_from(argv).expect("valid test settings");
+            let config = ws_video::config::parse_from(argv).expect("valid test settings");
             ws_video::build_with_listener(config, listener)
         }),
         args,
