@@ -20,6 +20,8 @@ COPY service-kit/ service-kit/
 COPY http-danmaku/ http-danmaku/
 COPY ws-video/ ws-video/
 COPY ws-stream/ ws-stream/
+# The page tests are a member too; `--bins` does not build them, but the manifest must be there.
+COPY e2e/ e2e/
 # service-kit embeds ../web (rust-embed), i.e. /src/web here.
 COPY web/ web/
 
