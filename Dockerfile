@@ -22,6 +22,7 @@ COPY ws-video/ ws-video/
 COPY ws-stream/ ws-stream/
 # The page tests are a member too; `--bins` does not build them, but the manifest must be there.
 COPY e2e/ e2e/
+COPY cli/ cli/
 # service-kit embeds ../web (rust-embed), i.e. /src/web here.
 COPY web/ web/
 
@@ -34,7 +35,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/http-danmaku target/release/ws-video target/release/ws-stream /out/
+ && cp target/release/http-danmaku target/release/ws-video target/release/ws-stream \
+       target/release/danmaku /out/
 
 ############################################################################### runtime
 FROM debian:bookworm-slim AS runtime
