@@ -32,21 +32,36 @@ struct Executables {
 }
 
 fn executables() -> Result<Executables, String> {
-    let find = |variable: &str, default: &str| {
-        let path = std::env::var_os(variable).map_or_else(|| PathBuf::from(default), PathBuf::from);
-        if path.exists() {
+    Ok(Executables {
+        chromium: find_executable("DANMAKU_CHROMIUM", &["chromium", "chromium-browser"])?,
+        chromedriver: find_executable("DANMAKU_CHROMEDRIVER", &["chromedriver"])?,
+    })
+}
+
+/// The executable named by `variable`, or the first of `names` found on the `PATH`.
+fn find_executable(variable: &str, names: &[&str]) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(variable) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
             Ok(path)
         } else {
             Err(format!(
-                "{} not found (install Debian's chromium and chromium-driver, or set {variable})",
+                "{variable} names {}, which does not exist",
                 path.display()
             ))
-        }
-    };
-    Ok(Executables {
-        chromium: find("DANMAKU_CHROMIUM", "/usr/bin/chromium")?,
-        chromedriver: find("DANMAKU_CHROMEDRIVER", "/usr/bin/chromedriver")?,
-    })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{} is not on the PATH (install Debian's chromium and chromium-driver, or set \
+                 {variable})",
+                names.join(" or ")
+            )
+        })
 }
 
 /// A running `chromedriver`, stopped when dropped.
