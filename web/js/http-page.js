@@ -4,6 +4,7 @@
 // no comment is missed or repeated. Our own comments show at once from the 201 answer; `shown` keeps
 // the poll from showing them a second time.
 
+import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -20,7 +21,6 @@ const BACKOFF_START_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 /** Entries kept in the list; older ones are removed from the page. */
 const MAX_LIST = 200;
-const AUTHOR_KEY = 'danmaku.author';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -201,23 +201,9 @@ ui.interval.addEventListener('change', restart);
 
 // ---- sending ----
 
-function loadAuthor() {
-  try { return localStorage.getItem(AUTHOR_KEY); } catch { return null; }
-}
-
-function saveAuthor(name) {
-  try { localStorage.setItem(AUTHOR_KEY, name); } catch { /* storage off: nothing to remember */ }
-}
-
 function showError(message) { ui.error.textContent = message; }
 
-const chars = (s) => [...s].length;
-
-ui.author.value = loadAuthor() ?? `guest-${Math.floor(1000 + Math.random() * 9000)}`;
-ui.author.addEventListener('change', () => {
-  const name = ui.author.value.trim();
-  if (name) saveAuthor(name);
-});
+rememberAuthor(ui.author);
 ui.text.addEventListener('input', () => showError(''));
 
 let sending = false;
@@ -226,9 +212,8 @@ ui.form.addEventListener('submit', async (event) => {
   if (sending) return;
   const author = ui.author.value.trim();
   const text = ui.text.value.trim();
-  if (chars(author) < 1 || chars(author) > 24) return showError('Your name must be 1 to 24 characters.');
-  if (!text) return showError('Write a comment first.');
-  if (chars(text) > 100) return showError('A comment is at most 100 characters.');
+  const problem = commentProblem(author, text);
+  if (problem) return showError(problem);
   saveAuthor(author);
 
   sending = true;

@@ -11,6 +11,7 @@
 // `welcome`), and hides when it closes. The code is typed from the host's screen; the server never
 // sends it to viewers.
 
+import { AUTHOR_KEY, chars } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
 import { Connection } from './connection.js';
 
@@ -20,7 +21,6 @@ const DEFAULT_ROOM = 'default';
 /** The demo clip shipped with the service. */
 const DEMO_SRC = '/media/demo.webm';
 /** Shared with the other pages, so a name typed once is remembered everywhere. */
-const AUTHOR_KEY = 'danmaku.author';
 /** Prefix of the sessionStorage keys remembering a check-in done in this tab: `<prefix><room>.<id>`. */
 const CHECKED_IN_PREFIX = 'danmaku.checkedIn.';
 /** Chat entries kept on the page; older ones are removed from the top. */
@@ -65,7 +65,6 @@ document.title = `danmaku · Live · ${room}`;
 
 // ---- small helpers ----
 
-const chars = (s) => [...s].length;
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 

@@ -14,6 +14,7 @@
 // Stage has no pause: while the video is paused the playhead does not move, so no new comments start,
 // and those already flying finish their flight.
 
+import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
 import { Connection } from './connection.js';
 
@@ -38,7 +39,6 @@ const LOAD_RETRY_MS = 3000;
  */
 const JUMP_SECS = 2;
 /** Shared with the HTTP page, so a name typed once is remembered on both. */
-const AUTHOR_KEY = 'danmaku.author';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -487,23 +487,9 @@ ui.videoId.addEventListener('change', applyVideoId);
 
 // ---- sending ----
 
-function loadAuthor() {
-  try { return localStorage.getItem(AUTHOR_KEY); } catch { return null; }
-}
-
-function saveAuthor(name) {
-  try { localStorage.setItem(AUTHOR_KEY, name); } catch { /* storage off: nothing to remember */ }
-}
-
 function showError(message) { ui.error.textContent = message; }
 
-const chars = (s) => [...s].length;
-
-ui.author.value = loadAuthor() ?? `guest-${Math.floor(1000 + Math.random() * 9000)}`;
-ui.author.addEventListener('change', () => {
-  const name = ui.author.value.trim();
-  if (name) saveAuthor(name);
-});
+rememberAuthor(ui.author);
 ui.text.addEventListener('input', () => showError(''));
 
 let sending = false;
@@ -512,9 +498,8 @@ ui.form.addEventListener('submit', async (event) => {
   if (sending) return;
   const author = ui.author.value.trim();
   const text = ui.text.value.trim();
-  if (chars(author) < 1 || chars(author) > 24) return showError('Your name must be 1 to 24 characters.');
-  if (!text) return showError('Write a comment first.');
-  if (chars(text) > 100) return showError('A comment is at most 100 characters.');
+  const problem = commentProblem(author, text);
+  if (problem) return showError(problem);
   saveAuthor(author);
 
   // Pinned to the moment on screen when Send was pressed.
