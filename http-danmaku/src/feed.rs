@@ -2,14 +2,17 @@
 //! the database again and again.
 //!
 //! Each room someone is waiting on has a `watch` channel holding the newest id committed there.
-//! An append publishes its id after the commit; a long poll subscribes *before* it first queries,
-//! so a comment committed between the query and the wait still wakes it. Rooms nobody waits on
-//! have no channel, and the last waiter to leave removes it, so memory follows the waiters.
+//! The feed hears of every commit the way the WebSocket hubs do, from the store through
+//! `service_kit::fanout` (so a comment wakes the waiters whatever stored it); a long poll
+//! subscribes *before* it first queries, so a comment committed between the query and the wait
+//! still wakes it. Rooms nobody waits on have no channel, and the last waiter to leave removes
+//! it, so memory follows the waiters.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use shared_model::ChannelId;
+use service_kit::fanout::CommentSink;
+use shared_model::{ChannelId, Danmaku};
 use tokio::sync::watch;
 
 /// The wake-up channels of every room with a waiter. Cheap to clone.
@@ -84,6 +87,12 @@ impl RoomFeeds {
         // A panic while holding this lock leaves the map consistent (every operation on it is a
         // single map call), so a poisoned lock is safe to keep using.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CommentSink for RoomFeeds {
+    fn deliver(&self, item: &Danmaku) {
+        self.publish(&item.channel, item.id);
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: the settings ([`Config`]).
 //! - [`routes`]: the HTTP routes.
-//! - [`feed`]: long-poll wake-ups ([`feed::RoomFeeds`]).
+//! - [`feed`]: long-poll wake-ups ([`feed::RoomFeeds`]), fed by the store's commits.
 //! - [`state`]: what the handlers share ([`state::AppState`]).
 //!
 //! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
@@ -48,6 +48,7 @@ pub fn build_with_listener(
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
     let feeds = RoomFeeds::default();
+    service_kit::fanout::connect(&store, feeds.clone());
     let state = web::Data::new(AppState {
         store: Arc::new(store),
         feeds: feeds.clone(),

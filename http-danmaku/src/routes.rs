@@ -6,7 +6,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::error::{page_params, query_param};
-use service_kit::rate::retry_after_secs;
 use shared_model::api::Page;
 use shared_model::comment::TimeRule;
 use shared_model::limits::{MAX_LONG_POLL_SECS, SEED_POLLING_ITEMS};
@@ -28,7 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// `POST /api/rooms/{room}/danmaku`: validate, rate-limit, store (durably), then wake waiters.
+/// `POST /api/rooms/{room}/danmaku`: validate, rate-limit, store (durably). Waiting long polls
+/// hear of the comment from the store (see [`crate::feed`]), not from here.
 async fn post_danmaku(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -38,14 +38,8 @@ async fn post_danmaku(
     let room = ChannelId::parse(&room)?;
     let new = body.into_inner().validate(TimeRule::Absent)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
-        state
-            .limiter
-            .check(client)
-            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
-    }
+    state.limiter.check_request(&req)?;
     let item = state.store.append(&room, new).await?;
-    state.feeds.publish(&room, item.id);
     log::debug!("room {room}: stored comment {}", item.id);
     Ok(HttpResponse::Created().json(item))
 }

@@ -6,6 +6,7 @@
 //! - [`error`]: [`HttpError`], the JSON error response, and the extractor configurations that turn
 //!   bad bodies, queries and paths into it.
 //! - [`assets`]: the pages of `web/`, embedded in the binary or served from a folder.
+//! - [`fanout`]: the one path by which committed comments reach the clients waiting for them.
 //! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
@@ -16,6 +17,7 @@
 pub mod assets;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod headers;
 pub mod rate;
 pub mod server;

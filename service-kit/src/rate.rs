@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use actix_web::HttpRequest;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::HttpError;
 
 /// How many checks between sweeps of clients whose buckets are full again (which hold no
 /// information and would otherwise grow the map forever).
@@ -40,6 +43,18 @@ impl ClientRateLimiter {
         self.limiter
             .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Takes one token for the client of `req` (its TCP peer address), or refuses with
+    /// `429 rate_limited` and a `Retry-After`. A request without a peer address (a test
+    /// request) is not limited.
+    pub fn check_request(&self, req: &HttpRequest) -> Result<(), HttpError> {
+        match req.peer_addr() {
+            Some(peer) => self
+                .check(peer.ip())
+                .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -16,6 +16,18 @@ pub struct Page {
     pub next: i64,
 }
 
+/// The answer of `GET /api/videos/{video}/danmaku?from=&to=`, shaped like the WebSocket `range`
+/// frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoWindow {
+    /// Window start, seconds.
+    pub from: f64,
+    /// Window end (exclusive), seconds.
+    pub to: f64,
+    /// The comments with `from <= time < to`, ordered by time.
+    pub items: Vec<Danmaku>,
+}
+
 /// The body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -47,13 +47,12 @@ use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use service_kit::HttpError;
-use service_kit::rate::retry_after_secs;
-use shared_model::comment::TimeRule;
 use shared_model::formats::{bilibili, dplayer};
 use shared_model::limits::MAX_MESSAGE_BYTES;
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, Store, StoreError};
 
 use crate::state::VideoState;
+use crate::timeline::Timeline;
 
 /// Most comments one DPlayer list returns.
 pub const DPLAYER_MAX_ITEMS: usize = 10_000;
@@ -177,7 +176,7 @@ async fn dplayer_list(
             }
         },
     };
-    let items = state.store.latest(&video, limit).await?;
+    let items = state.timeline.store().latest(&video, limit).await?;
     Ok(HttpResponse::Ok().json(dplayer::Reply::new(dplayer::rows_by_time(&items))))
 }
 
@@ -200,10 +199,10 @@ async fn dplayer_post(
         )
     })?;
     let (video, draft) = post.into_draft()?;
-    let new = draft.validate(TimeRule::Required)?;
+    let new = Timeline::pin(draft)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    spend_token(&req, &state)?;
-    let item = state.store.append(&video, new).await?;
+    state.limiter.check_request(&req)?;
+    let item = state.timeline.append(&video, new).await?;
     log::debug!("video {video}: stored DPlayer comment {}", item.id);
     Ok(HttpResponse::Ok().json(dplayer::Reply::new(item)))
 }
@@ -215,9 +214,9 @@ async fn export_xml(
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
     // The first page is read before answering, so a failing store is still a clean 500.
-    let first = state.store.after(&video, 0, EXPORT_PAGE_ITEMS).await?;
+    let first = state.timeline.store().after(&video, 0, EXPORT_PAGE_ITEMS).await?;
     let disposition = format!("attachment; filename=\"{video}.xml\"");
-    let body = ExportBody::new(Arc::clone(&state.store), video, first);
+    let body = ExportBody::new(Arc::clone(state.timeline.store()), video, first);
     Ok(HttpResponse::Ok()
         .content_type(XML_CONTENT_TYPE)
         // The video id is `[A-Za-z0-9_-]`, so it needs no quoting in the file name.
@@ -247,7 +246,7 @@ async fn import_xml(
             HttpError::from(ApiError::internal())
         })?
         .map_err(|e| HttpError::new(ErrorCode::InvalidXml, e.to_string()))?;
-    spend_token(&req, &state)?;
+    state.limiter.check_request(&req)?;
 
     let bilibili::Archive {
         items,
@@ -262,7 +261,7 @@ async fn import_xml(
         if batch.is_empty() {
             break;
         }
-        let done = state.store.import(&video, batch).await?;
+        let done = state.timeline.store().import(&video, batch).await?;
         outcome.added += done.added;
         outcome.duplicates += done.duplicates;
     }
@@ -276,17 +275,6 @@ async fn import_xml(
         report.details.duplicate
     );
     Ok(HttpResponse::Ok().json(report))
-}
-
-/// Takes one token of the client's rate limit, or refuses with `rate_limited`.
-fn spend_token(req: &HttpRequest, state: &VideoState) -> Result<(), HttpError> {
-    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
-        state
-            .limiter
-            .check(client)
-            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
-    }
-    Ok(())
 }
 
 /// Whether a media type is JSON (`application/json` or `…+json`).

@@ -1,6 +1,15 @@
-//! `ws-video`: Comments pinned to a recorded video's timeline over WebSocket (skeleton: health and page; the WebSocket, DPlayer and Bilibili routes are their own issue).
+//! `ws-video`: comments pinned to a recorded video's timeline. Viewers of a video share one
+//! WebSocket channel: a comment sent at 12.5 s is stored, acknowledged, and pushed to everyone
+//! watching, and a page loads the comments ahead of its playhead in windows. The same comments
+//! are open over HTTP, to DPlayer (its v3 API) and as Bilibili XML archives.
 //!
 //! - [`config`]: the settings ([`Config`]).
+//! - [`routes`]: the WebSocket upgrade and its HTTP twin (post a comment, read a window).
+//! - [`archive`]: the DPlayer v3 API and Bilibili XML import and export.
+//! - [`session`]: what a connection's frames mean ([`session::VideoSession`]).
+//! - [`timeline`]: the rules of a video's timeline, shared by all of the above.
+//! - [`hub`]: the fan-out to each video's viewers (the shared rooms hub, nothing of its own).
+//! - [`state`]: what the handlers share.
 //!
 //! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
 
@@ -10,6 +19,7 @@ pub mod hub;
 pub mod routes;
 pub mod session;
 pub mod state;
+pub mod timeline;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,10 +29,11 @@ use actix_web::web;
 use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
-use shared_model::{SqliteStore, Store};
+use service_kit::ws::hub::Shutdown;
+use shared_model::SqliteStore;
 
-use crate::hub::{Publish, Shutdown, VideoHub};
 use crate::state::VideoState;
+use crate::timeline::Timeline;
 
 pub use config::Config;
 
@@ -43,13 +54,10 @@ pub fn build_with_listener(
     let store = SqliteStore::open(&config.server.db)?;
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
-    let hub = VideoHub::default().start();
-    let publisher = hub.clone();
-    store.on_append(Box::new(move |item| {
-        publisher.do_send(Publish { item: item.clone() })
-    }));
+    let hub = hub::new().start();
+    service_kit::fanout::connect(&store, hub.clone());
     let state = web::Data::new(VideoState {
-        store: Arc::new(store),
+        timeline: Timeline::new(Arc::new(store)),
         limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),

@@ -1,16 +1,15 @@
 //! The routes of the video service: the WebSocket and its HTTP twin. Extract, call, respond.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::error::query_param;
-use service_kit::rate::retry_after_secs;
-use shared_model::comment::TimeRule;
-use shared_model::limits::MAX_VIDEO_TIME_SECS;
-use shared_model::{ChannelId, Danmaku, DraftDanmaku};
+use shared_model::api::VideoWindow;
+use shared_model::{ChannelId, DraftDanmaku};
 
-use crate::session::{MAX_RANGE_ITEMS, VideoSession, check_window};
+use crate::session::VideoSession;
 use crate::state::VideoState;
+use crate::timeline::{Timeline, WHOLE_VIDEO_END};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -34,7 +33,7 @@ async fn watch(
     let video = ChannelId::parse(&video).map_err(HttpError::from)?;
     let session = VideoSession {
         video,
-        store: state.store.clone(),
+        timeline: state.timeline.clone(),
         hub: state.hub.clone(),
     };
     service_kit::ws::start(&req, payload, &state.ws, session)
@@ -49,14 +48,6 @@ struct WindowQuery {
     to: Option<String>,
 }
 
-/// The answer of `GET /api/videos/{video}/danmaku`, shaped like the WebSocket `range` frame.
-#[derive(Debug, Serialize)]
-struct Window {
-    from: f64,
-    to: f64,
-    items: Vec<Danmaku>,
-}
-
 /// `GET /api/videos/{video}/danmaku?from=&to=`: the comments in a window, ordered by time.
 async fn list(
     state: web::Data<VideoState>,
@@ -66,13 +57,9 @@ async fn list(
     let video = ChannelId::parse(&video)?;
     let from = query_param("from", query.from.as_deref(), "a number of seconds")?.unwrap_or(0.0);
     let to = query_param("to", query.to.as_deref(), "a number of seconds")?
-        .unwrap_or(MAX_VIDEO_TIME_SECS + 1.0);
-    check_window(from, to)?;
-    let items = state
-        .store
-        .time_window(&video, from, to, MAX_RANGE_ITEMS)
-        .await?;
-    Ok(HttpResponse::Ok().json(Window { from, to, items }))
+        .unwrap_or(WHOLE_VIDEO_END);
+    let items = state.timeline.window(&video, from, to).await?;
+    Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))
 }
 
 /// `POST /api/videos/{video}/danmaku` with `{author, text, time, color?, mode?}`: store, then
@@ -84,13 +71,9 @@ async fn post(
     body: web::Json<DraftDanmaku>,
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
-    let new = body.into_inner().validate(TimeRule::Required)?;
-    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
-        state
-            .limiter
-            .check(client)
-            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait)))?;
-    }
-    let item = state.store.append(&video, new).await?;
+    let new = Timeline::pin(body.into_inner())?;
+    // Checked after validation, so a typo does not cost the client one of its comments.
+    state.limiter.check_request(&req)?;
+    let item = state.timeline.append(&video, new).await?;
     Ok(HttpResponse::Created().json(item))
 }

@@ -1,18 +1,16 @@
 //! What every handler of the video service shares.
 
-use std::sync::Arc;
-
 use actix::Addr;
 use service_kit::ClientRateLimiter;
 use service_kit::ws::WsSettings;
-use shared_model::Store;
 
 use crate::hub::VideoHub;
+use crate::timeline::Timeline;
 
 /// The handlers' shared state; one per server, cloned into every worker as `web::Data`.
 pub struct VideoState {
-    /// Where comments live.
-    pub store: Arc<dyn Store>,
+    /// The comments of every video, and their rules.
+    pub timeline: Timeline,
     /// Comments per client address, for the HTTP routes (WebSocket connections have their own).
     pub limiter: ClientRateLimiter,
     /// The hub that fans comments out to the viewers of each video. It hears of every stored

@@ -2,13 +2,16 @@
 //! hub uses to push frames to a connection, rooms with batched fan-out, and the `Origin` check.
 //!
 //! A service supplies its own [`SessionLogic`] (what a decoded frame means: store a comment,
-//! answer a range, check in) and its own hub actor; everything that protects the server from its
-//! clients lives here once:
+//! answer a range, check in) and, for what it keeps per channel, a [`hub::HubExtension`];
+//! everything that protects the server from its clients lives here once:
 //!
 //! - [`session`]: the session actor (heartbeat, size caps, fragment reassembly, rate limit, error
 //!   frames, bounded outgoing queue). The only module that imports `actix-web-actors`.
+//! - [`hub`]: the rooms hub actor both services run, with a small extension point for what a
+//!   service keeps of its own.
 //! - [`room`]: the viewers of one channel, batched fan-out and throttled viewer counts.
 
+pub mod hub;
 pub mod room;
 pub mod session;
 
@@ -155,10 +158,6 @@ impl Viewer {
 /// A future a session runs on its own thread (actors are single-threaded, so no `Send`).
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// What a service does with its connections; the session actor does the rest.
-///
-/// Each call returns a future that the session awaits before it reads the next frame, so the
-/// frames of one connection are handled in order; the frames it resolves to are sent in order.
 /// What a session sends first, once it joined its hub.
 #[derive(Debug, Default)]
 pub struct Connected {
@@ -169,6 +168,10 @@ pub struct Connected {
     pub seen_up_to: Option<i64>,
 }
 
+/// What a service does with its connections; the session actor does the rest.
+///
+/// Each call returns a future that the session awaits before it reads the next frame, so the
+/// frames of one connection are handled in order; the frames it resolves to are sent in order.
 pub trait SessionLogic: Unpin + 'static {
     /// The connection is open: join the hub with `me`, then gather the first frames. Join
     /// before reading any history: what the hub pushes meanwhile waits in the connection's

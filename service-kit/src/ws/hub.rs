@@ -1,0 +1,233 @@
+//! The rooms hub: the one actor of a WebSocket service that knows who watches which channel (a
+//! video or a live room) and fans new comments out to them.
+//!
+//! Both WebSocket services run this same actor. It owns the viewers of every channel, the
+//! batching of comments into shared frames ([`BATCH_WINDOW`]), the viewer counts
+//! ([`COUNT_INTERVAL`]), and the shutdown. What a service keeps per channel beside its viewers
+//! (the live service's hosts and check-in) is its [`HubExtension`]; its own messages are
+//! handlers on `RoomsHub<ItsExtension>` in its own crate, using [`RoomsHub::channel_mut`] and
+//! [`RoomsHub::channel_entry`].
+//!
+//! Comments reach the hub as [`Publish`] messages, and only from [`crate::fanout`]: that is the
+//! one place new comments enter, whoever stored them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use shared_model::{ChannelId, Danmaku};
+
+use super::room::Room;
+use super::{ConnectionId, Viewer};
+
+/// How long the first comment of a batch waits for others to share its frame.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+/// How often changed viewer counts are reported (at most twice a second).
+pub const COUNT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a service adds to the hub: state of its own per channel, and what happens when a
+/// connection joins or leaves. The video service adds nothing (`()`); the live service keeps
+/// each room's hosts and open check-in.
+pub trait HubExtension: Unpin + Sized + 'static {
+    /// Kept per channel beside its viewers.
+    type Room: Default + Unpin + 'static;
+    /// What a joining connection tells the hub beside its handle (say, that it is the host).
+    type JoinAs: Send + 'static;
+    /// What the hub answers a joining connection beside the viewer count.
+    type Joined: Send + 'static;
+
+    /// `viewer` joined `channel` (it is already among `channel.viewers`).
+    fn joined(
+        &mut self,
+        channel: &mut Channel<Self::Room>,
+        viewer: &Viewer,
+        join_as: Self::JoinAs,
+    ) -> Self::Joined;
+
+    /// Connection `id` left `channel`.
+    fn left(&mut self, _channel: &mut Channel<Self::Room>, _id: ConnectionId) {}
+
+    /// Whether a channel nobody watches must be kept anyway (an open check-in has to close).
+    fn keeps(&self, _room: &Self::Room) -> bool {
+        false
+    }
+}
+
+/// The plain hub: nothing per channel beyond its viewers (the video service).
+impl HubExtension for () {
+    type Room = ();
+    type JoinAs = ();
+    type Joined = ();
+
+    fn joined(&mut self, _channel: &mut Channel<()>, _viewer: &Viewer, _join_as: ()) {}
+}
+
+/// One channel as the hub holds it.
+#[derive(Default)]
+pub struct Channel<R> {
+    /// Who watches, and the comments waiting for the next flush.
+    pub viewers: Room,
+    /// What the service keeps of its own.
+    pub ext: R,
+}
+
+/// The hub actor of a WebSocket service. Start it with [`RoomsHub::new`] and connect it to the
+/// comments with [`crate::fanout::connect`].
+pub struct RoomsHub<E: HubExtension> {
+    channels: HashMap<ChannelId, Channel<E::Room>>,
+    ext: E,
+    /// What a channel is called in the logs ("video", "room").
+    noun: &'static str,
+}
+
+impl<E: HubExtension> RoomsHub<E> {
+    /// A hub with `ext`, whose channels the logs call `noun`.
+    pub fn new(ext: E, noun: &'static str) -> Self {
+        Self {
+            channels: HashMap::new(),
+            ext,
+            noun,
+        }
+    }
+
+    /// The service's extension.
+    pub fn ext(&self) -> &E {
+        &self.ext
+    }
+
+    /// `channel`, if anyone watches it or the extension keeps it.
+    pub fn channel_mut(&mut self, channel: &ChannelId) -> Option<&mut Channel<E::Room>> {
+        self.channels.get_mut(channel)
+    }
+
+    /// `channel`, made if nobody watched it yet.
+    pub fn channel_entry(&mut self, channel: ChannelId) -> &mut Channel<E::Room> {
+        self.channels.entry(channel).or_default()
+    }
+
+    /// Sends `channel`'s queued comments as one frame.
+    fn flush(&mut self, channel: &ChannelId) {
+        if let Some(found) = self.channels.get_mut(channel) {
+            let dropped = found.viewers.flush();
+            if dropped > 0 {
+                log::info!(
+                    "{} {channel}: dropped {dropped} viewers too slow to keep up",
+                    self.noun
+                );
+            }
+        }
+    }
+
+    /// Tells every channel whose count changed, and forgets channels nobody needs.
+    fn report_counts(&mut self) {
+        for channel in self.channels.values_mut() {
+            if let Some(update) = channel.viewers.take_count_update() {
+                channel.viewers.broadcast(&update);
+            }
+        }
+        let ext = &self.ext;
+        self.channels
+            .retain(|_, channel| !channel.viewers.is_idle() || ext.keeps(&channel.ext));
+    }
+}
+
+impl<E: HubExtension> Actor for RoomsHub<E> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(COUNT_INTERVAL, |hub, _| hub.report_counts());
+    }
+}
+
+/// A connection starts watching a channel.
+pub struct Join<E: HubExtension> {
+    /// The channel.
+    pub channel: ChannelId,
+    /// The connection's handle.
+    pub viewer: Viewer,
+    /// What the service needs to know of it.
+    pub join_as: E::JoinAs,
+}
+
+impl<E: HubExtension> Message for Join<E> {
+    type Result = Joined<E::Joined>;
+}
+
+/// The hub's answer to [`Join`].
+#[derive(Debug)]
+pub struct Joined<J> {
+    /// Viewers now, this one included.
+    pub viewers: usize,
+    /// What the service's extension answered.
+    pub ext: J,
+}
+
+impl<E: HubExtension> Handler<Join<E>> for RoomsHub<E> {
+    type Result = MessageResult<Join<E>>;
+    fn handle(&mut self, msg: Join<E>, _ctx: &mut Context<Self>) -> Self::Result {
+        let channel = self.channels.entry(msg.channel).or_default();
+        let viewers = channel.viewers.join(msg.viewer.clone());
+        let ext = self.ext.joined(channel, &msg.viewer, msg.join_as);
+        MessageResult(Joined { viewers, ext })
+    }
+}
+
+/// A connection stops watching.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The channel.
+    pub channel: ChannelId,
+    /// The connection.
+    pub id: ConnectionId,
+}
+
+impl<E: HubExtension> Handler<Leave> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        if let Some(channel) = self.channels.get_mut(&msg.channel) {
+            channel.viewers.leave(msg.id);
+            self.ext.left(channel, msg.id);
+        }
+    }
+}
+
+/// A committed comment to push to every viewer of its channel. Sent by [`crate::fanout`] only.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The comment, already committed.
+    pub item: Danmaku,
+}
+
+impl<E: HubExtension> Handler<Publish> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        let channel = msg.item.channel.clone();
+        let Some(found) = self.channels.get_mut(&channel) else {
+            return; // nobody watching
+        };
+        if found.viewers.queue(msg.item) {
+            ctx.run_later(BATCH_WINDOW, move |hub, _| hub.flush(&channel));
+        }
+    }
+}
+
+/// The service is stopping: send what is queued, then close every connection with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
+        for channel in self.channels.values_mut() {
+            channel.viewers.flush();
+            channel
+                .viewers
+                .close_all(1001, "the server is shutting down");
+        }
+        self.channels.clear();
+    }
+}
