@@ -1,10 +1,11 @@
 //! HTTP bodies shared by the services and their clients.
 //!
-//! Requests that create a comment use [`crate::DraftDanmaku`]; this module holds the rest.
+//! Requests that create a comment use [`crate::DraftDanmaku`]; this module holds the rest: the
+//! cursor page, the video window, and the live service's rooms and check-ins.
 
 use serde::{Deserialize, Serialize};
 
-use crate::comment::Danmaku;
+use crate::comment::{ChannelId, Danmaku};
 
 /// One page of a cursor poll: the items after the cursor, oldest first, and the cursor to pass
 /// back next time. A client that always passes back `next` never misses and never repeats.
@@ -26,6 +27,92 @@ pub struct VideoWindow {
     pub to: f64,
     /// The comments with `from <= time < to`, ordered by time.
     pub items: Vec<Danmaku>,
+}
+
+/// The body of `POST /api/rooms` (live service); an empty body means no title.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    /// Shown to viewers; checked like a comment's text.
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// The answer of `POST /api/rooms`: the new room and its host token, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRoom {
+    /// The room's id, random.
+    pub room: ChannelId,
+    /// Proves the host: `Authorization: Bearer <host_token>` or `?host_token=`.
+    pub host_token: String,
+    /// The title, as checked.
+    pub title: Option<String>,
+}
+
+/// The body of `POST /api/rooms/{room}/checkins`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenCheckin {
+    /// Seconds between two codes.
+    pub interval_secs: u32,
+    /// Seconds the check-in stays open.
+    pub duration_secs: u32,
+}
+
+/// The answer of `POST /api/rooms/{room}/checkins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinOpened {
+    /// The check-in's id.
+    pub id: i64,
+    /// When it closes, RFC 3339.
+    pub closes_at: String,
+}
+
+/// One name that checked in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attendee {
+    /// The name, checked like an author.
+    pub name: String,
+    /// When it first checked in, RFC 3339.
+    pub at: String,
+}
+
+/// The answer of `GET /api/checkins/{id}` (host only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinReport {
+    /// The check-in's id.
+    pub id: i64,
+    /// Its room.
+    pub room: ChannelId,
+    /// Seconds between two codes.
+    pub interval_secs: u32,
+    /// When it opened, RFC 3339.
+    pub opened_at: String,
+    /// When it closes or closed, RFC 3339.
+    pub closes_at: String,
+    /// Whether it is over.
+    pub closed: bool,
+    /// Everyone who checked in, in order.
+    pub attendees: Vec<Attendee>,
+}
+
+/// The body of `POST /api/checkins/{id}/attend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attend {
+    /// Who checks in.
+    pub name: String,
+    /// The code on the host's screen.
+    pub code: String,
+}
+
+/// The answer of `POST /api/checkins/{id}/attend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedIn {
+    /// The check-in.
+    pub checkin: i64,
+    /// The name, as checked.
+    pub name: String,
 }
 
 /// The body of `GET /healthz`.

@@ -290,6 +290,21 @@ pub fn validate_text(raw: &str) -> Result<String, ApiError> {
     )
 }
 
+/// Trims a live room's title and checks it like a comment's text (1-100 characters without
+/// control characters), with the same codes and messages that name the title.
+pub fn validate_title(raw: &str) -> Result<String, ApiError> {
+    checked_text(
+        raw,
+        MAX_TEXT_CHARS,
+        "title",
+        [
+            ErrorCode::TextEmpty,
+            ErrorCode::TextTooLong,
+            ErrorCode::TextInvalidChars,
+        ],
+    )
+}
+
 /// Checks a video time is finite and within `0..=86400` seconds.
 pub fn validate_time(time: f64) -> Result<f64, ApiError> {
     if time.is_finite() && (0.0..=MAX_VIDEO_TIME_SECS).contains(&time) {

@@ -4,17 +4,22 @@
 //! few seconds on the host's screen only.
 //!
 //! - [`config`]: the settings ([`Config`]).
-//! - [`routes`]: the WebSocket upgrade and the HTTP routes (rooms, history, check-ins).
+//! - [`routes`]: the WebSocket upgrade and the HTTP routes (rooms, history, check-ins); they
+//!   parse and answer.
 //! - [`session`]: what a connection's frames mean ([`session::LiveSession`]).
-//! - [`hub`]: the rooms, their fan-out and their check-in codes ([`hub::LiveHub`]).
-//! - [`checkin`]: codes, host tokens and the attendance rule.
+//! - [`rooms`]: the rules: hosts, opening a check-in, checking in, history, sending
+//!   ([`rooms::LiveRooms`]).
+//! - [`hub`]: the shared rooms hub plus what only live rooms have: hosts and check-in codes
+//!   ([`hub::LiveHub`]).
+//! - [`codes`]: check-in codes and host tokens, pure.
 //! - [`state`]: what the handlers share.
 //!
 //! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
 
-pub mod checkin;
+pub mod codes;
 pub mod config;
 pub mod hub;
+pub mod rooms;
 pub mod routes;
 pub mod session;
 pub mod state;
@@ -27,12 +32,14 @@ use actix_web::web;
 use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
+use service_kit::ws::hub::Shutdown;
 use shared_model::store::RoomStore;
 use shared_model::{SqliteStore, Store};
 
 pub use config::Config;
 
-use crate::hub::{LiveHub, Publish, Shutdown, StartCheckin};
+use crate::hub::StartCheckin;
+use crate::rooms::LiveRooms;
 use crate::state::LiveState;
 
 /// The page this service serves at `/`.
@@ -54,11 +61,8 @@ pub fn build_with_listener(
     log::info!("database: {}", store.path().display());
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
-    let hub = LiveHub::new(rooms.clone()).start();
-    let publisher = hub.clone();
-    store.on_append(Box::new(move |item| {
-        publisher.do_send(Publish { item: item.clone() })
-    }));
+    let hub = hub::new(rooms.clone()).start();
+    service_kit::fanout::connect(&*store, hub.clone());
     {
         let (rooms, hub) = (rooms.clone(), hub.clone());
         actix_rt::spawn(async move {
@@ -73,9 +77,11 @@ pub fn build_with_listener(
         });
     }
     let state = web::Data::new(LiveState {
-        comments: store as Arc<dyn Store>,
-        rooms,
-        hub: hub.clone(),
+        live: LiveRooms {
+            comments: store as Arc<dyn Store>,
+            rooms,
+            hub: hub.clone(),
+        },
         limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });

@@ -1,22 +1,20 @@
-//! The routes of the live service. Extract, call, respond.
+//! The routes of the live service: extract, call the room rules ([`crate::rooms`]), respond.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::error::{page_params, query_param};
-use service_kit::rate::retry_after_secs;
-use shared_model::api::Page;
-use shared_model::comment::{validate_author, validate_text};
-use shared_model::store::{CheckinRecord, RoomRecord};
-use shared_model::{ApiError, ChannelId, ErrorCode};
-
-use crate::checkin::{
-    DURATION_SECS, INTERVAL_SECS, attend, new_host_token, rfc3339, token_digest, token_matches,
+use shared_model::api::{
+    Attend, Attendee, CheckedIn, CheckinOpened, CheckinReport, CreateRoom, CreatedRoom,
+    OpenCheckin, Page,
 };
-use crate::hub::StartCheckin;
+use shared_model::comment::{validate_author, validate_title};
+use shared_model::{ChannelId, ErrorCode};
+
+use crate::rooms::{attendance_csv, rfc3339};
 use crate::session::LiveSession;
 use crate::state::LiveState;
 
@@ -35,16 +33,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn rate_limit(req: &HttpRequest, state: &LiveState) -> Result<(), HttpError> {
-    match req.peer_addr() {
-        Some(peer) => state
-            .limiter
-            .check(peer.ip())
-            .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait))),
-        None => Ok(()),
-    }
-}
-
 /// The query of the WebSocket route, as text (see [`query_param`]).
 #[derive(Debug, Deserialize)]
 struct WatchQuery {
@@ -53,7 +41,8 @@ struct WatchQuery {
     host_token: Option<String>,
 }
 
-/// `GET /ws/live/{room}?name=&since=&host_token=`: checks, then the upgrade.
+/// `GET /ws/live/{room}?name=&since=&host_token=`: checks, then the upgrade. Without a name, a
+/// connection is `guest-NNNN`.
 async fn watch(
     req: HttpRequest,
     payload: web::Payload,
@@ -74,7 +63,11 @@ async fn watch(
     let host = match query.host_token.as_deref() {
         None => false,
         Some(token) => {
-            host_of(&state, &room, Some(token)).await?;
+            state
+                .live
+                .host_of(&room, Some(token))
+                .await
+                .map_err(HttpError::from)?;
             true
         }
     };
@@ -83,40 +76,9 @@ async fn watch(
         name,
         host,
         since,
-        comments: state.comments.clone(),
-        rooms: state.rooms.clone(),
-        hub: state.hub.clone(),
+        live: state.live.clone(),
     };
     service_kit::ws::start(&req, payload, &state.ws, session)
-}
-
-/// Checks that `token` is the host token of `room`: 401 without one (or for a room nobody
-/// created), 403 with a wrong one.
-async fn host_of(
-    state: &LiveState,
-    room: &ChannelId,
-    token: Option<&str>,
-) -> Result<RoomRecord, HttpError> {
-    let Some(token) = token else {
-        return Err(HttpError::new(
-            ErrorCode::Unauthorized,
-            "this needs the room's host token (Authorization: Bearer <host_token>)",
-        ));
-    };
-    let record = state.rooms.room(room).await?.ok_or_else(|| {
-        HttpError::new(
-            ErrorCode::Unauthorized,
-            format!("room {room} has no host: create rooms with POST /api/rooms"),
-        )
-    })?;
-    if token_matches(token, &record.token_digest) {
-        Ok(record)
-    } else {
-        Err(HttpError::new(
-            ErrorCode::Forbidden,
-            format!("that is not the host token of room {room}"),
-        ))
-    }
 }
 
 /// The bearer token of a request, if it has one.
@@ -128,24 +90,6 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .strip_prefix("Bearer ")
         .map(str::trim)
 }
-
-/// The body of `POST /api/rooms`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRoom {
-    title: Option<String>,
-}
-
-/// The answer of `POST /api/rooms`.
-#[derive(Debug, Serialize)]
-struct CreatedRoom {
-    room: ChannelId,
-    host_token: String,
-    title: Option<String>,
-}
-
-/// Characters of generated room ids: lowercase letters and digits without look-alikes.
-const ROOM_ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
 /// `POST /api/rooms` with `{title?}` (or an empty body): a new room and its host token. The
 /// token is shown once; the server keeps only its digest.
@@ -164,35 +108,14 @@ async fn create_room(
             )
         })?
     };
-    let title = request
-        .title
-        .map(|t| validate_text(&t))
-        .transpose()
-        .map_err(|e| HttpError::new(e.code, e.message.replacen("text", "title", 1)))?;
-    rate_limit(&req, &state)?;
-    let token = new_host_token();
-    for _ in 0..8 {
-        let id: String = {
-            let mut rng = rand::rng();
-            (0..10)
-                .map(|_| ROOM_ID_ALPHABET[rng.random_range(0..ROOM_ID_ALPHABET.len())] as char)
-                .collect()
-        };
-        let room = ChannelId::parse(&id)?;
-        if let Some(created) = state
-            .rooms
-            .create_room(&room, title.clone(), token_digest(&token))
-            .await?
-        {
-            log::info!("room {room} created");
-            return Ok(HttpResponse::Created().json(CreatedRoom {
-                room: created.room,
-                host_token: token,
-                title: created.title,
-            }));
-        }
-    }
-    Err(ApiError::internal().into())
+    let title = request.title.as_deref().map(validate_title).transpose()?;
+    state.limiter.check_request(&req)?;
+    let (created, host_token) = state.live.create_room(title).await?;
+    Ok(HttpResponse::Created().json(CreatedRoom {
+        room: created.room,
+        host_token,
+        title: created.title,
+    }))
 }
 
 /// The query of the history route, as text.
@@ -211,20 +134,13 @@ async fn history(
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
+    let comments = &state.live.comments;
     let items = match after {
-        Some(after) => state.comments.after(&room, after, limit).await?,
-        None => state.comments.latest(&room, limit).await?,
+        Some(after) => comments.after(&room, after, limit).await?,
+        None => comments.latest(&room, limit).await?,
     };
     let next = items.last().map_or(after.unwrap_or(0), |item| item.id);
     Ok(HttpResponse::Ok().json(Page { items, next }))
-}
-
-/// The body of `POST /api/rooms/{room}/checkins`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenCheckin {
-    interval_secs: u32,
-    duration_secs: u32,
 }
 
 /// `POST /api/rooms/{room}/checkins` (host only): opens a check-in; its codes start at once.
@@ -235,67 +151,18 @@ async fn open_checkin(
     body: web::Json<OpenCheckin>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
-    host_of(&state, &room, bearer(&req)).await?;
     let OpenCheckin {
         interval_secs,
         duration_secs,
     } = body.into_inner();
-    for (name, value, range) in [
-        ("interval_secs", interval_secs, INTERVAL_SECS),
-        ("duration_secs", duration_secs, DURATION_SECS),
-    ] {
-        if !range.contains(&value) {
-            return Err(HttpError::new(
-                ErrorCode::InvalidValue,
-                format!("{name} must be from {} to {}", range.start(), range.end()),
-            ));
-        }
-    }
-    let now = Utc::now();
-    let open = state.rooms.unclosed_checkins().await?;
-    if let Some(running) = open.iter().find(|c| c.room == room && c.closes_at > now) {
-        return Err(HttpError::new(
-            ErrorCode::Conflict,
-            format!(
-                "check-in {} is open in this room until {}",
-                running.id,
-                rfc3339(running.closes_at)
-            ),
-        ));
-    }
-    let closes_at = now + chrono::Duration::seconds(duration_secs.into());
     let record = state
-        .rooms
-        .open_checkin(&room, interval_secs, now, closes_at)
+        .live
+        .open_checkin(&room, bearer(&req), interval_secs, duration_secs)
         .await?;
-    let id = record.id;
-    state.hub.do_send(StartCheckin { record });
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": id,
-        "closes_at": rfc3339(closes_at),
-    })))
-}
-
-/// The check-in `id` if the request carries its room's host token.
-async fn hosted_checkin(
-    req: &HttpRequest,
-    state: &LiveState,
-    id: i64,
-) -> Result<CheckinRecord, HttpError> {
-    let checkin = state
-        .rooms
-        .checkin(id)
-        .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, format!("no check-in {id}")))?;
-    host_of(state, &checkin.room, bearer(req)).await?;
-    Ok(checkin)
-}
-
-/// One attendee in the JSON results.
-#[derive(Debug, Serialize)]
-struct Attendee {
-    name: String,
-    at: String,
+    Ok(HttpResponse::Created().json(CheckinOpened {
+        id: record.id,
+        closes_at: rfc3339(record.closes_at),
+    }))
 }
 
 /// `GET /api/checkins/{id}` (host only): the check-in and who attended, in order.
@@ -304,26 +171,22 @@ async fn checkin_json(
     state: web::Data<LiveState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, HttpError> {
-    let checkin = hosted_checkin(&req, &state, *id).await?;
-    let attendees: Vec<Attendee> = state
-        .rooms
-        .attendance(checkin.id)
-        .await?
-        .into_iter()
-        .map(|a| Attendee {
-            name: a.name,
-            at: rfc3339(a.at),
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": checkin.id,
-        "room": checkin.room,
-        "interval_secs": checkin.interval_secs,
-        "opened_at": rfc3339(checkin.opened_at),
-        "closes_at": rfc3339(checkin.closes_at),
-        "closed": checkin.closed || Utc::now() >= checkin.closes_at,
-        "attendees": attendees,
-    })))
+    let (checkin, attendance) = state.live.report(*id, bearer(&req)).await?;
+    Ok(HttpResponse::Ok().json(CheckinReport {
+        id: checkin.id,
+        room: checkin.room,
+        interval_secs: checkin.interval_secs,
+        opened_at: rfc3339(checkin.opened_at),
+        closes_at: rfc3339(checkin.closes_at),
+        closed: checkin.closed || Utc::now() >= checkin.closes_at,
+        attendees: attendance
+            .into_iter()
+            .map(|a| Attendee {
+                name: a.name,
+                at: rfc3339(a.at),
+            })
+            .collect(),
+    }))
 }
 
 /// `GET /api/checkins/{id}.csv` (host only): `name,checked_in_at`, one row per attendee.
@@ -332,73 +195,26 @@ async fn checkin_csv(
     state: web::Data<LiveState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, HttpError> {
-    let checkin = hosted_checkin(&req, &state, *id).await?;
-    let attendance = state.rooms.attendance(checkin.id).await?;
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let rows = std::iter::once(["name".to_owned(), "checked_in_at".to_owned()]).chain(
-        attendance
-            .into_iter()
-            .map(|a| [spreadsheet_safe(&a.name), rfc3339(a.at)]),
-    );
-    for row in rows {
-        out.write_record(&row).map_err(|e| {
-            log::error!("writing CSV failed: {e}");
-            HttpError::from(ApiError::internal())
-        })?;
-    }
-    let body = out.into_inner().map_err(|e| {
-        log::error!("writing CSV failed: {e}");
-        HttpError::from(ApiError::internal())
-    })?;
+    let (checkin, attendance) = state.live.report(*id, bearer(&req)).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"checkin-{}.csv\"", checkin.id),
         ))
-        .body(body))
-}
-
-/// A name as a spreadsheet cell: one starting with `=`, `+`, `-` or `@` would be read as a
-/// formula, so it gets a leading apostrophe.
-fn spreadsheet_safe(name: &str) -> String {
-    if name.starts_with(['=', '+', '-', '@']) {
-        format!("'{name}")
-    } else {
-        name.to_owned()
-    }
-}
-
-/// The body of `POST /api/checkins/{id}/attend`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Attend {
-    name: String,
-    code: String,
+        .body(attendance_csv(&attendance)?))
 }
 
 /// `POST /api/checkins/{id}/attend` with `{name, code}`: the same check-in as over WebSocket.
+/// It spends the client's rate limit, so guessing across many names is slow.
 async fn attend_over_http(
     req: HttpRequest,
     state: web::Data<LiveState>,
     id: web::Path<i64>,
     body: web::Json<Attend>,
 ) -> Result<HttpResponse, HttpError> {
-    rate_limit(&req, &state)?;
+    state.limiter.check_request(&req)?;
     let Attend { name, code } = body.into_inner();
-    let name = validate_author(&name)?;
-    attend(&*state.rooms, &state.hub, *id, &name, &code).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"checkin": *id, "name": name})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formula_like_names_are_defused_for_spreadsheets() {
-        assert_eq!(spreadsheet_safe("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(spreadsheet_safe("@cmd"), "'@cmd");
-        assert_eq!(spreadsheet_safe("ann"), "ann");
-    }
+    let name = state.live.attend(*id, &name, &code).await?;
+    Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))
 }

@@ -214,7 +214,11 @@ async fn export_xml(
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
     // The first page is read before answering, so a failing store is still a clean 500.
-    let first = state.timeline.store().after(&video, 0, EXPORT_PAGE_ITEMS).await?;
+    let first = state
+        .timeline
+        .store()
+        .after(&video, 0, EXPORT_PAGE_ITEMS)
+        .await?;
     let disposition = format!("attachment; filename=\"{video}.xml\"");
     let body = ExportBody::new(Arc::clone(state.timeline.store()), video, first);
     Ok(HttpResponse::Ok()

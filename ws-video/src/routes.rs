@@ -56,8 +56,8 @@ async fn list(
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
     let from = query_param("from", query.from.as_deref(), "a number of seconds")?.unwrap_or(0.0);
-    let to = query_param("to", query.to.as_deref(), "a number of seconds")?
-        .unwrap_or(WHOLE_VIDEO_END);
+    let to =
+        query_param("to", query.to.as_deref(), "a number of seconds")?.unwrap_or(WHOLE_VIDEO_END);
     let items = state.timeline.window(&video, from, to).await?;
     Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))
 }

@@ -85,7 +85,12 @@ mod tests {
     fn windows_must_be_finite_ordered_and_not_negative() {
         assert!(check_window(0.0, 0.0).is_ok());
         assert!(check_window(1.5, WHOLE_VIDEO_END).is_ok());
-        for (from, to) in [(-1.0, 2.0), (3.0, 2.0), (f64::NAN, 1.0), (0.0, f64::INFINITY)] {
+        for (from, to) in [
+            (-1.0, 2.0),
+            (3.0, 2.0),
+            (f64::NAN, 1.0),
+            (0.0, f64::INFINITY),
+        ] {
             let err = check_window(from, to).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidTime, "{from}..{to}");
         }

@@ -15,7 +15,7 @@ mod sqlite_rooms;
 
 use async_trait::async_trait;
 
-pub use rooms::{Attendance, CheckinRecord, RoomRecord, RoomStore};
+pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::comment::{ChannelId, Danmaku, NewDanmaku};

@@ -42,6 +42,25 @@ pub struct CheckinRecord {
     pub closed: bool,
 }
 
+/// What [`RoomStore::open_checkin`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckinOpening {
+    /// The new check-in.
+    Opened(CheckinRecord),
+    /// Nothing: this check-in of the room is still open.
+    AlreadyOpen(CheckinRecord),
+}
+
+impl CheckinOpening {
+    /// The new check-in, if one was opened.
+    pub fn opened(self) -> Option<CheckinRecord> {
+        match self {
+            Self::Opened(record) => Some(record),
+            Self::AlreadyOpen(_) => None,
+        }
+    }
+}
+
 /// One name that checked in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attendance {
@@ -65,14 +84,16 @@ pub trait RoomStore: Send + Sync + 'static {
     /// The room, if it was created through the API.
     async fn room(&self, room: &ChannelId) -> Result<Option<RoomRecord>, StoreError>;
 
-    /// Opens a check-in in `room` (which must exist).
+    /// Opens a check-in in `room` (which must exist), unless one is still open there (not
+    /// closed, and closing after `opened_at`): a room has one check-in at a time. The check and
+    /// the insert are one transaction, so two hosts opening at once cannot both succeed.
     async fn open_checkin(
         &self,
         room: &ChannelId,
         interval_secs: u32,
         opened_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
-    ) -> Result<CheckinRecord, StoreError>;
+    ) -> Result<CheckinOpening, StoreError>;
 
     /// The check-in, if it exists.
     async fn checkin(&self, id: i64) -> Result<Option<CheckinRecord>, StoreError>;

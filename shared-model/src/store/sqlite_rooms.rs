@@ -16,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::rooms::{Attendance, CheckinRecord, RoomRecord, RoomStore};
+use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 use super::{SqliteStore, StoreError};
 use crate::comment::ChannelId;
 
@@ -109,10 +109,25 @@ impl RoomStore for SqliteStore {
         interval_secs: u32,
         opened_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
-    ) -> Result<CheckinRecord, StoreError> {
+    ) -> Result<CheckinOpening, StoreError> {
         let room = room.clone();
         let (opened_at, closes_at) = (to_sql_time(opened_at), to_sql_time(closes_at));
         self.write(move |tx| {
+            // Times are stored in one fixed-width UTC format, so text order is time order.
+            let running = tx
+                .query_row(
+                    &format!(
+                        "SELECT {CHECKIN_COLUMNS} FROM checkins
+                         WHERE room = ?1 AND closed = 0 AND closes_at > ?2
+                         ORDER BY id DESC LIMIT 1"
+                    ),
+                    params![room.as_str(), opened_at],
+                    row_to_checkin,
+                )
+                .optional()?;
+            if let Some(running) = running {
+                return Ok(CheckinOpening::AlreadyOpen(running));
+            }
             tx.query_row(
                 &format!(
                     "INSERT INTO checkins (room, interval_secs, opened_at, closes_at)
@@ -122,6 +137,7 @@ impl RoomStore for SqliteStore {
                 params![room.as_str(), interval_secs, opened_at, closes_at],
                 row_to_checkin,
             )
+            .map(CheckinOpening::Opened)
         })
         .await
     }
@@ -268,6 +284,11 @@ mod tests {
     }
 
     /// A created room with one check-in open from [`noon`] for a minute.
+    /// When the check-in of [`store_with_checkin`] closes: the room can have the next one then.
+    fn first_closes() -> DateTime<Utc> {
+        noon() + Duration::minutes(1)
+    }
+
     async fn store_with_checkin(dir: &tempfile::TempDir) -> (SqliteStore, CheckinRecord) {
         let store = open_store(dir);
         store
@@ -278,7 +299,9 @@ mod tests {
         let checkin = store
             .open_checkin(&room("live"), 5, noon(), noon() + Duration::minutes(1))
             .await
-            .unwrap();
+            .unwrap()
+            .opened()
+            .expect("no other check-in is open in the room");
         (store, checkin)
     }
 
@@ -356,6 +379,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_room_has_one_open_checkin_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = store_with_checkin(&dir).await;
+        let refused = store
+            .open_checkin(&room("live"), 5, noon(), noon() + Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(refused, CheckinOpening::AlreadyOpen(first.clone()));
+        assert_eq!(
+            store.unclosed_checkins().await.unwrap(),
+            vec![first.clone()]
+        );
+        // Once its time is over (closed or not), the next one may open.
+        let next = store
+            .open_checkin(&room("live"), 5, first_closes(), first_closes())
+            .await
+            .unwrap();
+        assert!(
+            matches!(next, CheckinOpening::Opened(ref c) if c.id > first.id),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn checkin_ids_increase_across_rooms() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(&dir);
@@ -367,7 +414,9 @@ mod tests {
             let checkin = store
                 .open_checkin(&room(name), 2, noon(), noon())
                 .await
-                .unwrap();
+                .unwrap()
+                .opened()
+                .expect("no other check-in is open in the room");
             ids.push(checkin.id);
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
@@ -444,9 +493,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, first) = store_with_checkin(&dir).await;
         let second = store
-            .open_checkin(&room("live"), 5, noon(), noon())
+            .open_checkin(&room("live"), 5, first_closes(), first_closes())
             .await
-            .unwrap();
+            .unwrap()
+            .opened()
+            .expect("no other check-in is open in the room");
         for (id, name) in [
             (first.id, "a"),
             (second.id, "b"),
@@ -468,9 +519,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, first) = store_with_checkin(&dir).await;
         let second = store
-            .open_checkin(&room("live"), 5, noon(), noon())
+            .open_checkin(&room("live"), 5, first_closes(), first_closes())
             .await
-            .unwrap();
+            .unwrap()
+            .opened()
+            .expect("no other check-in is open in the room");
         assert_eq!(store.wrong_codes(first.id, "ann").await.unwrap(), 0);
         for expected in 1..=3 {
             assert_eq!(
@@ -498,11 +551,15 @@ mod tests {
             let closed = store
                 .open_checkin(&room("other"), 10, noon(), noon())
                 .await
-                .unwrap();
+                .unwrap()
+                .opened()
+                .expect("no other check-in is open in the room");
             let later = store
                 .open_checkin(&room("other"), 60, noon(), noon() + Duration::hours(1))
                 .await
-                .unwrap();
+                .unwrap()
+                .opened()
+                .expect("no other check-in is open in the room");
             store
                 .record_attendance(kept.id, "ann", noon())
                 .await
@@ -521,9 +578,11 @@ mod tests {
         assert_eq!(store.wrong_codes(kept.id, "bob").await.unwrap(), 1);
         assert!(store.room(&room("live")).await.unwrap().is_some());
         let next = store
-            .open_checkin(&room("live"), 5, noon(), noon())
+            .open_checkin(&room("live"), 5, first_closes(), first_closes())
             .await
-            .unwrap();
+            .unwrap()
+            .opened()
+            .expect("no other check-in is open in the room");
         assert!(next.id > later.id);
     }
 
@@ -594,7 +653,9 @@ mod tests {
         let checkin = store
             .open_checkin(&room("live"), 5, noon(), noon())
             .await
-            .unwrap();
+            .unwrap()
+            .opened()
+            .expect("no other check-in is open in the room");
         assert!(
             store
                 .record_attendance(checkin.id, "ann", noon())
