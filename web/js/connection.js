@@ -11,6 +11,15 @@
 // - `state`: `detail` is `{state, attempt, retryInMs, code, reason}`; `state` is `connecting` (the
 //   first attempt), `open`, `reconnecting` (waiting to retry, or retrying) or `closed` (by `close()`).
 // - `open`: `detail` is `{reopened}`; the page asks again for what it needs (also the `onOpen` option).
+// - `refused`: the server refused the upgrade, and why: `detail` is `{status, code, message}` (`code`
+//   and `message` from the JSON error body, each null when it has none). A browser hides a refused
+//   upgrade's answer, so after the first failed attempt of a run of failures (one where the socket
+//   never opened) the same address is asked over plain HTTP, which gets the same checks (origin,
+//   name, token). Statuses that retrying can fix (400, which is also what an HTTP request that passed
+//   the checks gets, 429 and 5xx) are not refusals. The connection keeps retrying: the page decides
+//   whether to `close()` it.
+
+import { readError } from './api.js';
 
 /** First wait before reconnecting, in milliseconds; it doubles after each failed attempt. */
 const BACKOFF_START_MS = 500;
@@ -61,6 +70,8 @@ export class Connection extends EventTarget {
     this.ws = null;
     this.attempt = 0; // failed attempts since the last healthy connection
     this.openedOnce = false;
+    this.openedSinceFailure = false; // a socket opened since the last failure: a drop, not a refusal
+    this.probed = false; // this run of failures was already asked about (see `refused`)
     this.nextRef = 1;
     /** ref -> {resolve, reject, timer, expect} */
     this.pending = new Map();
@@ -134,11 +145,16 @@ export class Connection extends EventTarget {
 
   // ---- inside ----
 
-  url() {
+  /** The path and query to connect to (the query is read anew). */
+  target() {
     const raw = typeof this.query === 'function' ? this.query() : this.query;
     const query = raw ? new URLSearchParams(raw).toString() : '';
+    return `${this.path}${query ? `?${query}` : ''}`;
+  }
+
+  url() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${scheme}//${location.host}${this.path}${query ? `?${query}` : ''}`;
+    return `${scheme}//${location.host}${this.target()}`;
   }
 
   connect() {
@@ -166,6 +182,8 @@ export class Connection extends EventTarget {
     this.timers.connect = null;
     const reopened = this.openedOnce;
     this.openedOnce = true;
+    this.openedSinceFailure = true;
+    this.probed = false;
     this.timers.stable = setTimeout(() => { this.attempt = 0; }, STABLE_MS);
     this.timers.ping = setInterval(() => this.ping(), this.pingIntervalMs);
     this.setState('open', {});
@@ -231,6 +249,25 @@ export class Connection extends EventTarget {
     this.attempt += 1;
     this.timers.retry = setTimeout(() => this.connect(), delay);
     this.setState('reconnecting', { retryInMs: delay, code, reason });
+    if (!this.openedSinceFailure && !this.probed) {
+      this.probed = true;
+      this.probeRefusal();
+    }
+    this.openedSinceFailure = false;
+  }
+
+  /** Asks over plain HTTP why the upgrade fails; dispatches `refused` when the server refuses it. */
+  async probeRefusal() {
+    let res;
+    try {
+      res = await fetch(this.target(), { cache: 'no-store' });
+    } catch {
+      return; // unreachable: the `state` events say so already
+    }
+    if (res.status === 400 || res.status === 429 || res.status < 400 || res.status >= 500) return;
+    const { code, message } = await readError(res);
+    if (this.state === 'closed') return;
+    this.dispatchEvent(new CustomEvent('refused', { detail: { status: res.status, code, message } }));
   }
 
   failPending(code, message) {
@@ -255,6 +292,14 @@ export class Connection extends EventTarget {
     const detail = { state, attempt: this.attempt, retryInMs, code, reason };
     this.dispatchEvent(new CustomEvent('state', { detail }));
   }
+}
+
+/**
+ * A sentence for a `refused` event's detail, with the code after it, e.g.
+ * `The server refused to connect: pages from … may not open WebSockets here (origin_not_allowed)`.
+ */
+export function describeRefusal({ status, code, message }) {
+  return `The server refused to connect: ${message ?? `status ${status}`} (${code ?? status})`;
 }
 
 /** Stops a socket's handlers from reaching the connection (it is being abandoned). */

@@ -11,6 +11,8 @@
 // first from the HTTP `Date` header (to a second), then from the rotation itself: a code that follows
 // the previous one by exactly one interval was issued as it arrived.
 
+import { ApiError, api, describe, json } from './api.js';
+import { ChatList, clock } from './chat-list.js';
 import { Connection } from './connection.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -29,8 +31,6 @@ const DURATION_MAX = 3600;
 const CLOSE_GRACE_MS = 3000;
 /** Chat entries kept on this page. */
 const MAX_CHAT = 100;
-/** The chat follows new comments while scrolled within this many pixels of its bottom. */
-const NEAR_BOTTOM_PX = 48;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -47,13 +47,6 @@ const ui = {
 
 // ---- helpers ----
 
-/** `HH:MM:SS` in local time, or '' for a bad timestamp. */
-function clock(value) {
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) return '';
-  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
-}
-
 /** `m:ss` for a duration in milliseconds (rounded up, so 0:00 means it is over). */
 function minutesSeconds(ms) {
   const total = Math.max(0, Math.ceil(ms / 1000));
@@ -66,8 +59,6 @@ const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
-
-function safeColor(c) { return /^#[0-9a-fA-F]{6}$/.test(c) ? c : '#ffffff'; }
 
 function showError(text) { ui.error.textContent = text; }
 function setStatus(text) { ui.status.textContent = text; }
@@ -96,49 +87,20 @@ function noteDateHeader(res) {
 
 // ---- HTTP ----
 
-/** A failed API call: `code` is the server's error code, `network` or `http_<status>`. */
-class ApiError extends Error {
-  constructor(code, message, status = 0) {
-    super(message);
-    this.name = 'ApiError';
-    this.code = code;
-    this.status = status;
-  }
-}
-
-/** Calls the API; resolves with the Response when it is a success, throws an ApiError otherwise. */
-async function api(path, { method = 'GET', body, token, accept = 'application/json' } = {}) {
-  const headers = { Accept: accept };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  let res;
+/**
+ * Calls the API as the host (`token`), setting the server's clock from every answer; a refused token
+ * says so in the ApiError's message.
+ */
+async function hostApi(path, options = {}) {
   try {
-    res = await fetch(path, {
-      method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError('network', 'Could not reach the server.');
+    return await api(path, { ...options, onResponse: noteDateHeader });
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) {
+      err.message = `The host token was not accepted for this room: ${err.message}`;
+    }
+    throw err;
   }
-  noteDateHeader(res);
-  if (res.ok) return res;
-  let code = `http_${res.status}`;
-  let message = `The server answered ${res.status}.`;
-  try {
-    const error = (await res.json())?.error;
-    if (typeof error?.code === 'string') code = error.code;
-    if (typeof error?.message === 'string') message = error.message;
-  } catch { /* not JSON: keep the status */ }
-  if (res.status === 401 || res.status === 403) {
-    message = `The host token was not accepted for this room: ${message}`;
-  }
-  throw new ApiError(code, message, res.status);
 }
-
-async function json(res) {
-  try { return await res.json(); } catch { throw new ApiError('bad_answer', 'The server sent an answer that is not JSON.'); }
-}
-
-const describe = (err) => `${err.message} (${err.code ?? 'error'})`;
 
 // ---- the host's rooms in this tab ----
 
@@ -212,7 +174,7 @@ ui.createForm.addEventListener('submit', async (event) => {
   ui.create.disabled = true;
   ui.setupError.textContent = '';
   try {
-    const data = await json(await api('/api/rooms', { method: 'POST', body: title ? { title } : {} }));
+    const data = await json(await hostApi('/api/rooms', { method: 'POST', body: title ? { title } : {} }));
     if (typeof data?.room !== 'string' || !ROOM_RE.test(data.room) || typeof data.host_token !== 'string') {
       throw new ApiError('bad_answer', 'The server did not answer with a room and a host token.');
     }
@@ -270,7 +232,7 @@ function begin(saved) {
   ui.copyNote.textContent = '';
   ui.tokenShow.textContent = host.host_token;
   showError('');
-  resetChat();
+  chat.reset();
   current = null;
   code = null;
   attendees.clear();
@@ -315,32 +277,17 @@ ui.copy.addEventListener('click', async () => {
 
 /** Socket attempts that failed since the last `welcome`, to tell a refused token from a blip. */
 let failuresSinceWelcome = 0;
-/** The socket opened since the last failure (a drop, not a refusal). */
-let openedSinceFailure = false;
-/** The refusal was already asked about in this run of failures. */
-let probed = false;
 
-/** The socket's query, also used to ask the server why it refuses the upgrade. */
+/** The socket's query: read at every (re)connect, as the resume point moves on. */
 function socketQuery() {
   const q = new URLSearchParams({ host_token: host.host_token, name: 'host' });
-  if (chatLastId !== null) q.set('since', String(chatLastId));
+  if (chat.lastId !== null) q.set('since', String(chat.lastId));
   return q;
 }
 
-/**
- * Asks why an upgrade fails: the same address over plain HTTP gets the same checks, so a wrong
- * token answers 401/403 with the JSON error (a browser does not show a refused upgrade's status).
- */
-async function probeRefusal(c) {
-  let res;
-  try {
-    res = await fetch(`/ws/live/${encodeURIComponent(host.room)}?${socketQuery()}`, { cache: 'no-store' });
-  } catch {
-    return; // the server is unreachable: the status line says so already
-  }
-  if (c !== conn || (res.status !== 401 && res.status !== 403)) return;
-  let message = '';
-  try { message = (await res.json())?.error?.message ?? ''; } catch { /* no JSON body */ }
+/** The server refused the socket (see connection.js): a wrong token goes back to the setup. */
+function onRefused({ status, message }) {
+  if (status !== 401 && status !== 403) return;
   const room = host.room;
   forgetHost(room);
   showSetup({
@@ -352,14 +299,6 @@ async function probeRefusal(c) {
 
 function onState(c, { state, attempt, retryInMs, reason }) {
   if (state !== 'open') setViewers(null);
-  if (state === 'open') openedSinceFailure = true;
-  if (state === 'reconnecting' && retryInMs !== null) {
-    if (!openedSinceFailure && !probed) {
-      probed = true;
-      probeRefusal(c);
-    }
-    openedSinceFailure = false;
-  }
   switch (state) {
     case 'connecting':
       setStatus(`Connecting to room “${host.room}” as host…`);
@@ -396,10 +335,9 @@ function onWelcome(c, f) {
     return;
   }
   failuresSinceWelcome = 0;
-  probed = false;
   setViewers(f.viewers);
-  if (f.recovered === false) resetChat();
-  addChat(f.history);
+  if (f.recovered === false) chat.reset();
+  chat.add(f.history);
   setStatus(`Connected as host of room “${host.room}”.`);
   // What happened while the socket was down: new attendees, or the check-in closing.
   if (current) refreshCheckin(current.id);
@@ -411,13 +349,12 @@ function connect() {
   });
   conn = c;
   failuresSinceWelcome = 0;
-  openedSinceFailure = false;
-  probed = false;
   const on = (type, handler) => c.addEventListener(type, (e) => { if (c === conn) handler(c, e.detail); });
   on('state', onState);
+  on('refused', (_, refusal) => onRefused(refusal));
   on('welcome', onWelcome);
   on('viewers', (_, f) => setViewers(f.count));
-  on('danmaku', (_, f) => addChat(f.items));
+  on('danmaku', (_, f) => chat.add(f.items));
   on('error', (_, f) => showError(`${f.message ?? 'The server reported an error.'} (${f.code ?? 'error'})`));
   on('checkin_open', (_, f) => {
     if (!Number.isInteger(f.checkin)) return;
@@ -484,7 +421,7 @@ async function refreshCheckin(id) {
   const forRoom = host.room;
   loading.add(id);
   try {
-    const data = await json(await api(`/api/checkins/${encodeURIComponent(id)}`, { token: host.host_token }));
+    const data = await json(await hostApi(`/api/checkins/${encodeURIComponent(id)}`, { token: host.host_token }));
     if (host?.room !== forRoom) return;
     if (current && current.id !== id) return; // a newer check-in took its place
     setCurrent(id, data.closes_at);
@@ -631,7 +568,7 @@ ui.checkinForm.addEventListener('submit', async (event) => {
   showError('');
   render();
   try {
-    const data = await json(await api(`/api/rooms/${encodeURIComponent(forRoom)}/checkins`, {
+    const data = await json(await hostApi(`/api/rooms/${encodeURIComponent(forRoom)}/checkins`, {
       method: 'POST',
       token: host.host_token,
       body: { interval_secs: interval, duration_secs: duration },
@@ -694,7 +631,7 @@ ui.csv.addEventListener('click', async () => {
   csvBusy = true;
   ui.csv.disabled = true;
   try {
-    const res = await api(`/api/checkins/${encodeURIComponent(id)}.csv`, { token: host.host_token, accept: 'text/csv' });
+    const res = await hostApi(`/api/checkins/${encodeURIComponent(id)}.csv`, { token: host.host_token, accept: 'text/csv' });
     const blob = await res.blob();
     const url = URL.createObjectURL(blob);
     const a = document.createElement('a');
@@ -714,44 +651,7 @@ ui.csv.addEventListener('click', async () => {
 
 // ---- the chat view ----
 
-let chatLastId = null;
-const chatSeen = new Set();
-
-function resetChat() {
-  chatLastId = null;
-  chatSeen.clear();
-  ui.chat.replaceChildren();
-}
-
-function addChat(items) {
-  const el = ui.chat;
-  const follow = el.scrollHeight - el.scrollTop - el.clientHeight <= NEAR_BOTTOM_PX;
-  for (const item of Array.isArray(items) ? items : []) {
-    if (!item || !Number.isInteger(item.id) || typeof item.text !== 'string') continue;
-    if (chatLastId === null || item.id > chatLastId) chatLastId = item.id;
-    if (chatSeen.has(item.id)) continue;
-    chatSeen.add(item.id);
-    const li = document.createElement('li');
-    const time = document.createElement('time');
-    time.dateTime = typeof item.sent_at === 'string' ? item.sent_at : '';
-    time.textContent = clock(item.sent_at);
-    const swatch = document.createElement('span');
-    swatch.className = 'swatch';
-    swatch.style.setProperty('--swatch', safeColor(item.color));
-    const author = document.createElement('span');
-    author.className = 'author';
-    author.textContent = typeof item.author === 'string' ? item.author : '';
-    const text = document.createElement('span');
-    text.textContent = `: ${item.text}`;
-    li.append(time, swatch, author, text);
-    el.append(li);
-  }
-  while (el.children.length > MAX_CHAT) el.firstElementChild.remove();
-  if (chatSeen.size > MAX_CHAT * 20 && chatLastId !== null) {
-    for (const id of chatSeen) if (id < chatLastId - MAX_CHAT * 10) chatSeen.delete(id);
-  }
-  if (follow) el.scrollTop = el.scrollHeight;
-}
+const chat = new ChatList(ui.chat, { max: MAX_CHAT, maxSeen: MAX_CHAT * 20 });
 
 // ---- start ----
 

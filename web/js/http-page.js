@@ -6,6 +6,8 @@
 
 import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
+import { api, json } from './api.js';
+import { commentParts } from './chat-list.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Comments asked for on the first request, to start with recent history. */
@@ -43,7 +45,6 @@ const base = `/api/rooms/${encodeURIComponent(room)}/danmaku`;
 
 const stage = new Stage($('stage'));
 bindStageSettings(stage);
-const encoder = new TextEncoder();
 const stats = { requests: 0, bytes: 0, comments: 0 };
 /** Ids already on the page; ids at or below the cursor are pruned as the cursor moves on. */
 const shown = new Set();
@@ -57,26 +58,19 @@ function renderStats() {
   ui.comments.textContent = String(stats.comments);
 }
 
-/** Fetches and parses JSON, counting the request and the body's bytes. Throws on failure. */
-async function request(url, init = {}) {
+/** Adds an answer's body to the bytes received, read from a copy as it arrives. */
+function countBytes(res) {
+  res.clone().arrayBuffer().then((body) => {
+    stats.bytes += body.byteLength;
+    renderStats();
+  }, () => { /* aborted: the request's own error says so */ });
+}
+
+/** Calls the API and reads its JSON, counting the request and the bytes received. Throws an ApiError. */
+async function request(path, options = {}) {
   stats.requests += 1;
   renderStats();
-  const res = await fetch(url, { cache: 'no-store', ...init, headers: { Accept: 'application/json', ...init.headers } });
-  const text = await res.text();
-  stats.bytes += encoder.encode(text).length;
-  renderStats();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below */ }
-  if (!res.ok) {
-    const err = new Error(body?.error?.message ?? `The server answered ${res.status}.`);
-    err.status = res.status;
-    err.code = body?.error?.code;
-    const retry = Number(res.headers.get('Retry-After'));
-    if (Number.isFinite(retry) && retry > 0) err.retryAfterMs = retry * 1000;
-    throw err;
-  }
-  if (body === null) throw new Error('The server sent an answer that is not JSON.');
-  return body;
+  return json(await api(path, { ...options, onResponse: countBytes }));
 }
 
 // ---- showing comments ----
@@ -97,18 +91,8 @@ function show(item, { own = false, fly = true } = {}) {
   const li = document.createElement('li');
   li.dataset.id = String(item.id);
   if (own) li.classList.add('own');
-  const time = document.createElement('time');
-  time.dateTime = item.sent_at ?? '';
-  time.textContent = formatTime(item.sent_at);
-  const swatch = document.createElement('span');
-  swatch.className = 'swatch';
-  swatch.style.setProperty('--swatch', item.color ?? '#ffffff');
-  const author = document.createElement('span');
-  author.className = 'author';
-  author.textContent = item.author ?? '';
-  const text = document.createElement('span');
-  text.textContent = `: ${item.text ?? ''}`;
-  li.append(time, swatch, author, text);
+  const parts = commentParts(item, { text: formatTime(item.sent_at), dateTime: item.sent_at ?? '' });
+  li.append(parts.time, parts.swatch, parts.author, parts.text);
 
   // Newest first, ordered by id: a poll can bring an older comment after our own newer one.
   const after = [...ui.list.children].find((el) => Number(el.dataset.id) < item.id);
@@ -179,8 +163,7 @@ async function loop(me) {
       if (me !== run) return;
       backoff = backoff ? Math.min(backoff * 2, BACKOFF_MAX_MS) : BACKOFF_START_MS;
       delay = Math.max(backoff, err.retryAfterMs ?? 0, long ? 0 : intervalMs());
-      const why = err.name === 'AbortError' ? 'The request timed out.'
-        : err.name === 'TypeError' ? 'Could not reach the server.' : err.message;
+      const why = err.name === 'AbortError' ? 'The request timed out.' : err.message;
       setStatus(`${why} Retrying in ${Math.round(delay / 1000)} s.`);
     }
     if (delay > 0) await pause(delay);
@@ -221,14 +204,13 @@ ui.form.addEventListener('submit', async (event) => {
   try {
     const item = await request(base, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ author, text, color: ui.color.value, mode: ui.mode.value }),
+      body: { author, text, color: ui.color.value, mode: ui.mode.value },
     });
     show(item, { own: true });
     ui.text.value = '';
     showError('');
   } catch (err) {
-    let message = err.name === 'TypeError' ? 'Could not reach the server.' : err.message;
+    let message = err.message;
     if (err.retryAfterMs) message += ` Try again in ${Math.ceil(err.retryAfterMs / 1000)} s.`;
     showError(message);
   } finally {

@@ -1,6 +1,6 @@
 // The live page: a room's stream with flying comments, the chat box, the viewer count and check-in.
 //
-// One socket per room and name: a new name means a new socket. The page keeps `lastId`, the highest
+// One socket per room and name: a new name means a new socket. The chat keeps `lastId`, the highest
 // id it has seen on the room's ordered stream (the `welcome` history and `danmaku` frames), and every
 // (re)connect asks for `since=lastId`, so the server sends exactly what was missed. `lastId` does not
 // move on an `ack`: our own comment may overtake others' comments still on their way to us, and
@@ -13,7 +13,8 @@
 
 import { AUTHOR_KEY, chars } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
-import { Connection } from './connection.js';
+import { ChatList, clock } from './chat-list.js';
+import { Connection, describeRefusal } from './connection.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** The room watched when the address names none. */
@@ -29,8 +30,6 @@ const MAX_CHAT = 500;
 const MAX_SEEN = 5000;
 /** After a resume, only the last this many missed comments fly; all of them go to the chat. */
 const FLY_ON_RESUME = 10;
-/** The chat follows new comments while scrolled within this many pixels of its bottom. */
-const NEAR_BOTTOM_PX = 48;
 /** How often the "reconnecting in N s" countdown is redrawn, in milliseconds. */
 const RETRY_TICK_MS = 250;
 
@@ -68,20 +67,6 @@ document.title = `danmaku · Live · ${room}`;
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 
-/** `HH:MM:SS` in local time, or '' for a bad timestamp. */
-function clock(rfc3339) {
-  const d = new Date(rfc3339);
-  if (Number.isNaN(d.getTime())) return '';
-  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
-}
-
-function safeColor(c) { return /^#[0-9a-fA-F]{6}$/.test(c) ? c : '#ffffff'; }
-
-function isItem(item) {
-  return item !== null && typeof item === 'object' && Number.isInteger(item.id)
-    && typeof item.text === 'string' && (item.channel === undefined || item.channel === room);
-}
-
 function storageGet(store, key) {
   try { return store.getItem(key); } catch { return null; }
 }
@@ -109,115 +94,37 @@ function describeError(code, message) {
 
 // ---- the chat and the stage ----
 
-/** The highest id seen on the room's ordered stream: the resume point. */
-let lastId = null;
-/** Ids shown, for deduplication. */
-const seen = new Set();
-/** Ids of comments this page sent. */
-const ownIds = new Set();
-
-function advance(id) {
-  if (lastId === null || id > lastId) lastId = id;
-}
-
-function chatRow(item) {
-  const li = document.createElement('li');
-  li.dataset.id = String(item.id);
-  if (ownIds.has(item.id)) li.classList.add('own');
-  const time = document.createElement('time');
-  time.dateTime = typeof item.sent_at === 'string' ? item.sent_at : '';
-  time.textContent = clock(item.sent_at);
-  const swatch = document.createElement('span');
-  swatch.className = 'swatch';
-  swatch.style.setProperty('--swatch', safeColor(item.color));
-  const author = document.createElement('span');
-  author.className = 'author';
-  author.textContent = typeof item.author === 'string' ? item.author : '';
-  const text = document.createElement('span');
-  text.className = 'text';
-  text.textContent = `: ${item.text}`;
-  li.append(time, swatch, author, text);
-  return li;
-}
-
-function nearBottom() {
-  const el = ui.chat;
-  return el.scrollHeight - el.scrollTop - el.clientHeight <= NEAR_BOTTOM_PX;
-}
-
-function scrollChatDown() {
-  ui.chat.scrollTop = ui.chat.scrollHeight;
-  ui.chatMore.hidden = true;
-}
-
-/** Puts entries in the chat in id order (almost always at the end), then trims and scrolls. */
-function appendToChat(items, { follow = false } = {}) {
-  if (items.length === 0) return;
-  const wasNearBottom = nearBottom();
-  for (const item of items) {
-    const li = chatRow(item);
-    let before = ui.chat.lastElementChild;
-    while (before && Number(before.dataset.id) > item.id) before = before.previousElementSibling;
-    ui.chat.insertBefore(li, before ? before.nextSibling : ui.chat.firstChild);
-  }
-  while (ui.chat.children.length > MAX_CHAT) ui.chat.firstElementChild.remove();
-  if (follow || wasNearBottom) scrollChatDown();
-  else ui.chatMore.hidden = false;
-}
-
-/** Forgets old ids once there are many; only ids above `lastId` can still arrive from a resume. */
-function pruneSeen() {
-  if (seen.size <= MAX_SEEN || lastId === null) return;
-  const floor = lastId - MAX_SEEN / 2;
-  for (const id of seen) if (id < floor) seen.delete(id);
-}
+/** The chat; its `lastId`, the highest id seen on the room's ordered stream, is the resume point. */
+const chat = new ChatList(ui.chat, {
+  max: MAX_CHAT,
+  maxSeen: MAX_SEEN,
+  more: ui.chatMore,
+  accept: (item) => item.channel === undefined || item.channel === room,
+});
 
 /**
  * Adds the comments not seen yet to the chat and (per `fly`: `all`, `tail` or `none`) to the stage.
  * Returns how many were new.
  */
 function addItems(items, { fly }) {
-  const fresh = [];
-  for (const item of Array.isArray(items) ? items : []) {
-    if (!isItem(item)) continue;
-    advance(item.id);
-    if (seen.has(item.id)) continue;
-    seen.add(item.id);
-    fresh.push(item);
-  }
-  appendToChat(fresh);
+  const fresh = chat.add(items);
   const flying = fly === 'all' ? fresh : fly === 'tail' ? fresh.slice(-FLY_ON_RESUME) : [];
-  for (const item of flying) stage.add(item, ownIds.has(item.id));
-  pruneSeen();
+  for (const item of flying) stage.add(item, chat.isOwn(item.id));
   return fresh.length;
 }
 
 /** Our own comment, from its `ack`: shown at once, marked as ours. */
 function addOwn(item) {
-  ownIds.add(item.id);
-  if (seen.has(item.id)) {
-    ui.chat.querySelector(`li[data-id="${item.id}"]`)?.classList.add('own');
-    return;
-  }
-  seen.add(item.id);
-  appendToChat([item], { follow: true });
-  stage.add(item, true);
+  if (chat.addOwn(item)) stage.add(item, true);
 }
 
 /** Empties the chat and the stage (too much was missed to fill the gap). */
 function resetChat() {
-  seen.clear();
-  lastId = null;
-  ui.chat.replaceChildren();
-  ui.chatMore.hidden = true;
+  chat.reset();
   stage.clear();
 }
 
-ui.chat.addEventListener('scroll', () => { if (nearBottom()) ui.chatMore.hidden = true; });
-ui.chatMore.addEventListener('click', () => {
-  scrollChatDown();
-  ui.text.focus();
-});
+ui.chatMore.addEventListener('click', () => ui.text.focus());
 
 // ---- the name ----
 
@@ -280,35 +187,16 @@ function describeRetry(retryAt, attempt, reason) {
 function socketQuery() {
   const q = new URLSearchParams();
   if (wantedName) q.set('name', wantedName);
-  if (lastId !== null) q.set('since', String(lastId));
+  if (chat.lastId !== null) q.set('since', String(chat.lastId));
   return q;
 }
 
-/** The socket opened since the last failure (a drop, not a refusal). */
-let openedSinceFailure = false;
-/** The refusal was already asked about in this run of failures. */
-let probed = false;
-
-/**
- * Asks why an upgrade fails: the same address over plain HTTP gets the same checks (name, origin),
- * so a refusal answers with its status and JSON error, which a browser hides for a WebSocket.
- * A request that passes the checks ends in a harmless 400 (it is not an upgrade).
- */
-async function probeRefusal(c) {
-  let res;
-  try {
-    res = await fetch(`/ws/live/${encodeURIComponent(room)}?${socketQuery()}`, { cache: 'no-store' });
-  } catch {
-    return; // unreachable: the status line says so already
-  }
-  if (c !== conn || res.status === 400 || res.status === 429 || res.status < 400 || res.status >= 500) return;
-  let error = null;
-  try { error = (await res.json())?.error ?? null; } catch { /* no JSON body */ }
-  if (c !== conn) return;
-  const text = `The server refused to connect: ${error?.message ?? `status ${res.status}`} (${error?.code ?? res.status})`;
-  if (res.status === 422) {
+/** The server refused the socket (name, origin): see connection.js. */
+function onRefused(refusal) {
+  const text = describeRefusal(refusal);
+  if (refusal.status === 422) {
     // The name: retrying cannot help until it changes.
-    c.close();
+    conn.close();
     ui.nameNote.textContent = `${text}. Choose another name.`;
     setStatus('Not connected: choose another name.');
     ui.name.focus();
@@ -320,14 +208,6 @@ async function probeRefusal(c) {
 function onState({ state, attempt, retryInMs, reason }) {
   stopRetryTicker();
   if (state !== 'open') setViewers(null);
-  if (state === 'open') openedSinceFailure = true;
-  if (state === 'reconnecting' && retryInMs !== null) {
-    if (!openedSinceFailure && !probed) {
-      probed = true;
-      probeRefusal(conn);
-    }
-    openedSinceFailure = false;
-  }
   switch (state) {
     case 'connecting':
       setStatus(`Connecting to room “${room}”…`);
@@ -365,13 +245,13 @@ function onWelcome(f) {
     resetChat();
     addItems(f.history, { fly: 'none' });
     ui.chatNote.textContent = 'Missed too much while disconnected; showing the latest comments.';
-    scrollChatDown();
+    chat.scrollDown();
     message = `Reconnected${who}; missed too much, showing the latest.`;
   } else {
     const fresh = addItems(f.history, { fly: welcomed && f.recovered === true ? 'tail' : 'none' });
     const missed = `${fresh} missed comment${fresh === 1 ? '' : 's'}`;
     if (!welcomed) {
-      scrollChatDown();
+      chat.scrollDown();
       message = `Connected to room “${room}”${who}.`;
     } else if (renamed) {
       message = `Now chatting${who}${fresh ? `; resumed ${missed}` : ''}.`;
@@ -381,7 +261,6 @@ function onWelcome(f) {
   }
   welcomed = true;
   renamed = false;
-  probed = false;
   setStatus(message);
 }
 
@@ -391,10 +270,9 @@ function connect() {
     query: socketQuery,
   });
   conn = c;
-  openedSinceFailure = false;
-  probed = false;
   const on = (type, handler) => c.addEventListener(type, (e) => { if (c === conn) handler(e.detail); });
   on('state', onState);
+  on('refused', onRefused);
   on('welcome', onWelcome);
   on('danmaku', (f) => addItems(f.items, { fly: 'all' }));
   on('viewers', (f) => setViewers(f.count));
@@ -423,7 +301,7 @@ ui.sendForm.addEventListener('submit', async (event) => {
     const { item } = await sentOn.request({ type: 'send', text, color: ui.color.value, mode: ui.mode.value });
     ui.text.value = '';
     showError('');
-    if (sentOn === conn && isItem(item)) addOwn(item);
+    if (sentOn === conn && chat.accepts(item)) addOwn(item);
   } catch (err) {
     showError(describeError(err.code, err.message));
   } finally {

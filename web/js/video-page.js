@@ -16,7 +16,8 @@
 
 import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
 import { Stage, bindStageSettings } from './stage.js';
-import { Connection } from './connection.js';
+import { commentParts } from './chat-list.js';
+import { Connection, describeRefusal } from './connection.js';
 
 const VIDEO_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** The demo clip the service may ship; the page copes with its absence. */
@@ -156,18 +157,13 @@ function row(item) {
   const button = document.createElement('button');
   button.type = 'button';
   button.dataset.id = String(item.id);
-  const time = document.createElement('time');
-  time.dateTime = `PT${Math.max(0, item.time).toFixed(3)}S`;
-  time.textContent = formatTime(item.time);
-  const swatch = document.createElement('span');
-  swatch.className = 'swatch';
-  swatch.style.setProperty('--swatch', /^#[0-9a-fA-F]{6}$/.test(item.color) ? item.color : '#ffffff');
+  const { time, swatch, author, text } = commentParts(item, {
+    text: formatTime(item.time),
+    dateTime: `PT${Math.max(0, item.time).toFixed(3)}S`,
+  });
   const words = document.createElement('span');
   words.className = 'words';
-  const author = document.createElement('span');
-  author.className = 'author';
-  author.textContent = item.author ?? '';
-  words.append(author, `: ${item.text}`);
+  words.append(author, text);
   button.append(time, swatch, words);
   li.append(button);
   rows.set(item.id, li);
@@ -455,6 +451,7 @@ function watch(id) {
     setStatus(describeState(e.detail));
     if (e.detail.state !== 'open') setViewers(null);
   });
+  c.addEventListener('refused', (e) => { if (c === conn) showError(describeRefusal(e.detail)); });
   c.addEventListener('hello', (e) => { if (c === conn) setViewers(e.detail.viewers); });
   c.addEventListener('viewers', (e) => { if (c === conn) setViewers(e.detail.count); });
   c.addEventListener('danmaku', (e) => { if (c === conn) merge(e.detail.items); });
