@@ -355,7 +355,27 @@ async fn the_http_page_receives_an_api_comment_by_short_and_by_long_polling() {
          t.dispatchEvent(new Event('change')); return true;",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Post once the page's long poll waits at the server.
+    let stats = format!("{}/api/stats", services.http.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Value = http()
+            .get(&stats)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if now["long_polls_waiting"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page's long poll never waited: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     post("by long polling").await;
     wait_for(
         &page,

@@ -83,6 +83,15 @@ impl RoomFeeds {
         self.lock().rooms.len()
     }
 
+    /// Long polls waiting now, in every room.
+    pub fn waiters(&self) -> usize {
+        self.lock()
+            .rooms
+            .values()
+            .map(watch::Sender::receiver_count)
+            .sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FeedsInner> {
         // A panic while holding this lock leaves the map consistent (every operation on it is a
         // single map call), so a poisoned lock is safe to keep using.
@@ -156,6 +165,7 @@ mod tests {
         let first = feeds.subscribe(&room("a")).unwrap();
         let mut second = feeds.subscribe(&room("a")).unwrap();
         assert_eq!(feeds.rooms_waited_on(), 1);
+        assert_eq!(feeds.waiters(), 2);
         drop(first);
         assert_eq!(feeds.rooms_waited_on(), 1);
         feeds.close();

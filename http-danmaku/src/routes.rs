@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::error::{page_params, query_param};
-use shared_model::api::Page;
+use shared_model::api::{Page, PollStats};
 use shared_model::comment::TimeRule;
 use shared_model::limits::{MAX_LONG_POLL_SECS, SEED_POLLING_ITEMS};
 use shared_model::{ChannelId, DraftDanmaku, ErrorCode};
@@ -20,6 +20,7 @@ pub const SEED_ROOM: &str = "default";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(service_kit::server::health))
         .route("/polling", web::get().to(seed_polling))
+        .route("/api/stats", web::get().to(stats))
         .service(
             web::resource("/api/rooms/{room}/danmaku")
                 .route(web::post().to(post_danmaku))
@@ -103,4 +104,13 @@ async fn seed_polling(state: web::Data<AppState>) -> Result<HttpResponse, HttpEr
     let room = ChannelId::parse(SEED_ROOM)?;
     let items = state.store.latest(&room, SEED_POLLING_ITEMS).await?;
     Ok(HttpResponse::Ok().json(items))
+}
+
+/// `GET /api/stats`: how many long polls wait now, for operators (and for tests, which wait on it
+/// instead of sleeping until a poll is surely waiting).
+async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(PollStats {
+        long_polls_waiting: state.feeds.waiters(),
+        rooms_waited_on: state.feeds.rooms_waited_on(),
+    })
 }

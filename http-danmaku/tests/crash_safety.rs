@@ -8,10 +8,10 @@ mod helpers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use helpers::{client, read_all, start_binary};
+use helpers::{client, read_all, start_binary, wait_for_long_polls};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -22,9 +22,10 @@ const WRITERS: usize = 4;
 async fn post_then_kill(db: &std::path::Path, cycle: usize) -> HashMap<String, i64> {
     let server = start_binary(db);
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (base, stop) = (server.base.clone(), stop.clone());
+            let (base, stop, acks) = (server.base.clone(), stop.clone(), acks.clone());
             tokio::spawn(async move {
                 let client = client();
                 let mut acked = HashMap::new();
@@ -48,13 +49,22 @@ async fn post_then_kill(db: &std::path::Path, cycle: usize) -> HashMap<String, i
                         break;
                     };
                     acked.insert(text, item["id"].as_i64().expect("an id"));
+                    acks.fetch_add(1, Ordering::SeqCst);
                 }
                 acked
             })
         })
         .collect();
-    let delay = rand::rng().random_range(200..900);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    // Kill at a random point of the traffic: once a random number of comments were acked.
+    let kill_after = rand::rng().random_range(20..400);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acks.load(Ordering::SeqCst) < kill_after {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writers never got {kill_after} acks"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     server.kill9();
     stop.store(true, Ordering::SeqCst);
     let mut acked = HashMap::new();
@@ -158,7 +168,7 @@ async fn sigterm_answers_waiting_long_polls_and_exits_cleanly_losing_nothing() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_long_polls(&http, &server.base, 1).await;
     server.terminate();
     let status = server
         .wait_exit(Duration::from_secs(10))

@@ -115,6 +115,15 @@ pub struct CheckedIn {
     pub name: String,
 }
 
+/// The answer of `GET /api/stats` on the HTTP service: what it is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollStats {
+    /// Long polls waiting for a comment, in every room.
+    pub long_polls_waiting: usize,
+    /// Rooms with at least one long poll waiting.
+    pub rooms_waited_on: usize,
+}
+
 /// The body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -6,7 +6,7 @@ mod helpers;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use helpers::{RELAXED, http, ids, join, say, spawn_app};
+use helpers::{RELAXED, http, ids, join, say, spawn_app, wait_for_comments};
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
 use tokio_tungstenite::tungstenite::Message;
@@ -150,9 +150,10 @@ async fn joining_while_comments_arrive_repeats_none() {
         }
         talker
     });
+    // Joins spread over the traffic: each once the room has grown by another 40 comments.
     let mut joiners = Vec::new();
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for k in 1..=5 {
+        wait_for_comments(&app, "busy", 40 * k).await;
         joiners.push(join(&app, "busy", "").await);
     }
     let _talker = talking.await.unwrap();

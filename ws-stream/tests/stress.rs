@@ -77,7 +77,14 @@ async fn viewers_that_never_read_are_closed_and_memory_stays_bounded() {
         client.recv_type("welcome").await;
         senders.push(client);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everyone is in once the watcher is told the full count.
+    let everyone = 1 + SLOW_VIEWERS + SENDERS;
+    loop {
+        let frame = watcher.recv_type("viewers").await;
+        if frame["count"] == everyone {
+            break;
+        }
+    }
     let rss_before = rss_kib(server.child.id());
 
     let stop = Arc::new(AtomicBool::new(false));
