@@ -5,6 +5,7 @@
 //! `range` on a live room) with an `unknown_type` error. Decoding refuses unknown types and unknown
 //! fields with an [`ApiError`] that names the problem, so a client learns what it did wrong.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::comment::{ChannelId, Danmaku, DraftDanmaku};
@@ -211,8 +212,9 @@ pub enum ServerMessage {
     CheckinOpen {
         /// The check-in id.
         checkin: i64,
-        /// When it closes, RFC 3339.
-        closes_at: String,
+        /// When it closes ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        closes_at: DateTime<Utc>,
     },
     /// A fresh check-in code (sent to the host's connections only).
     CheckinCode {
@@ -220,8 +222,9 @@ pub enum ServerMessage {
         checkin: i64,
         /// The 6-digit code to show.
         code: String,
-        /// When the next code replaces it, RFC 3339.
-        valid_until: String,
+        /// When the next code replaces it ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        valid_until: DateTime<Utc>,
     },
     /// A check-in closed (sent to everyone in the room, so pages can hide the box).
     CheckinClosed {
@@ -243,8 +246,9 @@ pub enum ServerMessage {
         checkin: i64,
         /// Who.
         name: String,
-        /// When, RFC 3339.
-        at: String,
+        /// When ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        at: DateTime<Utc>,
     },
 }
 
@@ -280,7 +284,7 @@ mod tests {
             color: Color::default(),
             mode: Mode::Scroll,
             time: Some(3.0),
-            sent_at: "2026-11-22T00:00:00.000Z".into(),
+            sent_at: crate::time::parse("2026-11-22T00:00:00.000Z").unwrap(),
         }
     }
 
@@ -449,7 +453,7 @@ mod tests {
             serde_json::to_value(ServerMessage::CheckinCode {
                 checkin: 1,
                 code: "004213".into(),
-                valid_until: "2026-11-22T00:00:05.000Z".into()
+                valid_until: crate::time::parse("2026-11-22T00:00:05.000Z").unwrap()
             })
             .unwrap(),
             json!({"type": "checkin_code", "checkin": 1, "code": "004213",
@@ -457,7 +461,7 @@ mod tests {
         );
         let open = ServerMessage::CheckinOpen {
             checkin: 1,
-            closes_at: "2026-11-22T00:10:00.000Z".into(),
+            closes_at: crate::time::parse("2026-11-22T00:10:00.000Z").unwrap(),
         };
         assert_eq!(serde_json::to_value(&open).unwrap()["type"], "checkin_open");
         let closed = ServerMessage::CheckinClosed {
@@ -477,7 +481,7 @@ mod tests {
             serde_json::to_value(ServerMessage::Attendee {
                 checkin: 1,
                 name: "ann".into(),
-                at: "2026-11-22T00:00:01.000Z".into()
+                at: crate::time::parse("2026-11-22T00:00:01.000Z").unwrap()
             })
             .unwrap()["type"],
             "attendee"

@@ -9,11 +9,12 @@
 use std::ops::RangeInclusive;
 
 use actix::Addr;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use shared_model::comment::validate_author;
 use shared_model::store::RoomStore;
+use shared_model::time::rfc3339;
 use shared_model::{ApiError, ErrorCode, StoreError};
 
 use crate::hub::{Attended, LiveHub, VerifyCode};
@@ -57,11 +58,6 @@ pub fn token_matches(token: &str, digest: &[u8; 32]) -> bool {
 /// Whether two codes are equal, compared in constant time.
 pub fn codes_match(given: &str, expected: &str) -> bool {
     constant_time_eq::constant_time_eq(given.as_bytes(), expected.as_bytes())
-}
-
-/// Times as the protocol writes them: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn store_failed(e: StoreError) -> ApiError {

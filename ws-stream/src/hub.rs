@@ -19,7 +19,7 @@ use service_kit::ws::{ByteString, ConnectionId, Viewer};
 use shared_model::store::{CheckinRecord, RoomStore};
 use shared_model::{ChannelId, Danmaku, ServerMessage};
 
-use crate::checkin::{codes_match, new_code, rfc3339};
+use crate::checkin::{codes_match, new_code};
 
 /// How long the first comment of a batch waits for others to share its frame.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
@@ -61,7 +61,7 @@ impl LiveRoom {
         self.checkin.as_ref().map(|c| ServerMessage::CheckinCode {
             checkin: c.id,
             code: c.current.clone(),
-            valid_until: rfc3339(c.valid_until),
+            valid_until: c.valid_until,
         })
     }
 }
@@ -286,7 +286,7 @@ impl Handler<StartCheckin> for LiveHub {
         self.checkins.insert(id, room.clone());
         live.room.broadcast(&ServerMessage::CheckinOpen {
             checkin: id,
-            closes_at: rfc3339(record.closes_at),
+            closes_at: record.closes_at,
         });
         if let Some(frame) = live.code_frame() {
             live.tell_hosts(&frame);
@@ -348,7 +348,7 @@ impl Handler<Attended> for LiveHub {
             live.tell_hosts(&ServerMessage::Attendee {
                 checkin: msg.checkin,
                 name: msg.name,
-                at: rfc3339(msg.at),
+                at: msg.at,
             });
         }
     }

@@ -11,10 +11,11 @@ use service_kit::rate::retry_after_secs;
 use shared_model::api::Page;
 use shared_model::comment::{validate_author, validate_text};
 use shared_model::store::{CheckinRecord, RoomRecord};
+use shared_model::time::rfc3339;
 use shared_model::{ApiError, ChannelId, ErrorCode};
 
 use crate::checkin::{
-    DURATION_SECS, INTERVAL_SECS, attend, new_host_token, rfc3339, token_digest, token_matches,
+    DURATION_SECS, INTERVAL_SECS, attend, new_host_token, token_digest, token_matches,
 };
 use crate::hub::StartCheckin;
 use crate::session::LiveSession;

@@ -11,7 +11,7 @@ use shared_model::protocol::send_to_draft;
 use shared_model::store::RoomStore;
 use shared_model::{ApiError, ChannelId, ClientMessage, Danmaku, ErrorCode, ServerMessage, Store};
 
-use crate::checkin::{attend, rfc3339};
+use crate::checkin::attend;
 use crate::hub::{Join, Leave, LiveHub};
 
 /// Comments in a newcomer's chat box.
@@ -81,10 +81,7 @@ impl SessionLogic for LiveSession {
                 host,
             }];
             if let Some((checkin, closes_at)) = info.open_checkin {
-                frames.push(ServerMessage::CheckinOpen {
-                    checkin,
-                    closes_at: rfc3339(closes_at),
-                });
+                frames.push(ServerMessage::CheckinOpen { checkin, closes_at });
             }
             frames.extend(info.code);
             Connected { frames, seen_up_to }
