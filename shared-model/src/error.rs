@@ -75,7 +75,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A browser page from an origin that is not allowed tried to open a WebSocket.
     OriginNotAllowed,
-    /// A WebSocket message exceeded the size limit (sent as close code 1009).
+    /// A message exceeded the size limit; over WebSocket it is the close code
+    /// [`crate::protocol::close::MESSAGE_TOO_BIG`].
     MessageTooBig,
     /// A check-in code that is neither the current one nor the one before it.
     WrongCode,

@@ -269,6 +269,34 @@ impl ServerMessage {
     }
 }
 
+/// The WebSocket close codes the services send, named once: the server code and the tests use
+/// these names; the numbers live only here. The standard ones are from RFC 6455, section 7.4.1.
+pub mod close {
+    /// 1001, going away: the service is shutting down (SIGTERM); it sends what is queued, then
+    /// closes every connection with this code. Clients may reconnect to the next instance.
+    pub const GOING_AWAY: u16 = 1001;
+
+    /// 1002, protocol error: the client broke the WebSocket framing (a continuation frame
+    /// without a first frame, a new fragmented message before the last ended, a text frame
+    /// inside a fragmented message, or a frame the codec refuses).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+
+    /// 1007, invalid payload: a fragmented text message that is not UTF-8 once reassembled.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+
+    /// 1008, policy violation: the connection read too slowly and its outgoing queue
+    /// (`--max-queued-frames`) filled, so it is cut off rather than hold up the others.
+    pub const POLICY_VIOLATION: u16 = 1008;
+
+    /// 1009, message too big: a message, fragments reassembled, is larger than
+    /// [`crate::limits::MAX_MESSAGE_BYTES`] (the `message_too_big` error code, as a close).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+    /// 4408, heartbeat timeout (private range 4000-4999, after HTTP 408): nothing was heard
+    /// from the client, not even a pong, for the client timeout (`--client-timeout-secs`).
+    pub const HEARTBEAT_TIMEOUT: u16 = 4408;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

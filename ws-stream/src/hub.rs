@@ -364,7 +364,10 @@ impl Handler<Shutdown> for LiveHub {
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
         for live in self.rooms.values_mut() {
             live.room.flush();
-            live.room.close_all(1001, "the server is shutting down");
+            live.room.close_all(
+                shared_model::protocol::close::GOING_AWAY,
+                "the server is shutting down",
+            );
         }
         self.rooms.clear();
         self.checkins.clear();

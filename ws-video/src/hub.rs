@@ -120,7 +120,10 @@ impl Handler<Shutdown> for VideoHub {
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
         for room in self.videos.values_mut() {
             room.flush();
-            room.close_all(1001, "the server is shutting down");
+            room.close_all(
+                shared_model::protocol::close::GOING_AWAY,
+                "the server is shutting down",
+            );
         }
         self.videos.clear();
     }
