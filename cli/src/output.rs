@@ -2,12 +2,13 @@
 
 use std::io::Write;
 
+use shared_model::time::rfc3339;
 use shared_model::{Danmaku, Mode};
 
 /// A comment as one plain line: `2026-11-22T10:00:00.000Z #12 ann: hello`, with the video time
 /// (`@12.50s`), and the mode and colour when they are not the defaults.
 pub fn format_line(item: &Danmaku) -> String {
-    let mut line = format!("{} #{} ", item.sent_at, item.id);
+    let mut line = format!("{} #{} ", rfc3339(item.sent_at), item.id);
     if let Some(time) = item.time {
         line.push_str(&format!("@{time:.2}s "));
     }
@@ -53,7 +54,7 @@ mod tests {
             color: Color::default(),
             mode: Mode::Scroll,
             time: None,
-            sent_at: "2026-11-22T10:00:00.000Z".into(),
+            sent_at: shared_model::time::parse("2026-11-22T10:00:00.000Z").unwrap(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Requests that create a comment use [`crate::DraftDanmaku`]; this module holds the rest: the
 //! cursor page, the video window, and the live service's rooms and check-ins.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::comment::{ChannelId, Danmaku};
@@ -65,7 +66,8 @@ pub struct CheckinOpened {
     /// The check-in's id.
     pub id: i64,
     /// When it closes, RFC 3339.
-    pub closes_at: String,
+    #[serde(with = "crate::time::wire")]
+    pub closes_at: DateTime<Utc>,
 }
 
 /// One name that checked in.
@@ -74,7 +76,8 @@ pub struct Attendee {
     /// The name, checked like an author.
     pub name: String,
     /// When it first checked in, RFC 3339.
-    pub at: String,
+    #[serde(with = "crate::time::wire")]
+    pub at: DateTime<Utc>,
 }
 
 /// The answer of `GET /api/checkins/{id}` (host only).
@@ -87,9 +90,11 @@ pub struct CheckinReport {
     /// Seconds between two codes.
     pub interval_secs: u32,
     /// When it opened, RFC 3339.
-    pub opened_at: String,
+    #[serde(with = "crate::time::wire")]
+    pub opened_at: DateTime<Utc>,
     /// When it closes or closed, RFC 3339.
-    pub closes_at: String,
+    #[serde(with = "crate::time::wire")]
+    pub closes_at: DateTime<Utc>,
     /// Whether it is over.
     pub closed: bool,
     /// Everyone who checked in, in order.

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::{
@@ -62,9 +64,25 @@ impl From<ChannelId> for String {
     }
 }
 
-/// How a comment moves across the screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// How a comment moves across the screen. Written in lowercase (`scroll`) on the wire and in the
+/// database: `strum` derives [`Mode::as_str`] and `Display`, serde the JSON, and a test holds
+/// them equal for every variant.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// Flies from right to left (the usual danmaku).
     #[default]
@@ -78,26 +96,24 @@ pub enum Mode {
 impl Mode {
     /// The mode as it appears on the wire and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scroll => "scroll",
-            Self::Top => "top",
-            Self::Bottom => "bottom",
-        }
+        self.into()
     }
 }
 
+/// Not strum's `EnumString`: a client's bad mode must be an [`ApiError`] that lists the modes.
 impl FromStr for Mode {
     type Err = ApiError;
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        match raw {
-            "scroll" => Ok(Self::Scroll),
-            "top" => Ok(Self::Top),
-            "bottom" => Ok(Self::Bottom),
-            _ => Err(ApiError::new(
-                ErrorCode::InvalidMode,
-                format!("mode must be scroll, top or bottom, not {raw:?}"),
-            )),
-        }
+        Self::iter()
+            .find(|mode| mode.as_str() == raw)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::iter().map(Self::as_str).collect();
+                let (last, rest) = names.split_last().expect("Mode has variants");
+                ApiError::new(
+                    ErrorCode::InvalidMode,
+                    format!("mode must be {} or {last}, not {raw:?}", rest.join(", ")),
+                )
+            })
     }
 }
 
@@ -176,8 +192,9 @@ pub struct Danmaku {
     /// Seconds into the video; only video comments have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<f64>,
-    /// When the server stored it, RFC 3339 in UTC with milliseconds.
-    pub sent_at: String,
+    /// When the server stored it (to the millisecond); on the wire, [`crate::time`]'s text.
+    #[serde(with = "crate::time::wire")]
+    pub sent_at: DateTime<Utc>,
 }
 
 /// A comment whose every field has passed validation, ready to store.
@@ -504,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn mode_text_forms_agree_for_every_mode() {
+        for mode in Mode::iter() {
+            assert_eq!(
+                serde_json::to_value(mode).unwrap(),
+                serde_json::Value::from(mode.as_str())
+            );
+            assert_eq!(mode.to_string(), mode.as_str());
+            assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
+        }
+        assert_eq!(
+            "left".parse::<Mode>().unwrap_err().message,
+            r#"mode must be scroll, top or bottom, not "left""#
+        );
+    }
+
+    #[test]
     fn video_time_must_be_finite_and_in_range() {
         for good in [0.0, 12.5, 86_400.0] {
             let mut d = draft("ok");
@@ -562,7 +595,7 @@ mod tests {
             color: Color::default(),
             mode: Mode::Top,
             time: None,
-            sent_at: "2026-11-22T00:00:00.000Z".into(),
+            sent_at: crate::time::parse("2026-11-22T00:00:00.000Z").unwrap(),
         };
         assert_eq!(
             serde_json::to_value(&item).unwrap(),

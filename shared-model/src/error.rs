@@ -6,9 +6,27 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A stable error code. Serialized in `snake_case`; [`ErrorCode::status`] gives its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A stable error code, written in `snake_case` (`text_too_long`); [`ErrorCode::status`] gives
+/// its HTTP status.
+///
+/// The text form is derived, not written out: `strum` gives [`ErrorCode::as_str`], `Display` and
+/// `FromStr`, serde gives the JSON, and a test holds the two equal for every variant.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// The body or frame is not valid JSON, has a field of the wrong type, misses a required
     /// field, names an unknown field, or nests too deeply.
@@ -57,7 +75,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A browser page from an origin that is not allowed tried to open a WebSocket.
     OriginNotAllowed,
-    /// A WebSocket message exceeded the size limit (sent as close code 1009).
+    /// A message exceeded the size limit; over WebSocket it is the close code
+    /// [`crate::protocol::close::MESSAGE_TOO_BIG`].
     MessageTooBig,
     /// A check-in code that is neither the current one nor the one before it.
     WrongCode,
@@ -78,39 +97,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidJson => "invalid_json",
-            Self::InvalidQuery => "invalid_query",
-            Self::InvalidXml => "invalid_xml",
-            Self::InvalidChannel => "invalid_channel",
-            Self::TextEmpty => "text_empty",
-            Self::TextTooLong => "text_too_long",
-            Self::TextInvalidChars => "text_invalid_chars",
-            Self::AuthorEmpty => "author_empty",
-            Self::AuthorTooLong => "author_too_long",
-            Self::AuthorInvalidChars => "author_invalid_chars",
-            Self::InvalidColor => "invalid_color",
-            Self::InvalidMode => "invalid_mode",
-            Self::InvalidTime => "invalid_time",
-            Self::InvalidValue => "invalid_value",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::RateLimited => "rate_limited",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict => "conflict",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::MessageTooBig => "message_too_big",
-            Self::WrongCode => "wrong_code",
-            Self::TooManyAttempts => "too_many_attempts",
-            Self::CheckinClosed => "checkin_closed",
-            Self::UnknownType => "unknown_type",
-            Self::UnsupportedFrame => "unsupported_frame",
-            Self::Internal => "internal",
-            Self::Unavailable => "unavailable",
-        }
+        self.into()
     }
 
     /// The HTTP status that carries this code. Malformed requests are 400; well-formed requests
@@ -145,12 +132,6 @@ impl ErrorCode {
             Self::Internal => 500,
             Self::Unavailable => 503,
         }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -208,45 +189,62 @@ mod tests {
 
     #[test]
     fn as_str_matches_serde_for_every_code() {
-        use ErrorCode::*;
-        for code in [
-            InvalidJson,
-            InvalidQuery,
-            InvalidXml,
-            InvalidChannel,
-            TextEmpty,
-            TextTooLong,
-            TextInvalidChars,
-            AuthorEmpty,
-            AuthorTooLong,
-            AuthorInvalidChars,
-            InvalidColor,
-            InvalidMode,
-            InvalidTime,
-            InvalidValue,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            RateLimited,
-            NotFound,
-            MethodNotAllowed,
-            Conflict,
-            Unauthorized,
-            Forbidden,
-            OriginNotAllowed,
-            MessageTooBig,
-            WrongCode,
-            TooManyAttempts,
-            CheckinClosed,
-            UnknownType,
-            UnsupportedFrame,
-            Internal,
-            Unavailable,
-        ] {
+        use strum::IntoEnumIterator;
+        for code in ErrorCode::iter() {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::Value::from(code.as_str())
             );
+            assert_eq!(code.to_string(), code.as_str());
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+            assert_eq!(
+                serde_json::from_value::<ErrorCode>(code.as_str().into()).unwrap(),
+                code
+            );
             assert!((400..600).contains(&code.status()));
+        }
+    }
+
+    /// The text forms are derived from the variant names, so renaming a variant would rename a
+    /// published code. These are the codes clients may already branch on; a new code needs no
+    /// entry here (the test above covers every variant), a renamed or removed one fails.
+    #[test]
+    fn published_codes_keep_their_names() {
+        for published in [
+            "invalid_json",
+            "invalid_query",
+            "invalid_xml",
+            "invalid_channel",
+            "text_empty",
+            "text_too_long",
+            "text_invalid_chars",
+            "author_empty",
+            "author_too_long",
+            "author_invalid_chars",
+            "invalid_color",
+            "invalid_mode",
+            "invalid_time",
+            "invalid_value",
+            "payload_too_large",
+            "unsupported_media_type",
+            "rate_limited",
+            "not_found",
+            "method_not_allowed",
+            "conflict",
+            "unauthorized",
+            "forbidden",
+            "origin_not_allowed",
+            "message_too_big",
+            "wrong_code",
+            "too_many_attempts",
+            "checkin_closed",
+            "unknown_type",
+            "unsupported_frame",
+            "internal",
+            "unavailable",
+        ] {
+            let code: ErrorCode = published.parse().expect(published);
+            assert_eq!(code.as_str(), published);
         }
     }
 }

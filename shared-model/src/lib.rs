@@ -13,6 +13,7 @@
 //! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
 //!   [`ServerMessage`] (server to client).
 //! - [`store`]: the [`Store`] trait and its embedded SQLite implementation, [`SqliteStore`].
+//! - [`time`]: the one text form of a time (RFC 3339, UTC, milliseconds) on the wire and on disk.
 
 pub mod api;
 pub mod comment;
@@ -21,6 +22,7 @@ pub mod formats;
 pub mod limits;
 pub mod protocol;
 pub mod store;
+pub mod time;
 
 pub use comment::{ChannelId, Color, Danmaku, DraftDanmaku, Mode, NewDanmaku};
 pub use error::{ApiError, ErrorBody, ErrorCode};

@@ -5,6 +5,7 @@
 //! `range` on a live room) with an `unknown_type` error. Decoding refuses unknown types and unknown
 //! fields with an [`ApiError`] that names the problem, so a client learns what it did wrong.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::comment::{ChannelId, Danmaku, DraftDanmaku};
@@ -211,8 +212,9 @@ pub enum ServerMessage {
     CheckinOpen {
         /// The check-in id.
         checkin: i64,
-        /// When it closes, RFC 3339.
-        closes_at: String,
+        /// When it closes ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        closes_at: DateTime<Utc>,
     },
     /// A fresh check-in code (sent to the host's connections only).
     CheckinCode {
@@ -220,8 +222,9 @@ pub enum ServerMessage {
         checkin: i64,
         /// The 6-digit code to show.
         code: String,
-        /// When the next code replaces it, RFC 3339.
-        valid_until: String,
+        /// When the next code replaces it ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        valid_until: DateTime<Utc>,
     },
     /// A check-in closed (sent to everyone in the room, so pages can hide the box).
     CheckinClosed {
@@ -243,8 +246,9 @@ pub enum ServerMessage {
         checkin: i64,
         /// Who.
         name: String,
-        /// When, RFC 3339.
-        at: String,
+        /// When ([`crate::time`] text on the wire).
+        #[serde(with = "crate::time::wire")]
+        at: DateTime<Utc>,
     },
 }
 
@@ -265,6 +269,34 @@ impl ServerMessage {
     }
 }
 
+/// The WebSocket close codes the services send, named once: the server code and the tests use
+/// these names; the numbers live only here. The standard ones are from RFC 6455, section 7.4.1.
+pub mod close {
+    /// 1001, going away: the service is shutting down (SIGTERM); it sends what is queued, then
+    /// closes every connection with this code. Clients may reconnect to the next instance.
+    pub const GOING_AWAY: u16 = 1001;
+
+    /// 1002, protocol error: the client broke the WebSocket framing (a continuation frame
+    /// without a first frame, a new fragmented message before the last ended, a text frame
+    /// inside a fragmented message, or a frame the codec refuses).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+
+    /// 1007, invalid payload: a fragmented text message that is not UTF-8 once reassembled.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+
+    /// 1008, policy violation: the connection read too slowly and its outgoing queue
+    /// (`--max-queued-frames`) filled, so it is cut off rather than hold up the others.
+    pub const POLICY_VIOLATION: u16 = 1008;
+
+    /// 1009, message too big: a message, fragments reassembled, is larger than
+    /// [`crate::limits::MAX_MESSAGE_BYTES`] (the `message_too_big` error code, as a close).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+    /// 4408, heartbeat timeout (private range 4000-4999, after HTTP 408): nothing was heard
+    /// from the client, not even a pong, for the client timeout (`--client-timeout-secs`).
+    pub const HEARTBEAT_TIMEOUT: u16 = 4408;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +312,7 @@ mod tests {
             color: Color::default(),
             mode: Mode::Scroll,
             time: Some(3.0),
-            sent_at: "2026-11-22T00:00:00.000Z".into(),
+            sent_at: crate::time::parse("2026-11-22T00:00:00.000Z").unwrap(),
         }
     }
 
@@ -449,7 +481,7 @@ mod tests {
             serde_json::to_value(ServerMessage::CheckinCode {
                 checkin: 1,
                 code: "004213".into(),
-                valid_until: "2026-11-22T00:00:05.000Z".into()
+                valid_until: crate::time::parse("2026-11-22T00:00:05.000Z").unwrap()
             })
             .unwrap(),
             json!({"type": "checkin_code", "checkin": 1, "code": "004213",
@@ -457,7 +489,7 @@ mod tests {
         );
         let open = ServerMessage::CheckinOpen {
             checkin: 1,
-            closes_at: "2026-11-22T00:10:00.000Z".into(),
+            closes_at: crate::time::parse("2026-11-22T00:10:00.000Z").unwrap(),
         };
         assert_eq!(serde_json::to_value(&open).unwrap()["type"], "checkin_open");
         let closed = ServerMessage::CheckinClosed {
@@ -477,7 +509,7 @@ mod tests {
             serde_json::to_value(ServerMessage::Attendee {
                 checkin: 1,
                 name: "ann".into(),
-                at: "2026-11-22T00:00:01.000Z".into()
+                at: crate::time::parse("2026-11-22T00:00:01.000Z").unwrap()
             })
             .unwrap()["type"],
             "attendee"

@@ -18,7 +18,6 @@ use shared_model::store::{CheckinRecord, RoomStore};
 use shared_model::{ChannelId, ServerMessage};
 
 use crate::codes::{codes_match, new_code};
-use crate::rooms::rfc3339;
 
 /// Owns every live room: the shared hub with [`Checkins`].
 pub type LiveHub = RoomsHub<Checkins>;
@@ -60,7 +59,7 @@ impl ActiveCheckin {
         ServerMessage::CheckinCode {
             checkin: self.id,
             code: self.current.clone(),
-            valid_until: rfc3339(self.valid_until),
+            valid_until: self.valid_until,
         }
     }
 }
@@ -214,7 +213,7 @@ impl Handler<StartCheckin> for LiveHub {
         channel.ext.checkin = Some(checkin);
         channel.viewers.broadcast(&ServerMessage::CheckinOpen {
             checkin: id,
-            closes_at: rfc3339(record.closes_at),
+            closes_at: record.closes_at,
         });
         tell_hosts(channel, &code);
         let left = (record.closes_at - Utc::now())
@@ -279,7 +278,7 @@ impl Handler<Attended> for LiveHub {
                 &ServerMessage::Attendee {
                     checkin: msg.checkin,
                     name: msg.name,
-                    at: rfc3339(msg.at),
+                    at: msg.at,
                 },
             );
         }

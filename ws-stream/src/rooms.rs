@@ -11,10 +11,11 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use actix::Addr;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use rand::Rng;
 use shared_model::comment::{TimeRule, validate_author};
 use shared_model::store::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+use shared_model::time::rfc3339;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, Store, StoreError};
 
 use crate::codes::{new_host_token, token_digest, token_matches};
@@ -44,11 +45,6 @@ const ROOM_ID_CHARS: usize = 10;
 
 /// Fresh ids tried before creating a room gives up (a collision is already unlikely once).
 const ROOM_ID_TRIES: usize = 8;
-
-/// Times as the protocol writes them: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// A store failure, logged with what was being done; the client sees `internal`.
 fn store_failed(doing: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {

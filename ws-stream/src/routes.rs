@@ -14,7 +14,7 @@ use shared_model::api::{
 use shared_model::comment::{validate_author, validate_title};
 use shared_model::{ChannelId, ErrorCode};
 
-use crate::rooms::{attendance_csv, rfc3339};
+use crate::rooms::attendance_csv;
 use crate::session::LiveSession;
 use crate::state::LiveState;
 
@@ -161,7 +161,7 @@ async fn open_checkin(
         .await?;
     Ok(HttpResponse::Created().json(CheckinOpened {
         id: record.id,
-        closes_at: rfc3339(record.closes_at),
+        closes_at: record.closes_at,
     }))
 }
 
@@ -176,14 +176,14 @@ async fn checkin_json(
         id: checkin.id,
         room: checkin.room,
         interval_secs: checkin.interval_secs,
-        opened_at: rfc3339(checkin.opened_at),
-        closes_at: rfc3339(checkin.closes_at),
+        opened_at: checkin.opened_at,
+        closes_at: checkin.closes_at,
         closed: checkin.closed || Utc::now() >= checkin.closes_at,
         attendees: attendance
             .into_iter()
             .map(|a| Attendee {
                 name: a.name,
-                at: rfc3339(a.at),
+                at: a.at,
             })
             .collect(),
     }))

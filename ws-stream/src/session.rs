@@ -7,7 +7,7 @@ use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer
 use shared_model::protocol::send_to_draft;
 use shared_model::{ApiError, ChannelId, ClientMessage, ErrorCode, ServerMessage};
 
-use crate::rooms::{History, LiveRooms, rfc3339};
+use crate::rooms::{History, LiveRooms};
 
 /// One connection to a live room.
 pub struct LiveSession {
@@ -64,10 +64,7 @@ impl SessionLogic for LiveSession {
                 host,
             }];
             if let Some((checkin, closes_at)) = joined.ext.open_checkin {
-                frames.push(ServerMessage::CheckinOpen {
-                    checkin,
-                    closes_at: rfc3339(closes_at),
-                });
+                frames.push(ServerMessage::CheckinOpen { checkin, closes_at });
             }
             frames.extend(joined.ext.code);
             Connected { frames, seen_up_to }

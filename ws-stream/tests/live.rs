@@ -9,6 +9,7 @@ use std::time::Duration;
 use helpers::{RELAXED, http, ids, join, say, spawn_app, wait_for_comments};
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
+use shared_model::protocol::close::{HEARTBEAT_TIMEOUT, MESSAGE_TOO_BIG};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,14 +212,14 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         .await;
     let ack = client.recv_type("ack").await;
     assert_eq!(ack["item"]["author"], "ann");
-    // Oversize: closed with 1009.
+    // Oversize: closed with MESSAGE_TOO_BIG.
     client
         .send(Message::text(
             json!({"type": "send", "text": "x".repeat(5000)}).to_string(),
         ))
         .await;
     let close = client.recv_close().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1009);
+    assert_eq!(u16::from(close.code), MESSAGE_TOO_BIG);
 }
 
 #[tokio::test]
@@ -274,5 +275,5 @@ async fn a_silent_client_is_dropped_and_leaves_the_viewer_count() {
     }
     assert_eq!(counts.last(), Some(&1), "counts seen: {counts:?}");
     let close = silent.recv_close().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 4408);
+    assert_eq!(u16::from(close.code), HEARTBEAT_TIMEOUT);
 }

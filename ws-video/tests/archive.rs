@@ -465,7 +465,10 @@ async fn a_bilibili_archive_imports_once_exports_and_round_trips_into_another_vi
     let top = &original.items[4];
     assert_eq!(top.new.text, r#"顶部 <b>not bold</b> & "quoted""#);
     assert_eq!(top.new.author, "deadbeef");
-    assert_eq!(top.sent_at.as_deref(), Some("2020-09-13T12:26:45.000Z"));
+    assert_eq!(
+        top.sent_at.map(shared_model::time::rfc3339).as_deref(),
+        Some("2020-09-13T12:26:45.000Z")
+    );
 
     // And DPlayer sees the imported comments with their type codes, by time.
     let (_, list) = app.dplayer_get("/dplayer/v3/?id=demo").await;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use service_kit::testing::{Binary, WsClient};
+use shared_model::protocol::close::GOING_AWAY;
 
 fn start(db: &std::path::Path) -> Binary {
     Binary::start(env!("CARGO_BIN_EXE_ws-video"), db, &["--workers", "1"])
@@ -32,7 +33,7 @@ async fn sigterm_closes_every_viewer_with_1001_and_loses_nothing() {
     server.terminate();
     for client in [&mut a, &mut b] {
         let close = client.recv_close().await.expect("a close frame");
-        assert_eq!(u16::from(close.code), 1001, "{close:?}");
+        assert_eq!(u16::from(close.code), GOING_AWAY, "{close:?}");
     }
     let status = server
         .wait_exit(Duration::from_secs(10))

@@ -12,6 +12,7 @@ use helpers::{RELAXED, http, spawn_app, viewer};
 use rand::Rng;
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
+use shared_model::protocol::close::{HEARTBEAT_TIMEOUT, MESSAGE_TOO_BIG, POLICY_VIOLATION};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -240,7 +241,7 @@ async fn an_oversize_frame_closes_with_1009() {
     let big = send_frame(&"x".repeat(5 * 1024), 1.0, "big").to_string();
     client.send(Message::text(big)).await;
     let close = client.recv_close().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    assert_eq!(u16::from(close.code), MESSAGE_TOO_BIG, "{close:?}");
 }
 
 #[tokio::test]
@@ -275,7 +276,7 @@ async fn fragmented_messages_are_reassembled_up_to_the_cap() {
     assert_eq!(ack["ref"], "frag");
     assert_eq!(ack["item"]["text"], "in pieces");
 
-    // Fragments that add up to more than 4 KiB, each small: closed with 1009.
+    // Fragments that add up to more than 4 KiB, each small: closed with MESSAGE_TOO_BIG.
     client
         .send(Message::Frame(Frame::message(
             vec![b' '; 3000],
@@ -291,7 +292,7 @@ async fn fragmented_messages_are_reassembled_up_to_the_cap() {
         )))
         .await;
     let close = client.recv_close().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    assert_eq!(u16::from(close.code), MESSAGE_TOO_BIG, "{close:?}");
 }
 
 #[tokio::test]
@@ -378,7 +379,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_leaves_the_viewer_co
         "the count went back to 1 (last {count})"
     );
     let close = silent.recv_close().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 4408, "{close:?}");
+    assert_eq!(u16::from(close.code), HEARTBEAT_TIMEOUT, "{close:?}");
 }
 
 #[tokio::test]
@@ -421,6 +422,10 @@ async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everyt
         "100000",
         "--max-queued-frames",
         "16",
+        // The slow viewer answers no pings either: a timeout longer than any flood keeps this
+        // test about the queue, whatever the machine's load.
+        "--client-timeout-secs",
+        "300",
     ]);
     let (mut watcher, _) = viewer(&app, "flood").await;
     // The slow viewer: a tiny receive buffer, and it reads nothing until the flood is over.
@@ -503,7 +508,7 @@ async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everyt
         "the reading viewer got every comment exactly once"
     );
 
-    // Now the slow one reads: some comments, then a close with 1008 and a reason.
+    // Now the slow one reads: some comments, then a close with POLICY_VIOLATION and a reason.
     let mut slow_items = 0;
     let close = loop {
         match slow.next_message().await {
@@ -516,7 +521,7 @@ async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everyt
             None => panic!("the connection ended without a close frame"),
         }
     };
-    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(u16::from(close.code), POLICY_VIOLATION, "{close:?}");
     assert!(close.reason.contains("too slow"), "{close:?}");
     assert!(
         slow_items < total,

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use shared_model::protocol::close;
 use shared_model::{ChannelId, Danmaku};
 
 use super::room::Room;
@@ -214,7 +215,8 @@ impl<E: HubExtension> Handler<Publish> for RoomsHub<E> {
     }
 }
 
-/// The service is stopping: send what is queued, then close every connection with 1001.
+/// The service is stopping: send what is queued, then close every connection with
+/// [`close::GOING_AWAY`].
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -226,7 +228,7 @@ impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
             channel.viewers.flush();
             channel
                 .viewers
-                .close_all(1001, "the server is shutting down");
+                .close_all(close::GOING_AWAY, "the server is shutting down");
         }
         self.channels.clear();
     }

@@ -26,6 +26,7 @@ use actix::{Message, Recipient};
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use shared_model::limits::MAX_MESSAGE_BYTES;
+use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, Danmaku, ErrorCode, ServerMessage};
 
 pub use bytestring::ByteString;
@@ -33,9 +34,6 @@ pub use session::start;
 
 use crate::config::{ServerArgs, WsArgs};
 use crate::error::HttpError;
-
-/// Close code for a connection that stopped answering pings (a private code, after HTTP 408).
-pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4408;
 
 /// The limits of every WebSocket connection, from the settings.
 #[derive(Debug, Clone)]
@@ -111,7 +109,7 @@ impl Outgoing {
 }
 
 /// A hub's handle on one connection: cheap to clone, and bounded. Pushing to a connection whose
-/// queue is full marks it as too slow and tells it to close with 1008; the hub should then forget
+/// queue is full marks it as too slow and tells it to close with [`close::POLICY_VIOLATION`]; the hub should then forget
 /// it, so one slow viewer never holds up the others or grows memory.
 #[derive(Clone)]
 pub struct Viewer {
@@ -137,7 +135,7 @@ impl Viewer {
                 self.overflowed.store(true, Ordering::SeqCst);
                 // `do_send` ignores the mailbox bound: exactly one more message, to close.
                 self.recipient.do_send(Outgoing::Close {
-                    code: 1008,
+                    code: close::POLICY_VIOLATION,
                     reason: "too slow: the outgoing queue is full".into(),
                 });
                 false

@@ -1,11 +1,11 @@
 //! The session actor: one per WebSocket connection, the same for every service.
 //!
 //! It owns everything a connection can do wrong: silence (ping every heartbeat, drop after the
-//! client timeout with close code 4408), oversize messages (close 1009), fragments (reassembled
-//! up to the same cap; actix hands continuation frames through raw), binary frames, bad JSON and
-//! unknown types (an error frame; the connection stays), comments over the rate (a
-//! `rate_limited` error frame; nothing is stored), and a queue that a slow reader lets fill
-//! (close 1008). What a good frame means is the service's [`SessionLogic`].
+//! client timeout with [`close::HEARTBEAT_TIMEOUT`]), oversize messages
+//! ([`close::MESSAGE_TOO_BIG`]), fragments (reassembled up to the same cap; actix hands
+//! continuation frames through raw), binary frames, bad JSON and unknown types (an error frame;
+//! the connection stays), comments over the rate (a `rate_limited` error frame; nothing is
+//! stored), and a queue that a slow reader lets fill ([`close::POLICY_VIOLATION`]). What a good frame means is the service's [`SessionLogic`].
 //!
 //! This is the only module that imports `actix-web-actors` (deprecated upstream in favour of
 //! `actix-ws`), so moving off it touches this file alone.
@@ -21,11 +21,11 @@ use actix_http::ws::Item;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
 
 use super::{
-    CLOSE_HEARTBEAT_TIMEOUT, Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
-    next_connection_id,
+    Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings, next_connection_id,
 };
 
 /// Upgrades `req` to a WebSocket served by a session around `logic`. Check the `Origin` (see
@@ -90,7 +90,7 @@ impl<L: SessionLogic> WsSession<L> {
                     act.logic.describe(),
                     act.settings.client_timeout
                 );
-                close(ctx, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 return;
             }
             ctx.ping(b"");
@@ -144,7 +144,8 @@ impl<L: SessionLogic> WsSession<L> {
         }));
     }
 
-    /// Adds a continuation frame; a finished message is handled. Too big closes with 1009.
+    /// Adds a continuation frame; a finished message is handled. Too big closes with
+    /// [`close::MESSAGE_TOO_BIG`].
     fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
         let (start, binary, bytes, last) = match item {
             Item::FirstText(b) => (true, false, b, false),
@@ -156,7 +157,7 @@ impl<L: SessionLogic> WsSession<L> {
             if self.fragments.is_some() {
                 return close(
                     ctx,
-                    1002,
+                    close::PROTOCOL_ERROR,
                     "a new fragmented message began before the last ended",
                 );
             }
@@ -166,12 +167,16 @@ impl<L: SessionLogic> WsSession<L> {
             });
         }
         let Some(fragments) = self.fragments.as_mut() else {
-            return close(ctx, 1002, "a continuation frame without a first frame");
+            return close(
+                ctx,
+                close::PROTOCOL_ERROR,
+                "a continuation frame without a first frame",
+            );
         };
         if fragments.bytes.len() + bytes.len() > self.settings.max_message_bytes {
             return close(
                 ctx,
-                1009,
+                close::MESSAGE_TOO_BIG,
                 &format!(
                     "messages are limited to {} bytes",
                     self.settings.max_message_bytes
@@ -190,7 +195,11 @@ impl<L: SessionLogic> WsSession<L> {
         }
         match String::from_utf8(done.bytes) {
             Ok(text) => self.on_text(&text, ctx),
-            Err(_) => close(ctx, 1007, "a text message that is not UTF-8"),
+            Err(_) => close(
+                ctx,
+                close::INVALID_PAYLOAD,
+                "a text message that is not UTF-8",
+            ),
         }
     }
 }
@@ -255,17 +264,21 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
                     "messages are limited to {} bytes",
                     self.settings.max_message_bytes
                 );
-                return close(ctx, 1009, &reason);
+                return close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
             Err(e) => {
                 log::debug!("connection {}: protocol error: {e}", self.id);
-                return close(ctx, 1002, "protocol error");
+                return close(ctx, close::PROTOCOL_ERROR, "protocol error");
             }
         };
         match message {
             ws::Message::Text(text) => {
                 if self.fragments.is_some() {
-                    return close(ctx, 1002, "a text frame inside a fragmented message");
+                    return close(
+                        ctx,
+                        close::PROTOCOL_ERROR,
+                        "a text frame inside a fragmented message",
+                    );
                 }
                 self.on_text(&text, ctx);
             }
@@ -290,8 +303,16 @@ impl<L: SessionLogic> Handler<Outgoing> for WsSession<L> {
             Outgoing::Frame(_) | Outgoing::Comments { .. }
                 if self.overflowed.load(Ordering::SeqCst) =>
             {
-                log::info!("connection {}: too slow, closing with 1008", self.id);
-                close(ctx, 1008, "too slow: the outgoing queue is full");
+                log::info!(
+                    "connection {}: too slow, closing with {}",
+                    self.id,
+                    close::POLICY_VIOLATION
+                );
+                close(
+                    ctx,
+                    close::POLICY_VIOLATION,
+                    "too slow: the outgoing queue is full",
+                );
             }
             Outgoing::Frame(text) => ctx.text(text),
             Outgoing::Comments { frame, items } => match self.seen_up_to {

@@ -432,9 +432,7 @@ fn read_entry(entry: Entry, chat_id: Option<&str>) -> Result<ImportedDanmaku, Sk
             format!("bilibili:#{:032x}", fnv1a_128(key.as_bytes()))
         }
     };
-    let sent_at = sent
-        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let sent_at = sent.and_then(|s| chrono::DateTime::from_timestamp(s, 0));
     Ok(ImportedDanmaku {
         new: NewDanmaku {
             author,
@@ -510,7 +508,7 @@ pub fn write_head(out: &mut Vec<u8>, video: &ChannelId) {
 pub fn write_items<'a>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'a Danmaku>) {
     let mut writer = Writer::new(out);
     for item in items {
-        let sent = chrono::DateTime::parse_from_rfc3339(&item.sent_at).map_or(0, |t| t.timestamp());
+        let sent = item.sent_at.timestamp();
         let p = format!(
             "{:.5},{},{FONT_SIZE},{},{sent},{POOL},{},{}",
             item.time.unwrap_or(0.0),
@@ -577,7 +575,7 @@ mod tests {
             color: Color::parse("#00ff80").unwrap(),
             mode,
             time: Some(12.25),
-            sent_at: "2020-09-13T12:26:40.000Z".into(),
+            sent_at: crate::time::parse("2020-09-13T12:26:40.000Z").unwrap(),
         }
     }
 
@@ -595,7 +593,10 @@ mod tests {
         assert_eq!(item.new.color.as_str(), "#ff0000");
         assert_eq!(item.new.author, "a1b2c3d4");
         assert_eq!(item.origin, "bilibili:42:987654321");
-        assert_eq!(item.sent_at.as_deref(), Some("2020-09-13T12:26:40.000Z"));
+        assert_eq!(
+            item.sent_at.map(crate::time::rfc3339).as_deref(),
+            Some("2020-09-13T12:26:40.000Z")
+        );
     }
 
     #[test]
@@ -753,7 +754,7 @@ mod tests {
             assert_eq!(read.new.color, original.color);
             assert_eq!(read.new.mode, original.mode);
             assert_eq!(read.new.time, original.time);
-            assert_eq!(read.sent_at.as_deref(), Some(original.sent_at.as_str()));
+            assert_eq!(read.sent_at, Some(original.sent_at));
             assert_eq!(read.origin, format!("bilibili:demo:{}", original.id));
         }
     }

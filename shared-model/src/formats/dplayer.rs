@@ -218,7 +218,7 @@ mod tests {
             color: Color::parse("#ff8000").unwrap(),
             mode,
             time: Some(time),
-            sent_at: "2026-01-01T00:00:00.000Z".into(),
+            sent_at: crate::time::parse("2026-01-01T00:00:00.000Z").unwrap(),
         }
     }
 

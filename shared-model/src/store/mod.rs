@@ -14,6 +14,7 @@ mod sqlite;
 mod sqlite_rooms;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -28,8 +29,8 @@ pub struct ImportedDanmaku {
     /// What identifies it in its source, unique within the channel (for example
     /// `bilibili:<dmid>`). Importing the same origin again adds nothing: imports are idempotent.
     pub origin: String,
-    /// When it was originally sent, RFC 3339 with milliseconds; the import time when unknown.
-    pub sent_at: Option<String>,
+    /// When it was originally sent (stored to the millisecond); the import time when unknown.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// What an import did.

@@ -20,12 +20,14 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
 use crate::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
+use crate::time;
 
 /// Most appends committed in one transaction. Bounds the latency one slow batch adds.
 const MAX_BATCH_APPENDS: usize = 512;
@@ -451,7 +453,7 @@ fn commit_batch(conn: &mut Connection, batch: &[PendingAppend]) -> rusqlite::Res
     {
         let mut insert = tx.prepare_cached(INSERT)?;
         for job in batch {
-            let sent_at = now_rfc3339();
+            let sent_at = time::now();
             let new = &job.new;
             let id: i64 = insert.query_row(
                 params![
@@ -461,7 +463,7 @@ fn commit_batch(conn: &mut Connection, batch: &[PendingAppend]) -> rusqlite::Res
                     new.color.as_str(),
                     new.mode.as_str(),
                     new.time,
-                    sent_at,
+                    time::rfc3339(sent_at),
                     None::<String>,
                 ],
                 |r| r.get(0),
@@ -492,7 +494,7 @@ fn commit_import(
     let mut outcome = ImportOutcome::default();
     {
         let mut insert = tx.prepare_cached(INSERT)?;
-        let now = now_rfc3339();
+        let now = time::now();
         for item in items {
             let new = &item.new;
             let mut rows = insert.query(params![
@@ -502,7 +504,7 @@ fn commit_import(
                 new.color.as_str(),
                 new.mode.as_str(),
                 new.time,
-                item.sent_at.as_deref().unwrap_or(&now),
+                time::rfc3339(item.sent_at.unwrap_or(now)),
                 item.origin,
             ])?;
             if rows.next()?.is_some() {
@@ -522,11 +524,6 @@ fn run_reader(conn: Connection, jobs: Receiver<ReadJob>) {
     }
 }
 
-/// The server's clock as the contract writes it: RFC 3339, UTC, milliseconds.
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The columns every query selects, in the order [`row_to_danmaku`] reads them.
 const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
 
@@ -544,7 +541,15 @@ fn row_to_danmaku(channel: &ChannelId, row: &Row<'_>) -> rusqlite::Result<Danmak
         color: Color::parse(&color).map_err(|e| bad(3, e))?,
         mode: mode.parse::<Mode>().map_err(|e| bad(4, e))?,
         time: row.get(5)?,
-        sent_at: row.get(6)?,
+        sent_at: time_at(row, 6)?,
+    })
+}
+
+/// Reads a time stored as [`time::rfc3339`] text from column `col`.
+pub(super) fn time_at(row: &Row<'_>, col: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let text: String = row.get(col)?;
+    time::parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
@@ -723,11 +728,19 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!((a1.id, b1.id, a2.id), (1, 1, 2));
-            assert!(
-                a1.sent_at.ends_with('Z') && a1.sent_at.len() == 24,
-                "{}",
-                a1.sent_at
-            );
+            // The text on disk, as earlier versions wrote it.
+            let stored: String = store
+                .read(|conn| {
+                    conn.query_row(
+                        "SELECT sent_at FROM danmaku WHERE channel = 'a' AND id = 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .await
+                .unwrap();
+            assert!(stored.ends_with('Z') && stored.len() == 24, "{stored}");
+            assert_eq!(stored, time::rfc3339(a1.sent_at));
         }
         let store = SqliteStore::open(&path).unwrap();
         let a = store.after(&channel("a"), 0, 100).await.unwrap();
@@ -868,7 +881,7 @@ mod tests {
                 .map(|o| ImportedDanmaku {
                     new: comment(&format!("from {o}"), Some(2.0)),
                     origin: format!("test:{o}"),
-                    sent_at: Some("2020-01-02T03:04:05.000Z".into()),
+                    sent_at: Some(time::parse("2020-01-02T03:04:05.000Z").unwrap()),
                 })
                 .collect()
         };
@@ -901,7 +914,7 @@ mod tests {
             all.iter().map(|d| d.id).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
         );
-        assert_eq!(all[1].sent_at, "2020-01-02T03:04:05.000Z");
+        assert_eq!(time::rfc3339(all[1].sent_at), "2020-01-02T03:04:05.000Z");
         let next = store
             .append(&video, comment("after", Some(3.0)))
             .await
@@ -917,7 +930,8 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             migrate_to(&conn, 1).unwrap();
             conn.execute(
-                "INSERT INTO danmaku VALUES ('r', 1, 'a', 'old', '#ffffff', 'scroll', NULL, 'x')",
+                "INSERT INTO danmaku VALUES
+                     ('r', 1, 'a', 'old', '#ffffff', 'scroll', NULL, '2019-05-06T07:08:09.000Z')",
                 [],
             )
             .unwrap();

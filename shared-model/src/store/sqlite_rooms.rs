@@ -12,32 +12,21 @@
 //! [`StoreError::Database`] and stores nothing. Callers look the room or check-in up first.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+use super::sqlite::time_at;
 use super::{SqliteStore, StoreError};
 use crate::comment::ChannelId;
+use crate::time;
 
 /// The columns every room query selects, in the order [`row_to_room`] reads them.
 const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
 
 /// The columns every check-in query selects, in the order [`row_to_checkin`] reads them.
 const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed";
-
-/// How a time is stored: RFC 3339, UTC, milliseconds.
-fn to_sql_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Reads a time stored by [`to_sql_time`] from column `col`.
-fn time_at(row: &Row<'_>, col: usize) -> rusqlite::Result<DateTime<Utc>> {
-    let text: String = row.get(col)?;
-    DateTime::parse_from_rfc3339(&text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, Type::Text, Box::new(e)))
-}
 
 /// Reads a room id from column `col`; the store only ever wrote valid ones.
 fn room_at(row: &Row<'_>, col: usize) -> rusqlite::Result<ChannelId> {
@@ -75,7 +64,7 @@ impl RoomStore for SqliteStore {
         token_digest: [u8; 32],
     ) -> Result<Option<RoomRecord>, StoreError> {
         let room = room.clone();
-        let created_at = to_sql_time(Utc::now());
+        let created_at = time::rfc3339(Utc::now());
         self.write(move |tx| {
             // `DO NOTHING` returns no row for a room that exists, and leaves it untouched.
             tx.query_row(
@@ -111,7 +100,7 @@ impl RoomStore for SqliteStore {
         closes_at: DateTime<Utc>,
     ) -> Result<CheckinOpening, StoreError> {
         let room = room.clone();
-        let (opened_at, closes_at) = (to_sql_time(opened_at), to_sql_time(closes_at));
+        let (opened_at, closes_at) = (time::rfc3339(opened_at), time::rfc3339(closes_at));
         self.write(move |tx| {
             // Times are stored in one fixed-width UTC format, so text order is time order.
             let running = tx
@@ -185,7 +174,7 @@ impl RoomStore for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        let at = to_sql_time(at);
+        let at = time::rfc3339(at);
         self.write(move |tx| {
             // `seq` is the check-in's next position, read in the same transaction; a repeat
             // conflicts on `(checkin, name)` and changes nothing, so the first time stays.
@@ -264,9 +253,7 @@ mod tests {
     }
 
     fn millis(at: DateTime<Utc>) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&to_sql_time(at))
-            .unwrap()
-            .with_timezone(&Utc)
+        time::parse(&time::rfc3339(at)).unwrap()
     }
 
     fn comment(text: &str) -> NewDanmaku {
