@@ -178,7 +178,8 @@ pub fn start_services() -> Services {
         http: TestService::start(
             "http-danmaku",
             Arc::new(|argv, listener| {
-                let config = http_danmaku::Config::parse_from(argv).expect("valid settings");
+                let config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
+                    .expect("valid settings");
                 http_danmaku::build_with_listener(config, listener)
             }),
             RELAXED,
@@ -186,7 +187,8 @@ pub fn start_services() -> Services {
         video: TestService::start(
             "ws-video",
             Arc::new(|argv, listener| {
-                let config = ws_video::config::parse_from(argv).expect("valid settings");
+                let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
+                    .expect("valid settings");
                 ws_video::build_with_listener(config, listener)
             }),
             RELAXED,
@@ -194,7 +196,8 @@ pub fn start_services() -> Services {
         live: TestService::start(
             "ws-stream",
             Arc::new(|argv, listener| {
-                let config = ws_stream::config::parse_from(argv).expect("valid settings");
+                let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
+                    .expect("valid settings");
                 ws_stream::build_with_listener(config, listener)
             }),
             RELAXED,

@@ -1,8 +1,11 @@
 //! The settings of `http-danmaku`.
+//!
+//! Read them with `service_kit::config::from_env(&INFO)` (in `main`) or
+//! `service_kit::config::parse_from(&INFO, args)` (in tests), like every service.
 
 use clap::Parser;
 use service_kit::ServerArgs;
-use service_kit::config::{self, ServiceDefaults, ServiceInfo};
+use service_kit::config::{ServiceDefaults, ServiceInfo, Settings};
 
 /// What `http-danmaku --help` says, and its defaults.
 pub const INFO: ServiceInfo = ServiceInfo {
@@ -27,18 +30,5 @@ pub struct Config {
     pub server: ServerArgs,
 }
 
-impl Config {
-    /// Reads the process's flags and environment; exits with a message on a bad value.
-    pub fn from_env() -> Self {
-        config::parse(&INFO)
-    }
-
-    /// Parses `args` (program name first) the way [`Config::from_env`] does.
-    pub fn parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        config::parse_from(&INFO, args)
-    }
-}
+/// Nothing to check beyond what clap checks: every [`ServerArgs`] value stands alone.
+impl Settings for Config {}

@@ -1,8 +1,14 @@
 //! Settings shared by the binaries. Each is a flag and a `DANMAKU_*` variable; the flag wins.
 //!
-//! A service declares its own `clap::Parser` struct, flattens [`ServerArgs`] (and [`WsArgs`] for
-//! the WebSocket services) into it, and calls [`parse`] with its default port and database file,
-//! so `--help` of every binary shows that binary's real defaults.
+//! One way for every service: its settings type implements [`Settings`] (a `clap::Parser` that
+//! flattens [`ServerArgs`], and [`WsArgs`] for the WebSocket services, as [`WsServiceConfig`]
+//! does), its [`ServiceInfo`] gives its name, help and defaults, and
+//!
+//! - `main` calls [`from_env`], which exits with a message naming the setting on a bad value;
+//! - tests call [`parse_from`] with an argument list, the same path returning a [`ConfigError`].
+//!
+//! Both parse, then run [`Settings::check`], so `--help` of every binary shows that binary's real
+//! defaults and every service refuses inconsistent settings the same way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -46,29 +52,75 @@ pub struct WsServiceConfig {
     pub ws: WsArgs,
 }
 
-impl WsServiceConfig {
-    /// Reads the process's flags and environment; exits with a message naming the setting on a
-    /// bad value.
-    pub fn from_env(info: &ServiceInfo) -> Self {
-        let config: Self = parse(info);
-        if let Err(problem) = config.ws.check() {
-            eprintln!("error: {problem}");
-            std::process::exit(2);
-        }
-        config
+impl Settings for WsServiceConfig {
+    fn check(&self) -> Result<(), String> {
+        self.ws.check()
     }
+}
 
-    /// Parses `args` (program name first) like [`WsServiceConfig::from_env`], returning the
-    /// problem instead of exiting.
-    pub fn parse_from<I, T>(info: &ServiceInfo, args: I) -> Result<Self, String>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let config: Self = parse_from(info, args).map_err(|e| e.to_string())?;
-        config.ws.check()?;
-        Ok(config)
+/// A binary's settings: flags and `DANMAKU_*` variables (the `clap::Parser`), and the rules
+/// between them that clap cannot express.
+pub trait Settings: Parser {
+    /// Checks the parsed settings against each other; the message names the `DANMAKU_*`
+    /// variables involved. Nothing to check unless a service says otherwise.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
     }
+}
+
+/// Why a service's settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag or variable is unknown, missing or malformed; clap's message, and the variable
+    /// behind the flag when it is a bad value. `--help` and `--version` also arrive here (clap's
+    /// way of stopping the parse); [`ConfigError::exit`] prints them and exits with success.
+    #[error("{}", invalid_message(.error, .variable.as_deref()))]
+    Invalid {
+        /// What clap says.
+        error: clap::Error,
+        /// The `DANMAKU_*` variable of the setting with the bad value, if that was the problem.
+        variable: Option<String>,
+    },
+    /// The settings parse but disagree ([`Settings::check`]).
+    #[error("error: {0}")]
+    Inconsistent(String),
+}
+
+impl ConfigError {
+    /// Prints the problem (or the help asked for) as command-line tools do and exits: status 2
+    /// for bad settings, 0 for `--help` and `--version`.
+    pub fn exit(&self) -> ! {
+        match self {
+            Self::Invalid {
+                error,
+                variable: Some(variable),
+            } => {
+                let _ = error.print();
+                eprintln!("{}", variable_note(variable));
+                std::process::exit(2);
+            }
+            Self::Invalid {
+                error,
+                variable: None,
+            } => error.exit(),
+            Self::Inconsistent(_) => {
+                eprintln!("{self}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+fn invalid_message(error: &clap::Error, variable: Option<&str>) -> String {
+    match variable {
+        Some(variable) => format!("{}{}", error, variable_note(variable)),
+        None => error.to_string(),
+    }
+}
+
+/// The line added to a bad value's message: the flag alone does not say which variable to fix.
+fn variable_note(variable: &str) -> String {
+    format!("(this setting is the flag or the variable {variable})")
 }
 
 /// Settings every service takes.
@@ -175,22 +227,11 @@ impl WsArgs {
     }
 }
 
-/// Parses the process's flags and environment into `C` with this service's defaults; prints the
-/// problem and exits on a bad value (clap's usual behaviour).
-pub fn parse<C: Parser>(info: &ServiceInfo) -> C {
-    let command = command::<C>(info);
-    let parsed = command
-        .clone()
-        .try_get_matches()
-        .and_then(|matches| C::from_arg_matches(&matches));
-    parsed.unwrap_or_else(|e| {
-        if let Some(variable) = variable_of_bad_value(&command, &e) {
-            let _ = e.print();
-            eprintln!("(this setting is the flag or the variable {variable})");
-            std::process::exit(2);
-        }
-        e.exit()
-    })
+/// Reads the process's flags and environment into `C` with this service's name, help and
+/// defaults, and checks them; on a bad value prints the problem, naming the setting, and exits
+/// (see [`ConfigError::exit`]).
+pub fn from_env<C: Settings>(info: &ServiceInfo) -> C {
+    parse_from(info, std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
 /// The environment variable behind the setting a value error is about, so the message names it
@@ -214,16 +255,26 @@ fn variable_of_bad_value(command: &clap::Command, error: &clap::Error) -> Option
         .map(|env| env.to_string_lossy().into_owned())
 }
 
-/// Parses `args` (the first is the program name) like [`parse`], returning errors instead of
-/// exiting. Tests use it to build configs through the same path as `main`.
-pub fn parse_from<C, I, T>(info: &ServiceInfo, args: I) -> Result<C, clap::Error>
+/// Parses `args` (the first is the program name) and the environment like [`from_env`],
+/// returning the problem instead of exiting. Tests use it to build settings through the same
+/// path as `main`.
+pub fn parse_from<C, I, T>(info: &ServiceInfo, args: I) -> Result<C, ConfigError>
 where
-    C: Parser,
+    C: Settings,
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = command::<C>(info).try_get_matches_from(args)?;
-    C::from_arg_matches(&matches)
+    let command = command::<C>(info);
+    let config = command
+        .clone()
+        .try_get_matches_from(args)
+        .and_then(|matches| C::from_arg_matches(&matches))
+        .map_err(|error| ConfigError::Invalid {
+            variable: variable_of_bad_value(&command, &error),
+            error,
+        })?;
+    config.check().map_err(ConfigError::Inconsistent)?;
+    Ok(config)
 }
 
 fn command<C: Parser>(info: &ServiceInfo) -> clap::Command {
@@ -250,6 +301,9 @@ mod tests {
         #[command(flatten)]
         ws: WsArgs,
     }
+
+    // Unchecked, so the tests below can look at `WsArgs::check` by itself.
+    impl Settings for TestConfig {}
 
     const DEFAULTS: ServiceInfo = ServiceInfo {
         name: "svc",
@@ -336,5 +390,64 @@ mod tests {
                 .unwrap_err()
                 .contains("DANMAKU_ALLOWED_ORIGINS")
         );
+    }
+
+    #[test]
+    fn every_service_checks_its_settings_in_the_same_path() {
+        let err = parse_from::<WsServiceConfig, _, _>(
+            &DEFAULTS,
+            [
+                "svc",
+                "--heartbeat-secs",
+                "10",
+                "--client-timeout-secs",
+                "10",
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("DANMAKU_CLIENT_TIMEOUT_SECS"),
+            "{err}"
+        );
+        let ok: WsServiceConfig = parse_from(&DEFAULTS, ["svc"]).unwrap();
+        assert_eq!(ok.server.port, 8099);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_flag_and_its_variable() {
+        let err = parse_from::<WsServiceConfig, _, _>(&DEFAULTS, ["svc", "--port", "eighty"])
+            .unwrap_err();
+        let ConfigError::Invalid { variable, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(variable.as_deref(), Some("DANMAKU_PORT"));
+        let text = err.to_string();
+        assert!(text.contains("--port"), "{text}");
+        assert!(
+            text.contains("(this setting is the flag or the variable DANMAKU_PORT)"),
+            "{text}"
+        );
+        let err =
+            parse_from::<WsServiceConfig, _, _>(&DEFAULTS, ["svc", "--no-such-flag"]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { variable: None, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn help_shows_the_services_name_and_defaults() {
+        let err = parse_from::<WsServiceConfig, _, _>(&DEFAULTS, ["svc", "--help"]).unwrap_err();
+        let ConfigError::Invalid { error, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        assert!(help.contains("a test service"), "{help}");
+        assert!(help.contains("Usage: svc"), "{help}");
+        assert!(help.contains("[default: 8099]"), "{help}");
+        assert!(help.contains("[default: data/test.db]"), "{help}");
+        assert!(help.contains("DANMAKU_HEARTBEAT_SECS"), "{help}");
     }
 }

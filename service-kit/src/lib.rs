@@ -1,8 +1,8 @@
 //! The actix-web pieces every danmaku service shares, so the three binaries stay thin and behave
 //! alike at their edges.
 //!
-//! - [`config`]: the settings every binary takes (flags and `DANMAKU_*` variables) and how a
-//!   service parses them with its own defaults.
+//! - [`config`]: the settings every binary takes (flags and `DANMAKU_*` variables) and the one
+//!   way a service reads them with its own defaults ([`config::from_env`], [`config::parse_from`]).
 //! - [`error`]: [`HttpError`], the JSON error response, and the extractor configurations that turn
 //!   bad bodies, queries and paths into it.
 //! - [`assets`]: the pages of `web/`, embedded in the binary or served from a folder.
@@ -25,7 +25,7 @@ pub mod shutdown;
 pub mod testing;
 pub mod ws;
 
-pub use config::{ServerArgs, WsArgs};
+pub use config::{ConfigError, ServerArgs, Settings, WsArgs};
 pub use error::HttpError;
 pub use rate::ClientRateLimiter;
 

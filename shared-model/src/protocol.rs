@@ -270,7 +270,7 @@ impl ServerMessage {
 }
 
 /// The WebSocket close codes the services send, named once: the server code and the tests use
-/// these names; the numbers live only here. The standard ones are from RFC 6455, section 7.4.1.
+/// these names, not the numbers. The standard ones are from RFC 6455, section 7.4.1.
 pub mod close {
     /// 1001, going away: the service is shutting down (SIGTERM); it sends what is queued, then
     /// closes every connection with this code. Clients may reconnect to the next instance.

@@ -2,8 +2,9 @@
 //! milliseconds and a `Z`, such as `2026-11-22T00:00:00.000Z`.
 //!
 //! Times are [`DateTime<Utc>`] everywhere in the code; this module is the only place that turns
-//! them into text and back. Serde fields use [`wire`] (`#[serde(with = "shared_model::time::wire")]`),
-//! the stores and the few places that print a time (CSV, messages) use [`rfc3339`] and [`parse`].
+//! them into text and back. Serde fields use [`wire`]
+//! (`#[serde(with = "shared_model::time::wire")]`); the stores and the few places that print a
+//! time (CSV, messages) use [`rfc3339`] and [`parse`].
 //!
 //! The text must stay byte for byte what earlier versions wrote: databases written by them are
 //! read by this one, and clients compare the JSON. Fixed width and always UTC, it also sorts as

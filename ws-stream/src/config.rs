@@ -1,5 +1,8 @@
 //! The settings of `ws-stream`: those of every WebSocket service
 //! ([`service_kit::config::WsServiceConfig`]), with this binary's name, help and defaults.
+//!
+//! Read them with `service_kit::config::from_env(&INFO)` (in `main`) or
+//! `service_kit::config::parse_from(&INFO, args)` (in tests), like every service.
 
 use service_kit::config::{ServiceDefaults, ServiceInfo, WsServiceConfig};
 
@@ -16,18 +19,3 @@ pub const INFO: ServiceInfo = ServiceInfo {
         db: "data/ws-stream.db",
     },
 };
-
-/// Reads the process's flags and environment; exits with a message on a bad value.
-pub fn from_env() -> Config {
-    Config::from_env(&INFO)
-}
-
-/// Parses `args` (program name first) the way [`from_env`] does, returning the problem instead
-/// of exiting.
-pub fn parse_from<I, T>(args: I) -> Result<Config, String>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    Config::parse_from(&INFO, args)
-}

@@ -37,13 +37,19 @@ async fn health_and_page_are_served() {
 
 #[test]
 fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
-    let err = ws_stream::config::parse_from([
-        "ws-stream",
-        "--heartbeat-secs",
-        "10",
-        "--client-timeout-secs",
-        "10",
-    ])
+    let err = service_kit::config::parse_from::<ws_stream::Config, _, _>(
+        &ws_stream::config::INFO,
+        [
+            "ws-stream",
+            "--heartbeat-secs",
+            "10",
+            "--client-timeout-secs",
+            "10",
+        ],
+    )
     .unwrap_err();
-    assert!(err.contains("DANMAKU_CLIENT_TIMEOUT_SECS"), "{err}");
+    assert!(
+        err.to_string().contains("DANMAKU_CLIENT_TIMEOUT_SECS"),
+        "{err}"
+    );
 }

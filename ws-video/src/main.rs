@@ -3,6 +3,6 @@
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     service_kit::init_logging();
-    let config = ws_video::config::from_env();
+    let config = service_kit::config::from_env(&ws_video::config::INFO);
     service_kit::server::run_main(ws_video::build(config)).await
 }

@@ -23,7 +23,8 @@ pub fn spawn_http() -> TestService {
     TestService::start(
         "http-danmaku",
         Arc::new(|argv, listener| {
-            let config = http_danmaku::Config::parse_from(argv).expect("valid test settings");
+            let config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
+                .expect("valid test settings");
             http_danmaku::build_with_listener(config, listener)
         }),
         RELAXED,
@@ -35,7 +36,8 @@ pub fn spawn_video() -> TestService {
     TestService::start(
         "ws-video",
         Arc::new(|argv, listener| {
-            let config = ws_video::config::parse_from(argv).expect("valid test settings");
+            let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
+                .expect("valid test settings");
             ws_video::build_with_listener(config, listener)
         }),
         RELAXED,
@@ -47,7 +49,8 @@ pub fn spawn_live() -> TestService {
     TestService::start(
         "ws-stream",
         Arc::new(|argv, listener| {
-            let config = ws_stream::config::parse_from(argv).expect("valid test settings");
+            let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
+                .expect("valid test settings");
             ws_stream::build_with_listener(config, listener)
         }),
         RELAXED,

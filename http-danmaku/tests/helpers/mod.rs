@@ -42,7 +42,8 @@ pub fn spawn_app_with(args: &[&str]) -> TestApp {
         "1".to_owned(),
     ];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let config = Config::parse_from(argv).expect("valid test settings");
+    let config: Config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
+        .expect("valid test settings");
     let server =
         testing::spawn(move |listener| http_danmaku::build_with_listener(config, listener));
     TestApp {

@@ -109,8 +109,8 @@ impl Outgoing {
 }
 
 /// A hub's handle on one connection: cheap to clone, and bounded. Pushing to a connection whose
-/// queue is full marks it as too slow and tells it to close with [`close::POLICY_VIOLATION`]; the hub should then forget
-/// it, so one slow viewer never holds up the others or grows memory.
+/// queue is full marks it as too slow and tells it to close with [`close::POLICY_VIOLATION`]; the
+/// hub should then forget it, so one slow viewer never holds up the others or grows memory.
 #[derive(Clone)]
 pub struct Viewer {
     /// The connection.

@@ -5,7 +5,8 @@
 //! ([`close::MESSAGE_TOO_BIG`]), fragments (reassembled up to the same cap; actix hands
 //! continuation frames through raw), binary frames, bad JSON and unknown types (an error frame;
 //! the connection stays), comments over the rate (a `rate_limited` error frame; nothing is
-//! stored), and a queue that a slow reader lets fill ([`close::POLICY_VIOLATION`]). What a good frame means is the service's [`SessionLogic`].
+//! stored), and a queue that a slow reader lets fill ([`close::POLICY_VIOLATION`]). What a good
+//! frame means is the service's [`SessionLogic`].
 //!
 //! This is the only module that imports `actix-web-actors` (deprecated upstream in favour of
 //! `actix-ws`), so moving off it touches this file alone.

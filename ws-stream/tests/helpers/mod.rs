@@ -14,7 +14,8 @@ pub fn spawn_app(args: &[&str]) -> TestService {
     TestService::start(
         "ws-stream",
         Arc::new(|argv, listener| {
-            let config = ws_stream::config::parse_from(argv).expect("valid test settings");
+            let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
+                .expect("valid test settings");
             ws_stream::build_with_listener(config, listener)
         }),
         args,

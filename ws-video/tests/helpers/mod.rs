@@ -13,7 +13,8 @@ pub fn spawn_app(args: &[&str]) -> TestService {
     TestService::start(
         "ws-video",
         Arc::new(|argv, listener| {
-            let config = ws_video::config::parse_from(argv).expect("valid test settings");
+            let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
+                .expect("valid test settings");
             ws_video::build_with_listener(config, listener)
         }),
         args,
