@@ -3,9 +3,13 @@
 # One image for all three services (http-danmaku, ws-video, ws-stream); docker-compose.yml picks
 # the binary with `command:`. The pages in web/ are embedded into the binaries at compile time, so
 # the runtime stage needs no web dir. The cache mounts need BuildKit (Docker's default builder
-# since 23.0).
+# since 23.0; podman/buildah understand them too).
 #
-# There is no Docker engine on the project's machines, so this file has not been built on one yet.
+# Checked with podman 4.3 (buildah) and podman-compose 1.0.3 on Debian 12, not yet with Docker
+# itself. No image registry was reachable, so the base images were made locally
+# (debian:bookworm-slim by debootstrap, rust:1-bookworm from it plus the Rust toolchain).
+# scripts/compose-check.sh repeats the check: it builds this image, runs docker-compose.yml, uses
+# every service, stops them with SIGTERM and starts them again on the same volume.
 
 ############################################################################### builder
 FROM rust:1-bookworm AS builder
@@ -46,9 +50,11 @@ FROM debian:bookworm-slim AS runtime
 # does.
 #
 # The data dir is created here and owned by the service user, so a fresh named volume mounted at
-# /data starts with that owner (Docker copies the image's ownership into an empty named volume).
-RUN groupadd --system --gid 10001 danmaku \
- && useradd --system --uid 10001 --gid danmaku --home-dir /data --no-create-home \
+# /data starts with that owner (Docker and podman copy the image's ownership into an empty named
+# volume; checked with podman: the volume's files belong to 10001).
+# (Not `--system`: system accounts are meant to be below 1000, and useradd warns about 10001.)
+RUN groupadd --gid 10001 danmaku \
+ && useradd --uid 10001 --gid danmaku --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin danmaku \
  && mkdir -p /data \
  && chown danmaku:danmaku /data
@@ -62,7 +68,8 @@ USER danmaku
 
 EXPOSE 8081 8082 8083
 
-# The services stop gracefully on SIGTERM (close sockets with 1001, keep every acknowledged comment).
+# The services stop gracefully on SIGTERM (close sockets with 1001, answer waiting long polls, keep
+# every acknowledged comment, exit 0). The binary is PID 1 (exec-form CMD), so it gets the signal.
 STOPSIGNAL SIGTERM
 
 # No HEALTHCHECK: every service answers GET /healthz, but this image has no curl or wget and the

@@ -241,7 +241,8 @@ pub struct DraftDanmaku {
 }
 
 impl DraftDanmaku {
-    /// Applies every rule of SPEC "The comment", reporting the first that fails.
+    /// Applies every rule of a comment (docs/api.md, "The comment object"), reporting the first
+    /// that fails.
     pub fn validate(self, time_rule: TimeRule) -> Result<NewDanmaku, ApiError> {
         let author = validate_author(&self.author)?;
         let text = validate_text(&self.text)?;

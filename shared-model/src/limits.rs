@@ -1,4 +1,4 @@
-//! The limits of the contract (SPEC "The comment" and "Limits"), each with its unit.
+//! The limits of the API (docs/api.md and docs/protocol.md), each with its unit.
 
 /// Longest comment text, in characters (Unicode scalar values) after trimming.
 pub const MAX_TEXT_CHARS: usize = 100;
