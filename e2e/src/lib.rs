@@ -12,7 +12,6 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::Capabilities;
@@ -176,30 +175,18 @@ pub struct Services {
 pub fn start_services() -> Services {
     Services {
         http: TestService::start(
-            "http-danmaku",
-            Arc::new(|argv, listener| {
-                let config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
-                    .expect("valid settings");
-                http_danmaku::build_with_listener(config, listener)
-            }),
+            &http_danmaku::config::INFO,
+            http_danmaku::build_with_listener,
             RELAXED,
         ),
         video: TestService::start(
-            "ws-video",
-            Arc::new(|argv, listener| {
-                let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
-                    .expect("valid settings");
-                ws_video::build_with_listener(config, listener)
-            }),
+            &ws_video::config::INFO,
+            ws_video::build_with_listener,
             RELAXED,
         ),
         live: TestService::start(
-            "ws-stream",
-            Arc::new(|argv, listener| {
-                let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
-                    .expect("valid settings");
-                ws_stream::build_with_listener(config, listener)
-            }),
+            &ws_stream::config::INFO,
+            ws_stream::build_with_listener,
             RELAXED,
         ),
     }

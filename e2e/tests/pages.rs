@@ -5,19 +5,13 @@ use std::time::Duration;
 use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, texts, wait_for};
 use fantoccini::Client;
 use serde_json::{Value, json};
+use service_kit::testing::http_client as http;
 
 /// WebDriver's Enter key.
 const ENTER: &str = "\u{E007}";
 
 /// What a comment looks like when someone tries to smuggle markup in.
 const HOSTILE: &str = "<img src=x onerror=window.pwned=1>";
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
 
 /// A JavaScript string literal for `text`.
 fn js(text: &str) -> String {

@@ -156,10 +156,10 @@ async fn a_long_poll_on_an_empty_room_returns_soon_after_a_post() {
         })
     };
     // The server counts the poll as waiting before anything is posted.
-    wait_for_long_polls(&app.client, &app.base, 1).await;
+    wait_for_long_polls(&client(), &app.base, 1).await;
     let before_post = Instant::now();
     let (status, item) = post(
-        &app.client,
+        &client(),
         &app.base,
         "quiet",
         &json!({"author": "a", "text": "wake up"}),
@@ -183,8 +183,7 @@ async fn a_long_poll_on_an_empty_room_returns_soon_after_a_post() {
 async fn a_long_poll_answers_empty_when_wait_runs_out() {
     let app = spawn_app();
     let started = Instant::now();
-    let page: Value = app
-        .client
+    let page: Value = client()
         .get(format!(
             "{}/api/rooms/quiet/danmaku?after=0&wait=1",
             app.base
@@ -208,7 +207,7 @@ async fn a_long_poll_returns_at_once_when_something_newer_exists() {
     let app = spawn_app();
     for text in ["one", "two"] {
         post(
-            &app.client,
+            &client(),
             &app.base,
             "r",
             &json!({"author": "a", "text": text}),
@@ -216,8 +215,7 @@ async fn a_long_poll_returns_at_once_when_something_newer_exists() {
         .await;
     }
     let started = Instant::now();
-    let page: Value = app
-        .client
+    let page: Value = client()
         .get(format!("{}/api/rooms/r/danmaku?after=1&wait=30", app.base))
         .send()
         .await
@@ -235,15 +233,14 @@ async fn without_after_a_poll_returns_the_newest_items_and_a_cursor() {
     let app = spawn_app();
     for n in 1..=5 {
         post(
-            &app.client,
+            &client(),
             &app.base,
             "r",
             &json!({"author": "a", "text": format!("c{n}")}),
         )
         .await;
     }
-    let page: Value = app
-        .client
+    let page: Value = client()
         .get(format!("{}/api/rooms/r/danmaku?limit=2", app.base))
         .send()
         .await
@@ -265,7 +262,7 @@ async fn without_after_a_poll_returns_the_newest_items_and_a_cursor() {
 async fn a_post_answers_201_with_the_stored_item() {
     let app = spawn_app();
     let (status, item) = post(
-        &app.client,
+        &client(),
         &app.base,
         "room-1",
         &json!({"author": " 小明 ", "text": " 前方高能 ", "color": "#FF0000", "mode": "top"}),
@@ -281,7 +278,7 @@ async fn a_post_answers_201_with_the_stored_item() {
     assert!(item.get("time").is_none());
     let sent_at = item["sent_at"].as_str().unwrap();
     assert!(sent_at.ends_with('Z') && sent_at.len() == 24, "{sent_at}");
-    assert_eq!(read_all(&app.client, &app.base, "room-1").await, vec![item]);
+    assert_eq!(read_all(&client(), &app.base, "room-1").await, vec![item]);
 }
 
 /// A request and the status and error code it must get.
@@ -296,7 +293,7 @@ struct BadCase {
 async fn every_bad_input_gets_its_status_and_code_and_nothing_is_stored() {
     let app = spawn_app();
     let url = format!("{}/api/rooms/bad/danmaku", app.base);
-    let c = &app.client;
+    let c = &client();
     let json_post = |body: Value| c.post(&url).json(&body);
     let raw_post = |body: String| {
         c.post(&url)
@@ -506,8 +503,7 @@ async fn every_bad_input_gets_its_status_and_code_and_nothing_is_stored() {
 async fn error_messages_name_the_problem() {
     let app = spawn_app();
     let url = format!("{}/api/rooms/r/danmaku", app.base);
-    let body: Value = app
-        .client
+    let body: Value = client()
         .post(&url)
         .json(&json!({"author": "a", "text": "t", "admin": true}))
         .send()
@@ -520,8 +516,7 @@ async fn error_messages_name_the_problem() {
         body["error"]["message"].as_str().unwrap().contains("admin"),
         "{body}"
     );
-    let body: Value = app
-        .client
+    let body: Value = client()
         .get(format!("{url}?after=abc"))
         .send()
         .await
@@ -543,8 +538,7 @@ async fn a_client_over_its_rate_gets_429_and_its_refused_comments_are_not_stored
     let mut refused = HashSet::new();
     for n in 0..20 {
         let text = format!("n{n}");
-        let response = app
-            .client
+        let response = client()
             .post(format!("{}/api/rooms/r/danmaku", app.base))
             .json(&json!({"author": "a", "text": text}))
             .send()
@@ -578,7 +572,7 @@ async fn a_client_over_its_rate_gets_429_and_its_refused_comments_are_not_stored
         "the rest of a 20-comment burst is refused ({})",
         refused.len()
     );
-    let stored: HashSet<String> = read_all(&app.client, &app.base, "r")
+    let stored: HashSet<String> = read_all(&client(), &app.base, "r")
         .await
         .iter()
         .map(|i| i["text"].as_str().unwrap().to_owned())
@@ -590,8 +584,7 @@ async fn a_client_over_its_rate_gets_429_and_its_refused_comments_are_not_stored
 async fn the_page_is_served_with_a_content_security_policy() {
     let app = spawn_app();
     for path in ["/", "/index.html", "/http.html"] {
-        let response = app
-            .client
+        let response = client()
             .get(format!("{}{path}", app.base))
             .send()
             .await
@@ -613,22 +606,19 @@ async fn the_page_is_served_with_a_content_security_policy() {
         );
         assert!(response.text().await.unwrap().contains("<html"), "{path}");
     }
-    let missing = app
-        .client
+    let missing = client()
         .get(format!("{}/nope.js", app.base))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let escape = app
-        .client
+    let escape = client()
         .get(format!("{}/..%2FCargo.toml", app.base))
         .send()
         .await
         .unwrap();
     assert_eq!(escape.status(), 404);
-    let health: Value = app
-        .client
+    let health: Value = client()
         .get(format!("{}/healthz", app.base))
         .send()
         .await

@@ -11,7 +11,8 @@
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
-//! - [`testing`]: the real service on an ephemeral port, for integration tests.
+//! - `testing` (feature `testing`, for dev-dependencies only): the real service on an ephemeral
+//!   port and clients with timeouts, for integration tests.
 //! - [`ws`]: the WebSocket session actor, rooms and the Origin check both WebSocket services use.
 
 pub mod assets;
@@ -22,6 +23,7 @@ pub mod headers;
 pub mod rate;
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod ws;
 

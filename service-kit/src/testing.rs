@@ -1,7 +1,11 @@
 //! Running a service inside a test: the real server on an ephemeral port, in its own thread with
-//! its own actix system, exactly as `main` would build it ([`spawn`]); or the real binary, for
-//! tests that signal or kill it ([`Binary`]); and, with the `testing` feature, a WebSocket
-//! client.
+//! its own actix system, exactly as `main` would build it, on a fresh database
+//! ([`TestService`]); or the real binary, for tests that signal or kill it ([`Binary`]); a
+//! WebSocket client ([`WsClient`]) and an HTTP client ([`http_client`]) with timeouts on every
+//! receive.
+//!
+//! Compiled only with the `testing` feature, which only dev-dependencies enable: none of this is
+//! in a release binary.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -149,24 +153,22 @@ impl Drop for Binary {
     }
 }
 
-#[cfg(feature = "testing")]
-pub use service::{Builder, TestService};
-#[cfg(feature = "testing")]
+pub use service::TestService;
 pub use ws_client::WsClient;
 
 /// A service under test with its own temporary database, restartable on the same file.
-#[cfg(feature = "testing")]
 mod service {
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    use super::{TestServer, spawn};
+    use super::{TestServer, init_test_logging, spawn};
+    use crate::config::{ServiceInfo, Settings, parse_from};
     use crate::server::{RunningServer, ServiceError};
 
     /// Builds a service from its command line (program name first) on a bound listener, the
     /// way its `main` would: parse the settings, then `build_with_listener`.
-    pub type Builder =
+    type Builder =
         Arc<dyn Fn(Vec<String>, TcpListener) -> Result<RunningServer, ServiceError> + Send + Sync>;
 
     /// A running service on a fresh database in a temporary folder. Dropping it stops the
@@ -187,17 +189,28 @@ mod service {
     }
 
     impl TestService {
-        /// Starts service `name` with `args` after the test defaults (a fresh `--db`, two
-        /// workers, a one-second shutdown).
-        pub fn start(name: &str, builder: Builder, args: &[&str]) -> Self {
+        /// Starts the service `info` describes with `args` after the test defaults (a fresh
+        /// `--db`, two workers, a one-second shutdown): its settings are parsed as its `main`
+        /// parses them, then `build` (its `build_with_listener`) makes the server. Logs go to
+        /// stderr when `TEST_LOG` is set.
+        pub fn start<C: Settings + 'static>(
+            info: &'static ServiceInfo,
+            build: fn(C, TcpListener) -> Result<RunningServer, ServiceError>,
+            args: &[&str],
+        ) -> Self {
+            init_test_logging();
             let dir = tempfile::tempdir().expect("a temporary folder");
-            let db = dir.path().join(format!("{name}.db"));
+            let db = dir.path().join(format!("{}.db", info.name));
+            let builder: Builder = Arc::new(move |argv, listener| {
+                let config: C = parse_from(info, argv).expect("valid test settings");
+                build(config, listener)
+            });
             let mut service = Self {
                 base: String::new(),
                 ws_base: String::new(),
                 db,
                 addr: ([127, 0, 0, 1], 0).into(),
-                name: name.to_owned(),
+                name: info.name.to_owned(),
                 builder,
                 server: None,
                 _dir: dir,
@@ -236,8 +249,24 @@ mod service {
     }
 }
 
+/// Logs from services under test go to stderr only when `TEST_LOG` is set (once per test
+/// binary: the logger is process-wide).
+pub fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_some() {
+        ONCE.call_once(crate::init_logging);
+    }
+}
+
+/// An HTTP client for tests: its own connection pool, and a timeout on every request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A WebSocket client for tests: every receive has a timeout, and JSON frames come back parsed.
-#[cfg(feature = "testing")]
 mod ws_client {
     use std::time::Duration;
 

@@ -21,12 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The HTTP service on a fresh database.
 pub fn spawn_http() -> TestService {
     TestService::start(
-        "http-danmaku",
-        Arc::new(|argv, listener| {
-            let config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
-                .expect("valid test settings");
-            http_danmaku::build_with_listener(config, listener)
-        }),
+        &http_danmaku::config::INFO,
+        http_danmaku::build_with_listener,
         RELAXED,
     )
 }
@@ -34,12 +30,8 @@ pub fn spawn_http() -> TestService {
 /// The video service on a fresh database.
 pub fn spawn_video() -> TestService {
     TestService::start(
-        "ws-video",
-        Arc::new(|argv, listener| {
-            let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
-                .expect("valid test settings");
-            ws_video::build_with_listener(config, listener)
-        }),
+        &ws_video::config::INFO,
+        ws_video::build_with_listener,
         RELAXED,
     )
 }
@@ -47,12 +39,8 @@ pub fn spawn_video() -> TestService {
 /// The live service on a fresh database.
 pub fn spawn_live() -> TestService {
     TestService::start(
-        "ws-stream",
-        Arc::new(|argv, listener| {
-            let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
-                .expect("valid test settings");
-            ws_stream::build_with_listener(config, listener)
-        }),
+        &ws_stream::config::INFO,
+        ws_stream::build_with_listener,
         RELAXED,
     )
 }

@@ -1,75 +1,28 @@
-//! Test helpers: the real server on an ephemeral port with a fresh SQLite file, and the real
-//! binary for the tests that kill it.
-#![allow(dead_code)] // each test binary uses a different part of this module
+//! Test helpers: the real server on an ephemeral port with a fresh SQLite file
+//! ([`TestService`]), the real binary for the tests that kill it, and the API calls the tests
+//! repeat.
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use http_danmaku::Config;
 use serde_json::Value;
-use service_kit::testing::{self, Binary, TestServer};
-
-/// A running server and a client for it. Dropping it stops the server.
-pub struct TestApp {
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    /// A client with a timeout on every request.
-    pub client: reqwest::Client,
-    /// The database file.
-    pub db: PathBuf,
-    // Dropped in this order: the server (and its database) before the folder.
-    _server: TestServer,
-    _dir: tempfile::TempDir,
-}
+pub use service_kit::testing::http_client as client;
+use service_kit::testing::{Binary, TestService};
 
 /// Starts the server with default settings (and a generous rate limit unless `args` set one).
-pub fn spawn_app() -> TestApp {
+pub fn spawn_app() -> TestService {
     spawn_app_with(&["--rate-per-sec", "100000", "--rate-burst", "100000"])
 }
 
-/// Starts the server with extra command-line settings, parsed the way `main` parses them.
-pub fn spawn_app_with(args: &[&str]) -> TestApp {
-    init_test_logging();
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let db = dir.path().join("data/http.db");
-    let mut argv = vec![
-        "http-danmaku".to_owned(),
-        "--db".to_owned(),
-        db.display().to_string(),
-        "--workers".to_owned(),
-        "2".to_owned(),
-        "--shutdown-timeout-secs".to_owned(),
-        "1".to_owned(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let config: Config = service_kit::config::parse_from(&http_danmaku::config::INFO, argv)
-        .expect("valid test settings");
-    let server =
-        testing::spawn(move |listener| http_danmaku::build_with_listener(config, listener));
-    TestApp {
-        base: server.base.clone(),
-        client: client(),
-        db,
-        _server: server,
-        _dir: dir,
-    }
-}
-
-/// A fresh HTTP client (its own connection pool) with a timeout on every request.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(40))
-        .build()
-        .expect("a client")
-}
-
-/// Logs from the server under test only when `TEST_LOG` is set (once per test binary: the
-/// logger is process-wide).
-fn init_test_logging() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    if std::env::var_os("TEST_LOG").is_some() {
-        ONCE.call_once(service_kit::init_logging);
-    }
+/// Starts the server on a fresh database with extra command-line settings, parsed the way
+/// `main` parses them.
+pub fn spawn_app_with(args: &[&str]) -> TestService {
+    TestService::start(
+        &http_danmaku::config::INFO,
+        http_danmaku::build_with_listener,
+        args,
+    )
 }
 
 /// Posts a comment; returns the status and the JSON body.

@@ -1,9 +1,8 @@
 //! Test helpers: the live service on an ephemeral port with a fresh SQLite file.
-#![allow(dead_code)] // each test binary uses a different part of this module
-
-use std::sync::Arc;
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 use serde_json::{Value, json};
+pub use service_kit::testing::http_client as http;
 use service_kit::testing::{TestService, WsClient};
 
 /// Generous limits, so tests that are not about limits do not trip them.
@@ -12,12 +11,8 @@ pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "1000
 /// Starts the live service with `args` on a fresh database.
 pub fn spawn_app(args: &[&str]) -> TestService {
     TestService::start(
-        "ws-stream",
-        Arc::new(|argv, listener| {
-            let config = service_kit::config::parse_from(&ws_stream::config::INFO, argv)
-                .expect("valid test settings");
-            ws_stream::build_with_listener(config, listener)
-        }),
+        &ws_stream::config::INFO,
+        ws_stream::build_with_listener,
         args,
     )
 }
@@ -42,14 +37,6 @@ pub async fn say(client: &mut WsClient, text: &str) -> Value {
         }
         assert_ne!(frame["type"], "error", "{frame}");
     }
-}
-
-/// An HTTP client with a timeout on every request.
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("a client")
 }
 
 /// The ids of the comments in a list of items.

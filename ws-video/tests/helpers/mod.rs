@@ -1,8 +1,7 @@
 //! Test helpers: the video service on an ephemeral port with a fresh SQLite file.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
-use std::sync::Arc;
-
+pub use service_kit::testing::http_client as http;
 use service_kit::testing::{TestService, WsClient};
 
 /// Generous limits, so tests that are not about limits do not trip them.
@@ -10,15 +9,7 @@ pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "1000
 
 /// Starts the video service with `args` on a fresh database.
 pub fn spawn_app(args: &[&str]) -> TestService {
-    TestService::start(
-        "ws-video",
-        Arc::new(|argv, listener| {
-            let config = service_kit::config::parse_from(&ws_video::config::INFO, argv)
-                .expect("valid test settings");
-            ws_video::build_with_listener(config, listener)
-        }),
-        args,
-    )
+    TestService::start(&ws_video::config::INFO, ws_video::build_with_listener, args)
 }
 
 /// A viewer of `video`, past its `hello`; returns the client and the hello.
@@ -27,12 +18,4 @@ pub async fn viewer(app: &TestService, video: &str) -> (WsClient, serde_json::Va
     let hello = client.recv_json().await;
     assert_eq!(hello["type"], "hello", "{hello}");
     (client, hello)
-}
-
-/// An HTTP client with a timeout on every request.
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("a client")
 }
