@@ -12,7 +12,7 @@ pub const INFO: ServiceInfo = ServiceInfo {
     name: "http-danmaku",
     about: "Danmaku over plain HTTP: post comments, fetch them by short or long polling.",
     after_help: "Routes: POST /api/rooms/{room}/danmaku, \
-                 GET /api/rooms/{room}/danmaku?after=&limit=&wait=, GET /polling, \
+                 GET /api/rooms/{room}/danmaku?after=&limit=&wait=, GET /polling, GET /api/stats, \
                  GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail.",
     defaults: ServiceDefaults {
         port: 8081,

@@ -3,7 +3,7 @@
 //! Nothing here knows about actix: the services translate these types to and from HTTP and
 //! WebSocket at their edges, so the rules for what a comment may be live in one place.
 //!
-//! - [`limits`]: every limit of the contract, with its unit.
+//! - [`limits`]: every limit a comment, a message or a request has, with its unit.
 //! - [`comment`]: a stored [`Danmaku`], the validated [`NewDanmaku`] and the raw [`DraftDanmaku`]
 //!   a client sends, with the validation that turns one into the other.
 //! - [`error`]: [`ApiError`] and its stable [`ErrorCode`]s, the JSON error body of HTTP and the

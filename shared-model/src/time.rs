@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
-/// `at` as the contract writes it: `2026-11-22T00:00:00.000Z`. Digits below the millisecond are
+/// `at` as the wire and the database write it: `2026-11-22T00:00:00.000Z`. Digits below the millisecond are
 /// cut off, not rounded.
 pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)

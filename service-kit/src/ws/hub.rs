@@ -233,3 +233,156 @@ impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
         self.channels.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    use actix::{Actor, Context, Handler};
+    use shared_model::{Color, Mode};
+
+    use super::*;
+    use crate::ws::Outgoing;
+
+    /// A stand-in connection that keeps every frame the hub sends it.
+    struct Recorder {
+        frames: Arc<Mutex<Vec<serde_json::Value>>>,
+    }
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outgoing> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Outgoing, _ctx: &mut Context<Self>) {
+            let text = match msg {
+                Outgoing::Frame(frame) | Outgoing::Comments { frame, .. } => frame.to_string(),
+                Outgoing::Close { code, .. } => format!("{{\"type\":\"close\",\"code\":{code}}}"),
+            };
+            let frame = serde_json::from_str(&text).expect("the hub sends JSON");
+            self.frames.lock().expect("not poisoned").push(frame);
+        }
+    }
+
+    fn viewer(id: ConnectionId) -> (Viewer, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let recipient = Recorder {
+            frames: frames.clone(),
+        }
+        .start()
+        .recipient();
+        let viewer = Viewer {
+            id,
+            recipient,
+            overflowed: Arc::new(AtomicBool::new(false)),
+        };
+        (viewer, frames)
+    }
+
+    fn comment(channel: &str, id: i64) -> Danmaku {
+        Danmaku {
+            id,
+            channel: ChannelId::parse(channel).unwrap(),
+            author: "ann".into(),
+            text: format!("n{id}"),
+            color: Color::default(),
+            mode: Mode::default(),
+            time: None,
+            sent_at: shared_model::time::now(),
+        }
+    }
+
+    fn types(frames: &Mutex<Vec<serde_json::Value>>) -> Vec<String> {
+        let frames = frames.lock().unwrap();
+        frames
+            .iter()
+            .map(|f| f["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits (up to 5 s) for the first frame `wanted` accepts.
+    async fn first_frame(
+        frames: &Mutex<Vec<serde_json::Value>>,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(found) = frames.lock().unwrap().iter().find(|f| wanted(f)) {
+                return found.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no such frame");
+            actix_rt::time::sleep(BATCH_WINDOW).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn comments_published_together_go_out_as_one_frame_in_id_order_to_their_channel_only() {
+        let hub = RoomsHub::new((), "video").start();
+        let (a, a_frames) = viewer(1);
+        let (b, b_frames) = viewer(2);
+        let a_channel = ChannelId::parse("a").unwrap();
+        let joined = hub
+            .send(Join::<()> {
+                channel: a_channel.clone(),
+                viewer: a,
+                join_as: (),
+            })
+            .await
+            .unwrap();
+        assert_eq!(joined.viewers, 1);
+        hub.send(Join::<()> {
+            channel: ChannelId::parse("b").unwrap(),
+            viewer: b,
+            join_as: (),
+        })
+        .await
+        .unwrap();
+        for id in [2, 1, 3] {
+            hub.do_send(Publish {
+                item: comment("a", id),
+            });
+        }
+        // Published within the batch window: the first frame holds all three, sorted.
+        let batch = first_frame(&a_frames, |f| f["type"] == "danmaku").await;
+        let ids: Vec<_> = batch["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(
+            !types(&b_frames).contains(&"danmaku".to_owned()),
+            "channel b got channel a's comments"
+        );
+        hub.send(Leave {
+            channel: a_channel,
+            id: 1,
+        })
+        .await
+        .unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn viewer_counts_are_reported_after_joins_and_shutdown_closes_with_1001() {
+        let hub = RoomsHub::new((), "room").start();
+        let (first, frames) = viewer(1);
+        let (second, _) = viewer(2);
+        for viewer in [first, second] {
+            hub.send(Join::<()> {
+                channel: ChannelId::parse("lobby").unwrap(),
+                viewer,
+                join_as: (),
+            })
+            .await
+            .unwrap();
+        }
+        // Counts go out on the hub's timer.
+        first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 2).await;
+        hub.send(Shutdown).await.unwrap();
+        let close = first_frame(&frames, |f| f["type"] == "close").await;
+        assert_eq!(close["code"], close::GOING_AWAY);
+    }
+}
