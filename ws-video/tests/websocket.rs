@@ -475,8 +475,19 @@ async fn a_viewer_too_slow_to_read_is_closed_with_1008_and_the_others_get_everyt
         tokio::spawn(async move {
             let mut seen = HashSet::new();
             let mut slow_dropped = false;
+            // The total is known only once the posters stop, maybe after the last frame came:
+            // wait in short slices, so the loop sees the total as soon as it is set.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             while seen.len() < expected.load(Ordering::SeqCst) {
-                let frame = watcher.recv_json().await;
+                let next = tokio::time::timeout(Duration::from_millis(200), watcher.recv_json());
+                let Ok(frame) = next.await else {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the watcher got {} comments and then nothing",
+                        seen.len()
+                    );
+                    continue;
+                };
                 match frame["type"].as_str() {
                     Some("danmaku") => {
                         for item in frame["items"].as_array().unwrap() {
