@@ -677,7 +677,7 @@ fn server_usage(
 
 /// Waits for every task, giving them [`JOIN_TIMEOUT`] in all; tasks still running then are
 /// aborted and left out.
-async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Option<T>> {
+async fn join_all<T: Send + 'static>(handles: Vec<JoinHandle<T>>) -> Vec<Option<T>> {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut results = Vec::with_capacity(handles.len());
     for handle in handles {

@@ -352,37 +352,6 @@ fn connect(ctx: &Arc<Context>, transports: &[Transport], viewers: usize) -> Clie
     }
 }
 
-/// The measured window: from the first comment's due time to the end of receiving.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    /// When comment 0 is due.
-    start: Instant,
-    /// When receiving stops: the stream's end plus the linger.
-    end: Instant,
-}
-
-impl Window {
-    /// How long the window lasts.
-    fn length(&self) -> Duration {
-        self.end.saturating_duration_since(self.start)
-    }
-}
-
-/// **Start.** Fixes the stream to start 300 ms from now, for the plan's duration, with
-/// receiving until the linger after it, and hands the schedule and the end to every client.
-fn start_stream(
-    plan: &Plan,
-    epoch: Instant,
-    schedule_tx: &watch::Sender<Option<Schedule>>,
-    end_tx: &watch::Sender<Option<Instant>>,
-) -> Window {
-    let start = Instant::now() + Duration::from_millis(300);
-    let schedule = Schedule::new(epoch, start, plan.rate, plan.duration);
-    let end = start + plan.duration + plan.linger;
-    let _ = schedule_tx.send(Some(schedule));
-    let _ = end_tx.send(Some(end));
-    Window { start, end }
-}
 impl Clients {
     /// Waits until every viewer is ready to receive (cursor known, socket open) or has
     /// failed, for at most [`READY_TIMEOUT`], so the stream starts with everyone listening.
@@ -424,6 +393,37 @@ impl Clients {
     }
 }
 
+/// The measured window: from the first comment's due time to the end of receiving.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// When comment 0 is due.
+    start: Instant,
+    /// When receiving stops: the stream's end plus the linger.
+    end: Instant,
+}
+
+impl Window {
+    /// How long the window lasts.
+    fn length(&self) -> Duration {
+        self.end.saturating_duration_since(self.start)
+    }
+}
+
+/// **Start.** Fixes the stream to start 300 ms from now, for the plan's duration, with
+/// receiving until the linger after it, and hands the schedule and the end to every client.
+fn start_stream(
+    plan: &Plan,
+    epoch: Instant,
+    schedule_tx: &watch::Sender<Option<Schedule>>,
+    end_tx: &watch::Sender<Option<Instant>>,
+) -> Window {
+    let start = Instant::now() + Duration::from_millis(300);
+    let schedule = Schedule::new(epoch, start, plan.rate, plan.duration);
+    let end = start + plan.duration + plan.linger;
+    let _ = schedule_tx.send(Some(schedule));
+    let _ = end_tx.send(Some(end));
+    Window { start, end }
+}
 /// CPU readings at one moment: this tool, the machine, and the local services together.
 struct Readings {
     /// This tool.
