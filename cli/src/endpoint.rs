@@ -5,6 +5,8 @@ use std::fmt;
 
 use clap::Args;
 use shared_model::ChannelId;
+use url::Url;
+use url::form_urlencoded;
 
 use crate::error::CliError;
 
@@ -12,41 +14,49 @@ use crate::error::CliError;
 /// plain side in front of this tool if the service sits behind TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Base {
-    /// `host:port`, for connecting and for the `Host` header.
+    /// `host:port`, for connecting and for the `Host` header (an IPv6 host in brackets).
     pub authority: String,
 }
 
+/// What [`Base::parse`] accepts, for its error messages.
+const EXPECTED_ADDRESS: &str = "expected an address with a port, like http://127.0.0.1:8081";
+
 impl Base {
-    /// Parses `http://host:port`, `ws://host:port` or `host:port` (a trailing path is ignored).
+    /// Parses `http://host:port`, `ws://host:port` or `host:port` (a path, query or fragment is
+    /// ignored). The port must be written, even port 80; TLS schemes, other schemes and user
+    /// names are refused with a [`CliError::Usage`] saying why.
     pub fn parse(raw: &str) -> Result<Self, CliError> {
-        let rest = if let Some(rest) = raw
-            .strip_prefix("http://")
-            .or_else(|| raw.strip_prefix("ws://"))
-        {
-            rest
-        } else if raw.starts_with("https://") || raw.starts_with("wss://") {
-            return Err(CliError::Usage(format!(
-                "{raw}: TLS is not supported; point the tool at the service's plain address"
-            )));
-        } else if raw.contains("://") {
-            return Err(CliError::Usage(format!(
-                "{raw}: expected an http:// or ws:// address"
-            )));
+        let text = if raw.contains("://") {
+            raw.to_owned()
         } else {
-            raw
+            format!("http://{raw}")
         };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let port_ok = authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
+        let url = Url::parse(&text)
+            .map_err(|e| CliError::Usage(format!("{raw}: {e}; {EXPECTED_ADDRESS}")))?;
+        match url.scheme() {
+            "http" | "ws" => {}
+            "https" | "wss" => {
+                return Err(CliError::Usage(format!(
+                    "{raw}: TLS is not supported; point the tool at the service's plain address"
+                )));
+            }
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "{raw}: expected an http:// or ws:// address"
+                )));
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
             return Err(CliError::Usage(format!(
-                "{raw}: expected an address with a port, like http://127.0.0.1:8081"
+                "{raw}: a user name or password in the address is not supported"
             )));
         }
-        Ok(Self {
-            authority: authority.to_owned(),
-        })
+        match (url.host_str(), written_port(&url, &text)) {
+            (Some(host), Some(port)) if !host.is_empty() => Ok(Self {
+                authority: format!("{host}:{port}"),
+            }),
+            _ => Err(CliError::Usage(format!("{raw}: {EXPECTED_ADDRESS}"))),
+        }
     }
 
     /// The service's default local address for `kind`.
@@ -65,6 +75,20 @@ impl Base {
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.authority)
     }
+}
+
+/// The port written in `text`, which parsed as `url`. [`Url::port`] leaves out a port equal to
+/// the scheme's default (80 for http and ws), so for those the text tells a written `:80` from
+/// no port at all.
+fn written_port(url: &Url, text: &str) -> Option<u16> {
+    url.port().or_else(|| {
+        let (_, rest) = text.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let (host, port) = authority.rsplit_once(':')?;
+        // `[::1]` has colons of its own; a written port follows the closing bracket.
+        let is_port = !port.is_empty() && !port.contains(']') && !host.is_empty();
+        is_port.then(|| url.port_or_known_default()).flatten()
+    })
 }
 
 impl fmt::Display for Base {
@@ -125,8 +149,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// The WebSocket path of a video or live room, with `query` (already encoded) appended.
-    pub fn ws_path(&self, query: &str) -> String {
+    /// The WebSocket path of a video or live room, with the `query` pairs appended,
+    /// form-encoded (as the services' query parsers decode them).
+    pub fn ws_path(&self, query: &[(&str, &str)]) -> String {
         let path = match self.kind {
             Kind::Video => format!("/ws/videos/{}", self.channel),
             Kind::Live | Kind::Room => format!("/ws/live/{}", self.channel),
@@ -134,6 +159,9 @@ impl Target {
         if query.is_empty() {
             path
         } else {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish();
             format!("{path}?{query}")
         }
     }
@@ -191,20 +219,6 @@ impl TargetArgs {
     }
 }
 
-/// Percent-encodes `raw` for a query-string value (everything but RFC 3986's unreserved
-/// characters).
-pub fn encode_query_value(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +229,7 @@ mod tests {
             "http://127.0.0.1:8081",
             "ws://127.0.0.1:8081/ws/live/x",
             "127.0.0.1:8081",
+            "127.0.0.1:8081/path?q=1#top",
         ] {
             assert_eq!(
                 Base::parse(raw).unwrap().authority,
@@ -226,19 +241,56 @@ mod tests {
             Base::parse("http://localhost:9/").unwrap().http_url(),
             "http://localhost:9"
         );
+        assert_eq!(
+            Base::parse("[::1]:8083").unwrap().ws_url(),
+            "ws://[::1]:8083"
+        );
+    }
+
+    #[test]
+    fn base_keeps_a_written_default_port() {
+        for raw in [
+            "http://example.com:80",
+            "ws://example.com:80/x",
+            "example.com:80",
+        ] {
+            assert_eq!(
+                Base::parse(raw).unwrap().authority,
+                "example.com:80",
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            Base::parse("http://[::1]:80").unwrap().authority,
+            "[::1]:80"
+        );
     }
 
     #[test]
     fn base_refuses_tls_and_missing_ports() {
-        for raw in [
-            "https://example.com:443",
-            "wss://x:1",
-            "ftp://x:1",
-            "http://host",
-            "http://:80",
-        ] {
-            assert!(matches!(Base::parse(raw), Err(CliError::Usage(_))), "{raw}");
+        let message = |raw: &str| match Base::parse(raw) {
+            Err(CliError::Usage(message)) => message,
+            other => panic!("{raw}: {other:?}"),
+        };
+        for raw in ["https://example.com:443", "wss://x:1"] {
+            assert!(message(raw).contains("TLS is not supported"), "{raw}");
         }
+        assert!(message("ftp://x:1").contains("expected an http:// or ws:// address"));
+        for raw in [
+            "http://host",
+            "http://host:",
+            "http://[::1]",
+            "http://:80",
+            "host",
+            "http://host:99999",
+            "",
+        ] {
+            assert!(
+                message(raw).contains("expected an address with a port"),
+                "{raw}"
+            );
+        }
+        assert!(message("http://ann:secret@host:1").contains("user name"));
     }
 
     #[test]
@@ -252,7 +304,11 @@ mod tests {
         let target = args.resolve().unwrap();
         assert_eq!(target.kind, Kind::Live);
         assert_eq!(target.base.authority, "127.0.0.1:8083");
-        assert_eq!(target.ws_path("name=ann"), "/ws/live/lobby?name=ann");
+        assert_eq!(
+            target.ws_path(&[("name", "ann")]),
+            "/ws/live/lobby?name=ann"
+        );
+        assert_eq!(target.ws_path(&[]), "/ws/live/lobby");
         let bad = TargetArgs {
             room: Some("no spaces".into()),
             live: None,
@@ -262,8 +318,15 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode_query_value("ann"), "ann");
-        assert_eq!(encode_query_value("a b&c=弹"), "a%20b%26c%3D%E5%BC%B9");
+    fn query_values_are_form_encoded() {
+        let target = Target {
+            kind: Kind::Video,
+            channel: ChannelId::parse("clip").unwrap(),
+            base: Base::default_for(Kind::Video),
+        };
+        assert_eq!(
+            target.ws_path(&[("name", "a b&c=弹"), ("since", "7")]),
+            "/ws/videos/clip?name=a+b%26c%3D%E5%BC%B9&since=7"
+        );
     }
 }

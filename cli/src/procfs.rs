@@ -1,8 +1,14 @@
-//! A process's CPU time and memory from Linux's `/proc`: the server's (given its pid) and this
-//! tool's own, to tell which side limited a run.
+//! A process's CPU time and memory and the machine's CPU counters, read from Linux's `/proc`
+//! through the `procfs` crate: the server's (given its pid) and this tool's own, to tell which
+//! side limited a run ([`CpuVerdict`]).
+//!
+//! This module is a thin adapter: it turns the crate's records into the few figures the reports
+//! use (CPU time as a [`Duration`], memory in KiB, busy and total ticks of the machine).
 
 use std::time::Duration;
 
+use ::procfs::process::{Process, Stat, Status};
+use ::procfs::{CpuTime, CurrentSI, KernelStats, ProcError, ProcResult};
 use serde::Serialize;
 
 /// One reading of a process.
@@ -16,59 +22,73 @@ pub struct ProcSample {
     pub peak_rss_kib: u64,
 }
 
-/// Reads process `pid`, or this process when `None`. An error when it is gone or `/proc` is not
-/// there (not Linux).
-pub fn sample(pid: Option<u32>) -> std::io::Result<ProcSample> {
-    let dir = match pid {
-        Some(pid) => format!("/proc/{pid}"),
-        None => "/proc/self".to_owned(),
-    };
-    let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
-    let status = std::fs::read_to_string(format!("{dir}/status"))?;
-    let ticks = parse_stat_ticks(&stat).ok_or_else(|| bad_data("stat"))?;
-    let (rss_kib, peak_rss_kib) = parse_status_memory(&status).ok_or_else(|| bad_data("status"))?;
-    Ok(ProcSample {
-        cpu: ticks_to_duration(ticks),
-        rss_kib,
-        peak_rss_kib,
-    })
+impl ProcSample {
+    /// The reading in a process's `stat` and `status`; `None` when `status` has no memory
+    /// figures (a zombie's has none).
+    fn from_records(stat: &Stat, status: &Status) -> Option<Self> {
+        Some(Self {
+            cpu: cpu_time(stat),
+            rss_kib: status.vmrss?,
+            peak_rss_kib: status.vmhwm?,
+        })
+    }
 }
 
-/// CPU time so far of each thread of process `pid`: `(thread id, thread name, CPU)`. Threads
-/// that end while being read are skipped.
-pub fn threads(pid: u32) -> std::io::Result<Vec<(u32, String, Duration)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let entry = entry?;
-        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let (Ok(stat), Ok(comm)) = (
-            std::fs::read_to_string(entry.path().join("stat")),
-            std::fs::read_to_string(entry.path().join("comm")),
-        ) else {
-            continue;
-        };
-        if let Some(ticks) = parse_stat_ticks(&stat) {
-            out.push((tid, comm.trim().to_owned(), ticks_to_duration(ticks)));
-        }
-    }
-    Ok(out)
+/// Reads process `pid`, or this process when `None`. An error when it is gone, is a zombie, or
+/// `/proc` is not there (not Linux).
+pub fn sample(pid: Option<u32>) -> ProcResult<ProcSample> {
+    let process = match pid {
+        Some(pid) => Process::new(pid_number(pid)?)?,
+        None => Process::myself()?,
+    };
+    let (stat, status) = (process.stat()?, process.status()?);
+    ProcSample::from_records(&stat, &status)
+        .ok_or_else(|| ProcError::Other(format!("process {} has no memory figures", process.pid)))
+}
+
+/// One thread's CPU time so far, from a [`threads`] reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSample {
+    /// The thread id.
+    pub tid: i32,
+    /// The thread's name (`comm`), e.g. a tokio worker's or the hub's.
+    pub name: String,
+    /// User plus system CPU time so far.
+    pub cpu: Duration,
+}
+
+/// CPU time so far of each thread of process `pid`. Threads that end while being read are
+/// skipped.
+pub fn threads(pid: u32) -> ProcResult<Vec<ThreadSample>> {
+    let process = Process::new(pid_number(pid)?)?;
+    Ok(process
+        .tasks()?
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let stat = task.stat().ok()?;
+            Some(ThreadSample {
+                tid: task.tid,
+                cpu: cpu_time(&stat),
+                name: stat.comm,
+            })
+        })
+        .collect())
 }
 
 /// The thread that used the most CPU between two [`threads`] readings: its name and CPU time.
+/// A thread missing from `before` (started since) counts all its CPU.
 pub fn busiest_thread(
-    before: &[(u32, String, Duration)],
-    after: &[(u32, String, Duration)],
+    before: &[ThreadSample],
+    after: &[ThreadSample],
 ) -> Option<(String, Duration)> {
     after
         .iter()
-        .map(|(tid, name, cpu)| {
+        .map(|thread| {
             let earlier = before
                 .iter()
-                .find(|(t, _, _)| t == tid)
-                .map_or(Duration::ZERO, |(_, _, c)| *c);
-            (name.clone(), cpu.saturating_sub(earlier))
+                .find(|t| t.tid == thread.tid)
+                .map_or(Duration::ZERO, |t| t.cpu);
+            (thread.name.clone(), thread.cpu.saturating_sub(earlier))
         })
         .max_by_key(|(_, cpu)| *cpu)
 }
@@ -82,31 +102,28 @@ pub struct MachineSample {
     pub total: u64,
 }
 
-/// Reads the machine's CPU counters.
-pub fn machine() -> std::io::Result<MachineSample> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    parse_machine(&stat).ok_or_else(|| bad_data("stat"))
+impl From<&CpuTime> for MachineSample {
+    /// Sums user, nice, system, idle, iowait, irq, softirq and steal: guest time is already
+    /// inside user time, so it is not added again. Idle is idle plus iowait.
+    fn from(cpu: &CpuTime) -> Self {
+        let idle = cpu.idle + cpu.iowait.unwrap_or(0);
+        let total = cpu.user
+            + cpu.nice
+            + cpu.system
+            + idle
+            + cpu.irq.unwrap_or(0)
+            + cpu.softirq.unwrap_or(0)
+            + cpu.steal.unwrap_or(0);
+        Self {
+            busy: total - idle,
+            total,
+        }
+    }
 }
 
-/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal ...`.
-/// Guest time is already inside user time, so only the first eight fields are summed.
-fn parse_machine(stat: &str) -> Option<MachineSample> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    if fields.len() < 5 {
-        return None;
-    }
-    let total: u64 = fields.iter().sum();
-    let idle = fields[3] + fields[4];
-    Some(MachineSample {
-        busy: total - idle,
-        total,
-    })
+/// Reads the machine's CPU counters.
+pub fn machine() -> ProcResult<MachineSample> {
+    Ok(MachineSample::from(&KernelStats::current()?.total))
 }
 
 /// The number of CPUs this process may run on.
@@ -114,40 +131,16 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn bad_data(file: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("unexpected /proc {file} format"),
-    )
+/// A pid as `/proc` numbers it; one out of range names no process.
+fn pid_number(pid: u32) -> ProcResult<i32> {
+    i32::try_from(pid).map_err(|_| ProcError::NotFound(None))
 }
 
-fn ticks_to_duration(ticks: u64) -> Duration {
-    let per_second = rustix::param::clock_ticks_per_second().max(1);
+/// `utime + stime` of a process's or a thread's `stat`, as a duration.
+fn cpu_time(stat: &Stat) -> Duration {
+    let ticks = stat.utime + stat.stime;
+    let per_second = ::procfs::ticks_per_second().max(1);
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
-}
-
-/// `utime + stime` (fields 14 and 15 of `/proc/PID/stat`), in clock ticks. The command name
-/// (field 2) is in parentheses and may hold spaces or parentheses, so fields are counted from
-/// the last `)`.
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // fields[0] is field 3 (state), so field N is fields[N - 3].
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// `VmRSS` and `VmHWM` of `/proc/PID/status`, in KiB.
-fn parse_status_memory(status: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// How the server, this tool and everything else used the machine over a window, for a report.
@@ -282,21 +275,55 @@ impl CpuVerdict {
 
 #[cfg(test)]
 mod tests {
+    use ::procfs::{ExplicitSystemInfo, FromRead, FromReadSI};
+
     use super::*;
 
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "4242 (ws stream (x)) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
-                    250 75 0 0 20 0 9 0 12345 1000000 2000 18446744073709551615";
-        assert_eq!(parse_stat_ticks(stat), Some(325));
-        assert_eq!(parse_stat_ticks("garbage"), None);
+    /// This process's `stat` with its command name and its user and system ticks replaced.
+    fn stat_with(name: &str, utime: u64, stime: u64) -> Stat {
+        let real = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (pid, rest) = real.split_once(" (").unwrap();
+        let after_name = &rest[rest.rfind(')').unwrap() + 1..];
+        let mut fields: Vec<String> = after_name.split_whitespace().map(String::from).collect();
+        // fields[0] is field 3 (state), so field N is fields[N - 3].
+        fields[11] = utime.to_string();
+        fields[12] = stime.to_string();
+        let text = format!("{pid} ({name}) {}", fields.join(" "));
+        Stat::from_read(text.as_bytes()).unwrap()
     }
 
     #[test]
-    fn status_gives_rss_and_its_high_water_mark() {
-        let status = "Name:\tws-stream\nVmHWM:\t   20480 kB\nVmRSS:\t   18432 kB\nThreads:\t9\n";
-        assert_eq!(parse_status_memory(status), Some((18432, 20480)));
-        assert_eq!(parse_status_memory("Name:\tx\n"), None);
+    fn cpu_is_user_plus_system_time_whatever_the_command_name() {
+        let stat = stat_with("ws stream (x)", 250, 75);
+        assert_eq!(stat.comm, "ws stream (x)");
+        let per_second = ::procfs::ticks_per_second() as f64;
+        assert_eq!(cpu_time(&stat), Duration::from_secs_f64(325.0 / per_second));
+    }
+
+    #[test]
+    fn status_gives_rss_and_its_high_water_mark_and_a_zombie_none() {
+        let stat = stat_with("ws-stream", 0, 0);
+        let real = std::fs::read_to_string("/proc/self/status").unwrap();
+        let with_memory = real
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some(("VmHWM", _)) => "VmHWM:\t   20480 kB".to_owned(),
+                Some(("VmRSS", _)) => "VmRSS:\t   18432 kB".to_owned(),
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let status = Status::from_read(with_memory.as_bytes()).unwrap();
+        let sample = ProcSample::from_records(&stat, &status).unwrap();
+        assert_eq!((sample.rss_kib, sample.peak_rss_kib), (18432, 20480));
+        // A zombie's status has no Vm lines.
+        let zombie: String = real
+            .lines()
+            .filter(|line| !line.starts_with("Vm") && !line.starts_with("Rss"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let status = Status::from_read(zombie.as_bytes()).unwrap();
+        assert_eq!(ProcSample::from_records(&stat, &status), None);
     }
 
     #[test]
@@ -304,6 +331,7 @@ mod tests {
         let me = sample(None).unwrap();
         assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib);
         assert!(sample(Some(u32::MAX)).is_err());
+        assert!(sample(Some(std::process::id())).is_ok());
     }
 
     fn used(client: u64, server: Option<u64>, busiest: Option<u64>) -> CpuUse {
@@ -368,29 +396,41 @@ mod tests {
 
     #[test]
     fn proc_stat_cpu_line_gives_busy_and_total_ticks() {
-        let stat = "cpu  100 5 50 800 20 0 10 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let stat = "cpu  100 5 50 800 20 0 10 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n\
+                    ctxt 1\nbtime 1\nprocesses 1\n";
+        let info = ExplicitSystemInfo {
+            boot_time_secs: 1,
+            ticks_per_second: 100,
+            page_size: 4096,
+            is_little_endian: true,
+        };
+        let stats = KernelStats::from_read(stat.as_bytes(), &info).unwrap();
         assert_eq!(
-            parse_machine(stat),
-            Some(MachineSample {
+            MachineSample::from(&stats.total),
+            MachineSample {
                 busy: 180,
                 total: 1000
-            })
+            }
         );
         assert!(machine().unwrap().total > 0);
     }
 
     #[test]
     fn busiest_thread_is_found_by_its_cpu_in_the_window() {
-        let secs = Duration::from_secs;
-        let before = vec![(1, "main".into(), secs(50)), (2, "worker".into(), secs(1))];
+        let thread = |tid, name: &str, secs| ThreadSample {
+            tid,
+            name: name.to_owned(),
+            cpu: Duration::from_secs(secs),
+        };
+        let before = vec![thread(1, "main", 50), thread(2, "worker", 1)];
         let after = vec![
-            (1, "main".into(), secs(52)),
-            (2, "worker".into(), secs(6)),
-            (3, "new".into(), secs(1)),
+            thread(1, "main", 52),
+            thread(2, "worker", 6),
+            thread(3, "new", 1),
         ];
         assert_eq!(
             busiest_thread(&before, &after),
-            Some(("worker".into(), secs(5)))
+            Some(("worker".into(), Duration::from_secs(5)))
         );
         let mine = threads(std::process::id()).unwrap();
         assert!(!mine.is_empty());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use shared_model::{ClientMessage, Danmaku, DraftDanmaku, Ref, ServerMessage};
 
-use crate::endpoint::{Kind, Target, TargetArgs, encode_query_value};
+use crate::endpoint::{Kind, Target, TargetArgs};
 use crate::error::CliError;
 use crate::output::print_item;
 use crate::transport::counting::Traffic;
@@ -100,11 +100,10 @@ async fn send_over_websocket(
     draft: DraftDanmaku,
     limit: Duration,
 ) -> Result<Danmaku, CliError> {
-    let query = match target.kind {
-        Kind::Live => format!("name={}", encode_query_value(&draft.author)),
-        _ => String::new(),
+    let path = match target.kind {
+        Kind::Live => target.ws_path(&[("name", &draft.author)]),
+        _ => target.ws_path(&[]),
     };
-    let path = target.ws_path(&query);
     let mut socket = tokio::time::timeout(
         limit,
         ws::connect(&target.base, &path, &Traffic::shared(), ws::lean_config()),

@@ -15,7 +15,7 @@ use clap::Args;
 use shared_model::api::Page;
 use shared_model::{ClientMessage, Danmaku, ErrorCode, Ref, ServerMessage};
 
-use crate::endpoint::{Kind, Target, TargetArgs, encode_query_value};
+use crate::endpoint::{Kind, Target, TargetArgs};
 use crate::error::CliError;
 use crate::output::print_item;
 use crate::transport::counting::Traffic;
@@ -222,7 +222,7 @@ async fn tail_video(
     args: &TailArgs,
     printer: &mut Printer,
 ) -> Result<(), CliError> {
-    let path = target.ws_path("");
+    let path = target.ws_path(&[]);
     let mut backoff = Backoff::new();
     let mut first = true;
     loop {
@@ -325,18 +325,18 @@ async fn tail_live(
     args: &TailArgs,
     printer: &mut Printer,
 ) -> Result<(), CliError> {
-    let name = encode_query_value(&args.name);
     // The last id printed (or, before any, the newest one the room had): where a reconnect
     // resumes.
     let mut last_id = args.since;
     let mut backoff = Backoff::new();
     let mut first = true;
     loop {
-        let query = match last_id {
-            Some(id) => format!("name={name}&since={id}"),
-            None => format!("name={name}"),
+        let since = last_id.map(|id| id.to_string());
+        let path = match &since {
+            Some(since) => target.ws_path(&[("name", &args.name), ("since", since)]),
+            None => target.ws_path(&[("name", &args.name)]),
         };
-        let (mut socket, greeting) = match open(target, &target.ws_path(&query)).await {
+        let (mut socket, greeting) = match open(target, &path).await {
             Ok(opened) => opened,
             Err(e) if first || !transient(&e) => return Err(e),
             Err(e) => {

@@ -7,7 +7,8 @@
 //! due time, so a stall counts against every comment it delayed). **Drain**: up to `drain`
 //! seconds for late deliveries, ending as soon as every acknowledged comment reached every
 //! viewer. A run whose connections are all gone (a killed server) stops early and reports the
-//! failures; every wait has a bound, so nothing hangs.
+//! failures; every wait has a bound, so nothing hangs. Each phase is one method of the run
+//! (connect, send, drain, then finish for the end readings, stop, and report).
 //!
 //! - [`tasks`]: the viewer and sender tasks.
 //! - [`report`]: what is reported, as text or JSON.
@@ -24,11 +25,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared_model::ChannelId;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::endpoint::{Base, Kind};
 use crate::error::CliError;
 use crate::latency::LatencyRecorder;
-use crate::procfs::{self, CpuUse, CpuVerdict, ProcSample};
+use crate::procfs::{self, CpuUse, CpuVerdict, MachineSample, ProcSample, ThreadSample};
 use crate::servers::{self, LocalService};
 use crate::stamp::{IndexSet, Schedule};
 use crate::transport::counting::Traffic;
@@ -136,32 +138,117 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Runs the bench and returns its report.
+/// Runs the bench and returns its report: checks the flags, finds or starts the server, then
+/// runs the phases in order (`connect`, `send`, `drain`, `finish`, `stop`) and builds the
+/// report from what they measured.
 pub async fn bench(args: &BenchArgs) -> Result<BenchReport, CliError> {
-    let (kind, raw_channel) = match (&args.live, &args.video) {
-        (_, Some(video)) => (Kind::Video, video.as_str()),
-        (Some(room), None) => (Kind::Live, room.as_str()),
-        (None, None) => (Kind::Live, "bench"),
-    };
-    let channel = ChannelId::parse(raw_channel)
-        .map_err(|e| CliError::Usage(format!("{raw_channel:?}: {}", e.message)))?;
-    if args.viewers == 0 || args.senders == 0 {
-        return Err(CliError::Usage(
-            "--viewers and --senders must be at least 1".into(),
-        ));
+    let plan = Plan::from_args(args)?;
+    ensure_open_files(plan.connections())?;
+    let (local, base) = server(args, plan.kind)?;
+    let pid = args.server_pid.or(local.as_ref().map(|s| s.pid));
+    let target = format!("{} {} at {base}", plan.kind.noun(), plan.channel);
+    if !args.json {
+        announce(&plan, &target, local.as_ref());
     }
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        return Err(CliError::Usage("--rate must be a positive number".into()));
-    }
-    let duration = seconds("--duration", args.duration)?;
-    let ramp = Duration::try_from_secs_f64(args.ramp)
-        .map_err(|_| CliError::Usage("--ramp must be 0 or more seconds".into()))?;
-    let drain = seconds("--drain", args.drain)?;
-    let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
 
-    let connections = (args.viewers + args.senders) as u64;
-    let limit = servers::raise_open_file_limit();
-    if let Some(limit) = limit
+    let run = Run::new(plan, base, pid, args.quiet || args.json);
+    let server_before = run.server_sample();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (schedule_tx, schedule_rx) = watch::channel(None::<Schedule>);
+    let tasks = run.connect(&schedule_rx, &stop_rx).await;
+    let baseline = Baseline {
+        before: server_before,
+        connected: run.server_sample(),
+    };
+    let mut sending = run.send(&schedule_tx).await;
+    if !sending.stopped_early {
+        sending.stopped_early = run.drain(&sending).await;
+    }
+    let ended = run.finish();
+    let outcomes = run.stop(&stop_tx, tasks).await;
+    let report = run.report(target, &baseline, &sending, &ended, &outcomes);
+    drop(local);
+    Ok(report)
+}
+
+/// The flags of a bench, checked: every value a phase needs, in the units it needs.
+struct Plan {
+    /// Live room or video.
+    kind: Kind,
+    /// The channel under load.
+    channel: ChannelId,
+    /// Viewers asked for (at least 1).
+    viewers: usize,
+    /// Senders asked for (at least 1).
+    senders: usize,
+    /// Comments per second, all senders together (positive, finite).
+    rate: f64,
+    /// How long the senders send (positive).
+    duration: Duration,
+    /// How long the viewers take to connect, evenly spread (may be zero).
+    ramp: Duration,
+    /// The longest wait for late deliveries (positive).
+    drain: Duration,
+    /// How long one connection attempt may take (positive).
+    connect_timeout: Duration,
+    /// Characters per comment.
+    text_len: usize,
+    /// `--duration` as given, for the report.
+    duration_secs: f64,
+    /// `--ramp` as given, for the report.
+    ramp_secs: f64,
+}
+
+impl Plan {
+    /// Checks `args`; a [`CliError::Usage`] names the first bad flag. Nothing has been started
+    /// yet when this fails.
+    fn from_args(args: &BenchArgs) -> Result<Self, CliError> {
+        let (kind, raw_channel) = match (&args.live, &args.video) {
+            (_, Some(video)) => (Kind::Video, video.as_str()),
+            (Some(room), None) => (Kind::Live, room.as_str()),
+            (None, None) => (Kind::Live, "bench"),
+        };
+        let channel = ChannelId::parse(raw_channel)
+            .map_err(|e| CliError::Usage(format!("{raw_channel:?}: {}", e.message)))?;
+        if args.viewers == 0 || args.senders == 0 {
+            return Err(CliError::Usage(
+                "--viewers and --senders must be at least 1".into(),
+            ));
+        }
+        if !(args.rate.is_finite() && args.rate > 0.0) {
+            return Err(CliError::Usage("--rate must be a positive number".into()));
+        }
+        let duration = seconds("--duration", args.duration)?;
+        let ramp = Duration::try_from_secs_f64(args.ramp)
+            .map_err(|_| CliError::Usage("--ramp must be 0 or more seconds".into()))?;
+        let drain = seconds("--drain", args.drain)?;
+        let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+        Ok(Self {
+            kind,
+            channel,
+            viewers: args.viewers,
+            senders: args.senders,
+            rate: args.rate,
+            duration,
+            ramp,
+            drain,
+            connect_timeout,
+            text_len: args.text_len,
+            duration_secs: args.duration,
+            ramp_secs: args.ramp,
+        })
+    }
+
+    /// Connections the run opens: every viewer and every sender.
+    fn connections(&self) -> u64 {
+        (self.viewers + self.senders) as u64
+    }
+}
+
+/// Raises the open-file limit and refuses a run of `connections` that it cannot hold (one
+/// descriptor per connection plus [`SPARE_FILES`]), before anything connects.
+fn ensure_open_files(connections: u64) -> Result<(), CliError> {
+    if let Some(limit) = servers::raise_open_file_limit()
         && limit < connections + SPARE_FILES
     {
         return Err(CliError::Usage(format!(
@@ -170,212 +257,386 @@ pub async fn bench(args: &BenchArgs) -> Result<BenchReport, CliError> {
             connections + SPARE_FILES
         )));
     }
+    Ok(())
+}
 
-    let (local, base) = match &args.url {
-        Some(url) => (None, Base::parse(url)?),
+/// The service under load: the one at `--url`, or `kind`'s service started here (stopped when
+/// the returned [`LocalService`] is dropped, so keep it until the last reading).
+fn server(args: &BenchArgs, kind: Kind) -> Result<(Option<LocalService>, Base), CliError> {
+    match &args.url {
+        Some(url) => Ok((None, Base::parse(url)?)),
         None => {
             let service = LocalService::start(kind.service(), &args.server_arg, args.server_log)?;
             let base = service.base.clone();
-            (Some(service), base)
+            Ok((Some(service), base))
         }
+    }
+}
+
+/// Says on stderr what is about to be loaded, and which server this tool started.
+fn announce(plan: &Plan, target: &str, local: Option<&LocalService>) {
+    let started = match local {
+        Some(service) => format!(" (started {} pid {})", service.name, service.pid),
+        None => String::new(),
     };
-    let pid = args.server_pid.or(local.as_ref().map(|s| s.pid));
-    let target = format!("{} {channel} at {base}", kind.noun());
-    if !args.json {
-        let started = match &local {
-            Some(service) => format!(" (started {} pid {})", service.name, service.pid),
-            None => String::new(),
-        };
-        eprintln!(
-            "bench: viewers {}, senders {} on {target}{started}",
-            args.viewers, args.senders
-        );
-    }
+    eprintln!(
+        "bench: viewers {}, senders {} on {target}{started}",
+        plan.viewers, plan.senders
+    );
+}
 
-    let epoch = Instant::now();
-    let planned = Schedule::new(epoch, epoch, args.rate, duration).planned;
-    let shared = Arc::new(Shared {
-        base,
-        kind,
-        channel,
-        run: rand::random(),
-        epoch,
-        planned,
-        connect_timeout,
-        text_len: args.text_len,
-        traffic: Traffic::shared(),
-        latency: LatencyRecorder::new(),
-        counts: Counts::default(),
-        errors: Mutex::default(),
-        acked: Mutex::new(IndexSet::with_capacity(planned)),
-    });
-    let server_before = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (schedule_tx, schedule_rx) = watch::channel(None::<Schedule>);
+/// A bench under way: the plan, the state every task shares, the server's pid (when known) and
+/// the progress bar. Its methods are the phases, called once each and in order.
+struct Run {
+    /// The checked flags.
+    plan: Plan,
+    /// What the viewer and sender tasks share; its epoch is the run's start.
+    shared: Arc<Shared>,
+    /// The server's process, for its CPU and memory.
+    pid: Option<u32>,
+    /// Redrawn every [`TICK`] until [`Run::finish`].
+    progress: ProgressBar,
+}
 
-    let progress = progress_bar(args.quiet || args.json, ramp + duration + drain);
+/// The spawned tasks of a run, until [`Run::stop`] joins them.
+struct Tasks {
+    /// One per viewer, in viewer order.
+    viewers: Vec<JoinHandle<ViewerOutcome>>,
+    /// One per sender.
+    senders: Vec<JoinHandle<()>>,
+}
 
-    // Connect.
-    let mut viewers = Vec::with_capacity(args.viewers);
-    for number in 0..args.viewers {
-        let at = epoch + ramp.mul_f64(number as f64 / args.viewers as f64);
-        viewers.push(tokio::spawn(tasks::viewer(
-            shared.clone(),
-            number,
-            at,
-            stop_rx.clone(),
-        )));
-    }
-    let mut senders = Vec::with_capacity(args.senders);
-    for number in 0..args.senders {
-        senders.push(tokio::spawn(tasks::sender(
-            shared.clone(),
-            number,
-            args.senders,
-            epoch + ramp,
-            schedule_rx.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    let connect_deadline = epoch + ramp + connect_timeout + Duration::from_secs(1);
-    while shared.counts.attempts_done.load(Ordering::Relaxed) < connections
-        && Instant::now() < connect_deadline
-    {
-        tick(&progress, &shared, "connecting", epoch, args.viewers).await;
-    }
-    let server_connected = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
+/// The server's readings before any connection and once the connect phase ended: its memory
+/// per connection comes from these.
+struct Baseline {
+    /// Before the first connection.
+    before: Option<ProcSample>,
+    /// When every connection attempt had finished (or the connect deadline passed).
+    connected: Option<ProcSample>,
+}
 
-    // Send.
-    let start = Instant::now() + Duration::from_millis(200);
-    let schedule = Schedule::new(epoch, start, args.rate, duration);
-    let viewers_at_start = shared.counts.viewers_connected.load(Ordering::Relaxed);
-    let client_at_start = procfs::sample(None).ok();
-    let machine_at_start = procfs::machine().ok();
-    let server_at_start = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
-    let threads_at_start = pid.and_then(|pid| procfs::threads(pid).ok());
-    let _ = schedule_tx.send(Some(schedule));
-    let send_end = start + duration;
-    let mut stopped_early = false;
-    while Instant::now() < send_end {
-        tick(&progress, &shared, "sending", epoch, args.viewers).await;
-        if shared.counts.alive.load(Ordering::Relaxed) <= 0 {
-            stopped_early = true;
-            break;
+/// What the send phase leaves for the drain and the report.
+struct Sending {
+    /// The schedule the senders followed.
+    schedule: Schedule,
+    /// When message 0 was due: the start of the measured window.
+    start: Instant,
+    /// When the last message was due.
+    end: Instant,
+    /// Viewers connected when sending began: each should receive every acknowledged comment.
+    viewers_at_start: u64,
+    /// Readings at the start of the window.
+    readings: Readings,
+    /// Whether every connection was gone before the end (set by the send or the drain phase).
+    stopped_early: bool,
+}
+
+/// The end of the measured window: when it ended and the readings then.
+struct Ended {
+    /// When the drain ended.
+    at: Instant,
+    /// Readings at that moment.
+    readings: Readings,
+}
+
+/// CPU and memory at one moment: this tool, the machine, and the server and its threads when
+/// the server's pid is known. A reading that failed is `None`.
+struct Readings {
+    /// This tool.
+    client: Option<ProcSample>,
+    /// The whole machine's CPU counters.
+    machine: Option<MachineSample>,
+    /// The server.
+    server: Option<ProcSample>,
+    /// The server's threads; `None` when the server itself could not be read.
+    threads: Option<Vec<ThreadSample>>,
+}
+
+impl Readings {
+    /// Reads everything now (this tool first, the server's threads last).
+    fn take(pid: Option<u32>) -> Self {
+        let client = procfs::sample(None).ok();
+        let machine = procfs::machine().ok();
+        let server = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
+        // A process that is gone (or a zombie, which has no memory figures) has no threads to
+        // read.
+        let threads = pid
+            .filter(|_| server.is_some())
+            .and_then(|pid| procfs::threads(pid).ok());
+        Self {
+            client,
+            machine,
+            server,
+            threads,
         }
     }
+}
 
-    // Drain.
-    let drain_end = Instant::now().max(send_end) + drain;
-    while !stopped_early && Instant::now() < drain_end {
-        let (sent, acked, delivered, _) = shared.counts.flow();
-        let all_sent = sent >= schedule.planned
-            || shared.counts.senders_connected.load(Ordering::Relaxed) == 0;
-        if all_sent && acked >= sent && delivered >= acked * viewers_at_start {
-            break;
-        }
-        if shared.counts.alive.load(Ordering::Relaxed) <= 0 {
-            stopped_early = true;
-            break;
-        }
-        tick(&progress, &shared, "draining", epoch, args.viewers).await;
-    }
-    let end = Instant::now();
-    let client_at_end = procfs::sample(None).ok();
-    let machine_at_end = procfs::machine().ok();
-    let server_at_end = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
-    // A process that is gone (or a zombie, which has no memory figures) has no threads to read.
-    let threads_at_end = pid
-        .filter(|_| server_at_end.is_some())
-        .and_then(|pid| procfs::threads(pid).ok());
-    progress.finish_and_clear();
-
-    // Stop and collect.
-    let _ = stop_tx.send(true);
-    let outcomes = join_all(viewers).await;
-    join_all(senders).await;
-    let outcomes: Vec<ViewerOutcome> = outcomes.into_iter().flatten().collect();
-    let abandoned = args.viewers - outcomes.len();
-    if abandoned > 0 {
-        shared.error(format!("viewer task did not finish ({abandoned})"));
-    }
-
-    let acked = shared
-        .acked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let counted: Vec<&ViewerOutcome> = outcomes
-        .iter()
-        .filter(|o| o.joined_at.is_some_and(|at| at <= start))
-        .collect();
-    let expected = acked.len() * counted.len() as u64;
-    let lost: u64 = counted.iter().map(|o| acked.missing_from(&o.seen)).sum();
-    let received: u64 = counted.iter().map(|o| o.seen.len()).sum();
-    let window = end.saturating_duration_since(start);
-    let (sent, acked_count, _, duplicated) = shared.counts.flow();
-    let traffic = shared.traffic.snapshot();
-
-    let server = pid.map(|pid| {
-        server_usage(
+impl Run {
+    /// Starts the clock (the run's epoch) and the progress bar, hidden when `quiet`.
+    fn new(plan: Plan, base: Base, pid: Option<u32>, quiet: bool) -> Self {
+        let epoch = Instant::now();
+        let planned = Schedule::new(epoch, epoch, plan.rate, plan.duration).planned;
+        let shared = Arc::new(Shared {
+            base,
+            kind: plan.kind,
+            channel: plan.channel.clone(),
+            run: rand::random(),
+            epoch,
+            planned,
+            connect_timeout: plan.connect_timeout,
+            text_len: plan.text_len,
+            traffic: Traffic::shared(),
+            latency: LatencyRecorder::new(),
+            counts: Counts::default(),
+            errors: Mutex::default(),
+            acked: Mutex::new(IndexSet::with_capacity(planned)),
+        });
+        let progress = progress_bar(quiet, plan.ramp + plan.duration + plan.drain);
+        Self {
+            plan,
+            shared,
             pid,
-            [
-                server_before,
-                server_connected,
-                server_at_start,
-                server_at_end,
-            ],
+            progress,
+        }
+    }
+
+    /// The server's CPU and memory now; `None` without a pid or when it cannot be read.
+    fn server_sample(&self) -> Option<ProcSample> {
+        self.pid.and_then(|pid| procfs::sample(Some(pid)).ok())
+    }
+
+    /// **Connect.** Spawns the viewers, each due at its share of the ramp, and the senders, due
+    /// at its end; then waits until every attempt finished or the last viewer's attempt must
+    /// have timed out (ramp + connect timeout + 1 s). The senders wait for the schedule on
+    /// `schedule`; everyone stops when `stop` turns true.
+    async fn connect(
+        &self,
+        schedule: &watch::Receiver<Option<Schedule>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Tasks {
+        let plan = &self.plan;
+        let epoch = self.shared.epoch;
+        let viewers = (0..plan.viewers)
+            .map(|number| {
+                let at = epoch + plan.ramp.mul_f64(number as f64 / plan.viewers as f64);
+                tokio::spawn(tasks::viewer(self.shared.clone(), number, at, stop.clone()))
+            })
+            .collect();
+        let senders = (0..plan.senders)
+            .map(|number| {
+                tokio::spawn(tasks::sender(
+                    self.shared.clone(),
+                    number,
+                    plan.senders,
+                    epoch + plan.ramp,
+                    schedule.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let deadline = epoch + plan.ramp + plan.connect_timeout + Duration::from_secs(1);
+        while self.shared.counts.attempts_done.load(Ordering::Relaxed) < plan.connections()
+            && Instant::now() < deadline
+        {
+            self.tick("connecting").await;
+        }
+        Tasks { viewers, senders }
+    }
+
+    /// **Send.** Fixes the schedule to start 200 ms from now, takes the start readings, hands
+    /// the schedule to the senders and waits for its end, or until every connection is gone
+    /// (then `stopped_early`). The window measured starts when message 0 is due.
+    async fn send(&self, schedule_tx: &watch::Sender<Option<Schedule>>) -> Sending {
+        let plan = &self.plan;
+        let start = Instant::now() + Duration::from_millis(200);
+        let schedule = Schedule::new(self.shared.epoch, start, plan.rate, plan.duration);
+        let viewers_at_start = self.shared.counts.viewers_connected.load(Ordering::Relaxed);
+        let readings = Readings::take(self.pid);
+        let _ = schedule_tx.send(Some(schedule));
+        let end = start + plan.duration;
+        let mut stopped_early = false;
+        while Instant::now() < end {
+            self.tick("sending").await;
+            if self.shared.counts.alive.load(Ordering::Relaxed) <= 0 {
+                stopped_early = true;
+                break;
+            }
+        }
+        Sending {
+            schedule,
+            start,
+            end,
+            viewers_at_start,
+            readings,
+            stopped_early,
+        }
+    }
+
+    /// **Drain.** Waits up to the drain time past the send phase for late deliveries, and ends
+    /// as soon as every message was sent (or no sender is left) and acknowledged and every
+    /// acknowledged one reached every viewer counted at the start. Returns whether every
+    /// connection was gone first.
+    async fn drain(&self, sending: &Sending) -> bool {
+        let counts = &self.shared.counts;
+        let end = Instant::now().max(sending.end) + self.plan.drain;
+        while Instant::now() < end {
+            let (sent, acked, delivered, _) = counts.flow();
+            let all_sent = sent >= sending.schedule.planned
+                || counts.senders_connected.load(Ordering::Relaxed) == 0;
+            if all_sent && acked >= sent && delivered >= acked * sending.viewers_at_start {
+                break;
+            }
+            if counts.alive.load(Ordering::Relaxed) <= 0 {
+                return true;
+            }
+            self.tick("draining").await;
+        }
+        false
+    }
+
+    /// **Measure.** Ends the measured window: the end readings, taken before the tasks are
+    /// stopped so the tool's own teardown is not counted, and the progress bar cleared.
+    fn finish(&self) -> Ended {
+        let at = Instant::now();
+        let readings = Readings::take(self.pid);
+        self.progress.finish_and_clear();
+        Ended { at, readings }
+    }
+
+    /// **Stop.** Tells every task to stop and joins them within [`JOIN_TIMEOUT`]; returns the
+    /// outcomes of the viewers that finished, and counts the others as an error.
+    async fn stop(&self, stop_tx: &watch::Sender<bool>, tasks: Tasks) -> Vec<ViewerOutcome> {
+        let _ = stop_tx.send(true);
+        let outcomes = join_all(tasks.viewers).await;
+        join_all(tasks.senders).await;
+        let outcomes: Vec<ViewerOutcome> = outcomes.into_iter().flatten().collect();
+        let abandoned = self.plan.viewers - outcomes.len();
+        if abandoned > 0 {
+            self.shared
+                .error(format!("viewer task did not finish ({abandoned})"));
+        }
+        outcomes
+    }
+
+    /// **Report.** What the run measured. Only viewers that had joined when message 0 was due
+    /// count towards the expected deliveries and the losses (each should have every
+    /// acknowledged comment); the window runs from message 0's due time to the end of the drain.
+    fn report(
+        &self,
+        target: String,
+        baseline: &Baseline,
+        sending: &Sending,
+        ended: &Ended,
+        outcomes: &[ViewerOutcome],
+    ) -> BenchReport {
+        let shared = &self.shared;
+        let counts = &shared.counts;
+        let acked_set = shared
+            .acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let counted: Vec<&ViewerOutcome> = outcomes
+            .iter()
+            .filter(|o| o.joined_at.is_some_and(|at| at <= sending.start))
+            .collect();
+        let expected = acked_set.len() * counted.len() as u64;
+        let lost: u64 = counted
+            .iter()
+            .map(|o| acked_set.missing_from(&o.seen))
+            .sum();
+        let received: u64 = counted.iter().map(|o| o.seen.len()).sum();
+        let window = ended.at.saturating_duration_since(sending.start);
+        let (sent, acked, _, duplicated) = counts.flow();
+        let traffic = shared.traffic.snapshot();
+        let viewers_connected = counts.viewers_connected.load(Ordering::Relaxed);
+        let senders_connected = counts.senders_connected.load(Ordering::Relaxed);
+        let server = self.pid.map(|pid| {
+            server_usage(
+                pid,
+                [
+                    baseline.before,
+                    baseline.connected,
+                    sending.readings.server,
+                    ended.readings.server,
+                ],
+                received,
+                viewers_connected + senders_connected,
+            )
+        });
+        BenchReport {
+            target,
+            viewers: self.plan.viewers,
+            senders: self.plan.senders,
+            rate_per_sec: self.plan.rate,
+            duration_secs: self.plan.duration_secs,
+            ramp_secs: self.plan.ramp_secs,
+            viewers_connected,
+            senders_connected,
+            sent,
+            acked,
+            expected_deliveries: expected,
             received,
-            shared.counts.viewers_connected.load(Ordering::Relaxed)
-                + shared.counts.senders_connected.load(Ordering::Relaxed),
-        )
-    });
-    let client_cpu = match (client_at_start, client_at_end) {
+            lost,
+            duplicated,
+            deliveries_per_sec: received as f64 / window.as_secs_f64().max(1e-9),
+            window_secs: window.as_secs_f64(),
+            latency: shared.latency.percentiles(),
+            max_send_lag_ms: counts.max_send_lag_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            client_bytes_down: traffic.bytes_down,
+            client_bytes_up: traffic.bytes_up,
+            client_peak_rss_kib: ended.readings.client.map(|s| s.peak_rss_kib),
+            errors: shared.errors(),
+            stopped_early: sending.stopped_early,
+            server,
+            cpu: cpu_verdict(window, &sending.readings, &ended.readings),
+        }
+    }
+
+    /// Sleeps one [`TICK`] and redraws the progress bar for `phase`.
+    async fn tick(&self, phase: &str) {
+        tokio::time::sleep(TICK).await;
+        let counts = &self.shared.counts;
+        let (sent, acked, delivered, _) = counts.flow();
+        self.progress
+            .set_position(self.shared.epoch.elapsed().as_millis() as u64);
+        self.progress.set_message(format!(
+            "{phase}: viewers {}/{} · senders {} · sent {sent} acked {acked} · deliveries {delivered} · errors {}",
+            counts.viewers_connected.load(Ordering::Relaxed),
+            self.plan.viewers,
+            counts.senders_connected.load(Ordering::Relaxed),
+            self.shared.error_count(),
+        ));
+    }
+}
+
+/// Who used the CPU over `window`, from the readings at its start and its end: this tool, the
+/// server (and its busiest thread), the machine.
+fn cpu_verdict(window: Duration, start: &Readings, end: &Readings) -> CpuVerdict {
+    let client = match (start.client, end.client) {
         (Some(a), Some(b)) => b.cpu.saturating_sub(a.cpu),
         _ => Duration::ZERO,
     };
-    let server_cpu = match (server_at_start, server_at_end) {
+    let server = match (start.server, end.server) {
         (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
         _ => None,
     };
-    drop(local);
-    Ok(BenchReport {
-        target,
-        viewers: args.viewers,
-        senders: args.senders,
-        rate_per_sec: args.rate,
-        duration_secs: args.duration,
-        ramp_secs: args.ramp,
-        viewers_connected: shared.counts.viewers_connected.load(Ordering::Relaxed),
-        senders_connected: shared.counts.senders_connected.load(Ordering::Relaxed),
-        sent,
-        acked: acked_count,
-        expected_deliveries: expected,
-        received,
-        lost,
-        duplicated,
-        deliveries_per_sec: received as f64 / window.as_secs_f64().max(1e-9),
-        window_secs: window.as_secs_f64(),
-        latency: shared.latency.percentiles(),
-        max_send_lag_ms: shared.counts.max_send_lag_micros.load(Ordering::Relaxed) as f64 / 1000.0,
-        client_bytes_down: traffic.bytes_down,
-        client_bytes_up: traffic.bytes_up,
-        client_peak_rss_kib: client_at_end.map(|s| s.peak_rss_kib),
-        errors: shared.errors(),
-        stopped_early,
-        server,
-        cpu: CpuVerdict::judge(
-            window,
-            CpuUse {
-                client: client_cpu,
-                server: server_cpu,
-                busiest: threads_at_start
-                    .zip(threads_at_end)
-                    .and_then(|(a, b)| procfs::busiest_thread(&a, &b)),
-                machine: machine_at_start.zip(machine_at_end),
-            },
-            procfs::cores(),
-        ),
-    })
+    let busiest = start
+        .threads
+        .as_ref()
+        .zip(end.threads.as_ref())
+        .and_then(|(a, b)| procfs::busiest_thread(a, b));
+    CpuVerdict::judge(
+        window,
+        CpuUse {
+            client,
+            server,
+            busiest,
+            machine: start.machine.zip(end.machine),
+        },
+        procfs::cores(),
+    )
 }
 
 /// The server's CPU and memory from readings taken before connecting, once connected, at the
@@ -416,7 +677,7 @@ fn server_usage(
 
 /// Waits for every task, giving them [`JOIN_TIMEOUT`] in all; tasks still running then are
 /// aborted and left out.
-async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Option<T>> {
+async fn join_all<T: Send + 'static>(handles: Vec<JoinHandle<T>>) -> Vec<Option<T>> {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut results = Vec::with_capacity(handles.len());
     for handle in handles {
@@ -433,6 +694,8 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
     results
 }
 
+/// A progress bar over `total` (the ramp, the sending and the longest drain), on stderr unless
+/// `hidden`.
 fn progress_bar(hidden: bool, total: Duration) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(total.as_millis() as u64),
@@ -448,19 +711,4 @@ fn progress_bar(hidden: bool, total: Duration) -> ProgressBar {
         .progress_chars("=> ");
     bar.set_style(style);
     bar
-}
-
-/// Sleeps one tick and redraws the progress bar.
-async fn tick(bar: &ProgressBar, shared: &Shared, phase: &str, epoch: Instant, viewers: usize) {
-    tokio::time::sleep(TICK).await;
-    let counts = &shared.counts;
-    let (sent, acked, delivered, _) = counts.flow();
-    bar.set_position(epoch.elapsed().as_millis() as u64);
-    bar.set_message(format!(
-        "{phase}: viewers {}/{} · senders {} · sent {sent} acked {acked} · deliveries {delivered} · errors {}",
-        counts.viewers_connected.load(Ordering::Relaxed),
-        viewers,
-        counts.senders_connected.load(Ordering::Relaxed),
-        shared.error_count(),
-    ));
 }

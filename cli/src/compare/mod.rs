@@ -17,19 +17,20 @@ pub mod clients;
 pub mod report;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared_model::ChannelId;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::bench::seconds;
 use crate::endpoint::Base;
 use crate::error::CliError;
-use crate::procfs::{self, CpuUse, CpuVerdict};
+use crate::procfs::{self, CpuUse, CpuVerdict, MachineSample, ProcSample};
 use crate::servers::{self, LocalService};
 use crate::stamp::{IndexSet, Schedule};
 use crate::transport::counting::TrafficSnapshot;
@@ -145,44 +146,20 @@ fn transports(args: &CompareArgs) -> Result<Vec<Transport>, CliError> {
     Ok(rows)
 }
 
-/// Runs the comparison and returns its report (the chart is written on the way).
+/// Runs the comparison and returns its report (the chart is written on the way): checks the
+/// flags, finds or starts the services, then runs the phases in order (connect, wait until
+/// every viewer is ready, start the stream, measure, stop) and reports per row.
 pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
-    let room = ChannelId::parse(&args.room)
-        .map_err(|e| CliError::Usage(format!("{:?}: {}", args.room, e.message)))?;
-    if args.viewers == 0 {
-        return Err(CliError::Usage("--viewers must be at least 1".into()));
-    }
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        return Err(CliError::Usage("--rate must be a positive number".into()));
-    }
-    let duration = seconds("--duration", args.duration)?;
-    let transports = transports(args)?;
-    let slowest = transports
-        .iter()
-        .map(|t| match t {
-            Transport::ShortPoll(every) | Transport::Seed(every) => every.as_secs_f64(),
-            _ => 0.0,
-        })
-        .fold(0.0, f64::max);
-    let linger = match args.linger {
-        Some(linger) => Duration::try_from_secs_f64(linger)
-            .map_err(|_| CliError::Usage("--linger must be 0 or more seconds".into()))?,
-        None => Duration::from_secs_f64(slowest + LINGER_MARGIN_SECS),
-    };
+    let plan = Plan::from_args(args)?;
     servers::raise_open_file_limit();
-
-    let (local_http, http) = service_or_url("http-danmaku", args.http_url.as_deref(), args)?;
-    let (local_live, live) = service_or_url("ws-stream", args.ws_url.as_deref(), args)?;
-    // The services' CPU is known only when this tool started both (they share the machine).
-    let local_pids: Vec<u32> = match (&local_http, &local_live) {
-        (Some(h), Some(l)) => vec![h.pid, l.pid],
-        _ => Vec::new(),
-    };
+    let services = Services::find_or_start(args)?;
     if !args.json && !args.quiet {
         eprintln!(
-            "compare: {} rows × {} viewers; HTTP service {http}, live service {live}",
-            transports.len(),
-            args.viewers
+            "compare: {} rows × {} viewers; HTTP service {}, live service {}",
+            plan.transports.len(),
+            args.viewers,
+            services.http,
+            services.live
         );
     }
 
@@ -190,9 +167,9 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
     let (schedule_tx, schedule_rx) = watch::channel(None::<Schedule>);
     let (end_tx, end_rx) = watch::channel(None::<Instant>);
     let ctx = Arc::new(Context {
-        http: http.clone(),
-        live: live.clone(),
-        room: room.clone(),
+        http: services.http.clone(),
+        live: services.live.clone(),
+        room: plan.room.clone(),
         run: rand::random(),
         epoch,
         schedule: schedule_rx,
@@ -200,18 +177,156 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
         ready: Default::default(),
         text_len: args.text_len,
     });
+    let mut clients = connect(&ctx, &plan.transports, args.viewers);
+    clients.wait_until_ready(&ctx).await;
+    let window = start_stream(&plan, epoch, &schedule_tx, &end_tx);
+    let progress = progress_bar(args.quiet || args.json, plan.duration + plan.linger);
+    let measured = measure(&clients.rows, window, &services.pids, &progress).await;
+    progress.finish_and_clear();
+    let seen_by_row = clients.stop().await;
+
+    let http_stored = locked_clone(&clients.stored.http);
+    let live_stored = locked_clone(&clients.stored.live);
+    let (lines, reports) = row_reports(
+        &clients.rows,
+        &measured.bases,
+        &seen_by_row,
+        [&http_stored, &live_stored],
+        args.viewers,
+    );
+    let subtitle = format!(
+        "{} comment/s for {} s, {} viewers per transport",
+        args.rate, args.duration, args.viewers
+    );
+    chart::draw(&args.chart, &lines, &subtitle, plan.duration.as_secs_f64())?;
+
+    let cpu = cpu_verdict(window.length(), &measured.at_start, &measured.at_end);
+    let (http, live) = (services.http.http_url(), services.live.ws_url());
+    drop(services);
+    Ok(CompareReport {
+        rate_per_sec: args.rate,
+        duration_secs: args.duration,
+        linger_secs: plan.linger.as_secs_f64(),
+        viewers: args.viewers,
+        room: plan.room.to_string(),
+        http,
+        live,
+        http_stored: http_stored.len(),
+        live_stored: live_stored.len(),
+        max_send_lag_ms: clients.stored.max_lag_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+        rows: reports,
+        chart: args.chart.display().to_string(),
+        sender_errors: locked_clone(&clients.stored.errors),
+        cpu,
+    })
+}
+
+/// The flags of a comparison, checked: the room, the rows and the stream's timing.
+struct Plan {
+    /// The room, on both services.
+    room: ChannelId,
+    /// The rows to measure, in table order.
+    transports: Vec<Transport>,
+    /// Comments per second (positive, finite).
+    rate: f64,
+    /// How long comments are posted (positive).
+    duration: Duration,
+    /// How long receiving goes on after the last comment: `--linger`, or the slowest poll
+    /// interval plus [`LINGER_MARGIN_SECS`], so every row can see the last comment.
+    linger: Duration,
+}
+
+impl Plan {
+    /// Checks `args`; a [`CliError::Usage`] names the first bad flag. Nothing has been started
+    /// yet when this fails.
+    fn from_args(args: &CompareArgs) -> Result<Self, CliError> {
+        let room = ChannelId::parse(&args.room)
+            .map_err(|e| CliError::Usage(format!("{:?}: {}", args.room, e.message)))?;
+        if args.viewers == 0 {
+            return Err(CliError::Usage("--viewers must be at least 1".into()));
+        }
+        if !(args.rate.is_finite() && args.rate > 0.0) {
+            return Err(CliError::Usage("--rate must be a positive number".into()));
+        }
+        let duration = seconds("--duration", args.duration)?;
+        let transports = transports(args)?;
+        let slowest = transports
+            .iter()
+            .map(|t| match t {
+                Transport::ShortPoll(every) | Transport::Seed(every) => every.as_secs_f64(),
+                _ => 0.0,
+            })
+            .fold(0.0, f64::max);
+        let linger = match args.linger {
+            Some(linger) => Duration::try_from_secs_f64(linger)
+                .map_err(|_| CliError::Usage("--linger must be 0 or more seconds".into()))?,
+            None => Duration::from_secs_f64(slowest + LINGER_MARGIN_SECS),
+        };
+        Ok(Self {
+            room,
+            transports,
+            rate: args.rate,
+            duration,
+            linger,
+        })
+    }
+}
+
+/// The two services compared, found at their URLs or started here.
+struct Services {
+    /// The HTTP service's address.
+    http: Base,
+    /// The live service's address.
+    live: Base,
+    /// Both services' pids when this tool started both (they share the machine, so only then
+    /// is their CPU known); empty otherwise.
+    pids: Vec<u32>,
+    /// The services started here, stopped when this is dropped: keep it until the last
+    /// reading.
+    _local: (Option<LocalService>, Option<LocalService>),
+}
+
+impl Services {
+    /// The services at `--http-url` and `--ws-url`, each started here when its URL is missing.
+    fn find_or_start(args: &CompareArgs) -> Result<Self, CliError> {
+        let (local_http, http) = service_or_url("http-danmaku", args.http_url.as_deref(), args)?;
+        let (local_live, live) = service_or_url("ws-stream", args.ws_url.as_deref(), args)?;
+        let pids = match (&local_http, &local_live) {
+            (Some(h), Some(l)) => vec![h.pid, l.pid],
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            http,
+            live,
+            pids,
+            _local: (local_http, local_live),
+        })
+    }
+}
+
+/// The spawned clients of a comparison: M viewers per row and the senders.
+struct Clients {
+    /// The rows, in table order, each with its counters.
+    rows: Vec<Arc<Row>>,
+    /// Each viewer task with the index of its row.
+    viewers: Vec<(usize, JoinHandle<IndexSet>)>,
+    /// The HTTP posters and the live sender.
+    senders: Vec<JoinHandle<()>>,
+    /// What the services stored, as the senders learn it.
+    stored: Arc<Stored>,
+}
+
+/// **Connect.** Spawns `viewers` viewers for each of `transports` and the senders
+/// ([`HTTP_POSTERS`] HTTP posters and one live sender). They connect at once and wait for the
+/// schedule in `ctx`.
+fn connect(ctx: &Arc<Context>, transports: &[Transport], viewers: usize) -> Clients {
     let rows: Vec<Arc<Row>> = transports.iter().map(|&t| Arc::new(Row::new(t))).collect();
-    let mut viewers = Vec::new();
+    let mut viewer_tasks = Vec::new();
     for (index, row) in rows.iter().enumerate() {
-        for number in 0..args.viewers {
-            viewers.push((
+        for number in 0..viewers {
+            viewer_tasks.push((
                 index,
-                tokio::spawn(clients::viewer(
-                    ctx.clone(),
-                    row.clone(),
-                    number,
-                    args.viewers,
-                )),
+                tokio::spawn(clients::viewer(ctx.clone(), row.clone(), number, viewers)),
             ));
         }
     }
@@ -229,97 +344,178 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
         ctx.clone(),
         stored.clone(),
     )));
+    Clients {
+        rows,
+        viewers: viewer_tasks,
+        senders,
+        stored,
+    }
+}
 
-    // Every viewer ready (or failed) before the stream starts.
-    let total = viewers.len() as u64;
-    let ready_deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < ready_deadline {
-        let finished = viewers.iter().filter(|(_, h)| h.is_finished()).count() as u64;
-        if ctx.ready.load(Ordering::Relaxed) + finished >= total {
-            break;
+impl Clients {
+    /// Waits until every viewer is ready to receive (cursor known, socket open) or has
+    /// failed, for at most [`READY_TIMEOUT`], so the stream starts with everyone listening.
+    async fn wait_until_ready(&self, ctx: &Context) {
+        let total = self.viewers.len() as u64;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            let finished = self.viewers.iter().filter(|(_, h)| h.is_finished()).count() as u64;
+            if ctx.ready.load(Ordering::Relaxed) + finished >= total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    /// **Stop.** Joins every task within [`JOIN_GRACE`] (they stop by themselves at the
+    /// window's end); returns, per row, each viewer's comments seen, an empty set for a viewer
+    /// that failed or did not finish (its comments count as lost). Late tasks are aborted.
+    async fn stop(&mut self) -> Vec<Vec<IndexSet>> {
+        let mut seen_by_row: Vec<Vec<IndexSet>> = vec![Vec::new(); self.rows.len()];
+        let deadline = tokio::time::Instant::now() + JOIN_GRACE;
+        for (index, handle) in self.viewers.drain(..) {
+            let abort = handle.abort_handle();
+            match tokio::time::timeout_at(deadline, handle).await {
+                Ok(Ok(seen)) => seen_by_row[index].push(seen),
+                _ => {
+                    abort.abort();
+                    seen_by_row[index].push(IndexSet::default());
+                }
+            }
+        }
+        for handle in self.senders.drain(..) {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout_at(deadline, handle).await.is_err() {
+                abort.abort();
+            }
+        }
+        seen_by_row
+    }
+}
+
+/// The measured window: from the first comment's due time to the end of receiving.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// When comment 0 is due.
+    start: Instant,
+    /// When receiving stops: the stream's end plus the linger.
+    end: Instant,
+}
+
+impl Window {
+    /// How long the window lasts.
+    fn length(&self) -> Duration {
+        self.end.saturating_duration_since(self.start)
+    }
+}
+
+/// **Start.** Fixes the stream to start 300 ms from now, for the plan's duration, with
+/// receiving until the linger after it, and hands the schedule and the end to every client.
+fn start_stream(
+    plan: &Plan,
+    epoch: Instant,
+    schedule_tx: &watch::Sender<Option<Schedule>>,
+    end_tx: &watch::Sender<Option<Instant>>,
+) -> Window {
     let start = Instant::now() + Duration::from_millis(300);
-    let schedule = Schedule::new(epoch, start, args.rate, duration);
-    let end = start + duration + linger;
+    let schedule = Schedule::new(epoch, start, plan.rate, plan.duration);
+    let end = start + plan.duration + plan.linger;
     let _ = schedule_tx.send(Some(schedule));
     let _ = end_tx.send(Some(end));
+    Window { start, end }
+}
+/// CPU readings at one moment: this tool, the machine, and the local services together.
+struct Readings {
+    /// This tool.
+    client: Option<ProcSample>,
+    /// The whole machine's CPU counters.
+    machine: Option<MachineSample>,
+    /// Both local services' CPU time together ([`servers_cpu`]).
+    servers: Option<Duration>,
+}
 
-    let progress = progress_bar(args.quiet || args.json, duration + linger);
-    tokio::time::sleep_until(start.into()).await;
-    let client_at_start = procfs::sample(None).ok();
-    let machine_at_start = procfs::machine().ok();
-    let servers_at_start = servers_cpu(&local_pids);
+impl Readings {
+    /// Reads everything now; `pids` are the local services' (empty when not both started here).
+    fn take(pids: &[u32]) -> Self {
+        Self {
+            client: procfs::sample(None).ok(),
+            machine: procfs::machine().ok(),
+            servers: servers_cpu(pids),
+        }
+    }
+}
+
+/// What [`measure`] recorded besides each row's series.
+struct Measured {
+    /// Each row's traffic when the window started: the rows' figures count from here.
+    bases: Vec<TrafficSnapshot>,
+    /// CPU readings at the window's start.
+    at_start: Readings,
+    /// CPU readings at the window's end.
+    at_end: Readings,
+}
+
+/// **Measure.** Waits for the window's start, then every [`SAMPLE_EVERY`] (and once at the
+/// end) appends each row's traffic since the start to its series for the chart and moves the
+/// progress bar, until the window's end. CPU is read at both ends.
+async fn measure(
+    rows: &[Arc<Row>],
+    window: Window,
+    pids: &[u32],
+    progress: &ProgressBar,
+) -> Measured {
+    tokio::time::sleep_until(window.start.into()).await;
+    let at_start = Readings::take(pids);
     let bases: Vec<TrafficSnapshot> = rows.iter().map(|r| r.traffic.snapshot()).collect();
-    let mut next = start;
+    let mut next = window.start;
     loop {
         let now = Instant::now();
-        let t = now.saturating_duration_since(start).as_secs_f64();
+        let t = now.saturating_duration_since(window.start).as_secs_f64();
         for (row, base) in rows.iter().zip(&bases) {
             row.series
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((t, row.traffic.snapshot() - *base));
         }
-        progress.set_position(now.saturating_duration_since(start).as_millis() as u64);
-        if now >= end {
+        progress.set_position(now.saturating_duration_since(window.start).as_millis() as u64);
+        if now >= window.end {
             break;
         }
-        next = (next + SAMPLE_EVERY).min(end);
+        next = (next + SAMPLE_EVERY).min(window.end);
         tokio::time::sleep_until(next.into()).await;
     }
-    let client_at_end = procfs::sample(None).ok();
-    let machine_at_end = procfs::machine().ok();
-    let servers_at_end = servers_cpu(&local_pids);
-    progress.finish_and_clear();
-
-    let mut seen_by_row: Vec<Vec<IndexSet>> = vec![Vec::new(); rows.len()];
-    let join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
-    for (index, handle) in viewers {
-        let abort = handle.abort_handle();
-        match tokio::time::timeout_at(join_deadline, handle).await {
-            Ok(Ok(seen)) => seen_by_row[index].push(seen),
-            _ => {
-                abort.abort();
-                seen_by_row[index].push(IndexSet::default());
-            }
-        }
+    let at_end = Readings::take(pids);
+    Measured {
+        bases,
+        at_start,
+        at_end,
     }
-    for handle in senders {
-        let abort = handle.abort_handle();
-        if tokio::time::timeout_at(join_deadline, handle)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-    }
+}
 
-    let http_stored = stored
-        .http
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let live_stored = stored
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+/// **Report.** Each row's figures and chart line. A row's expected deliveries are the comments
+/// its service stored (`stored[0]` for the HTTP rows, `stored[1]` for the WebSocket one) times
+/// `viewers`; a viewer's delivered comments are the stored ones it saw; its traffic counts from
+/// its base in `bases`.
+fn row_reports(
+    rows: &[Arc<Row>],
+    bases: &[TrafficSnapshot],
+    seen_by_row: &[Vec<IndexSet>],
+    [http_stored, live_stored]: [&IndexSet; 2],
+    viewers: usize,
+) -> (Vec<chart::Line>, Vec<RowReport>) {
     let mut lines = Vec::new();
     let mut reports = Vec::new();
-    for ((row, base), seen) in rows.iter().zip(&bases).zip(&seen_by_row) {
+    for ((row, base), seen) in rows.iter().zip(bases).zip(seen_by_row) {
         let stored_set = if row.transport.over_http() {
-            &http_stored
+            http_stored
         } else {
-            &live_stored
+            live_stored
         };
         let delivered: u64 = seen
             .iter()
             .map(|s| stored_set.len() - stored_set.missing_from(s))
             .sum();
-        let expected = stored_set.len() * args.viewers as u64;
+        let expected = stored_set.len() * viewers as u64;
         let traffic = row.traffic.snapshot() - *base;
         let series = row.series.lock().unwrap_or_else(|p| p.into_inner());
         lines.push(chart::Line {
@@ -328,7 +524,7 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
         });
         reports.push(RowReport {
             transport: row.transport.label(),
-            viewers: args.viewers,
+            viewers,
             requests: traffic.requests,
             connections: traffic.connections,
             bytes_up: traffic.bytes_up,
@@ -340,54 +536,39 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
             bytes_per_comment: (delivered > 0)
                 .then(|| traffic.bytes_total() as f64 / delivered as f64),
             latency: row.latency.percentiles(),
-            errors: row.errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            errors: locked_clone(&row.errors),
         });
     }
-    let subtitle = format!(
-        "{} comment/s for {} s, {} viewers per transport",
-        args.rate, args.duration, args.viewers
-    );
-    chart::draw(&args.chart, &lines, &subtitle, duration.as_secs_f64())?;
+    (lines, reports)
+}
 
-    let window = end.saturating_duration_since(start);
-    let client_cpu = match (client_at_start, client_at_end) {
+/// Who used the CPU over a window of `length`, from the readings at its start and its end:
+/// this tool, the local services together (no busiest thread: there are two servers), the
+/// machine.
+fn cpu_verdict(length: Duration, start: &Readings, end: &Readings) -> CpuVerdict {
+    let client = match (start.client, end.client) {
         (Some(a), Some(b)) => b.cpu.saturating_sub(a.cpu),
         _ => Duration::ZERO,
     };
-    let server_cpu = match (servers_at_start, servers_at_end) {
+    let server = match (start.servers, end.servers) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    drop((local_http, local_live));
-    Ok(CompareReport {
-        rate_per_sec: args.rate,
-        duration_secs: args.duration,
-        linger_secs: linger.as_secs_f64(),
-        viewers: args.viewers,
-        room: room.to_string(),
-        http: http.http_url(),
-        live: live.ws_url(),
-        http_stored: http_stored.len(),
-        live_stored: live_stored.len(),
-        max_send_lag_ms: stored.max_lag_micros.load(Ordering::Relaxed) as f64 / 1000.0,
-        rows: reports,
-        chart: args.chart.display().to_string(),
-        sender_errors: stored
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        cpu: CpuVerdict::judge(
-            window,
-            CpuUse {
-                client: client_cpu,
-                server: server_cpu,
-                busiest: None,
-                machine: machine_at_start.zip(machine_at_end),
-            },
-            procfs::cores(),
-        ),
-    })
+    CpuVerdict::judge(
+        length,
+        CpuUse {
+            client,
+            server,
+            busiest: None,
+            machine: start.machine.zip(end.machine),
+        },
+        procfs::cores(),
+    )
+}
+
+/// A copy of what `lock` guards, also after a task panicked holding it.
+fn locked_clone<T: Clone>(lock: &Mutex<T>) -> T {
+    lock.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The service at `url`, or service `name` started here when no URL was given.
@@ -416,6 +597,7 @@ fn servers_cpu(pids: &[u32]) -> Option<Duration> {
         .sum()
 }
 
+/// A progress bar over `total` (the stream and the linger), on stderr unless `hidden`.
 fn progress_bar(hidden: bool, total: Duration) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(total.as_millis() as u64),
