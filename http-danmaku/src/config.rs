@@ -31,4 +31,8 @@ pub struct Config {
 }
 
 /// Nothing to check beyond what clap checks: every [`ServerArgs`] value stands alone.
-impl Settings for Config {}
+impl Settings for Config {
+    fn server(&self) -> &ServerArgs {
+        &self.server
+    }
+}

@@ -7,7 +7,8 @@
 //! - [`feed`]: long-poll wake-ups ([`feed::RoomFeeds`]), fed by the store's commits.
 //! - [`state`]: what the handlers share ([`state::AppState`]).
 //!
-//! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
+//! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
+//! `service_kit::server::main`) and the tests both use it.
 
 pub mod config;
 pub mod feed;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use actix_web::web;
 use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
-use shared_model::SqliteStore;
 
 pub use config::Config;
 
@@ -30,12 +30,6 @@ use crate::state::AppState;
 /// The page this service serves at `/`.
 pub const INDEX_PAGE: &str = "http.html";
 
-/// Opens the database, binds the address from `config`, and builds the server.
-pub fn build(config: Config) -> Result<RunningServer, ServiceError> {
-    let listener = service_kit::server::bind(config.server.socket_addr())?;
-    build_with_listener(config, listener)
-}
-
 /// Builds the server on an already-bound listener (tests bind port 0 themselves).
 ///
 /// On SIGTERM it stops accepting, answers every waiting long poll at once, and lets open
@@ -44,8 +38,7 @@ pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
 ) -> Result<RunningServer, ServiceError> {
-    let store = SqliteStore::open(&config.server.db)?;
-    log::info!("database: {}", store.path().display());
+    let store = service_kit::server::open_store(&config.server)?;
     let addr = listener.local_addr()?;
     let feeds = RoomFeeds::default();
     service_kit::fanout::connect(&store, feeds.clone());

@@ -1,8 +1,11 @@
-//! The `http-danmaku` binary: settings, logging, bind, run. Everything else is in the library.
+//! The `http-danmaku` binary: everything but this line is in the library; `service_kit::server::main`
+//! reads the settings, starts logging, binds, builds and runs it until SIGTERM or Ctrl-C.
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    service_kit::init_logging();
-    let config = service_kit::config::from_env(&http_danmaku::config::INFO);
-    service_kit::server::run_main(http_danmaku::build(config)).await
+    service_kit::server::main(
+        &http_danmaku::config::INFO,
+        http_danmaku::build_with_listener,
+    )
+    .await
 }

@@ -53,6 +53,10 @@ pub struct WsServiceConfig {
 }
 
 impl Settings for WsServiceConfig {
+    fn server(&self) -> &ServerArgs {
+        &self.server
+    }
+
     fn check(&self) -> Result<(), String> {
         self.ws.check()
     }
@@ -61,6 +65,9 @@ impl Settings for WsServiceConfig {
 /// A binary's settings: flags and `DANMAKU_*` variables (the `clap::Parser`), and the rules
 /// between them that clap cannot express.
 pub trait Settings: Parser {
+    /// The settings every service shares.
+    fn server(&self) -> &ServerArgs;
+
     /// Checks the parsed settings against each other; the message names the `DANMAKU_*`
     /// variables involved. Nothing to check unless a service says otherwise.
     fn check(&self) -> Result<(), String> {
@@ -303,7 +310,11 @@ mod tests {
     }
 
     // Unchecked, so the tests below can look at `WsArgs::check` by itself.
-    impl Settings for TestConfig {}
+    impl Settings for TestConfig {
+        fn server(&self) -> &ServerArgs {
+            &self.server
+        }
+    }
 
     const DEFAULTS: ServiceInfo = ServiceInfo {
         name: "svc",

@@ -7,8 +7,10 @@ use actix_web::dev::Server;
 use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
 
+use shared_model::SqliteStore;
+
 use crate::assets::Pages;
-use crate::config::ServerArgs;
+use crate::config::{ServerArgs, ServiceInfo, Settings};
 use crate::{error, headers};
 
 /// Starts serving on `listener`: `configure` adds the service's state and routes, then come the
@@ -77,8 +79,29 @@ pub fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServiceError> {
     TcpListener::bind(addr).map_err(|source| ServiceError::Bind { addr, source })
 }
 
-/// Runs a freshly built service until it is stopped, for `main`: logs why it could not start or
-/// failed, and turns that into the exit status.
+/// What a service's library exports for `main` and the tests: build the server from its settings
+/// on an already-bound listener.
+pub type BuildFn<C> = fn(C, TcpListener) -> Result<RunningServer, ServiceError>;
+
+/// A whole service binary: logging, its settings from flags and `DANMAKU_*` variables (a bad
+/// value exits with a message naming it), the listener on the configured address, `build`, then
+/// running until SIGTERM or SIGINT. The exit status says whether it started and stopped cleanly.
+pub async fn main<C: Settings>(info: &ServiceInfo, build: BuildFn<C>) -> std::process::ExitCode {
+    crate::init_logging();
+    let config: C = crate::config::from_env(info);
+    let built = bind(config.server().socket_addr()).and_then(|listener| build(config, listener));
+    run_main(built).await
+}
+
+/// Opens the database the settings name (creating its folder), and logs where it is.
+pub fn open_store(args: &ServerArgs) -> Result<SqliteStore, ServiceError> {
+    let store = SqliteStore::open(&args.db)?;
+    log::info!("database: {}", store.path().display());
+    Ok(store)
+}
+
+/// Runs a freshly built service until it is stopped: logs why it could not start or failed, and
+/// turns that into the exit status.
 pub async fn run_main(built: Result<RunningServer, ServiceError>) -> std::process::ExitCode {
     let outcome = match built {
         Ok(server) => server.run_until_stopped().await,

@@ -14,7 +14,8 @@
 //! - [`codes`]: check-in codes and host tokens, pure.
 //! - [`state`]: what the handlers share.
 //!
-//! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
+//! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
+//! `service_kit::server::main`) and the tests both use it.
 
 pub mod codes;
 pub mod config;
@@ -33,8 +34,8 @@ use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
+use shared_model::Store;
 use shared_model::store::RoomStore;
-use shared_model::{SqliteStore, Store};
 
 pub use config::Config;
 
@@ -45,20 +46,13 @@ use crate::state::LiveState;
 /// The page this service serves at `/`.
 pub const INDEX_PAGE: &str = "live.html";
 
-/// Opens the database, binds the address from `config`, and builds the server.
-pub fn build(config: Config) -> Result<RunningServer, ServiceError> {
-    let listener = service_kit::server::bind(config.server.socket_addr())?;
-    build_with_listener(config, listener)
-}
-
 /// Builds the server on an already-bound listener (tests bind port 0 themselves). Check-ins
 /// left open by a previous run resume (with fresh codes) until they close.
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
 ) -> Result<RunningServer, ServiceError> {
-    let store = Arc::new(SqliteStore::open(&config.server.db)?);
-    log::info!("database: {}", store.path().display());
+    let store = Arc::new(service_kit::server::open_store(&config.server)?);
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
     let hub = hub::new(rooms.clone()).start();

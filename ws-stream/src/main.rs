@@ -1,8 +1,7 @@
-//! The `ws-stream` binary: settings, logging, bind, run. Everything else is in the library.
+//! The `ws-stream` binary: everything but this line is in the library; `service_kit::server::main`
+//! reads the settings, starts logging, binds, builds and runs it until SIGTERM or Ctrl-C.
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    service_kit::init_logging();
-    let config = service_kit::config::from_env(&ws_stream::config::INFO);
-    service_kit::server::run_main(ws_stream::build(config)).await
+    service_kit::server::main(&ws_stream::config::INFO, ws_stream::build_with_listener).await
 }

@@ -71,12 +71,11 @@ impl SessionLogic for LiveSession {
         })
     }
 
-    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Vec<ServerMessage>> {
-        let reference = message.reference().cloned();
+    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>> {
         let live = self.live.clone();
         let (room, name) = (self.room.clone(), self.name.clone());
         Box::pin(async move {
-            let answer = match message {
+            match message {
                 // The author is always the connection's name; an `author` field is ignored.
                 ClientMessage::Send {
                     text,
@@ -99,8 +98,7 @@ impl SessionLogic for LiveSession {
                     ErrorCode::UnknownType,
                     "a live room takes send, checkin and ping frames",
                 )),
-            };
-            vec![answer.unwrap_or_else(|error| ServerMessage::error(error, reference))]
+            }
         })
     }
 

@@ -11,7 +11,8 @@
 //! - [`hub`]: the fan-out to each video's viewers (the shared rooms hub, nothing of its own).
 //! - [`state`]: what the handlers share.
 //!
-//! [`build`] makes the server from a [`Config`]; `main` and the tests both use it.
+//! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
+//! `service_kit::server::main`) and the tests both use it.
 
 pub mod archive;
 pub mod config;
@@ -30,7 +31,6 @@ use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
-use shared_model::SqliteStore;
 
 use crate::state::VideoState;
 use crate::timeline::Timeline;
@@ -40,19 +40,12 @@ pub use config::Config;
 /// The page this service serves at `/`.
 pub const INDEX_PAGE: &str = "video.html";
 
-/// Opens the database, binds the address from `config`, and builds the server.
-pub fn build(config: Config) -> Result<RunningServer, ServiceError> {
-    let listener = service_kit::server::bind(config.server.socket_addr())?;
-    build_with_listener(config, listener)
-}
-
 /// Builds the server on an already-bound listener (tests bind port 0 themselves).
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
 ) -> Result<RunningServer, ServiceError> {
-    let store = SqliteStore::open(&config.server.db)?;
-    log::info!("database: {}", store.path().display());
+    let store = service_kit::server::open_store(&config.server)?;
     let addr = listener.local_addr()?;
     let hub = hub::new().start();
     service_kit::fanout::connect(&store, hub.clone());

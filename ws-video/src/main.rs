@@ -1,8 +1,7 @@
-//! The `ws-video` binary: settings, logging, bind, run. Everything else is in the library.
+//! The `ws-video` binary: everything but this line is in the library; `service_kit::server::main`
+//! reads the settings, starts logging, binds, builds and runs it until SIGTERM or Ctrl-C.
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    service_kit::init_logging();
-    let config = service_kit::config::from_env(&ws_video::config::INFO);
-    service_kit::server::run_main(ws_video::build(config)).await
+    service_kit::server::main(&ws_video::config::INFO, ws_video::build_with_listener).await
 }

@@ -40,11 +40,10 @@ impl SessionLogic for VideoSession {
         })
     }
 
-    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Vec<ServerMessage>> {
-        let reference = message.reference().cloned();
+    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>> {
         let (timeline, video) = (self.timeline.clone(), self.video.clone());
         Box::pin(async move {
-            let answer = match message {
+            match message {
                 ClientMessage::Send {
                     text,
                     color,
@@ -53,14 +52,9 @@ impl SessionLogic for VideoSession {
                     author,
                     reference,
                 } => {
-                    let draft = send_to_draft(text, color, mode, time, author, "");
-                    match Timeline::pin(draft) {
-                        Ok(new) => timeline
-                            .append(&video, new)
-                            .await
-                            .map(|item| ServerMessage::Ack { reference, item }),
-                        Err(error) => Err(error),
-                    }
+                    let new = Timeline::pin(send_to_draft(text, color, mode, time, author, ""))?;
+                    let item = timeline.append(&video, new).await?;
+                    Ok(ServerMessage::Ack { reference, item })
                 }
                 ClientMessage::Range {
                     from,
@@ -79,8 +73,7 @@ impl SessionLogic for VideoSession {
                     ErrorCode::UnknownType,
                     "the video service takes send, range and ping frames",
                 )),
-            };
-            vec![answer.unwrap_or_else(|error| ServerMessage::error(error, reference))]
+            }
         })
     }
 

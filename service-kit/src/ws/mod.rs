@@ -177,8 +177,9 @@ pub trait SessionLogic: Unpin + 'static {
     fn connect(&mut self, me: Viewer) -> LocalFuture<Connected>;
 
     /// A decoded frame from the client (never `ping`, which the session answers itself, and
-    /// never a `send` over the client's rate). Answers with the frames to send back.
-    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Vec<ServerMessage>>;
+    /// never a `send` over the client's rate). Resolves to the one frame to send back, or to the
+    /// error the session sends as an `error` frame carrying the request's `ref`.
+    fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>>;
 
     /// The connection is gone: leave the hub. Called exactly once.
     fn disconnect(&mut self, id: ConnectionId);

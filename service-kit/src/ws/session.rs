@@ -137,11 +137,13 @@ impl<L: SessionLogic> WsSession<L> {
             );
             return Self::send_error(ctx, error, Some(&message));
         }
+        let reference = message.reference().cloned();
         let answer = self.logic.handle(message);
         // `wait` holds back this connection's next frames until the answer is sent, so one
         // connection's frames are handled in order.
-        ctx.wait(answer.into_actor(self).map(|frames, _act, ctx| {
-            Self::send_frames(ctx, frames);
+        ctx.wait(answer.into_actor(self).map(|answer, _act, ctx| {
+            let frame = answer.unwrap_or_else(|error| ServerMessage::error(error, reference));
+            ctx.text(frame.to_json());
         }));
     }
 
