@@ -258,6 +258,33 @@ pub fn init_test_logging() {
     }
 }
 
+/// Checks what every service serves besides its API: `GET /healthz` is `{"status": "ok"}`, `/`
+/// is its page with a Content-Security-Policy, and an unknown route is a JSON `404 not_found`.
+pub async fn assert_serves_health_and_page(base: &str) {
+    let client = http_client();
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON body");
+    assert_eq!(health, serde_json::json!({"status": "ok"}));
+    let page = client.get(format!("{base}/")).send().await.expect("a page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().contains_key("content-security-policy"));
+    assert!(page.text().await.expect("a body").contains("<html"));
+    let missing = client
+        .get(format!("{base}/api/none"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
 /// An HTTP client for tests: its own connection pool, and a timeout on every request.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -3,36 +3,10 @@
 
 mod helpers;
 
-use serde_json::{Value, json};
-
 #[tokio::test]
 async fn health_and_page_are_served() {
     let app = helpers::spawn_app(&[]);
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let health: Value = client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health, json!({"status": "ok"}));
-    let page = client.get(format!("{}/", app.base)).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.headers().contains_key("content-security-policy"));
-    assert!(page.text().await.unwrap().contains("<html"));
-    let missing = client
-        .get(format!("{}/api/none", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    let body: Value = missing.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "not_found");
+    service_kit::testing::assert_serves_health_and_page(&app.base).await;
 }
 
 #[test]
