@@ -45,7 +45,7 @@ pub fn build_with_listener(
     let state = web::Data::new(AppState {
         store: Arc::new(store),
         feeds: feeds.clone(),
-        limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
+        limiter: ClientRateLimiter::from_args(&config.server),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
         cfg.app_data(state.clone());

@@ -169,9 +169,21 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// Middleware that gives actix's own bodiless 404 and 405 answers the JSON error body.
+/// Bodies read whole (`web::Bytes`, `String`) have the same limit as JSON ones.
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_MESSAGE_BYTES)
+}
+
+/// Middleware that gives actix's own plain-text 404, 405 and 413 answers the JSON error body.
 pub fn json_error_pages<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new()
+        .handler(StatusCode::PAYLOAD_TOO_LARGE, |res| {
+            replace_bare_error(
+                res,
+                ErrorCode::PayloadTooLarge,
+                &format!("the body is larger than the limit of {MAX_MESSAGE_BYTES} bytes"),
+            )
+        })
         .handler(StatusCode::NOT_FOUND, |res| {
             replace_bare_error(res, ErrorCode::NotFound, "not found")
         })

@@ -35,6 +35,11 @@ impl ClientRateLimiter {
         }
     }
 
+    /// The limit the settings give every client (`--rate-per-sec`, `--rate-burst`).
+    pub fn from_args(args: &crate::config::ServerArgs) -> Self {
+        Self::new(args.rate_per_sec, args.rate_burst)
+    }
+
     /// Takes one token for `client`, or says how long until one is free.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP == CHECKS_PER_SWEEP - 1 {

@@ -36,6 +36,7 @@ where
             .wrap(error::json_error_pages())
             .wrap(headers::security_headers())
             .app_data(error::json_config())
+            .app_data(error::payload_config())
             .app_data(error::query_config())
             .app_data(error::path_config())
             .configure(configure.clone())

@@ -76,7 +76,7 @@ pub fn build_with_listener(
             rooms,
             hub: hub.clone(),
         },
-        limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
+        limiter: ClientRateLimiter::from_args(&config.server),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {

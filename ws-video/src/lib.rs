@@ -51,7 +51,7 @@ pub fn build_with_listener(
     service_kit::fanout::connect(&store, hub.clone());
     let state = web::Data::new(VideoState {
         timeline: Timeline::new(Arc::new(store)),
-        limiter: ClientRateLimiter::new(config.server.rate_per_sec, config.server.rate_burst),
+        limiter: ClientRateLimiter::from_args(&config.server),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
