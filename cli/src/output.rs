@@ -1,7 +1,10 @@
-//! How comments are printed: one plain line each, or one JSON object per line (`--json`).
+//! How things are shown on the terminal: comments as one plain line each or one JSON object per
+//! line (`--json`); the reports of bench and compare; their progress bar.
 
 use std::io::Write;
+use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared_model::time::rfc3339;
 use shared_model::{Danmaku, Mode};
 
@@ -38,6 +41,42 @@ pub fn print_item(item: &Danmaku, json: bool) {
     {
         std::process::exit(0);
     }
+}
+
+/// Prints a command's report on stdout: pretty JSON when `json`, else its `render`ed table.
+pub fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    render: impl FnOnce(&R) -> String,
+) {
+    if json {
+        // Holds: the reports are numbers, strings and maps of those.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("a report always serializes")
+        );
+    } else {
+        print!("{}", render(report));
+    }
+}
+
+/// A progress bar over `total`, counted in milliseconds and drawn with indicatif `template`, on
+/// stderr unless `hidden`.
+pub fn progress_bar(template: &'static str, hidden: bool, total: Duration) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(total.as_millis() as u64),
+        if hidden {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    // Holds: callers pass constant templates that indicatif accepts.
+    let style = ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
 }
 
 #[cfg(test)]

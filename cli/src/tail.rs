@@ -250,24 +250,9 @@ async fn tail_video(
             }
         }
         first = false;
-        let why = loop {
-            match ws::next_frame(&mut socket).await {
-                Incoming::Frame(ServerMessage::Danmaku { items }) => {
-                    for item in items.iter().filter(|i| !from_range.contains(&i.id)) {
-                        if printer.emit(item) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Incoming::Frame(_) => {}
-                Incoming::Closed(close) => {
-                    break format!(
-                        "the server closed the connection{}",
-                        ws::describe_close(&close)
-                    );
-                }
-                Incoming::Broken(reason) => break format!("the connection broke: {reason}"),
-            }
+        let Some(why) = follow(&mut socket, printer, |item| !from_range.contains(&item.id)).await
+        else {
+            return Ok(());
         };
         backoff
             .wait(&format!(
@@ -366,40 +351,54 @@ async fn tail_live(
         let print_history = !first || args.since.is_some() || args.history;
         first = false;
         for item in &history {
-            if last_id.is_some_and(|last| item.id <= last) {
-                continue;
-            }
-            last_id = Some(item.id);
-            if print_history && printer.emit(item) {
+            if newer(&mut last_id, item) && print_history && printer.emit(item) {
                 return Ok(());
             }
         }
         // An empty room: everything after id 0 is new.
         last_id.get_or_insert(0);
-        let why = loop {
-            match ws::next_frame(&mut socket).await {
-                Incoming::Frame(ServerMessage::Danmaku { items }) => {
-                    for item in &items {
-                        if last_id.is_some_and(|last| item.id <= last) {
-                            continue;
-                        }
-                        last_id = Some(item.id);
-                        if printer.emit(item) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Incoming::Frame(_) => {}
-                Incoming::Closed(close) => {
-                    break format!(
-                        "the server closed the connection{}",
-                        ws::describe_close(&close)
-                    );
-                }
-                Incoming::Broken(reason) => break format!("the connection broke: {reason}"),
-            }
+        let Some(why) = follow(&mut socket, printer, |item| newer(&mut last_id, item)).await else {
+            return Ok(());
         };
         backoff.wait(&why).await;
+    }
+}
+
+/// Whether `item` comes after `last_id` (the newest id seen), moving `last_id` up to it if so:
+/// a reconnect's replay repeats what was already printed.
+fn newer(last_id: &mut Option<i64>, item: &Danmaku) -> bool {
+    if last_id.is_some_and(|last| item.id <= last) {
+        return false;
+    }
+    *last_id = Some(item.id);
+    true
+}
+
+/// Prints the comments of the live frames that `wanted` lets through until the connection
+/// ends; why it ended, or `None` once the printer has printed all it should.
+async fn follow(
+    socket: &mut WsStream,
+    printer: &mut Printer,
+    mut wanted: impl FnMut(&Danmaku) -> bool,
+) -> Option<String> {
+    loop {
+        match ws::next_frame(socket).await {
+            Incoming::Frame(ServerMessage::Danmaku { items }) => {
+                for item in items.iter().filter(|item| wanted(item)) {
+                    if printer.emit(item) {
+                        return None;
+                    }
+                }
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed(close) => {
+                return Some(format!(
+                    "the server closed the connection{}",
+                    ws::describe_close(&close)
+                ));
+            }
+            Incoming::Broken(reason) => return Some(format!("the connection broke: {reason}")),
+        }
     }
 }
 

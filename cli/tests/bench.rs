@@ -6,7 +6,7 @@ mod helpers;
 use std::time::{Duration, Instant};
 
 use helpers::{
-    RELAXED, WAIT, danmaku, run_danmaku, service_binary, spawn_live, spawn_video, stdout_json,
+    RELAXED, WAIT, danmaku, run_danmaku, service_binary, spawn_live, spawn_video, success_json,
 };
 use serde_json::Value;
 use service_kit::testing::Binary;
@@ -61,8 +61,7 @@ fn bench_on_a_small_live_room_loses_nothing_and_reports_sane_percentiles() {
         ],
         WAIT,
     );
-    let report = stdout_json(&output);
-    assert!(output.status.success(), "{report:#}");
+    let report = success_json(&output);
     assert_eq!(report["viewers_connected"], 20);
     assert_eq!(report["senders_connected"], 2);
     assert_eq!(report["sent"], 40);
@@ -109,8 +108,7 @@ fn bench_on_a_video_counts_every_delivery() {
         ],
         WAIT,
     );
-    let report = stdout_json(&output);
-    assert!(output.status.success(), "{report:#}");
+    let report = success_json(&output);
     assert_eq!(report["received"], 100);
     assert_eq!(report["lost"], 0);
     assert!(report["target"].as_str().unwrap().starts_with("video clip"));
@@ -135,8 +133,7 @@ fn bench_starts_its_own_server_and_reads_its_cpu_and_memory() {
     .env("DANMAKU_BIN_DIR", dir)
     .output()
     .expect("danmaku runs");
-    let report = stdout_json(&output);
-    assert!(output.status.success(), "{report:#}");
+    let report = success_json(&output);
     assert_eq!(report["lost"], 0);
     let server = &report["server"];
     assert!(server["pid"].as_u64().unwrap() > 0, "{server}");

@@ -3,7 +3,7 @@
 
 mod helpers;
 
-use helpers::{WAIT, danmaku, run_danmaku, service_binary, spawn_http, spawn_live, stdout_json};
+use helpers::{WAIT, danmaku, run_danmaku, service_binary, spawn_http, spawn_live, success_json};
 use serde_json::Value;
 
 /// The row whose transport starts with `prefix`.
@@ -47,8 +47,7 @@ fn compare_short_run_measures_every_transport_and_draws_the_chart() {
         ],
         WAIT,
     );
-    let report = stdout_json(&output);
-    assert!(output.status.success(), "{report:#}");
+    let report = success_json(&output);
     assert_eq!(report["http_stored"], 4);
     assert_eq!(report["live_stored"], 4);
 

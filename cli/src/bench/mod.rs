@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use shared_model::ChannelId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::endpoint::{Base, Kind};
 use crate::error::CliError;
 use crate::latency::LatencyRecorder;
+use crate::output;
 use crate::procfs::{self, CpuUse, CpuVerdict, MachineSample, ProcSample, ThreadSample};
 use crate::servers::{self, LocalService};
 use crate::stamp::{IndexSet, Schedule};
@@ -122,15 +123,7 @@ pub(crate) fn seconds(name: &str, value: f64) -> Result<Duration, CliError> {
 /// Runs the bench and prints its report; exit status 1 when it was not clean.
 pub async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let report = bench(&args).await?;
-    if args.json {
-        // Holds: the report is numbers, strings and maps of those.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report always serializes")
-        );
-    } else {
-        print!("{}", report.render());
-    }
+    output::print_report(&report, args.json, BenchReport::render);
     Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
@@ -392,7 +385,11 @@ impl Run {
             errors: Mutex::default(),
             acked: Mutex::new(IndexSet::with_capacity(planned)),
         });
-        let progress = progress_bar(quiet, plan.ramp + plan.duration + plan.drain);
+        let progress = output::progress_bar(
+            "{elapsed:>4} [{bar:30}] {msg}",
+            quiet,
+            plan.ramp + plan.duration + plan.drain,
+        );
         Self {
             plan,
             shared,
@@ -692,23 +689,4 @@ async fn join_all<T: Send + 'static>(handles: Vec<JoinHandle<T>>) -> Vec<Option<
         }
     }
     results
-}
-
-/// A progress bar over `total` (the ramp, the sending and the longest drain), on stderr unless
-/// `hidden`.
-fn progress_bar(hidden: bool, total: Duration) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(total.as_millis() as u64),
-        if hidden {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    // Holds: the template is a constant indicatif accepts.
-    let style = ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
-        .expect("a valid progress template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use shared_model::{ChannelId, ClientMessage, Ref, ServerMessage};
+use shared_model::{ChannelId, ServerMessage};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,7 +15,7 @@ use crate::endpoint::{Base, Kind};
 use crate::latency::LatencyRecorder;
 use crate::stamp::{IndexSet, Schedule, Stamp};
 use crate::transport::counting::Traffic;
-use crate::transport::ws::{self, WsStream};
+use crate::transport::ws::{self, NumberedReply, WsStream};
 
 /// The video time every bench comment is pinned to.
 const VIDEO_TIME_SECS: f64 = 1.0;
@@ -274,22 +274,19 @@ pub async fn sender(
                 incoming = stream.next() => incoming,
             };
             match incoming {
-                Some(Ok(Message::Text(text))) => match ws::decode(&text) {
-                    Some(ServerMessage::Ack {
-                        reference: Some(Ref::Number(index)),
-                        ..
-                    }) => {
+                Some(Ok(Message::Text(text))) => match ws::numbered_reply(&text) {
+                    Some(NumberedReply::Acked(index)) => {
                         let fresh = shared
                             .acked
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(index as u64);
+                            .insert(index);
                         if fresh {
                             shared.counts.acked.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Some(ServerMessage::Error { code, .. }) => shared.error(code.to_string()),
-                    _ => {}
+                    Some(NumberedReply::Refused(code)) => shared.error(code.to_string()),
+                    None => {}
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map_or(0, |f| u16::from(f.code));
@@ -327,14 +324,7 @@ pub async fn sender(
                 Kind::Video => (Some(VIDEO_TIME_SECS), Some(name.clone())),
                 _ => (None, None),
             };
-            let frame = ClientMessage::Send {
-                text: stamp.text(shared.text_len),
-                color: None,
-                mode: None,
-                time,
-                author,
-                reference: Some(Ref::Number(index as i64)),
-            };
+            let frame = ws::numbered_send(index, stamp.text(shared.text_len), time, author);
             let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
             shared
                 .counts

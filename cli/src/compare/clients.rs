@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use shared_model::api::Page;
-use shared_model::{ChannelId, ClientMessage, Danmaku, DraftDanmaku, Ref, ServerMessage};
+use shared_model::{ChannelId, Danmaku, DraftDanmaku, ServerMessage};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,7 +19,7 @@ use crate::latency::LatencyRecorder;
 use crate::stamp::{IndexSet, Schedule, Stamp};
 use crate::transport::counting::{Traffic, TrafficSnapshot};
 use crate::transport::http::HttpClient;
-use crate::transport::ws;
+use crate::transport::ws::{self, NumberedReply};
 
 /// How long one ordinary request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,25 +157,15 @@ impl Context {
 pub async fn viewer(ctx: Arc<Context>, row: Arc<Row>, number: usize, viewers: usize) -> IndexSet {
     let mut seen = IndexSet::default();
     let result = match row.transport {
-        Transport::ShortPoll(every) => {
+        Transport::ShortPoll(every) | Transport::Seed(every) => {
+            let seed = matches!(row.transport, Transport::Seed(_));
             short_poll(
                 &ctx,
                 &row,
                 &mut seen,
                 every,
                 phase(every, number, viewers),
-                false,
-            )
-            .await
-        }
-        Transport::Seed(every) => {
-            short_poll(
-                &ctx,
-                &row,
-                &mut seen,
-                every,
-                phase(every, number, viewers),
-                true,
+                seed,
             )
             .await
         }
@@ -435,21 +425,18 @@ pub async fn live_sender(ctx: Arc<Context>, stored: Arc<Stored>) {
                 incoming = stream.next() => incoming,
             };
             match incoming {
-                Some(Ok(Message::Text(text))) => match ws::decode(&text) {
-                    Some(ServerMessage::Ack {
-                        reference: Some(Ref::Number(index)),
-                        ..
-                    }) => {
+                Some(Ok(Message::Text(text))) => match ws::numbered_reply(&text) {
+                    Some(NumberedReply::Acked(index)) => {
                         reader_stored
                             .live
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(index as u64);
+                            .insert(index);
                     }
-                    Some(ServerMessage::Error { code, .. }) => {
+                    Some(NumberedReply::Refused(code)) => {
                         reader_stored.error(format!("live send: {code}"));
                     }
-                    _ => {}
+                    None => {}
                 },
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
@@ -464,14 +451,12 @@ pub async fn live_sender(ctx: Arc<Context>, stored: Arc<Stored>) {
             let due = plan.due(index);
             tokio::time::sleep_until(due.into()).await;
             stored.lag(due);
-            let frame = ClientMessage::Send {
-                text: plan.stamp(ctx.run, index).text(ctx.text_len),
-                color: None,
-                mode: None,
-                time: None,
-                author: None,
-                reference: Some(Ref::Number(index as i64)),
-            };
+            let frame = ws::numbered_send(
+                index,
+                plan.stamp(ctx.run, index).text(ctx.text_len),
+                None,
+                None,
+            );
             if sink.send(ws::encode(&frame)).await.is_err() {
                 stored.error("live send failed");
                 return;

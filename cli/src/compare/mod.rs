@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use shared_model::ChannelId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::bench::seconds;
 use crate::endpoint::Base;
 use crate::error::CliError;
+use crate::output;
 use crate::procfs::{self, CpuUse, CpuVerdict, MachineSample, ProcSample};
 use crate::servers::{self, LocalService};
 use crate::stamp::{IndexSet, Schedule};
@@ -112,15 +113,7 @@ pub struct CompareArgs {
 /// Runs the comparison and prints its table (or JSON).
 pub async fn run(args: CompareArgs) -> Result<(), CliError> {
     let report = compare(&args).await?;
-    if args.json {
-        // Holds: the report is numbers, strings and maps of those.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report always serializes")
-        );
-    } else {
-        print!("{}", report.render());
-    }
+    output::print_report(&report, args.json, CompareReport::render);
     Ok(())
 }
 
@@ -180,7 +173,11 @@ pub async fn compare(args: &CompareArgs) -> Result<CompareReport, CliError> {
     let mut clients = connect(&ctx, &plan.transports, args.viewers);
     clients.wait_until_ready(&ctx).await;
     let window = start_stream(&plan, epoch, &schedule_tx, &end_tx);
-    let progress = progress_bar(args.quiet || args.json, plan.duration + plan.linger);
+    let progress = output::progress_bar(
+        "{elapsed:>4} [{bar:30}] streaming, {percent}%",
+        args.quiet || args.json,
+        plan.duration + plan.linger,
+    );
     let measured = measure(&clients.rows, window, &services.pids, &progress).await;
     progress.finish_and_clear();
     let seen_by_row = clients.stop().await;
@@ -595,22 +592,4 @@ fn servers_cpu(pids: &[u32]) -> Option<Duration> {
     pids.iter()
         .map(|&pid| procfs::sample(Some(pid)).ok().map(|s| s.cpu))
         .sum()
-}
-
-/// A progress bar over `total` (the stream and the linger), on stderr unless `hidden`.
-fn progress_bar(hidden: bool, total: Duration) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(total.as_millis() as u64),
-        if hidden {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    // Holds: the template is a constant indicatif accepts.
-    let style = ProgressStyle::with_template("{elapsed:>4} [{bar:30}] streaming, {percent}%")
-        .expect("a valid progress template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use shared_model::{ClientMessage, ErrorBody, ServerMessage};
+use shared_model::{ClientMessage, ErrorBody, ErrorCode, Ref, ServerMessage};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -73,6 +73,46 @@ pub fn decode(text: &str) -> Option<ServerMessage> {
 pub fn encode(message: &ClientMessage) -> Message {
     // Holds: client frames are strings, numbers and options of those; nothing can fail.
     Message::text(serde_json::to_string(message).expect("client frames always serialize"))
+}
+
+/// A comment whose `ref` is its message index, so the sender can tell which comment each ack
+/// is for ([`numbered_reply`]).
+pub fn numbered_send(
+    index: u64,
+    text: String,
+    time: Option<f64>,
+    author: Option<String>,
+) -> ClientMessage {
+    ClientMessage::Send {
+        text,
+        color: None,
+        mode: None,
+        time,
+        author,
+        reference: Some(Ref::Number(index as i64)),
+    }
+}
+
+/// What a sender of [`numbered_send`]s hears back.
+#[derive(Debug, PartialEq)]
+pub enum NumberedReply {
+    /// The comment with this index was stored.
+    Acked(u64),
+    /// A send was refused.
+    Refused(ErrorCode),
+}
+
+/// Reads a text frame a sender of [`numbered_send`]s got; `None` for frames that are neither
+/// an ack of a numbered comment nor a refusal.
+pub fn numbered_reply(text: &str) -> Option<NumberedReply> {
+    match decode(text)? {
+        ServerMessage::Ack {
+            reference: Some(Ref::Number(index)),
+            ..
+        } => Some(NumberedReply::Acked(index as u64)),
+        ServerMessage::Error { code, .. } => Some(NumberedReply::Refused(code)),
+        _ => None,
+    }
 }
 
 /// What the next read brought, with pings, pongs and unknown frames skipped.
@@ -145,6 +185,33 @@ mod tests {
     fn unknown_server_frames_are_skipped_not_fatal() {
         assert!(decode(r#"{"type":"viewers","count":3}"#).is_some());
         assert!(decode(r#"{"type":"something_new","x":1}"#).is_none());
+    }
+
+    #[test]
+    fn numbered_replies_are_acks_of_numbered_sends_and_refusals() {
+        let ack = |reference| {
+            let item = shared_model::Danmaku {
+                id: 1,
+                channel: shared_model::ChannelId::parse("lobby").unwrap(),
+                author: "ann".into(),
+                text: "hello".into(),
+                color: shared_model::Color::default(),
+                mode: shared_model::Mode::Scroll,
+                time: None,
+                sent_at: shared_model::time::parse("2026-11-22T10:00:00.000Z").unwrap(),
+            };
+            serde_json::to_string(&ServerMessage::Ack { reference, item }).unwrap()
+        };
+        assert_eq!(
+            numbered_reply(&ack(Some(Ref::Number(7)))),
+            Some(NumberedReply::Acked(7))
+        );
+        assert_eq!(numbered_reply(&ack(Some(Ref::Text("a1".into())))), None);
+        assert_eq!(
+            numbered_reply(r#"{"type":"error","code":"rate_limited","message":"slow down"}"#),
+            Some(NumberedReply::Refused(ErrorCode::RateLimited))
+        );
+        assert_eq!(numbered_reply(r#"{"type":"viewers","count":3}"#), None);
     }
 
     #[test]

@@ -201,6 +201,13 @@ pub fn stdout_json(output: &Output) -> Value {
     })
 }
 
+/// The JSON report of a command that must have succeeded; the report shows when it did not.
+pub fn success_json(output: &Output) -> Value {
+    let report = stdout_json(output);
+    assert!(output.status.success(), "{report:#}");
+    report
+}
+
 /// The path of a service binary in the same target folder as `danmaku`, building it first if
 /// it is not there (`cargo test -p danmaku-cli` alone builds only this package's binary;
 /// `cargo test --workspace` builds them all).
