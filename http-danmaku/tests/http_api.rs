@@ -427,6 +427,12 @@ async fn every_bad_input_gets_its_status_and_code_and_nothing_is_stored() {
             code: "invalid_query",
         },
         BadCase {
+            name: "negative after",
+            request: c.get(format!("{url}?after=-1")),
+            status: 400,
+            code: "invalid_query",
+        },
+        BadCase {
             name: "limit 0",
             request: c.get(format!("{url}?after=0&limit=0")),
             status: 400,

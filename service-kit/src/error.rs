@@ -11,7 +11,7 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use shared_model::limits::{DEFAULT_PAGE_ITEMS, MAX_MESSAGE_BYTES, MAX_PAGE_ITEMS};
 use shared_model::{ApiError, ErrorCode, StoreError};
 
@@ -138,7 +138,14 @@ pub fn page_params(
     after: Option<&str>,
     limit: Option<&str>,
 ) -> Result<(Option<i64>, usize), HttpError> {
-    let after = query_param("after", after, "an integer id")?;
+    let after: Option<i64> = query_param("after", after, "an integer id")?;
+    if after.is_some_and(|after| after < 0) {
+        // Ids start at 1, so a negative cursor is a client's mistake, not "from the start".
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            "after must be 0 or more (0 reads from the first comment)",
+        ));
+    }
     let limit = query_param("limit", limit, "a whole number")?.unwrap_or(DEFAULT_PAGE_ITEMS);
     if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
         return Err(HttpError::new(
@@ -167,6 +174,29 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         format!("no route for {} {}", req.method(), req.path()),
     )
     .error_response()
+}
+
+/// Whether a media type (its essence, lowercase) is JSON: `application/json` or `…+json`.
+pub fn is_json(essence: &str) -> bool {
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// Refuses a request whose `Content-Type` is not one `accepts` takes (`415
+/// unsupported_media_type`; `what` says what the body must be). Routes that read their body
+/// themselves call it, so a cross-site form (`text/plain`) cannot reach them without a CORS
+/// preflight.
+pub fn require_content_type(
+    req: &HttpRequest,
+    accepts: fn(&str) -> bool,
+    what: &str,
+) -> Result<(), HttpError> {
+    match req.mime_type() {
+        Ok(Some(mime)) if accepts(&mime.essence_str().to_ascii_lowercase()) => Ok(()),
+        _ => Err(HttpError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("the body must be {what}"),
+        )),
+    }
 }
 
 /// Bodies read whole (`web::Bytes`, `String`) have the same limit as JSON ones.

@@ -6,7 +6,7 @@ use chrono::Utc;
 use rand::Rng;
 use serde::Deserialize;
 use service_kit::HttpError;
-use service_kit::error::{page_params, query_param};
+use service_kit::error::{is_json, page_params, query_param, require_content_type};
 use shared_model::api::{
     Attend, Attendee, CheckedIn, CheckinOpened, CheckinReport, CreateRoom, CreatedRoom,
     OpenCheckin, Page,
@@ -91,13 +91,18 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `POST /api/rooms` with `{title?}` (or an empty body): a new room and its host token. The
-/// token is shown once; the server keeps only its digest.
+/// `POST /api/rooms` with `{title?}` (or an empty body), always as `application/json`: a new room
+/// and its host token. The token is shown once; the server keeps only its digest.
 async fn create_room(
     req: HttpRequest,
     state: web::Data<LiveState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, HttpError> {
+    require_content_type(
+        &req,
+        is_json,
+        "JSON, sent with Content-Type: application/json",
+    )?;
     let request: CreateRoom = if body.iter().all(u8::is_ascii_whitespace) {
         CreateRoom::default()
     } else {

@@ -363,3 +363,36 @@ async fn a_check_in_closes_on_time_tells_the_room_and_survives_a_restart() {
     assert_eq!(results["closed"], true);
     assert_eq!(results["attendees"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_opening_at_once_get_one_check_in_and_the_rest_a_conflict() {
+    let app = spawn_app(RELAXED);
+    let (room, token) = create_room(&app).await;
+    let body = json!({"interval_secs": 5, "duration_secs": 60});
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let (base_room, token, body) = (room.clone(), token.clone(), body.clone());
+            let app_base = app.base.clone();
+            tokio::spawn(async move {
+                http()
+                    .post(format!("{app_base}/api/rooms/{base_room}/checkins"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    // And the room keeps exactly that one: a later open is still a conflict.
+    let again = open_checkin(&app, &room, Some(&token), body).await;
+    assert_eq!(again.status(), 409);
+}

@@ -44,9 +44,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::web::Bytes;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use service_kit::HttpError;
+use service_kit::error::{is_json, require_content_type};
 use shared_model::formats::{bilibili, dplayer};
 use shared_model::limits::MAX_MESSAGE_BYTES;
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, Store, StoreError};
@@ -281,30 +282,9 @@ async fn import_xml(
     Ok(HttpResponse::Ok().json(report))
 }
 
-/// Whether a media type is JSON (`application/json` or `…+json`).
-fn is_json(essence: &str) -> bool {
-    essence == "application/json" || essence.ends_with("+json")
-}
-
 /// Whether a media type is XML as Bilibili archives are sent.
 fn is_xml(essence: &str) -> bool {
     essence == "application/xml" || essence == "text/xml"
-}
-
-/// Refuses with `415` unless the request's content type passes `accepts`; `what` says what the
-/// body must be.
-fn require_content_type(
-    req: &HttpRequest,
-    accepts: fn(&str) -> bool,
-    what: &str,
-) -> Result<(), HttpError> {
-    match req.mime_type() {
-        Ok(Some(mime)) if accepts(&mime.essence_str().to_ascii_lowercase()) => Ok(()),
-        _ => Err(HttpError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("the body must be {what}"),
-        )),
-    }
 }
 
 /// Reads the whole body, refusing one over `limit` bytes with `413` (at once when its declared
