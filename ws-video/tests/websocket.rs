@@ -12,7 +12,9 @@ use helpers::{RELAXED, http, spawn_app, viewer};
 use rand::Rng;
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
-use shared_model::protocol::close::{HEARTBEAT_TIMEOUT, MESSAGE_TOO_BIG, POLICY_VIOLATION};
+use shared_model::protocol::close::{
+    HEARTBEAT_TIMEOUT, INVALID_PAYLOAD, MESSAGE_TOO_BIG, POLICY_VIOLATION,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -242,6 +244,21 @@ async fn an_oversize_frame_closes_with_1009() {
     client.send(Message::text(big)).await;
     let close = client.recv_close().await.expect("a close frame");
     assert_eq!(u16::from(close.code), MESSAGE_TOO_BIG, "{close:?}");
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let app = spawn_app(RELAXED);
+    let (mut client, _) = viewer(&app, "v").await;
+    client
+        .send(Message::Frame(Frame::message(
+            vec![b'{', 0xff, 0xfe, b'}'],
+            OpCode::Data(Data::Text),
+            true,
+        )))
+        .await;
+    let close = client.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), INVALID_PAYLOAD, "{close:?}");
 }
 
 #[tokio::test]

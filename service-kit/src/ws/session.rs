@@ -269,6 +269,14 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
                 );
                 return close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
+            Err(e) if is_invalid_utf8(&e) => {
+                log::debug!("connection {}: {e}", self.id);
+                return close(
+                    ctx,
+                    close::INVALID_PAYLOAD,
+                    "a text message that is not UTF-8",
+                );
+            }
             Err(e) => {
                 log::debug!("connection {}: protocol error: {e}", self.id);
                 return close(ctx, close::PROTOCOL_ERROR, "protocol error");
@@ -335,5 +343,19 @@ impl<L: SessionLogic> Handler<Outgoing> for WsSession<L> {
             },
             Outgoing::Close { code, reason } => close(ctx, code, &reason),
         }
+    }
+}
+
+/// Whether actix refused a whole text frame because it is not UTF-8 (RFC 6455 section 8.1 wants
+/// 1007 for that, not 1002). actix-web-actors reports it as an `Io` error of kind `Other` wrapping
+/// the `Utf8Error`'s text, which always names UTF-8; real I/O errors carry their own kinds.
+fn is_invalid_utf8(error: &ProtocolError) -> bool {
+    match error {
+        ProtocolError::Io(e) => {
+            e.kind() == std::io::ErrorKind::Other
+                && e.get_ref()
+                    .is_some_and(|inner| inner.to_string().contains("utf-8"))
+        }
+        _ => false,
     }
 }
