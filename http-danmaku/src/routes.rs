@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
+use service_kit::body::Json;
 use service_kit::error::{page_params, query_param};
 use shared_model::api::{Page, PollStats};
 use shared_model::comment::TimeRule;
@@ -34,7 +35,7 @@ async fn post_danmaku(
     req: HttpRequest,
     state: web::Data<AppState>,
     room: web::Path<String>,
-    body: web::Json<DraftDanmaku>,
+    body: Json<DraftDanmaku>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let new = body.into_inner().validate(TimeRule::Absent)?;

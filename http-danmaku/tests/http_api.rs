@@ -522,6 +522,24 @@ async fn error_messages_name_the_problem() {
         body["error"]["message"].as_str().unwrap().contains("admin"),
         "{body}"
     );
+    // A field of the wrong type is named, not only placed at a line and column.
+    let body: Value = client()
+        .post(&url)
+        .json(&json!({"author": "a", "text": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("field text"),
+        "{body}"
+    );
     let body: Value = client()
         .get(format!("{url}?after=abc"))
         .send()

@@ -7,7 +7,7 @@
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::ServiceResponse;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -70,35 +70,6 @@ impl ResponseError for HttpError {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(self.error.body())
-    }
-}
-
-/// JSON bodies: at most [`MAX_MESSAGE_BYTES`], `application/json` only, errors as JSON.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(MAX_MESSAGE_BYTES)
-        .error_handler(|err, _req| json_error(err).into())
-}
-
-fn json_error(err: JsonPayloadError) -> HttpError {
-    match err {
-        JsonPayloadError::OverflowKnownLength { length, limit } => HttpError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is {length} bytes; the limit is {limit}"),
-        ),
-        JsonPayloadError::Overflow { limit } => HttpError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than the limit of {limit} bytes"),
-        ),
-        JsonPayloadError::ContentType => HttpError::new(
-            ErrorCode::UnsupportedMediaType,
-            "the body must be JSON, sent with Content-Type: application/json",
-        ),
-        JsonPayloadError::Deserialize(e) => HttpError::new(
-            ErrorCode::InvalidJson,
-            format!("the body is not valid: {e}"),
-        ),
-        other => HttpError::new(ErrorCode::InvalidJson, other.to_string()),
     }
 }
 

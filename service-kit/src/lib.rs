@@ -1,6 +1,7 @@
 //! The actix-web pieces every danmaku service shares, so the three binaries stay thin and behave
 //! alike at their edges.
 //!
+//! - [`body`]: the JSON body extractor, whose errors name the field at fault.
 //! - [`config`]: the settings every binary takes (flags and `DANMAKU_*` variables) and the one
 //!   way a service reads them with its own defaults ([`config::from_env`], [`config::parse_from`]).
 //! - [`error`]: [`HttpError`], the JSON error response, and the extractor configurations that turn
@@ -16,6 +17,7 @@
 //! - [`ws`]: the WebSocket session actor, rooms and the Origin check both WebSocket services use.
 
 pub mod assets;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod fanout;

@@ -35,7 +35,6 @@ where
             .wrap(Logger::default().log_level(log::Level::Debug))
             .wrap(error::json_error_pages())
             .wrap(headers::security_headers())
-            .app_data(error::json_config())
             .app_data(error::payload_config())
             .app_data(error::query_config())
             .app_data(error::path_config())

@@ -9,6 +9,7 @@
 //! - [`error`]: [`ApiError`] and its stable [`ErrorCode`]s, the JSON error body of HTTP and the
 //!   error frame of WebSocket alike.
 //! - [`api`]: HTTP request and response bodies.
+//! - [`json`]: reading client JSON so that an error names the field at fault.
 //! - [`formats`]: other players' and archives' formats (DPlayer v3, Bilibili XML).
 //! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
 //!   [`ServerMessage`] (server to client).
@@ -19,6 +20,7 @@ pub mod api;
 pub mod comment;
 pub mod error;
 pub mod formats;
+pub mod json;
 pub mod limits;
 pub mod protocol;
 pub mod store;

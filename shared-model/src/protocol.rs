@@ -100,6 +100,8 @@ impl ClientMessage {
                 ),
             ));
         }
+        // Not `crate::json::from_json`: an internally tagged enum is read from a buffered copy,
+        // so the path to a bad field is lost either way.
         serde_json::from_str(text).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidJson,

@@ -6,12 +6,14 @@ use chrono::Utc;
 use rand::Rng;
 use serde::Deserialize;
 use service_kit::HttpError;
+use service_kit::body::Json;
 use service_kit::error::{is_json, page_params, query_param, require_content_type};
 use shared_model::api::{
     Attend, Attendee, CheckedIn, CheckinOpened, CheckinReport, CreateRoom, CreatedRoom,
     OpenCheckin, Page,
 };
 use shared_model::comment::{validate_author, validate_title};
+use shared_model::json::from_json;
 use shared_model::{ChannelId, ErrorCode};
 
 use crate::rooms::attendance_csv;
@@ -106,10 +108,10 @@ async fn create_room(
     let request: CreateRoom = if body.iter().all(u8::is_ascii_whitespace) {
         CreateRoom::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        from_json(&body).map_err(|problem| {
             HttpError::new(
                 ErrorCode::InvalidJson,
-                format!("the body is not valid: {e}"),
+                format!("the body is not valid: {problem}"),
             )
         })?
     };
@@ -153,7 +155,7 @@ async fn open_checkin(
     req: HttpRequest,
     state: web::Data<LiveState>,
     room: web::Path<String>,
-    body: web::Json<OpenCheckin>,
+    body: Json<OpenCheckin>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let OpenCheckin {
@@ -216,7 +218,7 @@ async fn attend_over_http(
     req: HttpRequest,
     state: web::Data<LiveState>,
     id: web::Path<i64>,
-    body: web::Json<Attend>,
+    body: Json<Attend>,
 ) -> Result<HttpResponse, HttpError> {
     state.limiter.check_request(&req)?;
     let Attend { name, code } = body.into_inner();

@@ -49,6 +49,7 @@ use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::error::{is_json, require_content_type};
 use shared_model::formats::{bilibili, dplayer};
+use shared_model::json::from_json;
 use shared_model::limits::MAX_MESSAGE_BYTES;
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, Store, StoreError};
 
@@ -193,10 +194,10 @@ async fn dplayer_post(
         "JSON, sent with Content-Type: application/json",
     )?;
     let bytes = read_body(&req, body, MAX_MESSAGE_BYTES, ErrorCode::InvalidJson).await?;
-    let post: dplayer::Post = serde_json::from_slice(&bytes).map_err(|e| {
+    let post: dplayer::Post = from_json(&bytes).map_err(|problem| {
         HttpError::new(
             ErrorCode::InvalidJson,
-            format!("the body is not valid: {e}"),
+            format!("the body is not valid: {problem}"),
         )
     })?;
     let (video, draft) = post.into_draft()?;

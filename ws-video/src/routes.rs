@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use service_kit::HttpError;
+use service_kit::body::Json;
 use service_kit::error::query_param;
 use shared_model::api::VideoWindow;
 use shared_model::{ChannelId, DraftDanmaku};
@@ -68,7 +69,7 @@ async fn post(
     req: HttpRequest,
     state: web::Data<VideoState>,
     video: web::Path<String>,
-    body: web::Json<DraftDanmaku>,
+    body: Json<DraftDanmaku>,
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
     let new = Timeline::pin(body.into_inner())?;
