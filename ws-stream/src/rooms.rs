@@ -198,10 +198,23 @@ impl LiveRooms {
     /// `name` types `code` for check-in `id`. Checking in twice is harmless (the first time is
     /// kept). Each wrong code is `wrong_code`; once a name gave [`MAX_WRONG_CODES`] of them,
     /// every later attempt of that name for this check-in is `too_many_attempts`, right code or
-    /// not. Returns the name as checked.
-    pub async fn attend(&self, id: i64, name: &str, code: &str) -> Result<String, ApiError> {
+    /// not. A connection checks in only to its own room's check-ins (`from_room`); another
+    /// room's is `not_found`, as if it did not exist. Returns the name as checked.
+    pub async fn attend(
+        &self,
+        id: i64,
+        name: &str,
+        code: &str,
+        from_room: Option<&ChannelId>,
+    ) -> Result<String, ApiError> {
         let name = validate_author(name)?;
         let checkin = self.checkin(id).await?;
+        if from_room.is_some_and(|room| *room != checkin.room) {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no check-in {id} in this room"),
+            ));
+        }
         if checkin.closed || Utc::now() >= checkin.closes_at {
             return Err(ApiError::new(
                 ErrorCode::CheckinClosed,

@@ -222,6 +222,6 @@ async fn attend_over_http(
 ) -> Result<HttpResponse, HttpError> {
     state.limiter.check_request(&req)?;
     let Attend { name, code } = body.into_inner();
-    let name = state.live.attend(*id, &name, &code).await?;
+    let name = state.live.attend(*id, &name, &code, None).await?;
     Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))
 }

@@ -91,7 +91,7 @@ impl SessionLogic for LiveSession {
                         .map(|item| ServerMessage::Ack { reference, item })
                 }
                 ClientMessage::Checkin { checkin, code, .. } => live
-                    .attend(checkin, &name, &code)
+                    .attend(checkin, &name, &code, Some(&room))
                     .await
                     .map(|name| ServerMessage::CheckedIn { checkin, name }),
                 ClientMessage::Range { .. } | ClientMessage::Ping => Err(ApiError::new(

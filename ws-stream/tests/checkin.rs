@@ -396,3 +396,37 @@ async fn hosts_opening_at_once_get_one_check_in_and_the_rest_a_conflict() {
     let again = open_checkin(&app, &room, Some(&token), body).await;
     assert_eq!(again.status(), 409);
 }
+
+#[tokio::test]
+async fn a_checkin_frame_counts_only_in_its_own_room() {
+    let app = spawn_app(RELAXED);
+    let (room, token) = create_room(&app).await;
+    let (mut host, _) = join(&app, &room, &format!("name=host&host_token={token}")).await;
+    // A long interval: the code on the host's screen stays the same for the whole test.
+    let opened = open_checkin(
+        &app,
+        &room,
+        Some(&token),
+        json!({"interval_secs": 60, "duration_secs": 120}),
+    )
+    .await;
+    assert_eq!(opened.status(), 201);
+    let id = opened.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let code = host.recv_type("checkin_code").await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The right code from a connection in another room is refused as if there were no such
+    // check-in, and costs the name nothing.
+    let (mut outsider, _) = join(&app, "elsewhere", "name=mallory").await;
+    let refused = check_in(&mut outsider, id, &code).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+
+    let (mut student, _) = join(&app, &room, "name=mallory").await;
+    let answer = check_in(&mut student, id, &code).await;
+    assert_eq!(answer["type"], "checked_in", "{answer}");
+}
