@@ -285,6 +285,26 @@ pub async fn assert_serves_health_and_page(base: &str) {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
+/// Checks that a WebSocket service refuses a client timeout not longer than its heartbeat, and
+/// that the message names the variable to fix.
+pub fn assert_timeout_must_exceed_heartbeat(info: &crate::config::ServiceInfo) {
+    let err = crate::config::parse_from::<crate::config::WsServiceConfig, _, _>(
+        info,
+        [
+            info.name,
+            "--heartbeat-secs",
+            "10",
+            "--client-timeout-secs",
+            "10",
+        ],
+    )
+    .expect_err("a timeout equal to the heartbeat is refused");
+    assert!(
+        err.to_string().contains("DANMAKU_CLIENT_TIMEOUT_SECS"),
+        "{err}"
+    );
+}
+
 /// An HTTP client for tests: its own connection pool, and a timeout on every request.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -11,21 +11,7 @@ async fn health_and_page_are_served() {
 
 #[test]
 fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
-    let err = service_kit::config::parse_from::<ws_stream::Config, _, _>(
-        &ws_stream::config::INFO,
-        [
-            "ws-stream",
-            "--heartbeat-secs",
-            "10",
-            "--client-timeout-secs",
-            "10",
-        ],
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("DANMAKU_CLIENT_TIMEOUT_SECS"),
-        "{err}"
-    );
+    service_kit::testing::assert_timeout_must_exceed_heartbeat(&ws_stream::config::INFO);
 }
 
 #[tokio::test]

@@ -11,19 +11,5 @@ async fn health_and_page_are_served() {
 
 #[test]
 fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
-    let err = service_kit::config::parse_from::<ws_video::Config, _, _>(
-        &ws_video::config::INFO,
-        [
-            "ws-video",
-            "--heartbeat-secs",
-            "10",
-            "--client-timeout-secs",
-            "10",
-        ],
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("DANMAKU_CLIENT_TIMEOUT_SECS"),
-        "{err}"
-    );
+    service_kit::testing::assert_timeout_must_exceed_heartbeat(&ws_video::config::INFO);
 }
