@@ -1,7 +1,4 @@
 //! The pages in a real browser: headless Chromium against the three services.
-
-use std::time::Duration;
-
 use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, texts, wait_for};
 use fantoccini::Client;
 use serde_json::{Value, json};
@@ -351,25 +348,10 @@ async fn the_http_page_receives_an_api_comment_by_short_and_by_long_polling() {
     .await;
     // Post once the page's long poll waits at the server.
     let stats = format!("{}/api/stats", services.http.base);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now: Value = http()
-            .get(&stats)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if now["long_polls_waiting"].as_u64().unwrap() >= 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page's long poll never waited: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    service_kit::testing::wait_for_json(&stats, "the page's long poll to wait", |now| {
+        now["long_polls_waiting"].as_u64().unwrap() >= 1
+    })
+    .await;
     post("by long polling").await;
     wait_for(
         &page,

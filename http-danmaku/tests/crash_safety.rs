@@ -168,7 +168,7 @@ async fn sigterm_answers_waiting_long_polls_and_exits_cleanly_losing_nothing() {
                 .await
         })
     };
-    wait_for_long_polls(&http, &server.base, 1).await;
+    wait_for_long_polls(&server.base, 1).await;
     server.terminate();
     let status = server
         .wait_exit(Duration::from_secs(10))

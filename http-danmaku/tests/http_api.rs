@@ -156,7 +156,7 @@ async fn a_long_poll_on_an_empty_room_returns_soon_after_a_post() {
         })
     };
     // The server counts the poll as waiting before anything is posted.
-    wait_for_long_polls(&client(), &app.base, 1).await;
+    wait_for_long_polls(&app.base, 1).await;
     let before_post = Instant::now();
     let (status, item) = post(
         &client(),

@@ -258,18 +258,45 @@ pub fn init_test_logging() {
     }
 }
 
+/// GETs `url` and reads the answer as JSON; fails the test when either fails.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// Asks `url` (GET, JSON) again and again until `done` accepts the answer, and returns it: a
+/// test waits for an effect this way instead of sleeping. Fails the test after 10 s, saying it
+/// waited for `what`.
+pub async fn wait_for_json(
+    url: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get_json(url).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 10 s for {what}; the last answer was {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Checks what every service serves besides its API: `GET /healthz` is `{"status": "ok"}`, `/`
 /// is its page with a Content-Security-Policy, and an unknown route is a JSON `404 not_found`.
 pub async fn assert_serves_health_and_page(base: &str) {
     let client = http_client();
-    let health: serde_json::Value = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("the server answers")
-        .json()
-        .await
-        .expect("a JSON body");
+    let health = get_json(&format!("{base}/healthz")).await;
     assert_eq!(health, serde_json::json!({"status": "ok"}));
     let page = client.get(format!("{base}/")).send().await.expect("a page");
     assert_eq!(page.status(), 200);

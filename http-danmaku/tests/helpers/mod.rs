@@ -79,25 +79,10 @@ pub fn start_binary(db: &Path) -> Binary {
 
 /// Waits (up to 10 s) until the server counts at least `n` long polls waiting (`GET
 /// /api/stats`), so a test posts only once its poll surely waits.
-pub async fn wait_for_long_polls(client: &reqwest::Client, base: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let stats: Value = client
-            .get(format!("{base}/api/stats"))
-            .send()
-            .await
-            .expect("the server answers")
-            .json()
-            .await
-            .expect("a JSON body");
-        let waiting = stats["long_polls_waiting"].as_u64().expect("a count");
-        if waiting >= n as u64 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} long polls never waited: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+pub async fn wait_for_long_polls(base: &str, n: usize) {
+    let url = format!("{base}/api/stats");
+    service_kit::testing::wait_for_json(&url, &format!("{n} waiting long polls"), |stats| {
+        stats["long_polls_waiting"].as_u64().expect("a count") >= n as u64
+    })
+    .await;
 }

@@ -52,24 +52,9 @@ pub fn ids(items: &Value) -> Vec<i64> {
 /// Waits (up to 10 s) until `room` holds a comment with an id of at least `id` (read from the
 /// history route), so a test acts once the effect it waits for has happened.
 pub async fn wait_for_comments(app: &TestService, room: &str, id: i64) {
-    let client = http();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let page: Value = client
-            .get(format!("{}/api/rooms/{room}/history?limit=1", app.base))
-            .send()
-            .await
-            .expect("the server answers")
-            .json()
-            .await
-            .expect("a JSON page");
-        if page["next"].as_i64().expect("next") >= id {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "room {room} never reached comment {id}: {page}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let url = format!("{}/api/rooms/{room}/history?limit=1", app.base);
+    service_kit::testing::wait_for_json(&url, &format!("comment {id} in {room}"), |page| {
+        page["next"].as_i64().expect("next") >= id
+    })
+    .await;
 }
