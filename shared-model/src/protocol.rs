@@ -283,7 +283,7 @@ pub mod close {
     /// inside a fragmented message, or a frame the codec refuses).
     pub const PROTOCOL_ERROR: u16 = 1002;
 
-    /// 1007, invalid payload: a fragmented text message that is not UTF-8 once reassembled.
+    /// 1007, invalid payload: a text message that is not UTF-8, sent whole or in fragments.
     pub const INVALID_PAYLOAD: u16 = 1007;
 
     /// 1008, policy violation: the connection read too slowly and its outgoing queue
