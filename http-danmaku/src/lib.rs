@@ -19,7 +19,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::web;
-use service_kit::ClientRateLimiter;
+use service_kit::ClientBudget;
 use service_kit::server::{RunningServer, ServiceError};
 
 pub use config::Config;
@@ -45,7 +45,7 @@ pub fn build_with_listener(
     let state = web::Data::new(AppState {
         store: Arc::new(store),
         feeds: feeds.clone(),
-        limiter: ClientRateLimiter::from_args(&config.server),
+        budget: ClientBudget::from_args(&config.server),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
         cfg.app_data(state.clone());

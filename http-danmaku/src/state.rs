@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use service_kit::ClientRateLimiter;
+use service_kit::ClientBudget;
 use shared_model::Store;
 
 use crate::feed::RoomFeeds;
@@ -14,5 +14,5 @@ pub struct AppState {
     /// Wake-ups for long polls.
     pub feeds: RoomFeeds,
     /// Comments per client address.
-    pub limiter: ClientRateLimiter,
+    pub budget: ClientBudget,
 }

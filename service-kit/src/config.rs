@@ -150,13 +150,24 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 
-    /// Comments each client (by IP address) may post per second, sustained.
+    /// Comments (on every route and connection) and check-in guesses each client (by IP
+    /// address, IPv6 by /64) may send per second, sustained.
     #[arg(long, env = "DANMAKU_RATE_PER_SEC", default_value = "5")]
     pub rate_per_sec: NonZeroU32,
 
     /// Comments a client may post in a burst before the per-second rate applies.
     #[arg(long, env = "DANMAKU_RATE_BURST", default_value = "10")]
     pub rate_burst: NonZeroU32,
+
+    /// Rows each client may read per second, sustained: a read (a range, a history, a
+    /// recovery, a DPlayer list) costs the rows it may return.
+    #[arg(long, env = "DANMAKU_READ_ROWS_PER_SEC", default_value = "5000")]
+    pub read_rows_per_sec: NonZeroU32,
+
+    /// Rows a client may read in a burst before the per-second rate applies; a read that may
+    /// return more is refused.
+    #[arg(long, env = "DANMAKU_READ_ROWS_BURST", default_value = "20000")]
+    pub read_rows_burst: NonZeroU32,
 
     /// Worker threads serving requests; defaults to the number of CPU cores.
     #[arg(long, env = "DANMAKU_WORKERS")]

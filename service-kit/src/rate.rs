@@ -1,6 +1,15 @@
-//! Per-client rate limits: a token bucket per client address (GCRA, from `governor`).
+//! Per-client budgets: a token bucket per client (GCRA, from `governor`), shared by every route
+//! and every connection of that client on this instance.
+//!
+//! A client is its address, except that an IPv6 address counts by its /64 (one home or one
+//! cloud machine gets a whole /64, so keying by the full address would give it 2^64 budgets),
+//! and an IPv4 address mapped into IPv6 counts as the IPv4 address.
+//!
+//! A service keeps two budgets per client (see [`ClientBudget`]): `writes`, spent by every
+//! comment on every transport and by every check-in guess, one token each; and `reads`, spent
+//! by the rows a read may return (a range, a history, a recovery, a DPlayer list).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,49 +25,104 @@ use crate::error::HttpError;
 /// information and would otherwise grow the map forever).
 const CHECKS_PER_SWEEP: u64 = 4_096;
 
-/// A rate limit per client address. Cheap to clone; clones share the buckets.
+/// The key a client's budgets are kept under: IPv4 addresses as they are, IPv4-mapped IPv6
+/// addresses as their IPv4 address, other IPv6 addresses cut to their /64 network.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
+}
+
+/// A rate limit per client (see [`client_key`]). Cheap to clone; clones share the buckets.
 #[derive(Clone)]
 pub struct ClientRateLimiter {
     /// `governor`'s keyed limiter is lock-free per key (a sharded map of atomics), so workers do
     /// not contend on a single lock.
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     checks: Arc<AtomicU64>,
+    per_sec: NonZeroU32,
+}
+
+impl std::fmt::Debug for ClientRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRateLimiter")
+            .field("per_sec", &self.per_sec)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientRateLimiter {
-    /// `per_sec` comments per second sustained, `burst` at once.
+    /// `per_sec` tokens per second sustained, `burst` at once.
     pub fn new(per_sec: NonZeroU32, burst: NonZeroU32) -> Self {
         let quota = Quota::per_second(per_sec).allow_burst(burst);
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
             checks: Arc::new(AtomicU64::new(0)),
+            per_sec,
         }
-    }
-
-    /// The limit the settings give every client (`--rate-per-sec`, `--rate-burst`).
-    pub fn from_args(args: &crate::config::ServerArgs) -> Self {
-        Self::new(args.rate_per_sec, args.rate_burst)
     }
 
     /// Takes one token for `client`, or says how long until one is free.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.spend(client, 1)
+    }
+
+    /// Takes `cost` tokens for `client` (a cost of 0 counts as 1), or takes none and says how
+    /// long until that many are free. A cost above the burst can never be paid at once: it is
+    /// refused with the time the sustained rate needs to earn it, so the client slows down.
+    pub fn spend(&self, client: IpAddr, cost: u32) -> Result<(), Duration> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP == CHECKS_PER_SWEEP - 1 {
             self.limiter.retain_recent();
         }
-        self.limiter
-            .check_key(&client)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(&client_key(client), cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+            Err(_insufficient) => Err(Duration::from_secs_f64(
+                f64::from(cost.get()) / f64::from(self.per_sec.get()),
+            )),
+        }
     }
 
     /// Takes one token for the client of `req` (its TCP peer address), or refuses with
     /// `429 rate_limited` and a `Retry-After`. A request without a peer address (a test
     /// request) is not limited.
     pub fn check_request(&self, req: &HttpRequest) -> Result<(), HttpError> {
+        self.spend_request(req, 1)
+    }
+
+    /// Takes `cost` tokens for the client of `req`, or refuses like [`Self::check_request`].
+    pub fn spend_request(&self, req: &HttpRequest, cost: u32) -> Result<(), HttpError> {
         match req.peer_addr() {
             Some(peer) => self
-                .check(peer.ip())
+                .spend(peer.ip(), cost)
                 .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait))),
             None => Ok(()),
+        }
+    }
+}
+
+/// What each client may spend on this instance, shared by every route and connection.
+#[derive(Clone, Debug)]
+pub struct ClientBudget {
+    /// Comments on every transport, and check-in guesses: one token each
+    /// (`--rate-per-sec`, `--rate-burst`).
+    pub writes: ClientRateLimiter,
+    /// Rows read: a read costs the rows it may return (`--read-rows-per-sec`,
+    /// `--read-rows-burst`).
+    pub reads: ClientRateLimiter,
+}
+
+impl ClientBudget {
+    /// The budgets the settings give every client.
+    pub fn from_args(args: &crate::config::ServerArgs) -> Self {
+        Self {
+            writes: ClientRateLimiter::new(args.rate_per_sec, args.rate_burst),
+            reads: ClientRateLimiter::new(args.read_rows_per_sec, args.read_rows_burst),
         }
     }
 }
@@ -73,10 +137,16 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    fn limiter(per_sec: u32, burst: u32) -> ClientRateLimiter {
+        ClientRateLimiter::new(
+            NonZeroU32::new(per_sec).unwrap(),
+            NonZeroU32::new(burst).unwrap(),
+        )
+    }
+
     #[test]
     fn burst_then_refusal_per_client() {
-        let limiter =
-            ClientRateLimiter::new(NonZeroU32::new(1).unwrap(), NonZeroU32::new(3).unwrap());
+        let limiter = limiter(1, 3);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
@@ -88,6 +158,37 @@ mod tests {
             limiter.check(b).is_ok(),
             "another client has its own bucket"
         );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let limiter = limiter(1, 2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(same_64).is_ok());
+        assert!(limiter.check(a).is_err(), "the /64 spent its burst");
+        assert!(limiter.check(same_64).is_err());
+        assert!(
+            limiter.check(other_64).is_ok(),
+            "another /64 is another client"
+        );
+        assert_eq!(
+            client_key("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn costs_spend_several_tokens_and_over_burst_is_refused() {
+        let limiter = limiter(10, 20);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.spend(a, 15).is_ok());
+        assert!(limiter.spend(a, 10).is_err(), "only 5 are left");
+        assert!(limiter.spend(a, 5).is_ok());
+        let wait = limiter.spend("10.0.0.2".parse().unwrap(), 50).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(5), "50 tokens take 5 s at 10/s");
     }
 
     #[test]

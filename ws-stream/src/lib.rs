@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
-use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -76,7 +75,6 @@ pub fn build_with_listener(
             rooms,
             hub: hub.clone(),
         },
-        limiter: ClientRateLimiter::from_args(&config.server),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {

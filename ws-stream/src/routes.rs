@@ -116,7 +116,7 @@ async fn create_room(
         })?
     };
     let title = request.title.as_deref().map(validate_title).transpose()?;
-    state.limiter.check_request(&req)?;
+    state.ws.budget.writes.check_request(&req)?;
     let (created, host_token) = state.live.create_room(title).await?;
     Ok(HttpResponse::Created().json(CreatedRoom {
         room: created.room,
@@ -220,7 +220,7 @@ async fn attend_over_http(
     id: web::Path<i64>,
     body: Json<Attend>,
 ) -> Result<HttpResponse, HttpError> {
-    state.limiter.check_request(&req)?;
+    state.ws.budget.writes.check_request(&req)?;
     let Attend { name, code } = body.into_inner();
     let name = state.live.attend(*id, &name, &code, None).await?;
     Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))

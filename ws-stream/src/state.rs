@@ -1,6 +1,5 @@
 //! What every handler of the live service shares.
 
-use service_kit::ClientRateLimiter;
 use service_kit::ws::WsSettings;
 
 use crate::rooms::LiveRooms;
@@ -9,9 +8,7 @@ use crate::rooms::LiveRooms;
 pub struct LiveState {
     /// The rooms and their rules.
     pub live: LiveRooms,
-    /// Requests per client address for the HTTP routes that write (rooms, check-ins,
-    /// attendance); WebSocket connections have their own.
-    pub limiter: ClientRateLimiter,
-    /// Limits of every WebSocket connection.
+    /// Limits of every WebSocket connection, and each client's budget (`ws.budget`), which the
+    /// HTTP routes spend too.
     pub ws: WsSettings,
 }

@@ -203,7 +203,7 @@ async fn dplayer_post(
     let (video, draft) = post.into_draft()?;
     let new = Timeline::pin(draft)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    state.limiter.check_request(&req)?;
+    state.ws.budget.writes.check_request(&req)?;
     let item = state.timeline.append(&video, new).await?;
     log::debug!("video {video}: stored DPlayer comment {}", item.id);
     Ok(HttpResponse::Ok().json(dplayer::Reply::new(item)))
@@ -252,7 +252,7 @@ async fn import_xml(
             HttpError::from(ApiError::internal())
         })?
         .map_err(|e| HttpError::new(ErrorCode::InvalidXml, e.to_string()))?;
-    state.limiter.check_request(&req)?;
+    state.ws.budget.writes.check_request(&req)?;
 
     let bilibili::Archive {
         items,

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
-use service_kit::ClientRateLimiter;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -51,7 +50,6 @@ pub fn build_with_listener(
     service_kit::fanout::connect(&store, hub.clone());
     let state = web::Data::new(VideoState {
         timeline: Timeline::new(Arc::new(store)),
-        limiter: ClientRateLimiter::from_args(&config.server),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });

@@ -1,7 +1,6 @@
 //! What every handler of the video service shares.
 
 use actix::Addr;
-use service_kit::ClientRateLimiter;
 use service_kit::ws::WsSettings;
 
 use crate::hub::VideoHub;
@@ -11,11 +10,10 @@ use crate::timeline::Timeline;
 pub struct VideoState {
     /// The comments of every video, and their rules.
     pub timeline: Timeline,
-    /// Comments per client address, for the HTTP routes (WebSocket connections have their own).
-    pub limiter: ClientRateLimiter,
     /// The hub that fans comments out to the viewers of each video. It hears of every stored
     /// comment from the store itself (see `lib.rs`), in commit order, whichever route stored it.
     pub hub: Addr<VideoHub>,
-    /// Limits of every WebSocket connection.
+    /// Limits of every WebSocket connection, and each client's budget (`ws.budget`), which the
+    /// HTTP routes spend too.
     pub ws: WsSettings,
 }

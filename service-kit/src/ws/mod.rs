@@ -34,6 +34,7 @@ pub use session::start;
 
 use crate::config::{ServerArgs, WsArgs};
 use crate::error::HttpError;
+use crate::rate::ClientBudget;
 
 /// The limits of every WebSocket connection, from the settings.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct WsSettings {
     pub rate_per_sec: NonZeroU32,
     /// Comments per connection in a burst.
     pub rate_burst: NonZeroU32,
+    /// What each client may spend, shared by every connection and HTTP route of the service.
+    pub budget: ClientBudget,
     /// Frames that may wait for a connection before it counts as too slow and is dropped.
     pub max_queued_frames: usize,
     /// Origins allowed besides the service's own.
@@ -63,6 +66,7 @@ impl WsSettings {
             max_message_bytes: MAX_MESSAGE_BYTES,
             rate_per_sec: server.rate_per_sec,
             rate_burst: server.rate_burst,
+            budget: ClientBudget::from_args(server),
             max_queued_frames: ws.max_queued_frames.get(),
             allowed_origins: Arc::new(ws.allowed_origins.clone()),
         }
