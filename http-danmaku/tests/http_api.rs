@@ -605,6 +605,39 @@ async fn a_client_over_its_rate_gets_429_and_its_refused_comments_are_not_stored
 }
 
 #[tokio::test]
+async fn reads_cost_the_rows_they_may_return_from_each_clients_own_budget() {
+    // 10 rows a second, 1,000 at once: a poll with limit=500 costs 500.
+    let app = spawn_app_with(&["--read-rows-per-sec", "10", "--read-rows-burst", "1000"]);
+    let url = format!("{}/api/rooms/r/danmaku?after=0&limit=500", app.base);
+    let greedy = client();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = greedy.get(&url).send().await.unwrap();
+        let status = response.status().as_u16();
+        if status == 429 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "two 500-row reads spend the burst"
+    );
+    // A small read still fits the budget of another client (another loopback address).
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let response = other.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "another client has its own budget");
+    let cheap = format!("{}/api/rooms/r/danmaku?after=0&limit=1", app.base);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(greedy.get(&cheap).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn the_page_is_served_with_a_content_security_policy() {
     let app = spawn_app();
     for path in ["/", "/index.html", "/http.html"] {

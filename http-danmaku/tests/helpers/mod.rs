@@ -10,9 +10,21 @@ use serde_json::Value;
 pub use service_kit::testing::http_client as client;
 use service_kit::testing::{Binary, TestService};
 
-/// Starts the server with default settings (and a generous rate limit unless `args` set one).
+/// Generous budgets, for the tests that are not about them.
+pub const GENEROUS: [&str; 8] = [
+    "--rate-per-sec",
+    "100000",
+    "--rate-burst",
+    "100000",
+    "--read-rows-per-sec",
+    "10000000",
+    "--read-rows-burst",
+    "10000000",
+];
+
+/// Starts the server with default settings and [`GENEROUS`] budgets.
 pub fn spawn_app() -> TestService {
-    spawn_app_with(&["--rate-per-sec", "100000", "--rate-burst", "100000"])
+    spawn_app_with(&GENEROUS)
 }
 
 /// Starts the server on a fresh database with extra command-line settings, parsed the way
@@ -66,14 +78,7 @@ pub fn start_binary(db: &Path) -> Binary {
     Binary::start(
         env!("CARGO_BIN_EXE_http-danmaku"),
         db,
-        &[
-            "--rate-per-sec",
-            "100000",
-            "--rate-burst",
-            "100000",
-            "--workers",
-            "2",
-        ],
+        &[GENEROUS.as_slice(), &["--workers", "2"]].concat(),
     )
 }
 
