@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::endpoint::Base;
 use crate::error::CliError;
 
-/// The rate limit given to services this tool starts: high enough that no run reaches it.
+/// The per-client budgets (writes and rows read) given to services this tool starts: high enough
+/// that no run reaches them.
 pub const RAISED_RATE_LIMIT: &str = "1000000";
 
 /// How long a starting service may take to log its address.
@@ -38,8 +39,8 @@ pub struct LocalService {
 }
 
 impl LocalService {
-    /// Starts service `name` (`http-danmaku`, `ws-video` or `ws-stream`) with its rate limit
-    /// raised and `extra` flags, and waits until it listens. With `echo_log` its log goes to
+    /// Starts service `name` (`http-danmaku`, `ws-video` or `ws-stream`) with its per-client
+    /// budgets raised (every benchmark client is one address) and `extra` flags, and waits until it listens. With `echo_log` its log goes to
     /// this tool's stderr; otherwise it is read and dropped.
     pub fn start(name: &'static str, extra: &[String], echo_log: bool) -> Result<Self, CliError> {
         let exe = locate(name)?;
@@ -50,6 +51,8 @@ impl LocalService {
             .arg(&db)
             .args(["--rate-per-sec", RAISED_RATE_LIMIT])
             .args(["--rate-burst", RAISED_RATE_LIMIT])
+            .args(["--read-rows-per-sec", RAISED_RATE_LIMIT])
+            .args(["--read-rows-burst", RAISED_RATE_LIMIT])
             .args(extra)
             // Only the line naming the address is needed; per-connection logs would cost the
             // server CPU in a benchmark.

@@ -23,7 +23,16 @@ use service_kit::testing::TestService;
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Generous limits, so tests that are not about limits do not trip them.
-const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
+const RELAXED: &[&str] = &[
+    "--rate-per-sec",
+    "100000",
+    "--rate-burst",
+    "100000",
+    "--read-rows-per-sec",
+    "10000000",
+    "--read-rows-burst",
+    "10000000",
+];
 
 /// Where the browser and its driver are.
 struct Executables {

@@ -13,7 +13,16 @@ use serde_json::Value;
 use service_kit::testing::TestService;
 
 /// Rate limits out of the way, for tests that are not about them.
-pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
+pub const RELAXED: &[&str] = &[
+    "--rate-per-sec",
+    "100000",
+    "--rate-burst",
+    "100000",
+    "--read-rows-per-sec",
+    "10000000",
+    "--read-rows-burst",
+    "10000000",
+];
 
 /// How long any one wait of a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
