@@ -35,7 +35,9 @@ async fn room_with_checkin(app: &TestService) -> (String, String, i64) {
         .await
         .unwrap();
     assert_eq!(opened.status(), 201);
-    let id = opened.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let id = opened.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
     (room, token, id)
 }
 
@@ -101,7 +103,8 @@ async fn a_guessing_flood_from_one_address_gets_nowhere_near_a_code() {
                     client.recv_type("welcome").await;
                     // Pipelined: every guess of this connection at once, then the answers.
                     for g in 0..GUESSES_PER_CONNECTION {
-                        let code = format!("{:06}", (worker as u32 * 100_000 + n * 100 + g) % 1_000_000);
+                        let code =
+                            format!("{:06}", (worker as u32 * 100_000 + n * 100 + g) % 1_000_000);
                         client
                             .send_json(&json!({"type": "checkin", "checkin": id, "code": code}))
                             .await;
@@ -113,8 +116,8 @@ async fn a_guessing_flood_from_one_address_gets_nowhere_near_a_code() {
                             continue;
                         }
                         answered += 1;
-                        let compared = frame["type"] == "checked_in"
-                            || frame["code"] == "wrong_code";
+                        let compared =
+                            frame["type"] == "checked_in" || frame["code"] == "wrong_code";
                         answers.push(Answer {
                             at: started.elapsed(),
                             compared,
