@@ -60,14 +60,16 @@ def http(method, service, path, body=None, headers=None, expect=200):
 class WebSocket:
     """A minimal RFC 6455 client: text frames, pings answered, close frames reported."""
 
-    def __init__(self, service, path):
+    def __init__(self, service, path, bearer=None):
         self.sock = socket.create_connection((HOST, PORTS[service]), timeout=TIMEOUT)
         key = base64.b64encode(os.urandom(16)).decode()
+        # A host token goes in a header, never in the URL (the service refuses it there).
+        auth = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {HOST}:{PORTS[service]}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"{auth}Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
         head = b""
@@ -204,7 +206,7 @@ def exercise(tag, state_file):
 
     # ws-stream: a created room, a host and a viewer, a comment, a check-in.
     room = http("POST", "ws-stream", "/api/rooms", {"title": "compose check"}, expect=201)
-    host = WebSocket("ws-stream", f"/ws/live/{room['room']}?name=host&host_token={room['host_token']}")
+    host = WebSocket("ws-stream", f"/ws/live/{room['room']}?name=host", bearer=room["host_token"])
     if not host.expect("welcome")["host"]:
         fail("ws-stream: the host token did not make a host")
     viewer = WebSocket("ws-stream", f"/ws/live/{room['room']}?name=viewer")

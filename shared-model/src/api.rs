@@ -44,7 +44,8 @@ pub struct CreateRoom {
 pub struct CreatedRoom {
     /// The room's id, random.
     pub room: ChannelId,
-    /// Proves the host: `Authorization: Bearer <host_token>` or `?host_token=`.
+    /// Proves the host: `Authorization: Bearer <host_token>`, or on the WebSocket from a browser
+    /// the subprotocol `danmaku.bearer.<host_token>`; never in a URL.
     pub host_token: String,
     /// The title, as checked.
     pub title: Option<String>,

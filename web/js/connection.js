@@ -18,6 +18,11 @@
 //   name, token). Statuses that retrying can fix (400, which is also what an HTTP request that passed
 //   the checks gets, 429 and 5xx) are not refusals. The connection keeps retrying: the page decides
 //   whether to `close()` it.
+//
+// Secrets never go in the address (addresses end up in logs and history): a `bearer` token (the
+// live service's host token) is offered as the WebSocket subprotocol `danmaku.bearer.<token>`
+// beside `danmaku`, which the server selects, and the refusal probe sends it as
+// `Authorization: Bearer <token>`.
 
 import { readError } from './api.js';
 
@@ -33,6 +38,10 @@ const REQUEST_TIMEOUT_MS = 10_000;
 const PING_INTERVAL_MS = 20_000;
 /** Close code this side uses when it gives up on a silent or stuck socket (4000-4999: private use). */
 const CLOSE_GIVING_UP = 4000;
+/** The subprotocol offered beside a bearer token; the server selects it. */
+const SUBPROTOCOL = 'danmaku';
+/** A subprotocol carrying a bearer token after this prefix (a browser cannot set headers on a WebSocket). */
+const BEARER_SUBPROTOCOL_PREFIX = 'danmaku.bearer.';
 
 /** A failed request: `code` is the server's error code, or `timeout`, `disconnected`, `not_connected`, `closed`. */
 export class RequestError extends Error {
@@ -56,6 +65,8 @@ export class Connection extends EventTarget {
    * @param {(info: {reopened: boolean}) => void} [options.onOpen] called each time the socket opens
    * @param {number} [options.requestTimeoutMs] how long a request waits for its answer
    * @param {number} [options.pingIntervalMs] interval of the keep-alive `ping`
+   * @param {string|(() => (string|null))} [options.bearer] a token proving a role (the host
+   *   token), sent outside the address; a function is called at every (re)connect
    */
   constructor(path, options = {}) {
     super();
@@ -64,6 +75,7 @@ export class Connection extends EventTarget {
     this.onOpen = options.onOpen ?? null;
     this.requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     this.pingIntervalMs = options.pingIntervalMs ?? PING_INTERVAL_MS;
+    this.bearer = options.bearer ?? null;
 
     /** @type {'idle'|'connecting'|'open'|'reconnecting'|'closed'} */
     this.state = 'idle';
@@ -157,12 +169,24 @@ export class Connection extends EventTarget {
     return `${scheme}//${location.host}${this.target()}`;
   }
 
+  /** The bearer token now, or null. */
+  token() {
+    const token = typeof this.bearer === 'function' ? this.bearer() : this.bearer;
+    return typeof token === 'string' && token ? token : null;
+  }
+
+  /** The subprotocols to offer: none without a token (a plain viewer). */
+  protocols() {
+    const token = this.token();
+    return token ? [SUBPROTOCOL, `${BEARER_SUBPROTOCOL_PREFIX}${token}`] : [];
+  }
+
   connect() {
     this.timers.retry = null;
     this.setState(this.openedOnce || this.attempt > 0 ? 'reconnecting' : 'connecting', {});
     let ws;
     try {
-      ws = new WebSocket(this.url());
+      ws = new WebSocket(this.url(), this.protocols());
     } catch (err) {
       // A malformed URL: retrying cannot help, but keep the page's state honest.
       this.scheduleRetry(0, String(err?.message ?? err));
@@ -260,7 +284,9 @@ export class Connection extends EventTarget {
   async probeRefusal() {
     let res;
     try {
-      res = await fetch(this.target(), { cache: 'no-store' });
+      const token = this.token();
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      res = await fetch(this.target(), { cache: 'no-store', headers });
     } catch {
       return; // unreachable: the `state` events say so already
     }

@@ -278,9 +278,10 @@ ui.copy.addEventListener('click', async () => {
 /** Socket attempts that failed since the last `welcome`, to tell a refused token from a blip. */
 let failuresSinceWelcome = 0;
 
-/** The socket's query: read at every (re)connect, as the resume point moves on. */
+/** The socket's query: read at every (re)connect, as the resume point moves on. The host token is
+ *  not in it (addresses end up in logs): connection.js offers it as a subprotocol. */
 function socketQuery() {
-  const q = new URLSearchParams({ host_token: host.host_token, name: 'host' });
+  const q = new URLSearchParams({ name: 'host' });
   if (chat.lastId !== null) q.set('since', String(chat.lastId));
   return q;
 }
@@ -346,6 +347,7 @@ function onWelcome(c, f) {
 function connect() {
   const c = new Connection(`/ws/live/${encodeURIComponent(host.room)}`, {
     query: socketQuery,
+    bearer: () => host?.host_token ?? null,
   });
   conn = c;
   failuresSinceWelcome = 0;

@@ -383,7 +383,10 @@ function requestCheckin(c, id, code) {
 function describeCheckinError(err) {
   const friendly = {
     wrong_code: 'That code is not right. Codes change every few seconds: type the one on the host\'s screen now.',
-    too_many_attempts: 'Too many wrong codes: this name can no longer check in here. Ask the host.',
+    too_many_attempts: 'Too many wrong codes came from your network: it can no longer check in here. Ask the host.',
+    // Too many guesses from this address, or too many wrong codes in the whole check-in; the
+    // server's message says how long to wait. The code is kept, to try again.
+    rate_limited: `Wait a moment, then try again: ${err.message}.`,
     checkin_closed: 'This check-in has closed.',
     not_found: 'This check-in no longer exists.',
     not_connected: 'Not connected right now. Try again once the page has reconnected.',

@@ -9,8 +9,10 @@
 //! - [`session`]: what a connection's frames mean ([`session::LiveSession`]).
 //! - [`rooms`]: the rules: hosts, opening a check-in, checking in, history, sending
 //!   ([`rooms::LiveRooms`]).
-//! - [`hub`]: the shared rooms hub plus what only live rooms have: hosts and check-in codes
-//!   ([`hub::LiveHub`]).
+//! - [`hub`]: the shared rooms hub plus what only live rooms have: hosts, check-in codes and the
+//!   limits on guessing them ([`hub::LiveHub`]).
+//! - [`recent`]: each room's newest comments in memory, kept current by the fan-out
+//!   ([`recent::LiveSink`]).
 //! - [`codes`]: check-in codes and host tokens, pure.
 //! - [`state`]: what the handlers share.
 //!
@@ -20,6 +22,7 @@
 pub mod codes;
 pub mod config;
 pub mod hub;
+pub mod recent;
 pub mod rooms;
 pub mod routes;
 pub mod session;
@@ -39,7 +42,8 @@ use shared_model::store::RoomStore;
 pub use config::Config;
 
 use crate::hub::StartCheckin;
-use crate::rooms::LiveRooms;
+use crate::recent::{LiveSink, RecentComments};
+use crate::rooms::{HISTORY_ITEMS, LiveRooms};
 use crate::state::LiveState;
 
 /// The page this service serves at `/`.
@@ -54,8 +58,15 @@ pub fn build_with_listener(
     let store = Arc::new(service_kit::server::open_store(&config.server)?);
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
-    let hub = hub::new(rooms.clone()).start();
-    service_kit::fanout::connect(&*store, hub.clone());
+    let hub = hub::new(rooms.clone(), config.checkin.limits()).start();
+    let recent = RecentComments::new(HISTORY_ITEMS, config.history_cache_rooms.get());
+    service_kit::fanout::connect(
+        &*store,
+        LiveSink {
+            recent: recent.clone(),
+            hub: hub.clone(),
+        },
+    );
     {
         let (rooms, hub) = (rooms.clone(), hub.clone());
         actix_rt::spawn(async move {
@@ -69,13 +80,16 @@ pub fn build_with_listener(
             }
         });
     }
+    let ws = WsSettings::from_args(&config.server, &config.ws);
     let state = web::Data::new(LiveState {
         live: LiveRooms {
             comments: store as Arc<dyn Store>,
+            recent,
             rooms,
             hub: hub.clone(),
+            budget: ws.budget.clone(),
         },
-        ws: WsSettings::from_args(&config.server, &config.ws),
+        ws,
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
         cfg.app_data(state.clone()).configure(routes::configure);

@@ -3,32 +3,33 @@
 //! and sending a comment. Routes and sessions parse, call these, and answer; nothing here knows
 //! of HTTP or WebSocket.
 //!
-//! Rooms, check-ins, attendance and wrong codes are in the [`RoomStore`]; comments in the
-//! [`Store`]; the codes of open check-ins in the hub ([`crate::hub`]), which this module asks
-//! and tells.
+//! Rooms, check-ins and attendance are in the [`RoomStore`]; comments in the [`Store`], the
+//! newest of each room also in memory ([`crate::recent`]); the codes of open check-ins and the
+//! counts of wrong codes in the hub ([`crate::hub`]), which this module asks and tells.
 
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use chrono::Utc;
 use rand::Rng;
+use service_kit::rate::{ClientBudget, retry_after_secs};
 use shared_model::comment::{TimeRule, validate_author};
 use shared_model::store::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 use shared_model::time::rfc3339;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, Store, StoreError};
 
 use crate::codes::{new_host_token, token_digest, token_matches};
-use crate::hub::{Attended, LiveHub, StartCheckin, VerifyCode};
+use crate::hub::{Attended, Guess, GuessOutcome, LiveHub, StartCheckin};
+use crate::recent::RecentComments;
 
 /// Seconds between two codes, as the host may choose.
 pub const INTERVAL_SECS: RangeInclusive<u32> = 2..=60;
 
 /// How long a check-in stays open, in seconds, as the host may choose.
 pub const DURATION_SECS: RangeInclusive<u32> = 10..=3600;
-
-/// Wrong codes a name may give per check-in; after that it is refused, even with the right one.
-pub const MAX_WRONG_CODES: u32 = 5;
 
 /// Comments in a newcomer's chat box.
 pub const HISTORY_ITEMS: usize = 50;
@@ -64,15 +65,52 @@ pub struct History {
     pub recovered: Option<bool>,
 }
 
+/// Why a check-in attempt was refused: the error, and when waiting helps, how long.
+#[derive(Debug)]
+pub struct AttendError {
+    /// What the client is told.
+    pub error: ApiError,
+    /// How long until a guess may be compared again (for `rate_limited`).
+    pub retry_after: Option<Duration>,
+}
+
+impl From<ApiError> for AttendError {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl AttendError {
+    /// `rate_limited` with `why`, and the wait in the message too (a WebSocket error frame has
+    /// no header for it).
+    fn rate_limited(why: &str, wait: Duration) -> Self {
+        Self {
+            error: ApiError::new(
+                ErrorCode::RateLimited,
+                format!("{why}; try again in {} s", retry_after_secs(wait)),
+            ),
+            retry_after: Some(wait),
+        }
+    }
+}
+
 /// The live rooms and their rules. Cheap to clone.
 #[derive(Clone)]
 pub struct LiveRooms {
     /// Where comments live.
     pub comments: Arc<dyn Store>,
+    /// The newest comments of each room, kept current by the fan-out.
+    pub recent: RecentComments,
     /// Where rooms and check-ins live.
     pub rooms: Arc<dyn RoomStore>,
     /// The hub: codes of open check-ins, and the rooms' connections.
     pub hub: Addr<LiveHub>,
+    /// Each client's budget (the service's one, shared with the session and every route):
+    /// every check-in guess spends one `writes` token.
+    pub budget: ClientBudget,
 }
 
 impl LiveRooms {
@@ -195,68 +233,72 @@ impl LiveRooms {
         Ok((checkin, attendance))
     }
 
-    /// `name` types `code` for check-in `id`. Checking in twice is harmless (the first time is
-    /// kept). Each wrong code is `wrong_code`; once a name gave [`MAX_WRONG_CODES`] of them,
-    /// every later attempt of that name for this check-in is `too_many_attempts`, right code or
-    /// not. A connection checks in only to its own room's check-ins (`from_room`); another
-    /// room's is `not_found`, as if it did not exist. Returns the name as checked.
+    /// `client` types `code` for check-in `id` under `name`. Every guess spends one token of
+    /// the client's `writes` budget. Checking in twice is harmless (the first time is kept).
+    /// Each wrong code is `wrong_code` and counts against the client (by address, whatever the
+    /// name) and against the check-in's budget of wrong codes (see [`crate::hub`]): a client
+    /// past its limit is `too_many_attempts`, and while the check-in's budget is spent guesses
+    /// are `rate_limited` without being compared. A connection checks in only to its own
+    /// room's check-ins (`from_room`); another room's is `not_found`, as if it did not exist.
+    /// Returns the name as checked.
     pub async fn attend(
         &self,
         id: i64,
         name: &str,
         code: &str,
         from_room: Option<&ChannelId>,
-    ) -> Result<String, ApiError> {
+        client: IpAddr,
+    ) -> Result<String, AttendError> {
+        if let Err(wait) = self.budget.writes.check(client) {
+            return Err(AttendError::rate_limited(
+                "too many comments and check-in guesses from your address",
+                wait,
+            ));
+        }
         let name = validate_author(name)?;
-        let checkin = self.checkin(id).await?;
-        if from_room.is_some_and(|room| *room != checkin.room) {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no check-in {id} in this room"),
-            ));
-        }
-        if checkin.closed || Utc::now() >= checkin.closes_at {
-            return Err(ApiError::new(
-                ErrorCode::CheckinClosed,
-                format!("check-in {id} closed at {}", rfc3339(checkin.closes_at)),
-            ));
-        }
-        let wrong = self
-            .rooms
-            .wrong_codes(id, &name)
-            .await
-            .map_err(store_failed("reading wrong codes"))?;
-        if wrong >= MAX_WRONG_CODES {
-            return Err(ApiError::new(
-                ErrorCode::TooManyAttempts,
-                format!(
-                    "{name} gave {MAX_WRONG_CODES} wrong codes and cannot check in to this one"
-                ),
-            ));
-        }
-        let valid = self
+        let outcome = self
             .hub
-            .send(VerifyCode {
-                room: checkin.room.clone(),
+            .send(Guess {
                 checkin: id,
+                from_room: from_room.cloned(),
+                client,
                 code: code.to_owned(),
             })
             .await
-            .unwrap_or(false);
-        if !valid {
-            let wrong = self
-                .rooms
-                .record_wrong_code(id, &name)
-                .await
-                .map_err(store_failed("counting a wrong code"))?;
-            return Err(ApiError::new(
-                ErrorCode::WrongCode,
-                format!(
-                    "that is not the code on the host's screen ({} tries left)",
-                    MAX_WRONG_CODES.saturating_sub(wrong)
-                ),
-            ));
-        }
+            .map_err(|e| {
+                log::error!("asking the hub about a check-in failed: {e}");
+                ApiError::internal()
+            })?;
+        let room = match outcome {
+            GuessOutcome::Right { room } => room,
+            GuessOutcome::Wrong { tries_left } => {
+                return Err(ApiError::new(
+                    ErrorCode::WrongCode,
+                    format!(
+                        "that is not the code on the host's screen ({tries_left} wrong codes \
+                         left for your address)"
+                    ),
+                )
+                .into());
+            }
+            GuessOutcome::TooManyFromClient { limit } => {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyAttempts,
+                    format!(
+                        "{limit} wrong codes came from your address: it cannot check in to this \
+                         one; ask the host"
+                    ),
+                )
+                .into());
+            }
+            GuessOutcome::Throttled { retry_after } => {
+                return Err(AttendError::rate_limited(
+                    "too many wrong codes were typed in this check-in",
+                    retry_after,
+                ));
+            }
+            GuessOutcome::NotOpen => return Err(self.not_open(id, from_room).await?.into()),
+        };
         let at = Utc::now();
         let new = self
             .rooms
@@ -265,7 +307,7 @@ impl LiveRooms {
             .map_err(store_failed("recording attendance"))?;
         if new {
             self.hub.do_send(Attended {
-                room: checkin.room,
+                room,
                 checkin: id,
                 name: name.clone(),
                 at,
@@ -274,21 +316,55 @@ impl LiveRooms {
         Ok(name)
     }
 
+    /// Why the hub has no open check-in `id` (in `from_room`), from the store.
+    async fn not_open(&self, id: i64, from_room: Option<&ChannelId>) -> Result<ApiError, ApiError> {
+        let checkin = self.checkin(id).await?;
+        if from_room.is_some_and(|room| *room != checkin.room) {
+            return Ok(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no check-in {id} in this room"),
+            ));
+        }
+        if checkin.closed || Utc::now() >= checkin.closes_at {
+            return Ok(ApiError::new(
+                ErrorCode::CheckinClosed,
+                format!("check-in {id} closed at {}", rfc3339(checkin.closes_at)),
+            ));
+        }
+        // Open in the store, but its codes are not running yet (the service is starting): no
+        // code typed now can be one of them, and it is not counted.
+        Ok(ApiError::new(
+            ErrorCode::WrongCode,
+            "that is not the code on the host's screen (its codes are just starting)",
+        ))
+    }
+
+    /// Rows a connection's first frames may read: the chat box, a recovery the newest comments
+    /// in memory hold (both at most [`HISTORY_ITEMS`]), or a recovery from the database (at
+    /// most [`MAX_RECOVERED_ITEMS`] + 1). What the client's `reads` budget is charged to join.
+    pub fn join_cost(&self, room: &ChannelId, since: Option<i64>) -> u32 {
+        let rows = match since {
+            Some(since) if !self.recent.covers(room, since) => MAX_RECOVERED_ITEMS + 1,
+            _ => HISTORY_ITEMS,
+        };
+        u32::try_from(rows).unwrap_or(u32::MAX)
+    }
+
     /// The chat box (the last [`HISTORY_ITEMS`]), or with `since` exactly what was missed after
-    /// it when that is at most [`MAX_RECOVERED_ITEMS`].
+    /// it when that is at most [`MAX_RECOVERED_ITEMS`]. Served from memory when it holds them.
     pub async fn history(&self, room: &ChannelId, since: Option<i64>) -> Result<History, ApiError> {
-        let failed = store_failed("reading the history");
         let Some(since) = since else {
-            let items = self
-                .comments
-                .latest(room, HISTORY_ITEMS)
-                .await
-                .map_err(failed)?;
             return Ok(History {
-                items,
+                items: self.latest(room, HISTORY_ITEMS).await?,
                 recovered: None,
             });
         };
+        if let Some(items) = self.recent.after(room, since, MAX_RECOVERED_ITEMS + 1) {
+            return Ok(History {
+                items,
+                recovered: Some(true),
+            });
+        }
         let missed = self
             .comments
             .after(room, since, MAX_RECOVERED_ITEMS + 1)
@@ -300,15 +376,48 @@ impl LiveRooms {
                 recovered: Some(true),
             });
         }
-        let items = self
-            .comments
-            .latest(room, HISTORY_ITEMS)
-            .await
-            .map_err(failed)?;
         Ok(History {
-            items,
+            items: self.latest(room, HISTORY_ITEMS).await?,
             recovered: Some(false),
         })
+    }
+
+    /// The newest `limit` comments of `room`, oldest first: from memory when it keeps that
+    /// many; a room not kept yet is loaded into it once.
+    pub async fn latest(&self, room: &ChannelId, limit: usize) -> Result<Vec<Danmaku>, ApiError> {
+        let failed = store_failed("reading the history");
+        if limit > self.recent.capacity() {
+            return self.comments.latest(room, limit).await.map_err(failed);
+        }
+        if let Some(items) = self.recent.latest(room, limit) {
+            return Ok(items);
+        }
+        self.recent.begin_load(room);
+        let mut rows = self
+            .comments
+            .latest(room, self.recent.capacity())
+            .await
+            .map_err(failed)?;
+        self.recent.finish_load(room, rows.clone());
+        rows.drain(..rows.len().saturating_sub(limit));
+        Ok(rows)
+    }
+
+    /// The comments of `room` after id `after`, oldest first, at most `limit`: from memory when
+    /// it holds them all.
+    pub async fn after(
+        &self,
+        room: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, ApiError> {
+        if let Some(items) = self.recent.after(room, after, limit) {
+            return Ok(items);
+        }
+        self.comments
+            .after(room, after, limit)
+            .await
+            .map_err(store_failed("reading the history"))
     }
 
     /// Stores a comment of `author` in `room`; returns once it is committed. The room hears of

@@ -1,5 +1,7 @@
 //! The routes of the live service: extract, call the room rules ([`crate::rooms`]), respond.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
@@ -8,13 +10,14 @@ use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::body::Json;
 use service_kit::error::{is_json, page_params, query_param, require_content_type};
+use service_kit::rate::retry_after_secs;
 use shared_model::api::{
     Attend, Attendee, CheckedIn, CheckinOpened, CheckinReport, CreateRoom, CreatedRoom,
     OpenCheckin, Page,
 };
 use shared_model::comment::{validate_author, validate_title};
 use shared_model::json::from_json;
-use shared_model::{ChannelId, ErrorCode};
+use shared_model::{ApiError, ChannelId, ErrorCode};
 
 use crate::rooms::attendance_csv;
 use crate::session::LiveSession;
@@ -40,11 +43,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct WatchQuery {
     name: Option<String>,
     since: Option<String>,
+    /// Refused: a secret in a URL ends up in logs and browser history.
     host_token: Option<String>,
 }
 
-/// `GET /ws/live/{room}?name=&since=&host_token=`: checks, then the upgrade. Without a name, a
-/// connection is `guest-NNNN`.
+/// The WebSocket subprotocol a page offers, and the server answers with.
+pub const SUBPROTOCOL: &str = "danmaku";
+
+/// A subprotocol starting with this carries a host token after it (browsers cannot set an
+/// `Authorization` header on a WebSocket; they can offer subprotocols).
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "danmaku.bearer.";
+
+/// The subprotocols `req` offers (`Sec-WebSocket-Protocol`, comma-separated, maybe repeated).
+fn offered_subprotocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+}
+
+/// The host token of a WebSocket upgrade: `Authorization: Bearer`, else a subprotocol
+/// `danmaku.bearer.<token>`.
+fn host_token(req: &HttpRequest) -> Option<&str> {
+    bearer(req).or_else(|| {
+        offered_subprotocols(req).find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+    })
+}
+
+/// Spends `rows` of the `reads` budget of the client of `req`, or refuses with
+/// `429 rate_limited` and a `Retry-After`.
+fn spend_reads(req: &HttpRequest, state: &LiveState, rows: u32) -> Result<(), HttpError> {
+    let Some(peer) = req.peer_addr() else {
+        return Ok(()); // a test request without a peer is not limited
+    };
+    state
+        .ws
+        .budget
+        .reads
+        .spend(peer.ip(), rows)
+        .map_err(|wait| {
+            let secs = retry_after_secs(wait);
+            HttpError {
+                error: ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too much read from your address; try again in {secs} s"),
+                ),
+                retry_after_secs: Some(secs),
+            }
+        })
+}
+
+/// `GET /ws/live/{room}?name=&since=`: checks, then the upgrade. Without a name, a connection
+/// is `guest-NNNN`. A host proves the room's host token with `Authorization: Bearer <token>` or,
+/// from a browser, by offering the subprotocols `danmaku` and `danmaku.bearer.<token>` (the
+/// answer selects `danmaku`); a `host_token` in the query is refused. Joining spends what its
+/// first frames may read from the client's `reads` budget ([`LiveRooms::join_cost`]).
+///
+/// [`LiveRooms::join_cost`]: crate::rooms::LiveRooms::join_cost
 async fn watch(
     req: HttpRequest,
     payload: web::Payload,
@@ -54,6 +110,15 @@ async fn watch(
 ) -> Result<HttpResponse, actix_web::Error> {
     service_kit::ws::check_origin(&req, &state.ws.allowed_origins)?;
     let room = ChannelId::parse(&room).map_err(HttpError::from)?;
+    if query.host_token.is_some() {
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            "host_token is not taken in the URL (URLs end up in logs): send the host token as \
+             Authorization: Bearer <token>, or offer the WebSocket subprotocols danmaku and \
+             danmaku.bearer.<token>",
+        )
+        .into());
+    }
     let name = match query.name.as_deref().filter(|n| !n.trim().is_empty()) {
         Some(name) => validate_author(name).map_err(HttpError::from)?,
         None => format!("guest-{:04}", rand::rng().random_range(0..10_000)),
@@ -62,7 +127,8 @@ async fn watch(
     if since.is_some_and(|s| s < 0) {
         return Err(HttpError::new(ErrorCode::InvalidQuery, "since must be 0 or more").into());
     }
-    let host = match query.host_token.as_deref() {
+    spend_reads(&req, &state, state.live.join_cost(&room, since))?;
+    let host = match host_token(&req) {
         None => false,
         Some(token) => {
             state
@@ -78,9 +144,25 @@ async fn watch(
         name,
         host,
         since,
+        client: client_ip(&req),
         live: state.live.clone(),
     };
-    service_kit::ws::start(&req, payload, &state.ws, session)
+    let mut response = service_kit::ws::start(&req, payload, &state.ws, session)?;
+    // A browser that offered subprotocols fails the handshake unless one is selected; never
+    // the one carrying the token.
+    if offered_subprotocols(&req).any(|p| p == SUBPROTOCOL) {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(response)
+}
+
+/// The client's address (the TCP peer); unspecified for a test request that has none.
+fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
 }
 
 /// The bearer token of a request, if it has one.
@@ -133,18 +215,21 @@ struct HistoryQuery {
 }
 
 /// `GET /api/rooms/{room}/history?after=&limit=`: the chat box over HTTP, paged like the cursor
-/// poll of the HTTP service (without `after`: the newest `limit`).
+/// poll of the HTTP service (without `after`: the newest `limit`). It spends `limit` rows of the
+/// client's `reads` budget, and is answered from memory when the room's newest comments hold it.
 async fn history(
+    req: HttpRequest,
     state: web::Data<LiveState>,
     room: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
-    let comments = &state.live.comments;
+    spend_reads(&req, &state, u32::try_from(limit).unwrap_or(u32::MAX))?;
+    let live = &state.live;
     let items = match after {
-        Some(after) => comments.after(&room, after, limit).await?,
-        None => comments.latest(&room, limit).await?,
+        Some(after) => live.after(&room, after, limit).await?,
+        None => live.latest(&room, limit).await?,
     };
     let next = items.last().map_or(after.unwrap_or(0), |item| item.id);
     Ok(HttpResponse::Ok().json(Page { items, next }))
@@ -212,16 +297,24 @@ async fn checkin_csv(
         .body(attendance_csv(&attendance)?))
 }
 
-/// `POST /api/checkins/{id}/attend` with `{name, code}`: the same check-in as over WebSocket.
-/// It spends the client's rate limit, so guessing across many names is slow.
+/// `POST /api/checkins/{id}/attend` with `{name, code}`: the same check-in as over WebSocket,
+/// with the same limits (see [`LiveRooms::attend`]).
+///
+/// [`LiveRooms::attend`]: crate::rooms::LiveRooms::attend
 async fn attend_over_http(
     req: HttpRequest,
     state: web::Data<LiveState>,
     id: web::Path<i64>,
     body: Json<Attend>,
 ) -> Result<HttpResponse, HttpError> {
-    state.ws.budget.writes.check_request(&req)?;
     let Attend { name, code } = body.into_inner();
-    let name = state.live.attend(*id, &name, &code, None).await?;
+    let name = state
+        .live
+        .attend(*id, &name, &code, None, client_ip(&req))
+        .await
+        .map_err(|refused| HttpError {
+            error: refused.error,
+            retry_after_secs: refused.retry_after.map(retry_after_secs),
+        })?;
     Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))
 }

@@ -2,6 +2,8 @@
 //! viewer missed), `send`, and `checkin`. The connection itself (heartbeat, limits, decoding) is
 //! [`service_kit::ws::session`]; the rules are [`crate::rooms`].
 
+use std::net::IpAddr;
+
 use service_kit::ws::hub::{Join, Leave};
 use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
 use shared_model::protocol::send_to_draft;
@@ -19,6 +21,9 @@ pub struct LiveSession {
     pub host: bool,
     /// The last comment id the client saw before it reconnected.
     pub since: Option<i64>,
+    /// The client's address, taken from the upgrade request: its guesses spend its budget and
+    /// count against it.
+    pub client: IpAddr,
     /// The rooms, their rules and their hub.
     pub live: LiveRooms,
 }
@@ -73,7 +78,7 @@ impl SessionLogic for LiveSession {
 
     fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>> {
         let live = self.live.clone();
-        let (room, name) = (self.room.clone(), self.name.clone());
+        let (room, name, client) = (self.room.clone(), self.name.clone(), self.client);
         Box::pin(async move {
             match message {
                 // The author is always the connection's name; an `author` field is ignored.
@@ -91,9 +96,10 @@ impl SessionLogic for LiveSession {
                         .map(|item| ServerMessage::Ack { reference, item })
                 }
                 ClientMessage::Checkin { checkin, code, .. } => live
-                    .attend(checkin, &name, &code, Some(&room))
+                    .attend(checkin, &name, &code, Some(&room), client)
                     .await
-                    .map(|name| ServerMessage::CheckedIn { checkin, name }),
+                    .map(|name| ServerMessage::CheckedIn { checkin, name })
+                    .map_err(|refused| refused.error),
                 ClientMessage::Range { .. } | ClientMessage::Ping => Err(ApiError::new(
                     ErrorCode::UnknownType,
                     "a live room takes send, checkin and ping frames",

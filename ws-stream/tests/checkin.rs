@@ -6,7 +6,7 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{RELAXED, http, join, spawn_app};
+use helpers::{RELAXED, http, join, join_from, join_host, spawn_app};
 use serde_json::{Value, json};
 use service_kit::testing::{TestService, WsClient};
 
@@ -107,7 +107,7 @@ fn assert_no_code(frames: &[Value], codes: &[String]) {
 async fn a_check_in_from_start_to_attendance_list() {
     let app = spawn_app(RELAXED);
     let (room, token) = create_room(&app).await;
-    let (host, welcome) = join(&app, &room, &format!("name=host&host_token={token}")).await;
+    let (host, welcome) = join_host(&app, &room, &token, "name=host").await;
     assert_eq!(welcome["host"], true);
     let mut host = Host {
         client: host,
@@ -195,9 +195,10 @@ async fn a_check_in_from_start_to_attendance_list() {
         "checked_in"
     );
 
-    // Five wrong codes, then even the right one is refused.
-    let (mut eve, _) = join(&app, &room, "name=eve").await;
-    for n in 0..5 {
+    // Ten wrong codes from one address (the default limit), then even the right one from it is
+    // refused, whatever the name.
+    let (mut eve, _) = join_from(&app, "127.0.0.3", &room, "name=eve").await;
+    for n in 0..10 {
         let refused = check_in(&mut eve, id, &format!("x{n}")).await;
         assert_eq!(refused["code"], "wrong_code", "attempt {n}: {refused}");
     }
@@ -208,6 +209,12 @@ async fn a_check_in_from_start_to_attendance_list() {
     assert_eq!(
         check_in(&mut eve, id, &latest).await["code"],
         "too_many_attempts"
+    );
+    let (mut eves_other_tab, _) = join_from(&app, "127.0.0.3", &room, "name=fay").await;
+    assert_eq!(
+        check_in(&mut eves_other_tab, id, &latest).await["code"],
+        "too_many_attempts",
+        "the limit is the address's, not the name's"
     );
 
     // Over HTTP too, with the latest code.
@@ -314,7 +321,7 @@ async fn a_check_in_closes_on_time_tells_the_room_and_survives_a_restart() {
     let id = response.json::<Value>().await.unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (mut host, _) = join(&app, &room, &format!("host_token={token}")).await;
+    let (mut host, _) = join_host(&app, &room, &token, "").await;
     let code = host.recv_type("checkin_code").await["code"]
         .as_str()
         .unwrap()
@@ -330,7 +337,7 @@ async fn a_check_in_closes_on_time_tells_the_room_and_survives_a_restart() {
 
     // A restart in the middle: the check-in and its attendance are on disk; codes resume.
     app.restart(RELAXED);
-    let (mut host, _) = join(&app, &room, &format!("host_token={token}")).await;
+    let (mut host, _) = join_host(&app, &room, &token, "").await;
     assert_eq!(host.recv_type("checkin_open").await["checkin"], id);
     let code = host.recv_type("checkin_code").await["code"]
         .as_str()
@@ -401,7 +408,7 @@ async fn hosts_opening_at_once_get_one_check_in_and_the_rest_a_conflict() {
 async fn a_checkin_frame_counts_only_in_its_own_room() {
     let app = spawn_app(RELAXED);
     let (room, token) = create_room(&app).await;
-    let (mut host, _) = join(&app, &room, &format!("name=host&host_token={token}")).await;
+    let (mut host, _) = join_host(&app, &room, &token, "name=host").await;
     // A long interval: the code on the host's screen stays the same for the whole test.
     let opened = open_checkin(
         &app,

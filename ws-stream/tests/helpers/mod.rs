@@ -58,3 +58,85 @@ pub async fn wait_for_comments(app: &TestService, room: &str, id: i64) {
     })
     .await;
 }
+
+/// Opens a WebSocket to `url` from the local address `from` (any of 127.0.0.0/8 reaches the
+/// server, so tests can act as several clients), with extra request headers; the error when the
+/// server refuses.
+pub async fn try_connect_from(
+    from: std::net::IpAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .expect("a header name"),
+            value.parse().expect("a header value"),
+        );
+    }
+    let uri = request.uri().clone();
+    let addr = format!(
+        "{}:{}",
+        uri.host().expect("a host"),
+        uri.port_u16().expect("a port")
+    );
+    let server: std::net::SocketAddr = addr.parse().expect("a numeric address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(std::net::SocketAddr::new(from, 0))
+        .expect("a loopback address to bind");
+    let stream = socket.connect(server).await?;
+    let (stream, _response) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
+    Ok(WsClient::from_stream(stream))
+}
+
+/// Connects to `room` from the local address `from` with `query`, past the `welcome`.
+pub async fn join_from(
+    app: &TestService,
+    from: &str,
+    room: &str,
+    query: &str,
+) -> (WsClient, Value) {
+    let url = format!("{}/ws/live/{room}?{query}", app.ws_base);
+    let mut client = try_connect_from(from.parse().expect("an address"), &url, &[])
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url} from {from}: {e}"));
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
+/// Connects to `room` as its host (the token in `Authorization: Bearer`), past the `welcome`.
+pub async fn join_host(
+    app: &TestService,
+    room: &str,
+    token: &str,
+    query: &str,
+) -> (WsClient, Value) {
+    let url = format!("{}/ws/live/{room}?{query}", app.ws_base);
+    let bearer = format!("Bearer {token}");
+    let mut client = try_connect_from(
+        "127.0.0.1".parse().expect("an address"),
+        &url,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting to {url} as host: {e}"));
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["host"], true, "{welcome}");
+    (client, welcome)
+}
+
+/// An HTTP client whose requests come from the local address `from`.
+pub fn http_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(from.parse().expect("an address")))
+        .timeout(std::time::Duration::from_secs(40))
+        .build()
+        .expect("an HTTP client")
+}
