@@ -77,8 +77,11 @@ pub fn build_with_listener(
         },
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
+    let health = service_kit::server::HealthCheck::new(state.live.comments.clone());
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone()).configure(routes::configure);
+        cfg.app_data(state.clone())
+            .app_data(health.clone())
+            .configure(routes::configure);
     })?;
     Ok(RunningServer::new("ws-stream", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }
