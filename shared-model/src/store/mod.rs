@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
-pub use sqlite::{SqliteOptions, SqliteStore};
 #[cfg(any(test, feature = "testing"))]
 pub use sqlite::Faults;
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::comment::{ChannelId, Danmaku, NewDanmaku};
 use crate::error::{ApiError, ErrorCode};
