@@ -173,4 +173,20 @@ mod tests {
             serde_json::json!({"items": [], "next": 42})
         );
     }
+
+    #[test]
+    fn health_wire_format() {
+        assert_eq!(
+            serde_json::to_value(Health::ok()).unwrap(),
+            serde_json::json!({"status": "ok"})
+        );
+        let down = crate::StoreError::Unavailable("no answer".into()).client_error();
+        assert_eq!(
+            serde_json::to_value(Health::unavailable(down)).unwrap(),
+            serde_json::json!({"status": "unavailable", "error": {
+                "code": "unavailable",
+                "message": "the database is not answering; try again shortly"
+            }})
+        );
+    }
 }

@@ -139,3 +139,22 @@ pub trait Store: Send + Sync + 'static {
     /// not say `Ok` while writes fail (a dead or failing writer, a full disk).
     async fn health(&self) -> Result<(), StoreError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_told_to_retry_only_when_retrying_may_work() {
+        let code = |e: StoreError| e.client_error().code;
+        assert_eq!(
+            code(StoreError::Unavailable("x".into())),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(code(StoreError::Closed), ErrorCode::Unavailable);
+        assert_eq!(code(StoreError::Database("x".into())), ErrorCode::Internal);
+        // The cause is for the log, never for the client.
+        let told = StoreError::Unavailable("/secret/path: disk I/O error".into()).client_error();
+        assert!(!told.message.contains("secret"), "{told:?}");
+    }
+}
