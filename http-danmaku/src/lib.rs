@@ -8,7 +8,8 @@
 //! - [`state`]: what the handlers share ([`state::AppState`]).
 //!
 //! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
-//! `service_kit::server::main`) and the tests both use it.
+//! `service_kit::server::main`) and the tests both use it. [`build_with_store`] does the same on
+//! a store the caller opened (the tests use it to hold the store and inject faults into it).
 
 pub mod config;
 pub mod feed;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use actix_web::web;
 use service_kit::ClientBudget;
 use service_kit::server::{RunningServer, ServiceError};
+use shared_model::Store;
 
 pub use config::Config;
 
@@ -39,16 +41,27 @@ pub fn build_with_listener(
     listener: TcpListener,
 ) -> Result<RunningServer, ServiceError> {
     let store = service_kit::server::open_store(&config.server)?;
+    build_with_store(config, listener, Arc::new(store))
+}
+
+/// Builds the server like [`build_with_listener`], on `store` instead of the database the
+/// settings name. The store keeps its own deadline on every call (the `Store` contract).
+pub fn build_with_store(
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServiceError> {
     let addr = listener.local_addr()?;
     let feeds = RoomFeeds::default();
-    service_kit::fanout::connect(&store, feeds.clone());
+    service_kit::fanout::connect(&*store, feeds.clone());
+    let health = service_kit::server::HealthCheck::new(store.clone());
     let state = web::Data::new(AppState {
-        store: Arc::new(store),
+        store,
         feeds: feeds.clone(),
         budget: ClientBudget::from_args(&config.server),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone());
+        cfg.app_data(state.clone()).app_data(health.clone());
         routes::configure(cfg);
     })?;
     Ok(RunningServer::new("http-danmaku", server, addr).on_shutdown(move || feeds.close()))

@@ -176,6 +176,12 @@ pub struct ServerArgs {
     /// On SIGTERM, how long to let open requests finish before closing them, in seconds.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value = "10")]
     pub shutdown_timeout_secs: u64,
+
+    /// How long a database call may take, queueing included, in milliseconds; past it the
+    /// request fails with 503 `unavailable` (or an `unavailable` error frame) instead of
+    /// waiting, and `/healthz` answers 503.
+    #[arg(long, env = "DANMAKU_DB_TIMEOUT_MS", default_value = "5000")]
+    pub db_timeout_ms: NonZeroU32,
 }
 
 impl ServerArgs {
@@ -187,6 +193,11 @@ impl ServerArgs {
     /// The grace period on shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// The deadline of every database call.
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms.get().into())
     }
 }
 
@@ -344,6 +355,7 @@ mod tests {
         assert_eq!(c.server.db, PathBuf::from("data/test.db"));
         assert_eq!(c.server.rate_per_sec.get(), 5);
         assert_eq!(c.server.rate_burst.get(), 10);
+        assert_eq!(c.server.db_timeout(), Duration::from_secs(5));
         assert_eq!(c.ws.heartbeat(), Duration::from_secs(5));
         assert_eq!(c.ws.client_timeout(), Duration::from_secs(15));
         assert!(c.ws.check().is_ok());
@@ -389,6 +401,9 @@ mod tests {
         let err =
             parse_from::<TestConfig, _, _>(&DEFAULTS, ["svc", "--rate-per-sec", "0"]).unwrap_err();
         assert!(err.to_string().contains("--rate-per-sec"), "{err}");
+        let err =
+            parse_from::<TestConfig, _, _>(&DEFAULTS, ["svc", "--db-timeout-ms", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--db-timeout-ms"), "{err}");
         let c: TestConfig = parse_from(
             &DEFAULTS,
             [

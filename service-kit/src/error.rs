@@ -52,10 +52,13 @@ impl From<ApiError> for HttpError {
     }
 }
 
+/// `503 unavailable` when the database cannot serve now (no answer within
+/// `DANMAKU_DB_TIMEOUT_MS`, a failing disk, a writer restarting), `500 internal` otherwise; the
+/// cause goes to the log only.
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
         log::error!("storage failed: {e}");
-        ApiError::internal().into()
+        e.client_error().into()
     }
 }
 

@@ -2,12 +2,15 @@
 //! pages, around the service's own routes.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 
-use shared_model::SqliteStore;
+use shared_model::api::Health;
+use shared_model::store::SqliteOptions;
+use shared_model::{SqliteStore, Store};
 
 use crate::assets::Pages;
 use crate::config::{ServerArgs, ServiceInfo, Settings};
@@ -50,9 +53,31 @@ where
     Ok(server)
 }
 
-/// `GET /healthz`: answers `{"status":"ok"}` while the service runs.
-pub async fn health() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().json(shared_model::api::Health::ok())
+/// What `GET /healthz` checks: the service's store. Every service registers one
+/// (`cfg.app_data(HealthCheck::new(store))`) next to its `/healthz` route.
+pub struct HealthCheck {
+    store: Arc<dyn Store>,
+}
+
+impl HealthCheck {
+    /// The check of `store`, ready to register as app data.
+    pub fn new(store: Arc<dyn Store>) -> web::Data<Self> {
+        web::Data::new(Self { store })
+    }
+}
+
+/// `GET /healthz`: `200 {"status":"ok"}` while the service and its database serve; `503
+/// {"status":"unavailable","error":{"code":"unavailable",...}}` while the store cannot (its
+/// writer down or failing, or no answer within `DANMAKU_DB_TIMEOUT_MS`), so a load balancer
+/// takes the instance out instead of sending it writes that fail.
+pub async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
+    match check.store.health().await {
+        Ok(()) => HttpResponse::Ok().json(Health::ok()),
+        Err(e) => {
+            log::warn!("health check: {e}");
+            HttpResponse::ServiceUnavailable().json(Health::unavailable(e.client_error()))
+        }
+    }
 }
 
 /// Why a service could not start or keep running.
@@ -93,10 +118,19 @@ pub async fn main<C: Settings>(info: &ServiceInfo, build: BuildFn<C>) -> std::pr
     run_main(built).await
 }
 
-/// Opens the database the settings name (creating its folder), and logs where it is.
+/// Opens the database the settings name (creating its folder), with the deadline of
+/// `DANMAKU_DB_TIMEOUT_MS` on every call, and logs where it is.
 pub fn open_store(args: &ServerArgs) -> Result<SqliteStore, ServiceError> {
-    let store = SqliteStore::open(&args.db)?;
-    log::info!("database: {}", store.path().display());
+    let options = SqliteOptions {
+        timeout: args.db_timeout(),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&args.db, options)?;
+    log::info!(
+        "database: {} (calls time out after {} ms)",
+        store.path().display(),
+        store.timeout().as_millis()
+    );
     Ok(store)
 }
 

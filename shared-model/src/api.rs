@@ -130,11 +130,15 @@ pub struct PollStats {
     pub rooms_waited_on: usize,
 }
 
-/// The body of `GET /healthz`.
+/// The body of `GET /healthz`: `{"status":"ok"}` (200), or `{"status":"unavailable","error":
+/// {"code":"unavailable","message":...}}` (503) while the service's database cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always `"ok"` when the service answers.
+    /// `"ok"`, or `"unavailable"`.
     pub status: String,
+    /// Why not, when not `"ok"` (the usual error object, code `unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ApiError>,
 }
 
 impl Health {
@@ -142,6 +146,15 @@ impl Health {
     pub fn ok() -> Self {
         Self {
             status: "ok".into(),
+            error: None,
+        }
+    }
+
+    /// The answer while the service cannot serve, because of `error`.
+    pub fn unavailable(error: crate::error::ApiError) -> Self {
+        Self {
+            status: "unavailable".into(),
+            error: Some(error),
         }
     }
 }
@@ -159,6 +172,22 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&page).unwrap(),
             serde_json::json!({"items": [], "next": 42})
+        );
+    }
+
+    #[test]
+    fn health_wire_format() {
+        assert_eq!(
+            serde_json::to_value(Health::ok()).unwrap(),
+            serde_json::json!({"status": "ok"})
+        );
+        let down = crate::StoreError::Unavailable("no answer".into()).client_error();
+        assert_eq!(
+            serde_json::to_value(Health::unavailable(down)).unwrap(),
+            serde_json::json!({"status": "unavailable", "error": {
+                "code": "unavailable",
+                "message": "the database is not answering; try again shortly"
+            }})
         );
     }
 }

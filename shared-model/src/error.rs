@@ -90,7 +90,8 @@ pub enum ErrorCode {
     UnsupportedFrame,
     /// The server failed; the log has the cause.
     Internal,
-    /// The server is shutting down or overloaded; try again.
+    /// The server is shutting down or overloaded, or its database did not answer in time or
+    /// cannot take writes now; try again.
     Unavailable,
 }
 

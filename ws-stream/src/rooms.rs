@@ -47,11 +47,12 @@ const ROOM_ID_CHARS: usize = 10;
 /// Fresh ids tried before creating a room gives up (a collision is already unlikely once).
 const ROOM_ID_TRIES: usize = 8;
 
-/// A store failure, logged with what was being done; the client sees `internal`.
+/// A store failure, logged with what was being done; the client sees `unavailable` (the
+/// database did not answer in time, try again) or `internal`.
 fn store_failed(doing: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
     move |e| {
         log::error!("{doing} failed: {e}");
-        ApiError::internal()
+        e.client_error()
     }
 }
 

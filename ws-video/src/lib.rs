@@ -53,8 +53,10 @@ pub fn build_with_listener(
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
+    let health = service_kit::server::HealthCheck::new(state.timeline.store().clone());
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
         cfg.app_data(state.clone())
+            .app_data(health.clone())
             .configure(routes::configure)
             .configure(archive::configure);
     })?;

@@ -41,7 +41,7 @@ impl Timeline {
     pub async fn append(&self, video: &ChannelId, new: NewDanmaku) -> Result<Danmaku, ApiError> {
         self.store.append(video, new).await.map_err(|e| {
             log::error!("video {video}: storing a comment failed: {e}");
-            ApiError::internal()
+            e.client_error()
         })
     }
 
@@ -58,7 +58,7 @@ impl Timeline {
             .await
             .map_err(|e| {
                 log::error!("video {video}: reading a window failed: {e}");
-                ApiError::internal()
+                e.client_error()
             })
     }
 }

@@ -7,7 +7,11 @@
 //!
 //! The contract every implementation keeps: [`Store::append`] returns only after the comment is
 //! committed to durable storage (an acknowledged comment survives `kill -9` and power loss), ids
-//! increase within a channel and are never reused, and no call blocks the caller's thread.
+//! increase within a channel and are never reused, no call blocks the caller's thread, and every
+//! call answers within the store's deadline: a store that cannot answer in time (a stalled disk, a
+//! lock held by another process, a writer that is restarting) fails the call with
+//! [`StoreError::Unavailable`] rather than keep the caller waiting. Services rely on this and put
+//! no deadline of their own around store calls.
 
 pub mod rooms;
 mod sqlite;
@@ -17,9 +21,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+#[cfg(any(test, feature = "testing"))]
+pub use sqlite::Faults;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::comment::{ChannelId, Danmaku, NewDanmaku};
+use crate::error::{ApiError, ErrorCode};
 
 /// A comment brought in from an archive (a Bilibili XML file, say).
 #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +49,19 @@ pub struct ImportOutcome {
     pub duplicates: usize,
 }
 
-/// Why the store could not do what was asked. Every variant is a server fault (HTTP 500).
-#[derive(Debug, thiserror::Error)]
+/// Why the store could not do what was asked. Every variant is a server fault: clients see
+/// `unavailable` (503, try again) for [`StoreError::Unavailable`] and [`StoreError::Closed`],
+/// `internal` (500) for the rest (see [`StoreError::client_error`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or failed; the text is for the log.
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot serve now, and may again later: it did not answer within the deadline,
+    /// its disk failed or is full, it is locked by another process, or its writer is restarting.
+    /// The text is for the log.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The database file or its folder could not be opened or created.
     #[error("cannot open the database at {path}: {reason}")]
     Open {
@@ -59,6 +73,20 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("the store is shut down")]
     Closed,
+}
+
+impl StoreError {
+    /// What a client is told: `unavailable` when trying again later may work, `internal`
+    /// otherwise. The cause stays out of it (log the error itself).
+    pub fn client_error(&self) -> ApiError {
+        match self {
+            Self::Unavailable(_) | Self::Closed => ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is not answering; try again shortly",
+            ),
+            Self::Database(_) | Self::Open { .. } => ApiError::internal(),
+        }
+    }
 }
 
 /// Called with every appended comment right after its commit, in commit order (so in id order
@@ -106,4 +134,27 @@ pub trait Store: Send + Sync + 'static {
         channel: &ChannelId,
         items: Vec<ImportedDanmaku>,
     ) -> Result<ImportOutcome, StoreError>;
+
+    /// `Ok` when the store can serve reads and writes now: what `GET /healthz` reports. It must
+    /// not say `Ok` while writes fail (a dead or failing writer, a full disk).
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_told_to_retry_only_when_retrying_may_work() {
+        let code = |e: StoreError| e.client_error().code;
+        assert_eq!(
+            code(StoreError::Unavailable("x".into())),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(code(StoreError::Closed), ErrorCode::Unavailable);
+        assert_eq!(code(StoreError::Database("x".into())), ErrorCode::Internal);
+        // The cause is for the log, never for the client.
+        let told = StoreError::Unavailable("/secret/path: disk I/O error".into()).client_error();
+        assert!(!told.message.contains("secret"), "{told:?}");
+    }
 }

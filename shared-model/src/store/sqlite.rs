@@ -12,16 +12,27 @@
 //!
 //! Other writes (imports, and the rooms and check-ins of [`super::RoomStore`], implemented in
 //! `sqlite_rooms`) go through the same writer thread, each in a transaction of its own, so there
-//! is never a second write connection to wait on the lock.
+//! is never a second write connection to wait on the lock. They never split a group commit: one
+//! found among queued appends is set aside and runs right after their batch commits.
+//!
+//! Faults: every call answers within [`SqliteOptions::timeout`] ([`StoreError::Unavailable`]
+//! when the threads do not answer in time, as on a stalled disk), and work whose caller has given
+//! up is dropped unstarted. A panic in a write (a bug) fails that write or batch, rolls it back,
+//! and the writer goes on; a panic anywhere else in the writer restarts it on a fresh connection.
+//! Reader threads survive a panicking query. A write that fails for want of the database (an I/O
+//! error, a full disk, a lock held elsewhere) marks the store unhealthy until a write commits
+//! again; [`Store::health`] says so, and retries such a write itself.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
@@ -32,8 +43,21 @@ use crate::time;
 /// Most appends committed in one transaction. Bounds the latency one slow batch adds.
 const MAX_BATCH_APPENDS: usize = 512;
 
+/// Most other writes set aside while gathering a batch of appends; past this the batch stops
+/// growing and commits, so the writes set aside wait for at most one batch.
+const MAX_SET_ASIDE: usize = 512;
+
 /// How long a connection waits for a lock held by another process before failing, in ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a call may wait for its answer by default ([`SqliteOptions::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest deadline taken; longer ones are cut to it (so `now + timeout` cannot overflow).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How often the writer tries to reopen the database after losing its connection.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
@@ -44,45 +68,197 @@ const SCHEMA_VERSION: i64 = 3;
 pub struct SqliteOptions {
     /// Reader threads, each with its own connection.
     pub readers: usize,
+    /// How long a call may wait for its answer, queueing included, before it fails with
+    /// [`StoreError::Unavailable`]. Work still queued when its caller's deadline passed is
+    /// dropped unstarted; work already started finishes (a write that started may commit after
+    /// its caller was told `unavailable`).
+    pub timeout: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { readers: 2 }
+        Self {
+            readers: 2,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 }
 
 /// Work waiting for the writer thread.
 enum WriteJob {
     /// One comment; appends that queue up together share a transaction.
-    Append {
-        channel: ChannelId,
-        new: NewDanmaku,
-        reply: oneshot::Sender<Result<Danmaku, StoreError>>,
-    },
+    Append(PendingAppend),
     /// A whole archive, in a transaction of its own.
     Import {
         channel: ChannelId,
         items: Vec<ImportedDanmaku>,
         reply: oneshot::Sender<Result<ImportOutcome, StoreError>>,
+        deadline: Instant,
     },
     /// Any other write, in a transaction of its own; it sends its own reply.
     Exec(ExecJob),
 }
 
 /// A write for the writer thread; it opens, commits and answers for itself (see
-/// [`SqliteStore::write`]).
-type ExecJob = Box<dyn FnOnce(&mut Connection) + Send>;
+/// [`SqliteStore::write`]), and says how it went. Given no connection (the writer has none), it
+/// answers [`StoreError::Unavailable`] with the reason in [`Vitals`].
+type ExecJob = Box<dyn FnOnce(Option<&mut Connection>, &Shared) -> Outcome + Send>;
 
-/// An append taken off the queue, waiting for its batch to commit.
+/// An append waiting for its batch to commit.
 struct PendingAppend {
     channel: ChannelId,
     new: NewDanmaku,
     reply: oneshot::Sender<Result<Danmaku, StoreError>>,
+    /// When its caller stops waiting.
+    deadline: Instant,
 }
 
 /// A query waiting for a reader thread; it sends its own reply.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// What a write did, for the store's health.
+enum Outcome {
+    /// It committed: the database takes writes.
+    Committed,
+    /// It failed for want of the database (see [`is_unavailable`]).
+    Unavailable(String),
+    /// Anything else (refused by a rule, skipped, a bug): says nothing about the database.
+    Other,
+}
+
+impl Outcome {
+    fn of<T>(result: &Result<T, StoreError>) -> Self {
+        match result {
+            Ok(_) => Self::Committed,
+            Err(StoreError::Unavailable(reason)) => Self::Unavailable(reason.clone()),
+            Err(_) => Self::Other,
+        }
+    }
+}
+
+/// How the writer is doing, for [`Store::health`]. Std mutexes: held for a copy of a string,
+/// never across an await.
+#[derive(Debug, Default)]
+struct Vitals {
+    /// Why the writer takes no writes now (it lost its connection and cannot reopen the
+    /// database); `None` while it runs.
+    down: Mutex<Option<String>>,
+    /// Why the last write failed, when it failed for want of the database; cleared by the next
+    /// write that commits.
+    failing: Mutex<Option<String>>,
+}
+
+impl Vitals {
+    fn down(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_down(&self, reason: Option<String>) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record(&self, outcome: Outcome) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Outcome::Committed => {
+                if failing.take().is_some() {
+                    log::info!("the database takes writes again");
+                }
+            }
+            Outcome::Unavailable(reason) => *failing = Some(reason),
+            Outcome::Other => {}
+        }
+    }
+}
+
+/// Faults a test can inject into a real store (feature `testing` only): they act where real
+/// faults strike, in the database threads.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub struct Faults {
+    stalled: std::sync::atomic::AtomicBool,
+    panic_next_batch: std::sync::atomic::AtomicBool,
+    fail_writes: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Faults {
+    /// While `on`, the writer and reader threads take no new job, as on a disk that hangs: calls
+    /// queue up and fail when their deadline passes.
+    pub fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next batch of appends panics inside its transaction, after its inserts and before
+    /// its commit.
+    pub fn panic_next_batch(&self) {
+        self.panic_next_batch
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// While `on`, every write fails the way a failing disk makes it fail (`SQLITE_IOERR`),
+    /// before it touches the database.
+    pub fn fail_writes(&self, on: bool) {
+        self.fail_writes
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn wait_while_stalled(&self) {
+        while self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn take_panic(&self) -> bool {
+        self.panic_next_batch
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn injected_failure(&self) -> rusqlite::Result<()> {
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("injected I/O failure".into()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Without the `testing` feature there are no faults to inject; these compile to nothing.
+#[cfg(not(any(test, feature = "testing")))]
+#[derive(Debug, Default)]
+struct Faults;
+
+#[cfg(not(any(test, feature = "testing")))]
+impl Faults {
+    fn wait_while_stalled(&self) {}
+
+    fn take_panic(&self) -> bool {
+        false
+    }
+
+    fn injected_failure(&self) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the callers and the database threads share.
+#[derive(Default)]
+struct Shared {
+    /// Told of every append after its commit. A std `RwLock`: written once or twice at start-up,
+    /// read by the writer thread once per batch, never held across an await.
+    listeners: RwLock<Vec<AppendListener>>,
+    vitals: Vitals,
+    faults: Faults,
+}
 
 /// The embedded SQLite store. Cheap to clone: clones share the threads, which stop once the last
 /// clone is dropped and the queued work is done.
@@ -98,18 +274,16 @@ struct Inner {
     /// Unbounded for the same reason; each job is a small closure.
     reads: Sender<ReadJob>,
     path: PathBuf,
-    /// Told of every append after its commit. A std `RwLock`: written once or twice at start-up,
-    /// read by the writer thread once per batch, never held across an await.
-    listeners: Listeners,
+    /// How long a call waits for its answer.
+    timeout: Duration,
+    shared: Arc<Shared>,
 }
-
-/// The append listeners, shared with the writer thread.
-type Listeners = Arc<RwLock<Vec<AppendListener>>>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
+            .field("timeout", &self.inner.timeout)
             .finish()
     }
 }
@@ -138,16 +312,16 @@ impl SqliteStore {
 
         let (writes, write_rx) = crossbeam_channel::unbounded();
         let (reads, read_rx) = crossbeam_channel::unbounded();
-        let listeners = Listeners::default();
-        let writer_listeners = listeners.clone();
+        let shared = Arc::new(Shared::default());
+        let (writer_path, writer_shared) = (path.clone(), shared.clone());
         spawn_thread("danmaku-db-writer", move || {
-            run_writer(writer, write_rx, &writer_listeners)
+            run_writer(&writer_path, writer, &write_rx, &writer_shared)
         })
         .map_err(|e| open_error(e.to_string()))?;
         for (n, conn) in readers.into_iter().enumerate() {
-            let rx = read_rx.clone();
+            let (rx, shared) = (read_rx.clone(), shared.clone());
             spawn_thread(&format!("danmaku-db-reader-{n}"), move || {
-                run_reader(conn, rx)
+                run_reader(conn, rx, &shared)
             })
             .map_err(|e| open_error(e.to_string()))?;
         }
@@ -156,7 +330,8 @@ impl SqliteStore {
                 writes,
                 reads,
                 path,
-                listeners,
+                timeout: options.timeout.min(MAX_TIMEOUT),
+                shared,
             }),
         })
     }
@@ -166,6 +341,42 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// The deadline of every call.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The faults a test can inject into this store's threads.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn faults(&self) -> &Faults {
+        &self.inner.shared.faults
+    }
+
+    /// When a call made now stops waiting.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.timeout
+    }
+
+    /// Awaits a database thread's answer to `what`, at most until the deadline.
+    async fn answer<T>(
+        &self,
+        what: &str,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            // The job was dropped without an answer: it panicked (the thread logged it and went
+            // on), or the writer restarted with it in hand.
+            Ok(Err(_)) => Err(StoreError::Database(format!(
+                "{what} was dropped by the database thread (it panicked; see the log)"
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what}: no answer from the database within {} ms",
+                self.inner.timeout.as_millis()
+            ))),
+        }
+    }
+
     /// Runs `query` on a reader connection and awaits its result.
     pub(super) async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
@@ -173,44 +384,107 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let deadline = self.deadline();
         let job: ReadJob = Box::new(move |conn| {
-            // The caller may have gone away (a closed request); nothing to do then.
-            let _ = reply.send(query(conn));
+            // The caller may have gone away (a closed request, its deadline); nothing to do then.
+            let result = if Instant::now() >= deadline {
+                Err(gave_up())
+            } else {
+                query(conn).map_err(db_error)
+            };
+            let _ = reply.send(result);
         });
         self.inner.reads.send(job).map_err(|_| StoreError::Closed)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(|e| StoreError::Database(e.to_string()))
+        self.answer("a read", answer).await
     }
 
     /// Runs `work` on the writer thread in a transaction of its own and awaits its result, which
     /// arrives only once the transaction is committed. An error from `work` rolls it back. Jobs
-    /// run in the order they were sent, after any appends queued before them.
+    /// run in the order they were sent, after any appends queued before them (and maybe after
+    /// appends queued just behind them, which join the batch ahead).
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: ExecJob = Box::new(move |conn| {
-            let result = conn.transaction().and_then(|tx| {
-                let value = work(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            });
+        let deadline = self.deadline();
+        let job: ExecJob = Box::new(move |conn, shared| {
+            let (result, outcome) = match conn {
+                None => (Err(writer_down(shared)), Outcome::Other),
+                // Its caller was told `unavailable`; doing it now would contradict that.
+                Some(_) if Instant::now() >= deadline => (Err(gave_up()), Outcome::Other),
+                Some(conn) => {
+                    let result = shared
+                        .faults
+                        .injected_failure()
+                        .and_then(|()| conn.transaction())
+                        .and_then(|tx| {
+                            let value = work(&tx)?;
+                            tx.commit()?;
+                            Ok(value)
+                        })
+                        .map_err(db_error);
+                    let outcome = Outcome::of(&result);
+                    (result, outcome)
+                }
+            };
             // The caller may have gone away; the write stands either way.
             let _ = reply.send(result);
+            outcome
         });
         self.inner
             .writes
             .send(WriteJob::Exec(job))
             .map_err(|_| StoreError::Closed)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(|e| StoreError::Database(e.to_string()))
+        self.answer("a write", answer).await
     }
+}
+
+/// The answer to work whose caller stopped waiting before it started.
+fn gave_up() -> StoreError {
+    StoreError::Unavailable("its caller's deadline passed before it started".into())
+}
+
+/// The answer to a write while the writer has no connection.
+fn writer_down(shared: &Shared) -> StoreError {
+    StoreError::Unavailable(
+        shared
+            .vitals
+            .down()
+            .unwrap_or_else(|| "the database writer is restarting".into()),
+    )
+}
+
+/// A database error as a [`StoreError`]: [`StoreError::Unavailable`] when it is the database
+/// that cannot serve now ([`is_unavailable`]), [`StoreError::Database`] otherwise.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    if is_unavailable(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Whether `e` says the database cannot serve now and may later (a lock held elsewhere, an I/O
+/// error, a full disk, a file that cannot be opened), rather than that the request or the code
+/// is wrong.
+fn is_unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::DiskFull
+                | C::CannotOpen
+                | C::OutOfMemory
+                | C::ReadOnly
+                | C::PermissionDenied
+                | C::FileLockingProtocolFailed
+        )
+    )
 }
 
 fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
@@ -332,92 +606,206 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      ) WITHOUT ROWID;",
 ];
 
-/// The writer thread: takes one job; for an append, gathers the appends queued behind it and
-/// commits them together, then answers each. Any other job is a transaction of its own. Jobs
-/// commit in the order they were queued. Exits when every [`SqliteStore`] clone is gone and the
-/// queue is empty.
-fn run_writer(mut conn: Connection, jobs: Receiver<WriteJob>, listeners: &Listeners) {
-    let mut next = jobs.recv().ok();
-    while let Some(job) = next.take() {
+/// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone
+/// and the queue is empty. A panic that escapes a job (a bug outside any transaction's
+/// containment) fails the jobs in hand, and the writer starts again on a fresh connection, so
+/// one bug never stops every later write. While the database cannot be reopened, queued writes
+/// fail at once with [`StoreError::Unavailable`] and [`Store::health`] reports why.
+fn run_writer(path: &Path, conn: Connection, jobs: &Receiver<WriteJob>, shared: &Shared) {
+    let mut conn = Some(conn);
+    loop {
+        let Some(mut current) = conn.take().or_else(|| reopen_writer(path, jobs, shared)) else {
+            break;
+        };
+        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            serve_writes(&mut current, jobs, shared)
+        }));
+        if served.is_ok() {
+            break;
+        }
+        log::error!("the database writer panicked; it starts again on a fresh connection");
+        // Dropping the connection rolls back whatever transaction the panic left open.
+        drop(current);
+    }
+    log::debug!("database writer stopped");
+}
+
+/// Opens the writer's connection again, trying every [`REOPEN_INTERVAL`]; meanwhile every queued
+/// write is refused. `None` when the queue closed first.
+fn reopen_writer(path: &Path, jobs: &Receiver<WriteJob>, shared: &Shared) -> Option<Connection> {
+    loop {
+        match open_writer(path) {
+            Ok(conn) => {
+                shared.vitals.set_down(None);
+                return Some(conn);
+            }
+            Err(e) => {
+                let reason = format!("the database writer cannot reopen the database: {e}");
+                log::error!("{reason}");
+                shared.vitals.set_down(Some(reason));
+                let retry_at = Instant::now() + REOPEN_INTERVAL;
+                loop {
+                    match jobs.recv_deadline(retry_at) {
+                        Ok(job) => refuse(job, shared),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers a write the writer cannot do (it has no connection) with the reason.
+fn refuse(job: WriteJob, shared: &Shared) {
+    match job {
+        WriteJob::Append(append) => {
+            let _ = append.reply.send(Err(writer_down(shared)));
+        }
+        WriteJob::Import { reply, .. } => {
+            let _ = reply.send(Err(writer_down(shared)));
+        }
+        WriteJob::Exec(work) => {
+            work(None, shared);
+        }
+    }
+}
+
+/// Takes one job; for an append, gathers the appends queued behind it and commits them together,
+/// then answers each. Other writes found among those appends are set aside and run, each in a
+/// transaction of its own, right after the batch, so a steady trickle of other writes (wrong
+/// codes, attendance, rooms) never splits a group commit. Returns when the queue is closed and
+/// empty.
+fn serve_writes(conn: &mut Connection, jobs: &Receiver<WriteJob>, shared: &Shared) {
+    let mut set_aside: VecDeque<WriteJob> = VecDeque::new();
+    loop {
+        let job = match set_aside.pop_front() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        shared.faults.wait_while_stalled();
         match job {
             WriteJob::Import {
                 channel,
                 items,
                 reply,
-            } => {
-                let result = commit_import(&mut conn, &channel, &items).map_err(|e| {
-                    log::error!(
-                        "importing {} comments into {channel} failed: {e}",
-                        items.len()
-                    );
-                    StoreError::Database(e.to_string())
-                });
-                let _ = reply.send(result);
-            }
-            WriteJob::Exec(work) => run_exec(&mut conn, work),
-            WriteJob::Append {
-                channel,
-                new,
-                reply,
-            } => {
-                let mut batch = vec![PendingAppend {
-                    channel,
-                    new,
-                    reply,
-                }];
-                while batch.len() < MAX_BATCH_APPENDS {
+                deadline,
+            } => run_import(conn, &channel, &items, reply, deadline, shared),
+            WriteJob::Exec(work) => run_exec(conn, work, shared),
+            WriteJob::Append(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH_APPENDS && set_aside.len() < MAX_SET_ASIDE {
                     match jobs.try_recv() {
-                        Ok(WriteJob::Append {
-                            channel,
-                            new,
-                            reply,
-                        }) => batch.push(PendingAppend {
-                            channel,
-                            new,
-                            reply,
-                        }),
-                        // Any other job ends the batch; it runs next, on its own.
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
+                        Ok(WriteJob::Append(append)) => batch.push(append),
+                        Ok(other) => set_aside.push_back(other),
                         Err(_) => break,
                     }
                 }
-                answer_batch(&mut conn, batch, listeners);
+                answer_batch(conn, batch, shared);
             }
         }
-        if next.is_none() {
-            next = jobs.recv().ok();
-        }
     }
-    log::debug!("database writer stopped");
 }
 
 /// Runs one [`WriteJob::Exec`]. A panic in it is a bug, but it must not take the writer thread,
 /// and so every later write, down with it: its transaction rolls back as it unwinds (which is why
-/// the connection is safe to keep using), its caller sees [`StoreError::Closed`], and the writer
+/// the connection is safe to keep using), its caller sees [`StoreError::Database`], and the writer
 /// goes on.
-fn run_exec(conn: &mut Connection, work: ExecJob) {
-    if std::panic::catch_unwind(AssertUnwindSafe(|| work(conn))).is_err() {
-        log::error!("a database write panicked; it was rolled back");
+fn run_exec(conn: &mut Connection, work: ExecJob, shared: &Shared) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work(Some(&mut *conn), shared))) {
+        Ok(outcome) => shared.vitals.record(outcome),
+        Err(_) => {
+            log::error!("a database write panicked; it was rolled back");
+            roll_back_if_open(conn);
+        }
     }
 }
 
-fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, listeners: &Listeners) {
-    match commit_batch(conn, &batch) {
+/// Runs one [`WriteJob::Import`], contained like [`run_exec`].
+fn run_import(
+    conn: &mut Connection,
+    channel: &ChannelId,
+    items: &[ImportedDanmaku],
+    reply: oneshot::Sender<Result<ImportOutcome, StoreError>>,
+    deadline: Instant,
+    shared: &Shared,
+) {
+    if Instant::now() >= deadline {
+        let _ = reply.send(Err(gave_up()));
+        return;
+    }
+    let result = contained(conn, "an import", |conn| {
+        commit_import(conn, channel, items, shared)
+    });
+    if let Err(e) = &result {
+        log::error!(
+            "importing {} comments into {channel} failed: {e}",
+            items.len()
+        );
+    }
+    shared.vitals.record(Outcome::of(&result));
+    let _ = reply.send(result);
+}
+
+/// Runs `commit` (one transaction) so that a panic in it fails only it: the transaction rolls
+/// back as the panic unwinds, and the answer is an error.
+fn contained<T>(
+    conn: &mut Connection,
+    what: &str,
+    commit: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| commit(&mut *conn))) {
+        Ok(result) => result.map_err(db_error),
+        Err(_) => {
+            log::error!("{what} panicked; it was rolled back and the writer goes on");
+            roll_back_if_open(conn);
+            Err(StoreError::Database(format!(
+                "{what} panicked; nothing of it was stored"
+            )))
+        }
+    }
+}
+
+/// Ends a transaction a panic may have left open, so the connection is clean for the next job.
+fn roll_back_if_open(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        log::error!("rolling back after a panic failed: {e}");
+    }
+}
+
+/// Commits a batch of appends (those whose caller still waits) and answers each, then tells the
+/// listeners of every stored comment.
+fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, shared: &Shared) {
+    let now = Instant::now();
+    // A caller whose deadline passed was told `unavailable`: storing its comment now would make
+    // that a lie (and a retry a duplicate).
+    let (batch, late): (Vec<_>, Vec<_>) = batch.into_iter().partition(|job| job.deadline > now);
+    for job in late {
+        let _ = job.reply.send(Err(gave_up()));
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let result = contained(conn, "committing comments", |conn| {
+        commit_batch(conn, &batch, shared)
+    });
+    shared.vitals.record(Outcome::of(&result));
+    match result {
         Ok(items) => {
             {
                 // Read locks are never poisoned by listeners (they run under a read lock and are
                 // caught below); a poisoned lock would still hold a whole list.
-                let listeners = listeners.read().unwrap_or_else(|e| e.into_inner());
+                let listeners = shared.listeners.read().unwrap_or_else(|e| e.into_inner());
                 for item in &items {
                     for listener in listeners.iter() {
                         // A listener that panics must not take the writer thread (and every later
                         // append) down with it; the comment is committed either way.
-                        let heard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            listener(item)
-                        }));
+                        let heard = std::panic::catch_unwind(AssertUnwindSafe(|| listener(item)));
                         if heard.is_err() {
                             log::error!("an append listener panicked on comment {}", item.id);
                         }
@@ -431,7 +819,7 @@ fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, listeners: &Li
         Err(e) => {
             log::error!("committing {} comments failed: {e}", batch.len());
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Database(e.to_string())));
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }
@@ -447,7 +835,12 @@ const INSERT: &str = "INSERT OR IGNORE INTO danmaku
      RETURNING id";
 
 /// Inserts every append in one transaction.
-fn commit_batch(conn: &mut Connection, batch: &[PendingAppend]) -> rusqlite::Result<Vec<Danmaku>> {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[PendingAppend],
+    shared: &Shared,
+) -> rusqlite::Result<Vec<Danmaku>> {
+    shared.faults.injected_failure()?;
     let tx = conn.transaction()?;
     let mut items = Vec::with_capacity(batch.len());
     {
@@ -480,6 +873,9 @@ fn commit_batch(conn: &mut Connection, batch: &[PendingAppend]) -> rusqlite::Res
             });
         }
     }
+    if shared.faults.take_panic() {
+        panic!("injected panic in a batch of {} appends", batch.len());
+    }
     tx.commit()?;
     Ok(items)
 }
@@ -489,7 +885,9 @@ fn commit_import(
     conn: &mut Connection,
     channel: &ChannelId,
     items: &[ImportedDanmaku],
+    shared: &Shared,
 ) -> rusqlite::Result<ImportOutcome> {
+    shared.faults.injected_failure()?;
     let tx = conn.transaction()?;
     let mut outcome = ImportOutcome::default();
     {
@@ -518,9 +916,14 @@ fn commit_import(
     Ok(outcome)
 }
 
-fn run_reader(conn: Connection, jobs: Receiver<ReadJob>) {
+/// A reader thread. A query that panics (a bug) loses its answer (its caller sees an error) but
+/// not the thread.
+fn run_reader(conn: Connection, jobs: Receiver<ReadJob>, shared: &Shared) {
     while let Ok(job) = jobs.recv() {
-        job(&conn);
+        shared.faults.wait_while_stalled();
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn))).is_err() {
+            log::error!("a database read panicked; the reader goes on");
+        }
     }
 }
 
@@ -575,21 +978,44 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
-            .send(WriteJob::Append {
+            .send(WriteJob::Append(PendingAppend {
                 channel: channel.clone(),
                 new,
                 reply,
-            })
+                deadline: self.deadline(),
+            }))
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.answer("storing a comment", answer).await
     }
 
     fn on_append(&self, listener: AppendListener) {
         self.inner
+            .shared
             .listeners
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(listener);
+    }
+
+    /// Unhealthy while the writer has no connection; otherwise a round trip through the writer
+    /// and a reader, each within the deadline. While the last write failed for want of the
+    /// database, the writer's part writes (the schema version, unchanged) to see whether writes
+    /// work again, so the store recovers even when no client writes.
+    async fn health(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.inner.shared.vitals.down() {
+            return Err(StoreError::Unavailable(reason));
+        }
+        let shared = self.inner.shared.clone();
+        self.write(move |tx| {
+            if shared.vitals.failing().is_some() {
+                let version = user_version(tx)?;
+                tx.pragma_update(None, "user_version", version)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn import(
@@ -604,9 +1030,10 @@ impl Store for SqliteStore {
                 channel: channel.clone(),
                 items,
                 reply,
+                deadline: self.deadline(),
             })
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.answer("an import", answer).await
     }
 
     async fn after(
@@ -962,31 +1389,49 @@ mod tests {
         store
             .inner
             .writes
-            .send(WriteJob::Append {
+            .send(WriteJob::Append(PendingAppend {
                 channel: channel("r"),
                 new: comment(text, None),
                 reply,
-            })
+                deadline: store.deadline(),
+            }))
             .unwrap();
         answer
     }
 
-    #[tokio::test]
-    async fn a_write_queued_among_appends_ends_their_batch_and_runs_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
-        // Hold the writer in a job of its own until everything below is queued behind it.
+    /// Holds the writer in a job of its own until the returned sender is used (or dropped).
+    async fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
         let (entered, writer_held) = oneshot::channel();
         let (release, gate) = std::sync::mpsc::channel::<()>();
         store
             .inner
             .writes
-            .send(WriteJob::Exec(Box::new(move |_| {
+            .send(WriteJob::Exec(Box::new(move |_, _| {
                 let _ = entered.send(());
                 let _ = gate.recv();
+                Outcome::Other
             })))
             .unwrap();
         writer_held.await.unwrap();
+        release
+    }
+
+    fn open_with_timeout(dir: &tempfile::TempDir, timeout: Duration) -> SqliteStore {
+        SqliteStore::open_with(
+            dir.path().join("d.db"),
+            SqliteOptions {
+                timeout,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_queued_among_appends_runs_after_their_batch_without_splitting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        let release = hold_writer(&store).await;
 
         let first: Vec<_> = (1..=3)
             .map(|n| queue_append(&store, &format!("a{n}")))
@@ -1010,8 +1455,8 @@ mod tests {
 
         let seen: i64 = seen.await.unwrap().unwrap();
         assert_eq!(
-            seen, 3,
-            "the write runs after the appends before it, before those after"
+            seen, 5,
+            "the appends queued on both sides of the write commit together, before it"
         );
         let mut ids = Vec::new();
         for answer in first.into_iter().chain(second) {
@@ -1037,7 +1482,10 @@ mod tests {
                 panic!("a bug in a write")
             })
             .await;
-        assert!(matches!(panicked, Err(StoreError::Closed)), "{panicked:?}");
+        assert!(
+            matches!(panicked, Err(StoreError::Database(_))),
+            "{panicked:?}"
+        );
 
         let rooms: i64 = store
             .read(|conn| conn.query_row("SELECT COUNT(*) FROM rooms", [], |r| r.get(0)))
@@ -1046,6 +1494,113 @@ mod tests {
         assert_eq!(rooms, 0);
         let item = store
             .append(&channel("r"), comment("still here", None))
+            .await
+            .unwrap();
+        assert_eq!(item.id, 1);
+        store.health().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_committing_comments_fails_that_batch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        store
+            .append(&channel("r"), comment("before", None))
+            .await
+            .unwrap();
+        let release = hold_writer(&store).await;
+        store.faults().panic_next_batch();
+        let doomed: Vec<_> = (1..=3)
+            .map(|n| queue_append(&store, &format!("doomed {n}")))
+            .collect();
+        release.send(()).unwrap();
+        for answer in doomed {
+            let answer = answer.await.expect("the batch's callers are answered");
+            assert!(matches!(answer, Err(StoreError::Database(_))), "{answer:?}");
+        }
+
+        // The writer goes on, on a clean connection: nothing of the batch was stored, ids stay
+        // dense, and the store says it is healthy.
+        let after = store
+            .append(&channel("r"), comment("after", None))
+            .await
+            .expect("writes work after the panic");
+        assert_eq!(after.id, 2);
+        let texts: Vec<String> = store
+            .after(&channel("r"), 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.text)
+            .collect();
+        assert_eq!(texts, ["before", "after"]);
+        store.health().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_store_fails_calls_at_the_deadline_and_drops_their_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_secs(1);
+        let store = open_with_timeout(&dir, timeout);
+        store.faults().stall(true);
+        let started = Instant::now();
+        let room = channel("r");
+        let (append, read, health) = tokio::join!(
+            store.append(&room, comment("late", None)),
+            store.latest(&room, 10),
+            store.health(),
+        );
+        assert!(
+            matches!(append, Err(StoreError::Unavailable(_))),
+            "{append:?}"
+        );
+        assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        assert!(
+            matches!(health, Err(StoreError::Unavailable(_))),
+            "{health:?}"
+        );
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(5),
+            "each call ended at its deadline"
+        );
+
+        store.faults().stall(false);
+        let item = store
+            .append(&channel("r"), comment("on time", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.latest(&channel("r"), 10).await.unwrap(),
+            vec![item],
+            "the comment whose caller was told `unavailable` was not stored"
+        );
+        store.health().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failing_writes_make_the_store_unhealthy_until_a_write_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        store.health().await.unwrap();
+        store.faults().fail_writes(true);
+        let append = store.append(&channel("r"), comment("lost", None)).await;
+        assert!(
+            matches!(append, Err(StoreError::Unavailable(_))),
+            "an I/O error is `unavailable`: {append:?}"
+        );
+        let health = store.health().await;
+        assert!(
+            matches!(health, Err(StoreError::Unavailable(_))),
+            "{health:?}"
+        );
+        // Reads still work, but the store is not healthy while writes fail.
+        assert!(store.latest(&channel("r"), 1).await.unwrap().is_empty());
+
+        // The disk recovers; the health check itself writes, so it notices without a client.
+        store.faults().fail_writes(false);
+        store.health().await.unwrap();
+        let item = store
+            .append(&channel("r"), comment("kept", None))
             .await
             .unwrap();
         assert_eq!(item.id, 1);
