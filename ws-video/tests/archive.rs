@@ -466,7 +466,10 @@ async fn a_bilibili_archive_imports_once_exports_and_round_trips_into_another_vi
     assert_eq!(top.comment.new.text, r#"顶部 <b>not bold</b> & "quoted""#);
     assert_eq!(top.comment.new.author, "deadbeef");
     assert_eq!(
-        top.comment.sent_at.map(shared_model::time::rfc3339).as_deref(),
+        top.comment
+            .sent_at
+            .map(shared_model::time::rfc3339)
+            .as_deref(),
         Some("2020-09-13T12:26:45.000Z")
     );
 
