@@ -36,7 +36,8 @@
 //! - What an import may cost, in this order, each before the next is spent: one of
 //!   `--max-concurrent-imports` permits (else `503 unavailable`, `Retry-After: 1`), one token
 //!   of the client's comment budget and a look at its import budget (else `429`), all before
-//!   a byte of the body is read; then the body (413 past [`MAX_IMPORT_BYTES`]) and a parse that
+//!   a byte of the body is read; then the body (413 past [`MAX_IMPORT_BYTES`], 400 when it
+//!   takes longer than `--import-body-timeout-secs` to arrive) and a parse that
 //!   stops at the first entry past `--import-max-entries` (`413 payload_too_large`, nothing
 //!   stored); then the valid comments it holds, from the client's import budget
 //!   (`--import-rows-per-sec`/`--import-rows-burst`; else `429`, nothing stored). See
@@ -324,7 +325,20 @@ async fn import_xml(
         "this client has imported all the comments its budget allows for now",
     )?;
 
-    let bytes = read_body(&req, body, MAX_IMPORT_BYTES, ErrorCode::InvalidXml).await?;
+    let bytes = tokio::time::timeout(
+        imports.body_timeout,
+        read_body(&req, body, MAX_IMPORT_BYTES, ErrorCode::InvalidXml),
+    )
+    .await
+    .map_err(|_| {
+        HttpError::new(
+            ErrorCode::InvalidXml,
+            format!(
+                "the body did not arrive within {} s",
+                imports.body_timeout.as_secs()
+            ),
+        )
+    })??;
     let max_entries = imports.max_entries;
     // Parsing megabytes is CPU work: keep it off the worker that serves other requests.
     let archive = web::block(move || bilibili::parse_limited(&bytes, max_entries))

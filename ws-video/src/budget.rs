@@ -75,6 +75,8 @@ fn refused(wait: Duration, what: &str) -> HttpError {
 pub struct Imports {
     /// Most `<d>` entries one file may hold (`--import-max-entries`).
     pub max_entries: usize,
+    /// How long a body may take to arrive (`--import-body-timeout-secs`).
+    pub body_timeout: Duration,
     /// Imports in progress (`--max-concurrent-imports`): an import holds a permit from before
     /// its body is read until its last row is stored, so the memory and the writer time of
     /// imports are bounded whatever the number of clients.
@@ -91,6 +93,7 @@ impl Imports {
         let concurrency = args.max_concurrent_imports.get();
         Self {
             max_entries: usize::try_from(args.import_max_entries.get()).unwrap_or(usize::MAX),
+            body_timeout: args.import_body_timeout(),
             permits: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             rows: ClientRateLimiter::new(args.import_rows_per_sec, args.import_rows_burst),

@@ -65,6 +65,11 @@ pub struct VideoArgs {
     #[arg(long, env = "DANMAKU_MAX_CONCURRENT_IMPORTS", default_value = "2")]
     pub max_concurrent_imports: NonZeroUsize,
 
+    /// Seconds an import's body may take to arrive once the import started; a slower one is
+    /// refused with 400, so that slow senders cannot hold the import permits.
+    #[arg(long, env = "DANMAKU_IMPORT_BODY_TIMEOUT_SECS", default_value = "60")]
+    pub import_body_timeout_secs: NonZeroU32,
+
     /// Comments each client (by IP address, IPv6 by /64) may import per second, sustained: an
     /// import costs the comments it would store.
     #[arg(long, env = "DANMAKU_IMPORT_ROWS_PER_SEC", default_value = "20")]
@@ -92,6 +97,11 @@ impl VideoArgs {
             ));
         }
         Ok(())
+    }
+
+    /// How long an import's body may take to arrive.
+    pub fn import_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.import_body_timeout_secs.get().into())
     }
 
     /// How long a cached answer is served; `None` when caching is off.
@@ -127,6 +137,7 @@ mod tests {
         assert_eq!(config.video.max_concurrent_imports.get(), 2);
         assert_eq!(config.video.import_rows_per_sec.get(), 20);
         assert_eq!(config.video.import_rows_burst.get(), 20_000);
+        assert_eq!(config.video.import_body_timeout(), Duration::from_secs(60));
         assert_eq!(
             config.video.read_cache_ttl(),
             Some(Duration::from_millis(1000))

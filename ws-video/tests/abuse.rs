@@ -334,6 +334,37 @@ async fn imports_are_charged_by_their_comments_capped_in_entries_and_bounded_in_
     assert_eq!((status, body["added"].as_u64()), (200, Some(7)), "{body}");
 }
 
+#[test]
+fn a_body_that_trickles_in_is_refused_and_frees_its_import_permit() {
+    let app = helpers::spawn_app(&[
+        "--import-body-timeout-secs",
+        "1",
+        "--max-concurrent-imports",
+        "1",
+    ]);
+    let small = small_archive("t", 1, 1);
+    // The head and a few bytes, then nothing: the import holds the only permit until its
+    // deadline, then is refused.
+    let mut slow = raw_request(app.addr, &format!("{}<i>", import_head("t", small.len())));
+    let (status, _, body) = read_answer(&mut slow);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_xml", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 1 s"),
+        "{body}"
+    );
+    // The permit is free again.
+    let mut next = raw_request(
+        app.addr,
+        &format!("{}{small}", import_head("t", small.len())),
+    );
+    let (status, _, body) = read_answer(&mut next);
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn a_videos_own_export_imported_back_adds_nothing_and_real_archives_still_import() {
     let app = helpers::spawn_app(RELAXED);
