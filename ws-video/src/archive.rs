@@ -316,13 +316,13 @@ async fn import_xml(
         &state.ws.budget.writes,
         client,
         1,
-        "an import costs one comment",
+        "an import spends one of the client's comment tokens, and none is left",
     )?;
     budget::pay(
         &imports.rows,
         client,
         1,
-        "this client has imported all the comments its budget allows for now",
+        "this client's import budget is spent",
     )?;
 
     let bytes = tokio::time::timeout(

@@ -29,14 +29,14 @@ pub fn client_of(req: &HttpRequest) -> Option<IpAddr> {
 }
 
 /// Spends `cost` of `client`'s `budget`, or refuses with `rate_limited` and the wait; `what`
-/// says what was refused, for the message.
+/// says what was refused, for the message. A cost of 0 spends nothing.
 pub fn pay(
     budget: &ClientRateLimiter,
     client: Option<IpAddr>,
     cost: usize,
     what: &str,
 ) -> Result<(), HttpError> {
-    let Some(client) = client else {
+    let Some(client) = client.filter(|_| cost > 0) else {
         return Ok(());
     };
     let cost = u32::try_from(cost).unwrap_or(u32::MAX);
