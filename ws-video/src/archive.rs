@@ -6,7 +6,8 @@
 //! - `GET ?id={video}&max={n}` answers the **newest** `n` comments of the video (all of them
 //!   when `max` is absent or empty, and never more than [`DPLAYER_MAX_ITEMS`]; a larger `max`
 //!   is lowered to it, since DPlayer's `maximum` is a wish and refusing it would leave the
-//!   player empty), ordered by time as DPlayer wants. The newest rather than the first by
+//!   player empty), ordered by time as DPlayer wants. It costs the client `n` rows of its read
+//!   budget (`429` with `Retry-After` when short). The newest rather than the first by
 //!   time: a cap should drop the oldest comments, not the end of the video. Author and text
 //!   are HTML-escaped for DPlayer, which inserts them with `innerHTML` (see
 //!   `shared_model::formats::dplayer`).
@@ -21,20 +22,37 @@
 //!
 //! Bilibili XML (`/api/videos/{video}/danmaku.xml`):
 //! - `GET` streams every comment of the video as an archive, in id (sending) order, page by
-//!   page ([`EXPORT_PAGE_ITEMS`]) so that a huge video never sits in memory whole.
+//!   page ([`EXPORT_PAGE_ITEMS`]) so that a huge video never sits in memory whole. Each page
+//!   costs the client its rows from its read budget: the first before the answer starts (a
+//!   client without budget gets `429`), the others as the body streams, waiting for the budget
+//!   rather than breaking the archive off, so a big export goes at the client's read rate.
 //! - `POST` (`Content-Type: application/xml` or `text/xml`, at most [`MAX_IMPORT_BYTES`])
 //!   imports one and answers `{"added", "skipped", "details": {"unsupported_mode", "invalid",
 //!   "duplicate"}}`. Imports are idempotent (see `shared_model::formats::bilibili` for the
 //!   origin keys), stored in transactions of [`IMPORT_BATCH_ITEMS`] so live comments are not
 //!   held up behind a big archive; an import cut short by a failure can simply be sent again.
-//!   An import spends one token of the client's rate limit, like one comment.
+//!   An export of the very video imported into is recognised: its entries whose rows the
+//!   video still has count as duplicates, so export then import adds nothing.
+//! - What an import may cost, in this order, each before the next is spent: one of
+//!   `--max-concurrent-imports` permits (else `503 unavailable`, `Retry-After: 1`), one token
+//!   of the client's comment budget and a look at its import budget (else `429`), all before
+//!   a byte of the body is read; then the body (413 past [`MAX_IMPORT_BYTES`], 400 when it
+//!   takes longer than `--import-body-timeout-secs` to arrive) and a parse that
+//!   stops at the first entry past `--import-max-entries` (`413 payload_too_large`, nothing
+//!   stored); then the valid comments it holds, from the client's import budget
+//!   (`--import-rows-per-sec`/`--import-rows-burst`; else `429`, nothing stored). See
+//!   [`crate::budget`].
 //! - Imported comments are **not** pushed live to viewers: an archive is history, and
 //!   thousands of comments at once would flood every open player. Viewers get them with the
 //!   next time-window load or DPlayer list.
 //! - Malformed XML is `400 invalid_xml` naming the fault with its line and column; a wrong
 //!   content type `415`, a body over the limit `413`, both with the product's JSON error.
+//!
+//! The DPlayer list and the first page of an export are kept briefly ([`crate::cache`]), so a
+//! flood of the same read costs the database one read per key and `--read-cache-ms`.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,13 +64,16 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
-use service_kit::HttpError;
 use service_kit::error::{is_json, require_content_type};
+use service_kit::{ClientRateLimiter, HttpError};
 use shared_model::formats::{bilibili, dplayer};
 use shared_model::json::from_json;
 use shared_model::limits::MAX_MESSAGE_BYTES;
-use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, Store, StoreError};
+use shared_model::{
+    ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, ImportedDanmaku, Store, StoreError,
+};
 
+use crate::budget::{self, client_of};
 use crate::state::VideoState;
 use crate::timeline::Timeline;
 
@@ -178,8 +199,29 @@ async fn dplayer_list(
             }
         },
     };
-    let items = state.timeline.store().latest(&video, limit).await?;
-    Ok(HttpResponse::Ok().json(dplayer::Reply::new(dplayer::rows_by_time(&items))))
+    budget::pay(
+        &state.ws.budget.reads,
+        client_of(&req),
+        limit,
+        &format!("a DPlayer list of up to {limit} rows"),
+    )?;
+    let store = Arc::clone(state.timeline.store());
+    let key = (video.clone(), limit);
+    let body = state
+        .cache
+        .dplayer
+        .get_or_read(key, "a DPlayer list", async move {
+            let items = store.latest(&video, limit).await?;
+            let reply = dplayer::Reply::new(dplayer::rows_by_time(&items));
+            // Rows of numbers and strings always serialize.
+            Ok(Bytes::from(
+                serde_json::to_vec(&reply).expect("a DPlayer reply serializes"),
+            ))
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(body))
 }
 
 /// `POST /dplayer/v3/`: validate, rate-limit, store, push to viewers, answer in DPlayer's shape.
@@ -211,18 +253,39 @@ async fn dplayer_post(
 
 /// `GET /api/videos/{video}/danmaku.xml`: every comment of the video as a Bilibili archive.
 async fn export_xml(
+    req: HttpRequest,
     video: web::Path<String>,
     state: web::Data<VideoState>,
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
+    let client = client_of(&req);
+    let reads = &state.ws.budget.reads;
+    budget::pay(
+        reads,
+        client,
+        EXPORT_PAGE_ITEMS,
+        &format!("an export page of up to {EXPORT_PAGE_ITEMS} rows"),
+    )?;
     // The first page is read before answering, so a failing store is still a clean 500.
+    let store = Arc::clone(state.timeline.store());
     let first = state
-        .timeline
-        .store()
-        .after(&video, 0, EXPORT_PAGE_ITEMS)
+        .cache
+        .export_heads
+        .get_or_read(video.clone(), "an export page", {
+            let video = video.clone();
+            async move {
+                let page = store.after(&video, 0, EXPORT_PAGE_ITEMS).await?;
+                Ok(Arc::from(page))
+            }
+        })
         .await?;
     let disposition = format!("attachment; filename=\"{video}.xml\"");
-    let body = ExportBody::new(Arc::clone(state.timeline.store()), video, first);
+    let body = ExportBody::new(
+        Arc::clone(state.timeline.store()),
+        video,
+        &first,
+        (reads.clone(), client),
+    );
     Ok(HttpResponse::Ok()
         .content_type(XML_CONTENT_TYPE)
         // The video id is `[A-Za-z0-9_-]`, so it needs no quoting in the file name.
@@ -230,7 +293,8 @@ async fn export_xml(
         .body(body))
 }
 
-/// `POST /api/videos/{video}/danmaku.xml`: imports a Bilibili archive.
+/// `POST /api/videos/{video}/danmaku.xml`: imports a Bilibili archive. Everything that can be
+/// refused without the body is refused before a byte of it is read (see the module docs).
 async fn import_xml(
     req: HttpRequest,
     video: web::Path<String>,
@@ -243,24 +307,68 @@ async fn import_xml(
         is_xml,
         "a Bilibili XML archive, sent with Content-Type: application/xml",
     )?;
-    let bytes = read_body(&req, body, MAX_IMPORT_BYTES, ErrorCode::InvalidXml).await?;
+    check_declared_length(&req, MAX_IMPORT_BYTES)?;
+    let imports = &state.imports;
+    // Held until the last row is stored; a refusal below gives it back at once.
+    let _permit = imports.permit()?;
+    let client = client_of(&req);
+    budget::pay(
+        &state.ws.budget.writes,
+        client,
+        1,
+        "an import spends one of the client's comment tokens, and none is left",
+    )?;
+    budget::pay(
+        &imports.rows,
+        client,
+        1,
+        "this client's import budget is spent",
+    )?;
+
+    let bytes = tokio::time::timeout(
+        imports.body_timeout,
+        read_body(&req, body, MAX_IMPORT_BYTES, ErrorCode::InvalidXml),
+    )
+    .await
+    .map_err(|_| {
+        HttpError::new(
+            ErrorCode::InvalidXml,
+            format!(
+                "the body did not arrive within {} s",
+                imports.body_timeout.as_secs()
+            ),
+        )
+    })??;
+    let max_entries = imports.max_entries;
     // Parsing megabytes is CPU work: keep it off the worker that serves other requests.
-    let archive = web::block(move || bilibili::parse(&bytes))
+    let archive = web::block(move || bilibili::parse_limited(&bytes, max_entries))
         .await
         .map_err(|e| {
             log::error!("the XML parser thread failed: {e}");
             HttpError::from(ApiError::internal())
         })?
-        .map_err(|e| HttpError::new(ErrorCode::InvalidXml, e.to_string()))?;
-    state.ws.budget.writes.check_request(&req)?;
+        .map_err(|e| match e {
+            bilibili::ParseError::Xml(e) => HttpError::new(ErrorCode::InvalidXml, e.to_string()),
+            too_many @ bilibili::ParseError::TooManyEntries { .. } => {
+                log::info!("video {video}: refused an import: {too_many}");
+                HttpError::new(ErrorCode::PayloadTooLarge, too_many.to_string())
+            }
+        })?;
+    // Paid for what it may store, before the database is asked anything.
+    budget::pay(
+        &imports.rows,
+        client,
+        archive.items.len(),
+        &format!("this import would store {} comments", archive.items.len()),
+    )?;
+    let own_export = archive.is_export_of(&video);
+    let (items, recognised) =
+        leave_out_own_rows(&state.timeline, &video, archive.items, own_export).await?;
 
-    let bilibili::Archive {
-        items,
-        unsupported_mode,
-        invalid,
-        ..
-    } = archive;
-    let mut outcome = ImportOutcome::default();
+    let mut outcome = ImportOutcome {
+        added: 0,
+        duplicates: recognised,
+    };
     let mut items = items.into_iter();
     loop {
         let batch: Vec<_> = items.by_ref().take(IMPORT_BATCH_ITEMS).collect();
@@ -271,7 +379,7 @@ async fn import_xml(
         outcome.added += done.added;
         outcome.duplicates += done.duplicates;
     }
-    let report = bilibili::ImportReport::new(unsupported_mode, invalid, outcome);
+    let report = bilibili::ImportReport::new(archive.unsupported_mode, archive.invalid, outcome);
     log::info!(
         "video {video}: imported {} comments, skipped {} ({} unsupported mode, {} invalid, {} duplicate)",
         report.added,
@@ -283,9 +391,63 @@ async fn import_xml(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// The comments of an archive to store, and how many were left out because `video` already
+/// has them: when the archive is this product's export of `video` itself (`own_export`), an
+/// entry whose row the video still has, unchanged, is that row (see
+/// `bilibili::same_comment`). Other archives are stored whole; their origin keys make them
+/// idempotent.
+async fn leave_out_own_rows(
+    timeline: &Timeline,
+    video: &ChannelId,
+    items: Vec<bilibili::ArchiveItem>,
+    own_export: bool,
+) -> Result<(Vec<ImportedDanmaku>, usize), ApiError> {
+    if !own_export {
+        return Ok((items.into_iter().map(|item| item.comment).collect(), 0));
+    }
+    let ids: Vec<i64> = items.iter().filter_map(|item| item.source_id).collect();
+    let rows = timeline.rows_by_id(video, &ids).await?;
+    let mut recognised = 0;
+    let mut keep = Vec::with_capacity(items.len());
+    for item in items {
+        let known = item
+            .source_id
+            .and_then(|id| rows.get(&id))
+            .is_some_and(|row| bilibili::same_comment(&item.comment, row));
+        if known {
+            recognised += 1;
+        } else {
+            keep.push(item.comment);
+        }
+    }
+    Ok((keep, recognised))
+}
+
 /// Whether a media type is XML as Bilibili archives are sent.
 fn is_xml(essence: &str) -> bool {
     essence == "application/xml" || essence == "text/xml"
+}
+
+/// The `413` of a body over `limit` bytes.
+fn too_large(limit: usize) -> HttpError {
+    HttpError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Refuses a request whose declared length (`Content-Length`) is over `limit` bytes with `413`,
+/// before its body is read.
+fn check_declared_length(req: &HttpRequest, limit: usize) -> Result<(), HttpError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    Ok(())
 }
 
 /// Reads the whole body, refusing one over `limit` bytes with `413` (at once when its declared
@@ -296,54 +458,48 @@ async fn read_body(
     limit: usize,
     broken: ErrorCode,
 ) -> Result<Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than the limit of {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
+    check_declared_length(req, limit)?;
     match body.to_bytes_limited(limit).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => Err(HttpError::new(
             broken,
             format!("the body could not be read: {e}"),
         )),
-        Err(_) => Err(too_large()),
+        Err(_) => Err(too_large(limit)),
     }
 }
 
 /// A page read from the store, in flight.
 type PageRead = Pin<Box<dyn Future<Output = Result<Vec<Danmaku>, StoreError>>>>;
 
+/// A client's read budget and the client, whom each page of an export is charged to.
+type Payer = (ClientRateLimiter, Option<IpAddr>);
+
 /// An export as a streamed body: the head and first page at once, then one page per store read,
-/// then the tail. At most one page is in memory at a time.
+/// each paid from the client's read budget first, then the tail. At most one page is in memory
+/// at a time.
 struct ExportBody {
     /// Where the pages come from.
     store: Arc<dyn Store>,
     /// The video exported.
     video: ChannelId,
+    /// Who pays for the pages after the first.
+    payer: Payer,
     /// XML written and not yet sent.
     ready: Option<Bytes>,
-    /// The next page being read; `None` once the tail is written.
+    /// The next page being paid for and read; `None` once the tail is written.
     next: Option<PageRead>,
 }
 
 impl ExportBody {
     /// The body, starting with the archive's head and `first` page.
-    fn new(store: Arc<dyn Store>, video: ChannelId, first: Vec<Danmaku>) -> Self {
+    fn new(store: Arc<dyn Store>, video: ChannelId, first: &[Danmaku], payer: Payer) -> Self {
         let mut head = Vec::new();
         bilibili::write_head(&mut head, &video);
         let mut body = Self {
             store,
             video,
+            payer,
             ready: None,
             next: None,
         };
@@ -351,14 +507,16 @@ impl ExportBody {
         body
     }
 
-    /// Appends `page` to `out` and makes it ready to send; then starts reading the next page,
-    /// or, when this one was short (the last), closes the archive.
-    fn take_page(&mut self, page: Vec<Danmaku>, mut out: Vec<u8>) {
-        bilibili::write_items(&mut out, &page);
+    /// Appends `page` to `out` and makes it ready to send; then starts paying for and reading
+    /// the next page, or, when this one was short (the last), closes the archive.
+    fn take_page(&mut self, page: &[Danmaku], mut out: Vec<u8>) {
+        bilibili::write_items(&mut out, page);
         match page.last() {
             Some(last) if page.len() == EXPORT_PAGE_ITEMS => {
                 let (store, video, after) = (Arc::clone(&self.store), self.video.clone(), last.id);
+                let (reads, client) = self.payer.clone();
                 self.next = Some(Box::pin(async move {
+                    budget::pay_or_wait(&reads, client, EXPORT_PAGE_ITEMS).await;
                     store.after(&video, after, EXPORT_PAGE_ITEMS).await
                 }));
             }
@@ -392,7 +550,7 @@ impl MessageBody for ExportBody {
         match read.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(page)) => {
-                this.take_page(page, Vec::new());
+                this.take_page(&page, Vec::new());
                 Poll::Ready(this.ready.take().map(Ok))
             }
             Poll::Ready(Err(e)) => {

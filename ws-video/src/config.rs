@@ -1,13 +1,114 @@
-//! The settings of `ws-video`: those of every WebSocket service
-//! ([`service_kit::config::WsServiceConfig`]), with this binary's name, help and defaults.
+//! The settings of `ws-video`: those of every WebSocket service (`ServerArgs`, `WsArgs`), with
+//! this binary's name, help and defaults, plus its own limits on Bilibili imports and on the
+//! reads it caches ([`VideoArgs`]).
 //!
 //! Read them with `service_kit::config::from_env(&INFO)` (in `main`) or
 //! `service_kit::config::parse_from(&INFO, args)` (in tests), like every service.
 
-use service_kit::config::{ServiceDefaults, ServiceInfo, WsServiceConfig};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
 
-/// The settings of `ws-video`.
-pub type Config = WsServiceConfig;
+use clap::Parser;
+use service_kit::config::{ServiceDefaults, ServiceInfo, Settings};
+use service_kit::{ServerArgs, WsArgs};
+
+use crate::archive::DPLAYER_MAX_ITEMS;
+use crate::timeline::MAX_RANGE_ITEMS;
+
+/// The settings of `ws-video`. Each flag can also be set through its `DANMAKU_*` variable.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+pub struct Config {
+    /// Settings every service shares.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Settings of the WebSocket services.
+    #[command(flatten)]
+    pub ws: WsArgs,
+    /// Settings of this service alone.
+    #[command(flatten)]
+    pub video: VideoArgs,
+}
+
+impl Settings for Config {
+    fn server(&self) -> &ServerArgs {
+        &self.server
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.ws.check()?;
+        self.video.check()?;
+        // The largest single read must fit in a client's burst, or it could never be paid.
+        let largest = DPLAYER_MAX_ITEMS.max(MAX_RANGE_ITEMS);
+        let burst = self.server.read_rows_burst.get();
+        if usize::try_from(burst).unwrap_or(usize::MAX) < largest {
+            return Err(format!(
+                "DANMAKU_READ_ROWS_BURST ({burst}) must be at least {largest}, the rows of the \
+                 largest read (a DPlayer list), or such a read could never be paid"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of the video service: how much a Bilibili import may take, and how long answers to
+/// hot reads are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VideoArgs {
+    /// Most <d> entries one Bilibili import may hold (valid or not). A file with more is refused
+    /// with 413 while it is read, and nothing of it is stored.
+    #[arg(long, env = "DANMAKU_IMPORT_MAX_ENTRIES", default_value = "20000")]
+    pub import_max_entries: NonZeroU32,
+
+    /// Bilibili imports one instance reads and stores at a time; one more is answered at once
+    /// with 503 and Retry-After, before its body is read.
+    #[arg(long, env = "DANMAKU_MAX_CONCURRENT_IMPORTS", default_value = "2")]
+    pub max_concurrent_imports: NonZeroUsize,
+
+    /// Seconds an import's body may take to arrive once the import started; a slower one is
+    /// refused with 400, so that slow senders cannot hold the import permits.
+    #[arg(long, env = "DANMAKU_IMPORT_BODY_TIMEOUT_SECS", default_value = "60")]
+    pub import_body_timeout_secs: NonZeroU32,
+
+    /// Comments each client (by IP address, IPv6 by /64) may import per second, sustained: an
+    /// import costs the comments it would store.
+    #[arg(long, env = "DANMAKU_IMPORT_ROWS_PER_SEC", default_value = "20")]
+    pub import_rows_per_sec: NonZeroU32,
+
+    /// Comments a client may import at once before the per-second rate applies; at least
+    /// DANMAKU_IMPORT_MAX_ENTRIES, so that a full file can be imported.
+    #[arg(long, env = "DANMAKU_IMPORT_ROWS_BURST", default_value = "20000")]
+    pub import_rows_burst: NonZeroU32,
+
+    /// How long the answers to a video's DPlayer list and the first page of its export are
+    /// kept and served again without reading the database, in milliseconds; 0 turns it off.
+    #[arg(long, env = "DANMAKU_READ_CACHE_MS", default_value = "1000")]
+    pub read_cache_ms: u64,
+}
+
+impl VideoArgs {
+    /// Checks the settings against each other; the error names the variables involved.
+    pub fn check(&self) -> Result<(), String> {
+        if self.import_rows_burst < self.import_max_entries {
+            return Err(format!(
+                "DANMAKU_IMPORT_ROWS_BURST ({}) must be at least DANMAKU_IMPORT_MAX_ENTRIES ({}), \
+                 or a full archive could never be imported",
+                self.import_rows_burst, self.import_max_entries
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long an import's body may take to arrive.
+    pub fn import_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.import_body_timeout_secs.get().into())
+    }
+
+    /// How long a cached answer is served; `None` when caching is off.
+    pub fn read_cache_ttl(&self) -> Option<Duration> {
+        (self.read_cache_ms > 0).then(|| Duration::from_millis(self.read_cache_ms))
+    }
+}
 
 /// What `ws-video --help` says, and its defaults.
 pub const INFO: ServiceInfo = ServiceInfo {
@@ -19,3 +120,56 @@ pub const INFO: ServiceInfo = ServiceInfo {
         db: "data/ws-video.db",
     },
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("ws-video").chain(args.iter().copied());
+        service_kit::config::parse_from::<Config, _, _>(&INFO, argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_hold_and_each_limit_can_be_set() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.video.import_max_entries.get(), 20_000);
+        assert_eq!(config.video.max_concurrent_imports.get(), 2);
+        assert_eq!(config.video.import_rows_per_sec.get(), 20);
+        assert_eq!(config.video.import_rows_burst.get(), 20_000);
+        assert_eq!(config.video.import_body_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            config.video.read_cache_ttl(),
+            Some(Duration::from_millis(1000))
+        );
+        let config = parse(&[
+            "--import-max-entries",
+            "10",
+            "--max-concurrent-imports",
+            "1",
+            "--import-rows-per-sec",
+            "1",
+            "--import-rows-burst",
+            "10",
+            "--read-cache-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(config.video.import_max_entries.get(), 10);
+        assert_eq!(config.video.max_concurrent_imports.get(), 1);
+        assert_eq!(config.video.read_cache_ttl(), None);
+    }
+
+    #[test]
+    fn limits_that_could_never_be_met_are_refused_by_name() {
+        let err = parse(&["--import-max-entries", "100", "--import-rows-burst", "99"]).unwrap_err();
+        assert!(err.contains("DANMAKU_IMPORT_ROWS_BURST"), "{err}");
+        assert!(err.contains("DANMAKU_IMPORT_MAX_ENTRIES"), "{err}");
+        let err = parse(&["--read-rows-burst", "9999"]).unwrap_err();
+        assert!(err.contains("DANMAKU_READ_ROWS_BURST"), "{err}");
+        let err = parse(&["--max-concurrent-imports", "0"]).unwrap_err();
+        assert!(err.contains("DANMAKU_MAX_CONCURRENT_IMPORTS"), "{err}");
+        let err = parse(&["--heartbeat-secs", "10", "--client-timeout-secs", "10"]).unwrap_err();
+        assert!(err.contains("DANMAKU_CLIENT_TIMEOUT_SECS"), "{err}");
+    }
+}

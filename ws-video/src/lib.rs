@@ -6,6 +6,8 @@
 //! - [`config`]: the settings ([`Config`]).
 //! - [`routes`]: the WebSocket upgrade and its HTTP twin (post a comment, read a window).
 //! - [`archive`]: the DPlayer v3 API and Bilibili XML import and export.
+//! - [`budget`]: what reads and imports cost a client, and the bound on concurrent imports.
+//! - [`cache`]: brief caches of the heaviest reads (DPlayer lists, export first pages).
 //! - [`session`]: what a connection's frames mean ([`session::VideoSession`]).
 //! - [`timeline`]: the rules of a video's timeline, shared by all of the above.
 //! - [`hub`]: the fan-out to each video's viewers (the shared rooms hub, nothing of its own).
@@ -15,6 +17,8 @@
 //! `service_kit::server::main`) and the tests both use it.
 
 pub mod archive;
+pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod hub;
 pub mod routes;
@@ -52,6 +56,8 @@ pub fn build_with_listener(
         timeline: Timeline::new(Arc::new(store)),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
+        imports: budget::Imports::from_args(&config.video),
+        cache: cache::ReadCache::new(config.video.read_cache_ttl()),
     });
     let health = service_kit::server::HealthCheck::new(state.timeline.store().clone());
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {

@@ -8,9 +8,10 @@ use service_kit::error::query_param;
 use shared_model::api::VideoWindow;
 use shared_model::{ChannelId, DraftDanmaku};
 
+use crate::budget::{self, client_of};
 use crate::session::VideoSession;
 use crate::state::VideoState;
-use crate::timeline::{Timeline, WHOLE_VIDEO_END};
+use crate::timeline::{MAX_RANGE_ITEMS, Timeline, WHOLE_VIDEO_END, check_window};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -36,6 +37,8 @@ async fn watch(
         video,
         timeline: state.timeline.clone(),
         hub: state.hub.clone(),
+        client: client_of(&req),
+        reads: state.ws.budget.reads.clone(),
     };
     service_kit::ws::start(&req, payload, &state.ws, session)
 }
@@ -49,8 +52,10 @@ struct WindowQuery {
     to: Option<String>,
 }
 
-/// `GET /api/videos/{video}/danmaku?from=&to=`: the comments in a window, ordered by time.
+/// `GET /api/videos/{video}/danmaku?from=&to=`: the comments in a window, ordered by time. It
+/// costs the client the rows it may return ([`MAX_RANGE_ITEMS`]) from its read budget.
 async fn list(
+    req: HttpRequest,
     state: web::Data<VideoState>,
     video: web::Path<String>,
     query: web::Query<WindowQuery>,
@@ -59,6 +64,13 @@ async fn list(
     let from = query_param("from", query.from.as_deref(), "a number of seconds")?.unwrap_or(0.0);
     let to =
         query_param("to", query.to.as_deref(), "a number of seconds")?.unwrap_or(WHOLE_VIDEO_END);
+    check_window(from, to)?;
+    budget::pay(
+        &state.ws.budget.reads,
+        client_of(&req),
+        MAX_RANGE_ITEMS,
+        &format!("a window of up to {MAX_RANGE_ITEMS} rows"),
+    )?;
     let items = state.timeline.window(&video, from, to).await?;
     Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))
 }

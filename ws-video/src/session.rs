@@ -1,15 +1,23 @@
 //! What a video connection's frames mean: `send` pins a comment to the timeline, `range`
 //! answers a window of it. The connection itself (heartbeat, limits, decoding) is
 //! [`service_kit::ws::session`]; the timeline's rules are [`crate::timeline`].
+//!
+//! A `range` costs the client the rows it may return ([`MAX_RANGE_ITEMS`]) from the read budget
+//! its HTTP requests spend too (see [`crate::budget`]); over it, the answer is a `rate_limited`
+//! error frame, the store is not asked, and the connection stays.
+
+use std::net::IpAddr;
 
 use actix::Addr;
+use service_kit::ClientRateLimiter;
 use service_kit::ws::hub::{Join, Leave};
 use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
 use shared_model::protocol::send_to_draft;
 use shared_model::{ApiError, ChannelId, ClientMessage, ErrorCode, ServerMessage};
 
+use crate::budget;
 use crate::hub::VideoHub;
-use crate::timeline::Timeline;
+use crate::timeline::{MAX_RANGE_ITEMS, Timeline, check_window};
 
 /// One viewer of one video.
 pub struct VideoSession {
@@ -19,6 +27,11 @@ pub struct VideoSession {
     pub timeline: Timeline,
     /// The fan-out.
     pub hub: Addr<VideoHub>,
+    /// The client's address (the TCP peer of the upgrade request), which its reads are charged
+    /// to; `None` when unknown, which no budget limits.
+    pub client: Option<IpAddr>,
+    /// The service's read budget, shared with its HTTP routes.
+    pub reads: ClientRateLimiter,
 }
 
 impl SessionLogic for VideoSession {
@@ -42,6 +55,7 @@ impl SessionLogic for VideoSession {
 
     fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>> {
         let (timeline, video) = (self.timeline.clone(), self.video.clone());
+        let (reads, client) = (self.reads.clone(), self.client);
         Box::pin(async move {
             match message {
                 ClientMessage::Send {
@@ -60,15 +74,26 @@ impl SessionLogic for VideoSession {
                     from,
                     to,
                     reference,
-                } => timeline
-                    .window(&video, from, to)
-                    .await
-                    .map(|items| ServerMessage::Range {
-                        from,
-                        to,
-                        items,
-                        reference,
-                    }),
+                } => {
+                    // A malformed window costs nothing; a refused one never reaches the store.
+                    check_window(from, to)?;
+                    budget::pay(
+                        &reads,
+                        client,
+                        MAX_RANGE_ITEMS,
+                        &format!("a range of up to {MAX_RANGE_ITEMS} rows"),
+                    )
+                    .map_err(|refused| refused.error)?;
+                    timeline
+                        .window(&video, from, to)
+                        .await
+                        .map(|items| ServerMessage::Range {
+                            from,
+                            to,
+                            items,
+                            reference,
+                        })
+                }
                 ClientMessage::Checkin { .. } | ClientMessage::Ping => Err(ApiError::new(
                     ErrorCode::UnknownType,
                     "the video service takes send, range and ping frames",

@@ -3,6 +3,8 @@
 use actix::Addr;
 use service_kit::ws::WsSettings;
 
+use crate::budget::Imports;
+use crate::cache::ReadCache;
 use crate::hub::VideoHub;
 use crate::timeline::Timeline;
 
@@ -16,4 +18,8 @@ pub struct VideoState {
     /// Limits of every WebSocket connection, and each client's budget (`ws.budget`), which the
     /// HTTP routes spend too.
     pub ws: WsSettings,
+    /// What Bilibili imports may take: permits, the entry cap, each client's import budget.
+    pub imports: Imports,
+    /// Brief caches of the heaviest reads (DPlayer lists, export first pages).
+    pub cache: ReadCache,
 }

@@ -2,6 +2,7 @@
 //! session, the HTTP routes, DPlayer): a comment is pinned to a time in the video, and the
 //! timeline is read in windows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use shared_model::comment::TimeRule;
@@ -60,6 +61,55 @@ impl Timeline {
                 log::error!("video {video}: reading a window failed: {e}");
                 e.client_error()
             })
+    }
+
+    /// The rows of `video` with these ids (those it has), read in runs of neighbouring ids: one
+    /// store read per run, and never more than twice as many rows read as ids asked for. Ids
+    /// are dense within a video (each is the previous newest plus one), so the rows after
+    /// `id - 1` start at `id`.
+    pub async fn rows_by_id(
+        &self,
+        video: &ChannelId,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Danmaku>, ApiError> {
+        let mut ids: Vec<i64> = ids.iter().copied().filter(|&id| id >= 1).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = HashMap::new();
+        let mut first = 0;
+        while first < ids.len() {
+            let start = ids[first];
+            // Grow the run while its span stays within twice the ids it covers.
+            let mut last = first;
+            while let Some(&next) = ids.get(last + 1) {
+                let covered = i64::try_from(last + 2 - first).unwrap_or(i64::MAX);
+                if next - start + 1 > covered.saturating_mul(2) {
+                    break;
+                }
+                last += 1;
+            }
+            let span = usize::try_from(ids[last] - start + 1).unwrap_or(usize::MAX);
+            let rows = self
+                .store
+                .after(video, start - 1, span)
+                .await
+                .map_err(|e| {
+                    log::error!("video {video}: reading rows by id failed: {e}");
+                    ApiError::internal()
+                })?;
+            if rows.is_empty() {
+                // Nothing at or past `start`: no later id exists either.
+                break;
+            }
+            let run = &ids[first..=last];
+            for row in rows {
+                if run.binary_search(&row.id).is_ok() {
+                    found.insert(row.id, row);
+                }
+            }
+            first = last + 1;
+        }
+        Ok(found)
     }
 }
 

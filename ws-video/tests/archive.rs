@@ -459,14 +459,17 @@ async fn a_bilibili_archive_imports_once_exports_and_round_trips_into_another_vi
     assert_eq!(original.items.len() as u64, SAMPLE_ADDED);
     assert_eq!(copy.items.len(), original.items.len());
     for (a, b) in original.items.iter().zip(&copy.items) {
-        assert_eq!(a.new, b.new);
-        assert_eq!(a.sent_at, b.sent_at);
+        assert_eq!(a.comment.new, b.comment.new);
+        assert_eq!(a.comment.sent_at, b.comment.sent_at);
     }
     let top = &original.items[4];
-    assert_eq!(top.new.text, r#"顶部 <b>not bold</b> & "quoted""#);
-    assert_eq!(top.new.author, "deadbeef");
+    assert_eq!(top.comment.new.text, r#"顶部 <b>not bold</b> & "quoted""#);
+    assert_eq!(top.comment.new.author, "deadbeef");
     assert_eq!(
-        top.sent_at.map(shared_model::time::rfc3339).as_deref(),
+        top.comment
+            .sent_at
+            .map(shared_model::time::rfc3339)
+            .as_deref(),
         Some("2020-09-13T12:26:45.000Z")
     );
 
@@ -502,8 +505,8 @@ async fn an_export_of_many_comments_streams_every_page() {
     );
     let archive = bilibili::parse(exported.as_bytes()).unwrap();
     assert_eq!(archive.items.len() as u64, total);
-    assert_eq!(archive.items[0].new.text, "comment 1");
-    assert_eq!(archive.items[2_499].new.text, "comment 2500");
+    assert_eq!(archive.items[0].comment.new.text, "comment 1");
+    assert_eq!(archive.items[2_499].comment.new.text, "comment 2500");
 }
 
 #[tokio::test]

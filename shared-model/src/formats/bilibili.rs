@@ -7,7 +7,12 @@
 //! well-formedness fault reported with its line and column); writing uses its writer, which
 //! escapes text and attributes. Nothing is cut out of or pasted into XML by hand.
 //!
-//! Reading ([`parse`]):
+//! Reading ([`parse_limited`], or [`parse`] without a cap):
+//! - One pass, entry by entry: each `<d>` becomes a comment (or a count of why not) as soon as
+//!   it closes, so memory holds the comments kept and never a second copy of the file's
+//!   entries. With a cap ([`parse_limited`]), the `<d>` entries are counted as they open and
+//!   the read stops at the first one past the cap ([`ParseError::TooManyEntries`]): a file
+//!   over the cap costs the parse of the cap, not of the file.
 //! - Modes 1, 2 and 3 are scroll, 4 bottom, 5 top. Modes 6 (reverse), 7 (positioned), 8 (code)
 //!   and 9 (BAS) have no equivalent here: such entries are skipped and counted
 //!   ([`Archive::unsupported_mode`]).
@@ -24,7 +29,12 @@
 //!   file has no chat id), or, for entries without an id, `bilibili:#` and a 128-bit FNV-1a
 //!   hash of the chat id and the entry's time, mode, colour, sent time, user and text. The chat
 //!   id is part of the key because this product's ids are per video: without it, the exports
-//!   of two videos imported into a third would collide and lose comments.
+//!   of two videos imported into a third would collide and lose comments. The `<chatid>` counts
+//!   when it comes before the entries, where Bilibili and this product write it.
+//! - Each comment also keeps its comment id ([`ArchiveItem::source_id`]) and the archive its
+//!   `<chatserver>`: an archive this product exported ([`CHAT_SERVER`]) of the very video it is
+//!   imported into names rows that video already has, and the import recognises them by id and
+//!   content ([`Archive::is_export_of`], [`same_comment`]) instead of adding them again.
 //!
 //! Writing ([`write_head`], [`write_items`], [`write_tail`], or [`export`] for all at once):
 //! time with five decimals as Bilibili writes it, mode 1/5/4 for scroll/top/bottom, size 25,
@@ -92,14 +102,66 @@ pub fn mode_code(mode: Mode) -> u8 {
 /// What reading an archive found: the comments to import and what was skipped, by reason.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Archive {
+    /// The `<chatserver>` (who wrote the file: Bilibili's host, or [`CHAT_SERVER`] for this
+    /// product's exports), when the file has a usable one.
+    pub chat_server: Option<String>,
     /// The `<chatid>` (the source video), when the file has a usable one.
     pub chat_id: Option<String>,
     /// Valid comments in a supported mode, in file order, each with its origin key.
-    pub items: Vec<ImportedDanmaku>,
+    pub items: Vec<ArchiveItem>,
     /// Entries in a mode this product cannot show (6 to 9, or unknown).
     pub unsupported_mode: usize,
     /// Entries with a missing or malformed `p`, or breaking a rule of the comment.
     pub invalid: usize,
+}
+
+impl Archive {
+    /// Whether this is an export of `video` by this product (its `<chatserver>` is
+    /// [`CHAT_SERVER`] and its `<chatid>` is `video`): then its comment ids are row ids of
+    /// `video`, and an entry whose row `video` still has, unchanged ([`same_comment`]), is that
+    /// row and not a comment to add.
+    pub fn is_export_of(&self, video: &ChannelId) -> bool {
+        self.chat_server.as_deref() == Some(CHAT_SERVER)
+            && self.chat_id.as_deref() == Some(video.as_str())
+    }
+}
+
+/// One comment read from an archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveItem {
+    /// The comment, validated, with its origin key.
+    pub comment: ImportedDanmaku,
+    /// The entry's comment id (the last field of `p`), when it is a number: in this product's
+    /// exports, the row id in the exported video.
+    pub source_id: Option<i64>,
+}
+
+/// Whether an entry read from an export is the stored comment `row`: same text, author,
+/// colour, mode, time (to the five decimals an export writes) and send time (to the second).
+/// Rows are never edited, so a row with the entry's id and all of these is the comment the
+/// entry was written from.
+pub fn same_comment(item: &ImportedDanmaku, row: &Danmaku) -> bool {
+    let time = |t: Option<f64>| format!("{:.5}", t.unwrap_or(0.0));
+    item.new.text == row.text
+        && item.new.author == row.author
+        && item.new.color == row.color
+        && item.new.mode == row.mode
+        && time(item.new.time) == time(row.time)
+        && item.sent_at.map(|s| s.timestamp()) == Some(row.sent_at.timestamp())
+}
+
+/// Why an archive was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The file is not well-formed XML, or not a Bilibili archive.
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    /// The file has more `<d>` entries than the cap; reading stopped at the first one past it.
+    #[error("the archive has more than {max} entries (<d> elements), the most one import takes")]
+    TooManyEntries {
+        /// The cap.
+        max: usize,
+    },
 }
 
 /// The answer to an import: `{"added", "skipped", "details": {...}}`. `skipped` is the sum of
@@ -193,6 +255,8 @@ enum Open {
     Entry(Entry),
     /// The `<chatid>` at the top level of `<i>`.
     ChatId(String),
+    /// The `<chatserver>` at the top level of `<i>`.
+    ChatServer(String),
     /// Anything else (other header elements, or elements inside those above).
     Other,
 }
@@ -205,24 +269,36 @@ struct Frame {
     open: Open,
 }
 
-/// Reads a Bilibili archive. Fails only when the document is not well-formed XML or its root is
-/// not `<i>`; bad entries are skipped and counted (see the module docs).
+/// Reads a Bilibili archive, however many entries it has. Fails only when the document is not
+/// well-formed XML or its root is not `<i>`; bad entries are skipped and counted (see the module
+/// docs). Servers read untrusted files with [`parse_limited`].
 pub fn parse(xml: &[u8]) -> Result<Archive, XmlError> {
+    parse_limited(xml, usize::MAX).map_err(|e| match e {
+        ParseError::Xml(e) => e,
+        ParseError::TooManyEntries { .. } => {
+            unreachable!("no file has more than usize::MAX entries")
+        }
+    })
+}
+
+/// Reads a Bilibili archive like [`parse`], refusing one with more than `max_entries` `<d>`
+/// entries (valid or not) as soon as the reader meets the first entry past the cap.
+pub fn parse_limited(xml: &[u8], max_entries: usize) -> Result<Archive, ParseError> {
     let mut reader = Reader::from_reader(xml);
     let decoder = reader.decoder();
     let mut seen_root = false;
     // The open elements, root first. Its length is the depth; no recursion, so nesting depth
     // costs memory in proportion to the (size-limited) input and nothing else.
     let mut stack: Vec<Frame> = Vec::new();
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut chat_id: Option<String> = None;
+    let mut archive = Archive::default();
+    let mut entries_seen = 0_usize;
 
     loop {
         let at = reader.buffer_position();
         let event = reader
             .read_event()
             .map_err(|e| XmlError::at(xml, reader.error_position(), e.to_string()))?;
-        let fail = |reason: String| XmlError::at(xml, at, reason);
+        let fail = |reason: String| ParseError::Xml(XmlError::at(xml, at, reason));
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
@@ -250,11 +326,18 @@ pub fn parse(xml: &[u8]) -> Result<Archive, XmlError> {
                         seen_root = true;
                         Open::Root
                     }
-                    1 if name == "d" => Open::Entry(Entry {
-                        p,
-                        ..Entry::default()
-                    }),
+                    1 if name == "d" => {
+                        entries_seen += 1;
+                        if entries_seen > max_entries {
+                            return Err(ParseError::TooManyEntries { max: max_entries });
+                        }
+                        Open::Entry(Entry {
+                            p,
+                            ..Entry::default()
+                        })
+                    }
                     1 if name == "chatid" => Open::ChatId(String::new()),
+                    1 if name == "chatserver" => Open::ChatServer(String::new()),
                     _ => {
                         if let Some(Frame {
                             open: Open::Entry(entry),
@@ -268,7 +351,7 @@ pub fn parse(xml: &[u8]) -> Result<Archive, XmlError> {
                 };
                 let frame = Frame { name, open };
                 if matches!(event, Event::Empty(_)) {
-                    close(frame, &mut entries, &mut chat_id);
+                    close(frame, &mut archive);
                 } else {
                     stack.push(frame);
                 }
@@ -276,7 +359,7 @@ pub fn parse(xml: &[u8]) -> Result<Archive, XmlError> {
             Event::End(_) => {
                 // quick-xml has already checked that the name matches the open element.
                 if let Some(frame) = stack.pop() {
-                    close(frame, &mut entries, &mut chat_id);
+                    close(frame, &mut archive);
                 }
             }
             Event::Text(ref t) => {
@@ -333,40 +416,39 @@ pub fn parse(xml: &[u8]) -> Result<Archive, XmlError> {
             }
         }
     }
-
-    let chat_id = chat_id.map(|id| id.trim().to_owned()).filter(|id| {
-        !id.is_empty()
-            && id.chars().count() <= MAX_CHAT_ID_CHARS
-            && !id.chars().any(char::is_control)
-    });
-    let mut archive = Archive {
-        chat_id,
-        ..Archive::default()
-    };
-    for entry in entries {
-        match read_entry(entry, archive.chat_id.as_deref()) {
-            Ok(item) => archive.items.push(item),
-            Err(Skip::UnsupportedMode) => archive.unsupported_mode += 1,
-            Err(Skip::Invalid) => archive.invalid += 1,
-        }
-    }
     Ok(archive)
 }
 
-/// Keeps what a closing element collected: an entry, or the chat id.
-fn close(frame: Frame, entries: &mut Vec<Entry>, chat_id: &mut Option<String>) {
+/// A header value (`<chatid>`, `<chatserver>`) trimmed, when it is short, not empty and free of
+/// control characters; otherwise it is ignored.
+fn header_value(raw: &str) -> Option<String> {
+    let value = raw.trim();
+    (!value.is_empty()
+        && value.chars().count() <= MAX_CHAT_ID_CHARS
+        && !value.chars().any(char::is_control))
+    .then(|| value.to_owned())
+}
+
+/// Keeps what a closing element collected: an entry (read at once into a comment, or counted as
+/// skipped), or a header value.
+fn close(frame: Frame, archive: &mut Archive) {
     match frame.open {
-        Open::Entry(entry) => entries.push(entry),
-        Open::ChatId(id) => *chat_id = Some(id),
+        Open::Entry(entry) => match read_entry(entry, archive.chat_id.as_deref()) {
+            Ok(item) => archive.items.push(item),
+            Err(Skip::UnsupportedMode) => archive.unsupported_mode += 1,
+            Err(Skip::Invalid) => archive.invalid += 1,
+        },
+        Open::ChatId(id) => archive.chat_id = header_value(&id),
+        Open::ChatServer(server) => archive.chat_server = header_value(&server),
         Open::Root | Open::Other => {}
     }
 }
 
-/// Adds text to the innermost open `<d>` or `<chatid>`, if that is what is open.
+/// Adds text to the innermost open `<d>`, `<chatid>` or `<chatserver>`, if that is what is open.
 fn push_text(stack: &mut [Frame], text: &str) {
     match stack.last_mut().map(|frame| &mut frame.open) {
         Some(Open::Entry(entry)) => entry.text.push_str(text),
-        Some(Open::ChatId(id)) => id.push_str(text),
+        Some(Open::ChatId(value) | Open::ChatServer(value)) => value.push_str(text),
         Some(Open::Root | Open::Other) | None => {}
     }
 }
@@ -380,7 +462,7 @@ enum Skip {
 }
 
 /// The comment of one entry, or why it is skipped.
-fn read_entry(entry: Entry, chat_id: Option<&str>) -> Result<ImportedDanmaku, Skip> {
+fn read_entry(entry: Entry, chat_id: Option<&str>) -> Result<ArchiveItem, Skip> {
     let p = entry.p.ok_or(Skip::Invalid)?;
     let fields: Vec<&str> = p.split(',').map(str::trim).collect();
     let field = |i: usize| fields.get(i).copied().filter(|f| !f.is_empty());
@@ -433,16 +515,19 @@ fn read_entry(entry: Entry, chat_id: Option<&str>) -> Result<ImportedDanmaku, Sk
         }
     };
     let sent_at = sent.and_then(|s| chrono::DateTime::from_timestamp(s, 0));
-    Ok(ImportedDanmaku {
-        new: NewDanmaku {
-            author,
-            text,
-            color: Color::from_rgb(color),
-            mode,
-            time: Some(time),
+    Ok(ArchiveItem {
+        comment: ImportedDanmaku {
+            new: NewDanmaku {
+                author,
+                text,
+                color: Color::from_rgb(color),
+                mode,
+                time: Some(time),
+            },
+            origin,
+            sent_at,
         },
-        origin,
-        sent_at,
+        source_id: comment_id.and_then(|id| id.parse().ok()),
     })
 }
 
@@ -587,14 +672,14 @@ mod tests {
         let [item] = archive.items.as_slice() else {
             panic!("{archive:?}")
         };
-        assert_eq!(item.new.text, "顶");
-        assert_eq!(item.new.mode, Mode::Top);
-        assert_eq!(item.new.time, Some(12.345));
-        assert_eq!(item.new.color.as_str(), "#ff0000");
-        assert_eq!(item.new.author, "a1b2c3d4");
-        assert_eq!(item.origin, "bilibili:42:987654321");
+        assert_eq!(item.comment.new.text, "顶");
+        assert_eq!(item.comment.new.mode, Mode::Top);
+        assert_eq!(item.comment.new.time, Some(12.345));
+        assert_eq!(item.comment.new.color.as_str(), "#ff0000");
+        assert_eq!(item.comment.new.author, "a1b2c3d4");
+        assert_eq!(item.comment.origin, "bilibili:42:987654321");
         assert_eq!(
-            item.sent_at.map(crate::time::rfc3339).as_deref(),
+            item.comment.sent_at.map(crate::time::rfc3339).as_deref(),
             Some("2020-09-13T12:26:40.000Z")
         );
     }
@@ -606,7 +691,7 @@ mod tests {
             xml.push_str(&format!(r#"<d p="1,{mode},25,0,0,0,u,{mode}">m{mode}</d>"#));
         }
         let archive = one(&xml);
-        let modes: Vec<Mode> = archive.items.iter().map(|i| i.new.mode).collect();
+        let modes: Vec<Mode> = archive.items.iter().map(|i| i.comment.new.mode).collect();
         use Mode::*;
         assert_eq!(modes, [Scroll, Scroll, Scroll, Bottom, Top]);
         assert_eq!(archive.unsupported_mode, 4);
@@ -618,7 +703,11 @@ mod tests {
         let archive = one(
             r#"<d p="1,1,25,0,0,0,u,1">a &lt;b&gt; &amp; &quot;c&quot; &#x4E2D;&#25991; &#x1F389;</d><d p="2,1,25,0,0,0,u,2"><![CDATA[<raw> & more]]></d>"#,
         );
-        let texts: Vec<&str> = archive.items.iter().map(|i| i.new.text.as_str()).collect();
+        let texts: Vec<&str> = archive
+            .items
+            .iter()
+            .map(|i| i.comment.new.text.as_str())
+            .collect();
         assert_eq!(texts, [r#"a <b> & "c" 中文 🎉"#, "<raw> & more"]);
     }
 
@@ -638,7 +727,7 @@ mod tests {
         ));
         assert_eq!(archive.invalid, 9);
         assert_eq!(archive.items.len(), 1);
-        assert_eq!(archive.items[0].new.text, "ok");
+        assert_eq!(archive.items[0].comment.new.text, "ok");
     }
 
     #[test]
@@ -650,11 +739,11 @@ mod tests {
         let authors: Vec<&str> = archive
             .items
             .iter()
-            .map(|i| i.new.author.as_str())
+            .map(|i| i.comment.new.author.as_str())
             .collect();
         assert_eq!(authors, [FALLBACK_AUTHOR; 3]);
-        assert_eq!(archive.items[2].new.color.as_str(), "#ffffff");
-        assert_eq!(archive.items[2].sent_at, None);
+        assert_eq!(archive.items[2].comment.new.color.as_str(), "#ffffff");
+        assert_eq!(archive.items[2].comment.sent_at, None);
     }
 
     #[test]
@@ -662,7 +751,7 @@ mod tests {
         let xml = r#"<d p="1.5,1,25,255,1600000000,0,u">same</d><d p="1.5,1,25,255,1600000000,0,u">same</d><d p="1.5,1,25,255,1600000000,0,u">other</d>"#;
         let a = one(xml);
         let b = one(xml);
-        let origins: Vec<&str> = a.items.iter().map(|i| i.origin.as_str()).collect();
+        let origins: Vec<&str> = a.items.iter().map(|i| i.comment.origin.as_str()).collect();
         assert!(origins[0].starts_with("bilibili:#"), "{origins:?}");
         assert_eq!(origins[0], origins[1], "the same entry hashes the same");
         assert_ne!(origins[0], origins[2], "different text, different key");
@@ -676,7 +765,7 @@ mod tests {
     fn without_a_chat_id_the_origin_is_the_comment_id() {
         let archive = parse_str(r#"<i><d p="1,1,25,0,0,0,u,77">x</d></i>"#).unwrap();
         assert_eq!(archive.chat_id, None);
-        assert_eq!(archive.items[0].origin, "bilibili:77");
+        assert_eq!(archive.items[0].comment.origin, "bilibili:77");
     }
 
     #[test]
@@ -749,13 +838,16 @@ mod tests {
         assert_eq!((archive.invalid, archive.unsupported_mode), (0, 0));
         assert_eq!(archive.items.len(), 3);
         for (read, original) in archive.items.iter().zip(&items) {
-            assert_eq!(read.new.author, original.author);
-            assert_eq!(read.new.text, original.text);
-            assert_eq!(read.new.color, original.color);
-            assert_eq!(read.new.mode, original.mode);
-            assert_eq!(read.new.time, original.time);
-            assert_eq!(read.sent_at, Some(original.sent_at));
-            assert_eq!(read.origin, format!("bilibili:demo:{}", original.id));
+            assert_eq!(read.comment.new.author, original.author);
+            assert_eq!(read.comment.new.text, original.text);
+            assert_eq!(read.comment.new.color, original.color);
+            assert_eq!(read.comment.new.mode, original.mode);
+            assert_eq!(read.comment.new.time, original.time);
+            assert_eq!(read.comment.sent_at, Some(original.sent_at));
+            assert_eq!(
+                read.comment.origin,
+                format!("bilibili:demo:{}", original.id)
+            );
         }
     }
 
@@ -772,6 +864,99 @@ mod tests {
                 "details": {"unsupported_mode": 4, "invalid": 3, "duplicate": 1}
             })
         );
+    }
+
+    #[test]
+    fn a_file_over_the_entry_cap_is_refused_at_the_first_entry_past_it() {
+        let entries = |n: usize| -> String {
+            (1..=n)
+                .map(|i| format!(r#"<d p="1,1,25,0,0,0,u,{i}">c{i}</d>"#))
+                .collect()
+        };
+        // Invalid and unsupported entries count too: each is parsed.
+        let at_cap = format!("<i>{}<d p=\"1,7\">x</d><d>no p</d></i>", entries(3));
+        let archive = parse_limited(at_cap.as_bytes(), 5).unwrap();
+        assert_eq!(
+            (
+                archive.items.len(),
+                archive.unsupported_mode,
+                archive.invalid
+            ),
+            (3, 1, 1)
+        );
+        let over = format!("<i>{}</i>", entries(6));
+        assert_eq!(
+            parse_limited(over.as_bytes(), 5),
+            Err(ParseError::TooManyEntries { max: 5 })
+        );
+        // Refused where the sixth entry opens: what follows is never read, not even a fault.
+        let over_then_broken = format!("<i>{}<broken", entries(6));
+        assert_eq!(
+            parse_limited(over_then_broken.as_bytes(), 5),
+            Err(ParseError::TooManyEntries { max: 5 })
+        );
+        let message = ParseError::TooManyEntries { max: 5 }.to_string();
+        assert!(message.contains("more than 5 entries"), "{message}");
+        // Malformed XML before the cap is still a fault with its place.
+        let broken = "<i><d p=\"1,1\">x</e></i>";
+        assert!(matches!(
+            parse_limited(broken.as_bytes(), 5),
+            Err(ParseError::Xml(XmlError { line: 1, .. }))
+        ));
+    }
+
+    #[test]
+    fn an_export_is_recognised_as_one_of_its_own_video_and_keeps_its_ids() {
+        let demo = ChannelId::parse("demo").unwrap();
+        let other = ChannelId::parse("other").unwrap();
+        let items = [stored(7, Mode::Scroll, "ann", "hi")];
+        let archive = parse(&export(&demo, &items)).unwrap();
+        assert_eq!(archive.chat_server.as_deref(), Some(CHAT_SERVER));
+        assert!(archive.is_export_of(&demo));
+        assert!(!archive.is_export_of(&other));
+        assert_eq!(archive.items[0].source_id, Some(7));
+        assert!(same_comment(&archive.items[0].comment, &items[0]));
+
+        // A Bilibili file whose chat id happens to be a video's name is not one of our exports.
+        let bilibili = parse_str(
+            r#"<i><chatserver>chat.bilibili.com</chatserver><chatid>demo</chatid><d p="12.25,1,25,65408,1600000000,0,ann,7">hi</d></i>"#,
+        )
+        .unwrap();
+        assert!(!bilibili.is_export_of(&demo));
+        assert_eq!(bilibili.chat_server.as_deref(), Some("chat.bilibili.com"));
+    }
+
+    #[test]
+    fn same_comment_needs_every_field_the_export_carries() {
+        let row = stored(7, Mode::Scroll, "ann", "hi");
+        let read = |row: &Danmaku| {
+            let video = ChannelId::parse("demo").unwrap();
+            parse(&export(&video, [row]))
+                .unwrap()
+                .items
+                .remove(0)
+                .comment
+        };
+        assert!(same_comment(&read(&row), &row));
+        let mut changed = Vec::new();
+        for change in 0..6 {
+            let mut other = row.clone();
+            match change {
+                0 => other.text = "ho".into(),
+                1 => other.author = "bob".into(),
+                2 => other.color = Color::parse("#000000").unwrap(),
+                3 => other.mode = Mode::Top,
+                4 => other.time = Some(12.5),
+                _ => other.sent_at += chrono::Duration::seconds(1),
+            }
+            changed.push(same_comment(&read(&other), &row));
+        }
+        assert_eq!(changed, [false; 6]);
+        // Milliseconds of the send time and digits past the fifth decimal are not in an export.
+        let mut finer = row.clone();
+        finer.sent_at += chrono::Duration::milliseconds(250);
+        finer.time = Some(12.250_001);
+        assert!(same_comment(&read(&row), &finer));
     }
 
     #[test]

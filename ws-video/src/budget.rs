@@ -1,0 +1,120 @@
+//! What the video service's reads and imports cost a client, on top of the comment budget every
+//! service shares (`service_kit::ClientBudget`):
+//!
+//! - Reads spend the client's `reads` budget by the rows they **may** return, before the
+//!   database is asked: a DPlayer list its `max` (10,000 when absent), a window (HTTP or a
+//!   WebSocket `range`) [`crate::timeline::MAX_RANGE_ITEMS`], an export one page
+//!   ([`crate::archive::EXPORT_PAGE_ITEMS`]) per page as it streams.
+//! - Bilibili imports ([`Imports`]) take one of a few permits per instance, one comment token,
+//!   and then, once the file is read, the comments it would store from a budget of their own.
+//!
+//! A refusal is `rate_limited` with the wait in whole seconds (`Retry-After` over HTTP).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use service_kit::rate::retry_after_secs;
+use service_kit::{ClientRateLimiter, HttpError};
+use shared_model::{ApiError, ErrorCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::VideoArgs;
+
+/// The client of an HTTP request: its TCP peer. `None` for a request without one (built in a
+/// unit test), which no budget limits.
+pub fn client_of(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|peer| peer.ip())
+}
+
+/// Spends `cost` of `client`'s `budget`, or refuses with `rate_limited` and the wait; `what`
+/// says what was refused, for the message. A cost of 0 spends nothing.
+pub fn pay(
+    budget: &ClientRateLimiter,
+    client: Option<IpAddr>,
+    cost: usize,
+    what: &str,
+) -> Result<(), HttpError> {
+    let Some(client) = client.filter(|_| cost > 0) else {
+        return Ok(());
+    };
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    budget
+        .spend(client, cost)
+        .map_err(|wait| refused(wait, what))
+}
+
+/// Spends `cost` of `client`'s `budget`, waiting for it when the budget is short, as long as
+/// needed: for the pages of an export, which throttle to the client's rate rather than fail
+/// midway. `cost` must not exceed the budget's burst (the settings check ensures it).
+pub async fn pay_or_wait(budget: &ClientRateLimiter, client: Option<IpAddr>, cost: usize) {
+    let Some(client) = client else {
+        return;
+    };
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    while let Err(wait) = budget.spend(client, cost) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The `rate_limited` refusal of `what`, to retry after `wait`.
+fn refused(wait: Duration, what: &str) -> HttpError {
+    let secs = retry_after_secs(wait);
+    HttpError {
+        error: ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too much at once: {what}; try again in {secs} s"),
+        ),
+        retry_after_secs: Some(secs),
+    }
+}
+
+/// What Bilibili imports may take on this instance.
+#[derive(Clone, Debug)]
+pub struct Imports {
+    /// Most `<d>` entries one file may hold (`--import-max-entries`).
+    pub max_entries: usize,
+    /// How long a body may take to arrive (`--import-body-timeout-secs`).
+    pub body_timeout: Duration,
+    /// Imports in progress (`--max-concurrent-imports`): an import holds a permit from before
+    /// its body is read until its last row is stored, so the memory and the writer time of
+    /// imports are bounded whatever the number of clients.
+    permits: Arc<Semaphore>,
+    /// How many permits there are, for the message of a refusal.
+    concurrency: usize,
+    /// Comments each client may import (`--import-rows-per-sec`, `--import-rows-burst`).
+    pub rows: ClientRateLimiter,
+}
+
+impl Imports {
+    /// The limits the settings give.
+    pub fn from_args(args: &VideoArgs) -> Self {
+        let concurrency = args.max_concurrent_imports.get();
+        Self {
+            max_entries: usize::try_from(args.import_max_entries.get()).unwrap_or(usize::MAX),
+            body_timeout: args.import_body_timeout(),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            rows: ClientRateLimiter::new(args.import_rows_per_sec, args.import_rows_burst),
+        }
+    }
+
+    /// A permit to import now, or `503 unavailable` with `Retry-After: 1` when every permit is
+    /// taken. Refused at once rather than queued: a waiting import would hold its connection
+    /// and, soon, its body.
+    pub fn permit(&self) -> Result<OwnedSemaphorePermit, HttpError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| HttpError {
+                error: ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{} imports are running, the most this server takes at once; try again in 1 s",
+                        self.concurrency
+                    ),
+                ),
+                retry_after_secs: Some(1),
+            })
+    }
+}

@@ -1,0 +1,104 @@
+//! Brief caches of the video service's heaviest anonymous reads: a video's DPlayer list (up to
+//! 10,000 rows, open to any origin) and the first page of its Bilibili export. A flood of the
+//! same read is answered from memory: one database read per key and time to live, and
+//! requests that miss together share that one read (moka's `try_get_with`), so they do not
+//! each queue on the store's two reader threads.
+//!
+//! Answers are kept for `--read-cache-ms` (1 s by default) after they were read, not
+//! invalidated by new comments: a list may be that much older than the newest comment. Each
+//! cache is bounded by weight (about the bytes it holds), so a scan over many videos evicts old
+//! answers instead of growing memory. Clients still pay for every read from their budget
+//! (`service_kit::ClientBudget::reads`): the cache spares the database, the budget keeps one
+//! client from taking all of the service.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use moka::future::Cache;
+use shared_model::{ApiError, ChannelId, Danmaku, StoreError};
+
+/// Most bytes of DPlayer answers kept (serialized JSON).
+pub const DPLAYER_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most bytes (estimated) of export first pages kept.
+pub const EXPORT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a cached row is reckoned to cost besides its text and author, in bytes.
+const ROW_OVERHEAD_BYTES: usize = 128;
+
+/// One brief cache: off (every read goes to the database) or bounded by weight and time.
+#[derive(Clone)]
+pub struct Brief<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// `None` when caching is off (`--read-cache-ms 0`).
+    cache: Option<Cache<K, V>>,
+}
+
+impl<K, V> Brief<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache keeping answers for `ttl` (off when `None`), at most `max_bytes` of them by
+    /// `weigh`.
+    pub fn new(ttl: Option<Duration>, max_bytes: u64, weigh: fn(&V) -> usize) -> Self {
+        Self {
+            cache: ttl.map(|ttl| {
+                Cache::builder()
+                    .max_capacity(max_bytes)
+                    .weigher(move |_key: &K, value: &V| {
+                        u32::try_from(weigh(value)).unwrap_or(u32::MAX)
+                    })
+                    .time_to_live(ttl)
+                    .build()
+            }),
+        }
+    }
+
+    /// The answer kept for `key`, or the one `read` gives (then kept). Reads that miss together
+    /// wait for one `read`. A failed read is logged, kept by no one, and an `internal` error.
+    pub async fn get_or_read(
+        &self,
+        key: K,
+        what: &str,
+        read: impl Future<Output = Result<V, StoreError>>,
+    ) -> Result<V, ApiError> {
+        let answer: Result<V, Arc<StoreError>> = match &self.cache {
+            Some(cache) => cache.try_get_with(key, read).await,
+            None => read.await.map_err(Arc::new),
+        };
+        answer.map_err(|e| {
+            log::error!("reading {what} failed: {e}");
+            ApiError::internal()
+        })
+    }
+}
+
+/// The caches of the video service.
+#[derive(Clone)]
+pub struct ReadCache {
+    /// Serialized DPlayer answers by video and `max`.
+    pub dplayer: Brief<(ChannelId, usize), Bytes>,
+    /// The first page of each video's export, in id order.
+    pub export_heads: Brief<ChannelId, Arc<[Danmaku]>>,
+}
+
+impl ReadCache {
+    /// Caches keeping answers for `ttl`, or none when `None`.
+    pub fn new(ttl: Option<Duration>) -> Self {
+        Self {
+            dplayer: Brief::new(ttl, DPLAYER_CACHE_BYTES, Bytes::len),
+            export_heads: Brief::new(ttl, EXPORT_CACHE_BYTES, |rows: &Arc<[Danmaku]>| {
+                rows.iter()
+                    .map(|row| row.text.len() + row.author.len() + ROW_OVERHEAD_BYTES)
+                    .sum()
+            }),
+        }
+    }
+}
