@@ -77,8 +77,14 @@ pub fn build_with_listener(
         },
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone()).configure(routes::configure);
-    })?;
+    let server = service_kit::server::serve_ws(
+        listener,
+        &config.server,
+        &config.ws,
+        INDEX_PAGE,
+        move |cfg| {
+            cfg.app_data(state.clone()).configure(routes::configure);
+        },
+    )?;
     Ok(RunningServer::new("ws-stream", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }

@@ -53,10 +53,16 @@ pub fn build_with_listener(
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
     });
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone())
-            .configure(routes::configure)
-            .configure(archive::configure);
-    })?;
+    let server = service_kit::server::serve_ws(
+        listener,
+        &config.server,
+        &config.ws,
+        INDEX_PAGE,
+        move |cfg| {
+            cfg.app_data(state.clone())
+                .configure(routes::configure)
+                .configure(archive::configure);
+        },
+    )?;
     Ok(RunningServer::new("ws-video", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }
