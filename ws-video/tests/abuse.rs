@@ -83,44 +83,50 @@ async fn a_frame_header_declaring_a_terabyte_is_refused_with_1009_before_its_pay
     let mut attacker = RawWs::connect(addr, "/ws/videos/v").await;
     let hello = attacker.next_frame(Duration::from_secs(10)).await.unwrap();
     assert_eq!(hello.opcode, TEXT, "{hello:?}");
-    // A text frame that says 2^40 bytes follow, then up to 8 MiB of them (as much as the
-    // server takes), while the test reads what the server says.
+    // A text frame that says 2^40 bytes follow, then 32 MiB of them (as much as the server
+    // takes; the kernel's buffers alone hold several MiB on loopback, so less would prove
+    // nothing), while the test reads what the server says. The feeder keeps its half open
+    // afterwards: an end of stream would end the connection and free whatever it held.
     let (mut from_server, mut writer) = attacker.into_split();
     let written = Arc::new(AtomicU64::new(0));
     let feeder = {
         let written = written.clone();
         tokio::spawn(async move {
-            if writer
-                .write_all(&raw::client_header(TEXT, true, 1 << 40))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let chunk = vec![b'x'; 64 * 1024];
-            for _ in 0..128 {
-                if writer.write_all(&chunk).await.is_err() {
-                    return;
+            let mut bytes = raw::client_header(TEXT, true, 1 << 40);
+            bytes.resize(bytes.len() + 64 * 1024, b'x');
+            for _ in 0..512 {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
                 }
-                written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                written.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                bytes.truncate(64 * 1024);
             }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(writer);
         })
     };
-    let close = from_server
-        .recv_close(Duration::from_secs(10))
-        .await
-        .expect("a close frame before the connection ends");
-    assert_eq!(close.close_code(), Some(MESSAGE_TOO_BIG), "{close:?}");
-    // Whatever the feeder managed to write, the server did not keep it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    feeder.abort();
+    let close = tokio::time::timeout(
+        Duration::from_secs(10),
+        from_server.recv_close(Duration::from_secs(60)),
+    )
+    .await;
+    // Give the feeder time to push whatever the server still reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let after = raw::vm_rss_kib(pid);
+    feeder.abort();
     let grew = after.saturating_sub(before);
     eprintln!(
-        "RSS {before} KiB -> {after} KiB after the client wrote {} KiB",
+        "RSS {before} KiB -> {after} KiB while the client wrote {} KiB",
         written.load(Ordering::SeqCst) / 1024
     );
+    let close = close
+        .expect("a close frame within 10 s")
+        .expect("a close frame before the connection ends");
+    assert_eq!(close.close_code(), Some(MESSAGE_TOO_BIG), "{close:?}");
     assert!(grew < 4 * 1024, "the server grew by {grew} KiB");
+    // And the connection is over (so the kernel's buffers for it are freed too).
+    let ended = from_server.read_to_end(Duration::from_secs(10)).await;
+    eprintln!("the attacker's connection ended with {ended:?}");
     // The service goes on.
     let mut next = RawWs::connect(addr, "/ws/videos/v").await;
     assert_eq!(
@@ -151,8 +157,6 @@ async fn a_viewer_that_never_reads_during_a_flood_is_dropped_within_the_client_t
         "1",
         "--client-timeout-secs",
         &timeout,
-        "--max-queued-frames",
-        "16",
     ]);
     // The healthy viewer reads everything in its own task and reports the viewer counts.
     let (mut watcher, _) = viewer(&app, "flood").await;
@@ -180,18 +184,28 @@ async fn a_viewer_that_never_reads_during_a_flood_is_dropped_within_the_client_t
             }
         })
     };
-    // The stalled viewer: a tiny receive buffer, and it never reads nor writes.
+    // The stalled viewer: a tiny receive buffer, and it never reads. It does ping every half
+    // second, as a client whose reading part hung while the rest goes on would: the server's
+    // heartbeat hears from it, and only the unread data can show it is gone.
     let stalled = RawWs::connect_with(app.addr, "/ws/videos/flood", Some(4096)).await;
     let stalled_addr = stalled.local_addr();
     assert!(
         server_end_open(app.addr, stalled_addr),
         "the server's end is open"
     );
+    let (mut stalled_reader, mut stalled_writer) = stalled.into_split();
+    let pinging = tokio::spawn(async move {
+        let ping = raw::client_frame(raw::PING, true, b"");
+        while stalled_writer.write_all(&ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
 
-    // Flood until the stalled viewer stops counting (its queue overflowed or it was dropped):
-    // by then its socket has long stopped taking data.
+    // Flood until the stalled viewer stops counting: its queue of 256 frames overflowed, which
+    // a session whose socket still took data would have drained. Big comments (400 bytes of
+    // text each) fill the kernel's buffers sooner.
     let stop = Arc::new(AtomicBool::new(false));
-    let text = "弾".repeat(100);
+    let text = "😀".repeat(100);
     let posters: Vec<_> = (0..8)
         .map(|p| {
             let (base, text, stop) = (app.base.clone(), text.clone(), stop.clone());
@@ -201,7 +215,7 @@ async fn a_viewer_that_never_reads_during_a_flood_is_dropped_within_the_client_t
                 while posted < 20_000 && !stop.load(Ordering::SeqCst) {
                     let response = client
                         .post(format!("{base}/api/videos/flood/danmaku"))
-                        .json(&json!({"author": format!("p{p}"), "text": text, "time": 1.0}))
+                        .json(&json!({"author": format!("poster-{p}-😀😀😀😀😀😀😀😀😀😀"), "text": text, "time": 1.0}))
                         .send()
                         .await
                         .unwrap();
@@ -241,8 +255,8 @@ async fn a_viewer_that_never_reads_during_a_flood_is_dropped_within_the_client_t
         stalled_since.elapsed()
     );
     // What the client still has buffered is all it gets: then the connection is gone.
-    let (mut reader, _writer) = stalled.into_split();
-    let ended = reader.read_to_end(Duration::from_secs(10)).await;
+    pinging.abort();
+    let ended = stalled_reader.read_to_end(Duration::from_secs(10)).await;
     eprintln!("the stalled viewer's connection ended with {ended:?}");
     assert_eq!(lowest_count.load(Ordering::SeqCst), 1);
     watching.abort();

@@ -14,6 +14,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 pub const TEXT: u8 = 0x1;
 /// The opcode of a close frame.
 pub const CLOSE: u8 = 0x8;
+/// The opcode of a ping frame.
+pub const PING: u8 = 0x9;
 
 /// A WebSocket connection driven byte by byte: frames are read through [`FrameReader`], bytes
 /// written through the socket's write half. [`RawWs::into_split`] gives the two to separate
