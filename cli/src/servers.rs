@@ -18,6 +18,10 @@ use crate::error::CliError;
 /// The rate limit given to services this tool starts: high enough that no run reaches it.
 pub const RAISED_RATE_LIMIT: &str = "1000000";
 
+/// The WebSocket connections per client given to the WebSocket services this tool starts: every
+/// viewer of a run comes from this machine's one address.
+pub const RAISED_CONNECTION_LIMIT: &str = "1000000";
+
 /// How long a starting service may take to log its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,7 +43,7 @@ pub struct LocalService {
 
 impl LocalService {
     /// Starts service `name` (`http-danmaku`, `ws-video` or `ws-stream`) with its rate limit
-    /// raised and `extra` flags, and waits until it listens. With `echo_log` its log goes to
+    /// (and a WebSocket service's connections per client) raised and `extra` flags, and waits until it listens. With `echo_log` its log goes to
     /// this tool's stderr; otherwise it is read and dropped.
     pub fn start(name: &'static str, extra: &[String], echo_log: bool) -> Result<Self, CliError> {
         let exe = locate(name)?;
@@ -50,6 +54,11 @@ impl LocalService {
             .arg(&db)
             .args(["--rate-per-sec", RAISED_RATE_LIMIT])
             .args(["--rate-burst", RAISED_RATE_LIMIT])
+            .args(if name == "http-danmaku" {
+                &[][..]
+            } else {
+                &["--max-connections-per-client", RAISED_CONNECTION_LIMIT][..]
+            })
             .args(extra)
             // Only the line naming the address is needed; per-connection logs would cost the
             // server CPU in a benchmark.
