@@ -331,9 +331,10 @@ async fn an_http_post_and_websocket_sends_share_the_budget() {
 
 #[tokio::test]
 async fn a_client_over_its_connection_cap_is_refused_until_one_closes() {
-    let app = spawn_app(&["--max-connections-per-client", "3"]);
+    // The default cap: 100 sockets from one address.
+    let app = spawn_app(&[]);
     let mut open = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..100 {
         open.push(viewer(&app, "v").await.0);
     }
     let (status, answer) = RawWs::try_upgrade(app.addr, "/ws/videos/v").await;
@@ -342,7 +343,7 @@ async fn a_client_over_its_connection_cap_is_refused_until_one_closes() {
     let body: Value = serde_json::from_str(body).expect("a JSON error");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains('3'),
+        body["error"]["message"].as_str().unwrap().contains("100"),
         "{body}"
     );
     // Close one; once the server has seen it go, a new one is let in.
@@ -366,15 +367,8 @@ async fn a_client_over_its_connection_cap_is_refused_until_one_closes() {
 }
 
 #[tokio::test]
-async fn malformed_frames_cost_the_budget_and_a_garbage_only_client_is_closed() {
-    let app = spawn_app(&[
-        "--rate-per-sec",
-        "1",
-        "--rate-burst",
-        "4",
-        "--max-bad-frames",
-        "5",
-    ]);
+async fn malformed_frames_spend_the_comment_budget() {
+    let app = spawn_app(&["--rate-per-sec", "1", "--rate-burst", "4"]);
     let (mut client, _) = viewer(&app, "v").await;
     let started = Instant::now();
     // Four kinds of garbage, each with its error frame; they spend the burst of 4.
@@ -393,14 +387,25 @@ async fn malformed_frames_cost_the_budget_and_a_garbage_only_client_is_closed() 
     }
     client.send_json(&send_frame("hi", 1.0, "good")).await;
     let answer = next_answer(&mut client).await;
+    // A token comes back each second; the garbage took the burst.
     if started.elapsed() < Duration::from_secs(1) {
         assert_eq!(answer["code"], "rate_limited", "{answer}");
     }
-    // A good frame that was accepted starts the count again; garbage only is closed after 5.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_only_garbage_is_closed_with_1008() {
+    // The default bound: 20 malformed frames in a row.
+    let app = spawn_app(RELAXED);
+    let (mut client, _) = viewer(&app, "v").await;
+    // An accepted frame starts the count again: 19 bad ones, a good one, then garbage only.
+    for n in 0..19 {
+        client.send(Message::text(format!("garbage {n}"))).await;
+        assert_eq!(next_answer(&mut client).await["code"], "invalid_json");
+    }
     client.send_json(&send_frame("hi", 1.0, "good")).await;
     assert_eq!(next_answer(&mut client).await["type"], "ack");
-    for n in 0..5 {
+    for n in 0..25 {
         client.send(Message::text(format!("garbage {n}"))).await;
     }
     let mut errors = 0;
@@ -415,12 +420,12 @@ async fn malformed_frames_cost_the_budget_and_a_garbage_only_client_is_closed() 
             }
             Some(Message::Close(frame)) => break frame.expect("a close code"),
             Some(_) => {}
-            None => panic!("the connection ended without a close frame"),
+            None => panic!("the connection ended without a close frame after {errors} errors"),
         }
     };
     assert_eq!(u16::from(close.code), POLICY_VIOLATION, "{close:?}");
     assert!(close.reason.contains("malformed"), "{close:?}");
-    assert_eq!(errors, 5);
+    assert_eq!(errors, 20, "closed at the 20th malformed frame in a row");
 }
 
 #[tokio::test]
