@@ -3,7 +3,7 @@
 //! It owns everything a connection can do wrong: silence (ping every heartbeat, drop after the
 //! client timeout with [`close::HEARTBEAT_TIMEOUT`]), oversize messages
 //! ([`close::MESSAGE_TOO_BIG`], as soon as a frame's header declares too much: see
-//! [`super::frames`]), fragments (reassembled up to the same cap; actix hands continuation
+//! `ws/frames.rs`), fragments (reassembled up to the same cap; actix hands continuation
 //! frames through raw), too many connections from one client (429 before the upgrade), binary
 //! frames, bad JSON, unknown types and invalid values (an error frame and a token of the
 //! client's `writes` budget; after `--max-bad-frames` in a row, [`close::POLICY_VIOLATION`]),
