@@ -19,6 +19,10 @@ use crate::error::CliError;
 /// that no run reaches them.
 pub const RAISED_RATE_LIMIT: &str = "1000000";
 
+/// The WebSocket connections per client given to the WebSocket services this tool starts: every
+/// viewer of a run comes from this machine's one address.
+pub const RAISED_CONNECTION_LIMIT: &str = "1000000";
+
 /// How long a starting service may take to log its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +44,8 @@ pub struct LocalService {
 
 impl LocalService {
     /// Starts service `name` (`http-danmaku`, `ws-video` or `ws-stream`) with its per-client
-    /// budgets raised (every benchmark client is one address) and `extra` flags, and waits until it listens. With `echo_log` its log goes to
+    /// budgets (and a WebSocket service's connections per client) raised, since every benchmark
+    /// client is one address, and `extra` flags, and waits until it listens. With `echo_log` its log goes to
     /// this tool's stderr; otherwise it is read and dropped.
     pub fn start(name: &'static str, extra: &[String], echo_log: bool) -> Result<Self, CliError> {
         let exe = locate(name)?;
@@ -53,6 +58,11 @@ impl LocalService {
             .args(["--rate-burst", RAISED_RATE_LIMIT])
             .args(["--read-rows-per-sec", RAISED_RATE_LIMIT])
             .args(["--read-rows-burst", RAISED_RATE_LIMIT])
+            .args(if name == "http-danmaku" {
+                &[][..]
+            } else {
+                &["--max-connections-per-client", RAISED_CONNECTION_LIMIT][..]
+            })
             .args(extra)
             // Only the line naming the address is needed; per-connection logs would cost the
             // server CPU in a benchmark.

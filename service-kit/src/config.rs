@@ -208,7 +208,9 @@ pub struct WsArgs {
     #[arg(long, env = "DANMAKU_HEARTBEAT_SECS", default_value = "5")]
     pub heartbeat_secs: NonZeroU32,
 
-    /// Seconds of silence after which a connection is dropped. Must exceed the heartbeat.
+    /// Seconds of silence after which a connection is dropped. Must exceed the heartbeat. Also
+    /// how long what the server sent may stay unacknowledged (a client that stopped reading)
+    /// before the kernel drops the connection (TCP_USER_TIMEOUT, Linux).
     #[arg(long, env = "DANMAKU_CLIENT_TIMEOUT_SECS", default_value = "15")]
     pub client_timeout_secs: NonZeroU32,
 
@@ -222,6 +224,20 @@ pub struct WsArgs {
     /// cannot hold up the others or grow the server's memory.
     #[arg(long, env = "DANMAKU_MAX_QUEUED_FRAMES", default_value = "256")]
     pub max_queued_frames: NonZeroUsize,
+
+    /// WebSocket connections each client (by IP address, IPv6 by /64) may hold open at once;
+    /// one more is refused with 429. A classroom behind one NAT address shares it.
+    #[arg(
+        long,
+        env = "DANMAKU_MAX_CONNECTIONS_PER_CLIENT",
+        default_value = "100"
+    )]
+    pub max_connections_per_client: NonZeroUsize,
+
+    /// Malformed frames in a row (bad JSON, unknown type, binary, invalid values) after which a
+    /// connection is closed with 1008. Each one also costs a token of the client's comment rate.
+    #[arg(long, env = "DANMAKU_MAX_BAD_FRAMES", default_value = "20")]
+    pub max_bad_frames: NonZeroU32,
 }
 
 impl WsArgs {
@@ -358,6 +374,8 @@ mod tests {
         assert_eq!(c.server.db_timeout(), Duration::from_secs(5));
         assert_eq!(c.ws.heartbeat(), Duration::from_secs(5));
         assert_eq!(c.ws.client_timeout(), Duration::from_secs(15));
+        assert_eq!(c.ws.max_connections_per_client.get(), 100);
+        assert_eq!(c.ws.max_bad_frames.get(), 20);
         assert!(c.ws.check().is_ok());
     }
 

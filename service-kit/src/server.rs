@@ -1,8 +1,10 @@
 //! The HTTP server every service runs: the same middleware, error bodies, extractor limits and
 //! pages, around the service's own routes.
 
+use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
@@ -13,7 +15,7 @@ use shared_model::store::SqliteOptions;
 use shared_model::{SqliteStore, Store};
 
 use crate::assets::Pages;
-use crate::config::{ServerArgs, ServiceInfo, Settings};
+use crate::config::{ServerArgs, ServiceInfo, Settings, WsArgs};
 use crate::{error, headers};
 
 /// Starts serving on `listener`: `configure` adds the service's state and routes, then come the
@@ -22,6 +24,43 @@ use crate::{error, headers};
 pub fn serve<F>(
     listener: TcpListener,
     args: &ServerArgs,
+    index_page: &'static str,
+    configure: F,
+) -> std::io::Result<Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    serve_with(listener, args, None, index_page, configure)
+}
+
+/// [`serve`] for a WebSocket service: besides, every accepted connection gets the client timeout
+/// (`--client-timeout-secs`) as its `TCP_USER_TIMEOUT` (Linux), so the kernel drops a connection
+/// whose data has stayed unacknowledged that long, a reader that stopped reading included (its
+/// window stays zero). That works whatever the session is doing: actix stops polling a session
+/// whose socket cannot take more, so neither its heartbeat nor its queue limit can act then.
+pub fn serve_ws<F>(
+    listener: TcpListener,
+    args: &ServerArgs,
+    ws: &WsArgs,
+    index_page: &'static str,
+    configure: F,
+) -> std::io::Result<Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    serve_with(
+        listener,
+        args,
+        Some(ws.client_timeout()),
+        index_page,
+        configure,
+    )
+}
+
+fn serve_with<F>(
+    listener: TcpListener,
+    args: &ServerArgs,
+    user_timeout: Option<Duration>,
     index_page: &'static str,
     configure: F,
 ) -> std::io::Result<Server>
@@ -45,12 +84,33 @@ where
             .configure(|cfg| pages.clone().configure(cfg))
             .default_service(web::to(error::not_found))
     })
+    .on_connect(move |connection, _| {
+        if let Some(timeout) = user_timeout {
+            set_user_timeout(connection, timeout);
+        }
+    })
     .workers(workers)
     .shutdown_timeout(args.shutdown_timeout_secs)
     .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection (a TCP stream; other kinds are left alone).
+fn set_user_timeout(connection: &dyn Any, timeout: Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_rt::net::TcpStream>() else {
+        return;
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // No such option here: a stalled reader is dropped by its queue limit once it reads.
+        let _ = (stream, timeout);
+    }
 }
 
 /// What `GET /healthz` checks: the service's store. Every service registers one

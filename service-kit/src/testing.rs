@@ -2,7 +2,8 @@
 //! its own actix system, exactly as `main` would build it, on a fresh database
 //! ([`TestService`]); or the real binary, for tests that signal or kill it ([`Binary`]); a
 //! WebSocket client ([`WsClient`]) and an HTTP client ([`http_client`]) with timeouts on every
-//! receive.
+//! receive; a WebSocket driven byte by byte, and the server's memory and sockets seen from
+//! outside, for attacks ([`raw`]).
 //!
 //! Compiled only with the `testing` feature, which only dev-dependencies enable: none of this is
 //! in a release binary.
@@ -152,6 +153,8 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+pub mod raw;
 
 pub use service::TestService;
 pub use ws_client::WsClient;

@@ -81,8 +81,117 @@ struct TagOnly {
     kind: String,
 }
 
+/// The bodies of the frames, decoded once the tag is known. An internally tagged enum is read
+/// from a buffered copy of the object, which loses the path to a bad field; these structs are
+/// read straight from the text through [`crate::json::from_json`], so an error names the field
+/// (`field text: invalid type: integer 5, expected a string`), as over HTTP. Each mirrors its
+/// [`ClientMessage`] variant; a test holds the two equal.
+mod body {
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+
+    use super::{ClientMessage, Ref};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Send {
+        #[serde(rename = "type")]
+        _kind: IgnoredAny,
+        text: String,
+        #[serde(default)]
+        color: Option<String>,
+        #[serde(default)]
+        mode: Option<String>,
+        #[serde(default)]
+        time: Option<f64>,
+        #[serde(default)]
+        author: Option<String>,
+        #[serde(default, rename = "ref")]
+        reference: Option<Ref>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Range {
+        #[serde(rename = "type")]
+        _kind: IgnoredAny,
+        from: f64,
+        to: f64,
+        #[serde(default, rename = "ref")]
+        reference: Option<Ref>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Ping {
+        #[serde(rename = "type")]
+        _kind: IgnoredAny,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Checkin {
+        #[serde(rename = "type")]
+        _kind: IgnoredAny,
+        checkin: i64,
+        code: String,
+        #[serde(default, rename = "ref")]
+        reference: Option<Ref>,
+    }
+
+    impl From<Send> for ClientMessage {
+        fn from(b: Send) -> Self {
+            Self::Send {
+                text: b.text,
+                color: b.color,
+                mode: b.mode,
+                time: b.time,
+                author: b.author,
+                reference: b.reference,
+            }
+        }
+    }
+
+    impl From<Range> for ClientMessage {
+        fn from(b: Range) -> Self {
+            Self::Range {
+                from: b.from,
+                to: b.to,
+                reference: b.reference,
+            }
+        }
+    }
+
+    impl From<Ping> for ClientMessage {
+        fn from(_: Ping) -> Self {
+            Self::Ping
+        }
+    }
+
+    impl From<Checkin> for ClientMessage {
+        fn from(b: Checkin) -> Self {
+            Self::Checkin {
+                checkin: b.checkin,
+                code: b.code,
+                reference: b.reference,
+            }
+        }
+    }
+}
+
+/// Reads the body of a frame of type `kind` as `B`, naming the field at fault when it cannot.
+fn decode_body<B>(text: &str, kind: &str) -> Result<ClientMessage, ApiError>
+where
+    B: serde::de::DeserializeOwned + Into<ClientMessage>,
+{
+    crate::json::from_json::<B>(text.as_bytes())
+        .map(Into::into)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("bad {kind:?} frame: {e}")))
+}
+
 impl ClientMessage {
-    /// Decodes a text frame, naming what is wrong when it cannot.
+    /// Decodes a text frame, naming what is wrong when it cannot: the field at fault when a
+    /// field is (`bad "send" frame: field text: invalid type: ...`).
     pub fn decode(text: &str) -> Result<Self, ApiError> {
         let tag: TagOnly = serde_json::from_str(text).map_err(|e| {
             ApiError::new(
@@ -90,24 +199,20 @@ impl ClientMessage {
                 format!("a frame is a JSON object with a string field \"type\": {e}"),
             )
         })?;
-        if !CLIENT_TYPES.contains(&tag.kind.as_str()) {
-            return Err(ApiError::new(
+        let kind = tag.kind.as_str();
+        match kind {
+            "send" => decode_body::<body::Send>(text, kind),
+            "range" => decode_body::<body::Range>(text, kind),
+            "ping" => decode_body::<body::Ping>(text, kind),
+            "checkin" => decode_body::<body::Checkin>(text, kind),
+            _ => Err(ApiError::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown frame type {:?}; expected one of {}",
-                    tag.kind,
+                    "unknown frame type {kind:?}; expected one of {}",
                     CLIENT_TYPES.join(", ")
                 ),
-            ));
+            )),
         }
-        // Not `crate::json::from_json`: an internally tagged enum is read from a buffered copy,
-        // so the path to a bad field is lost either way.
-        serde_json::from_str(text).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("bad {:?} frame: {e}", tag.kind),
-            )
-        })
     }
 
     /// The client's ref, if the frame carries one, for echoing in an error.
@@ -396,10 +501,57 @@ mod tests {
     }
 
     #[test]
-    fn wrong_field_type_names_the_problem() {
+    fn wrong_field_type_names_the_problem_and_the_field() {
         let err = ClientMessage::decode(r#"{"type":"range","from":"zero","to":1}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidJson);
         assert!(err.message.contains("invalid type"), "{}", err.message);
+        assert!(err.message.contains("field from"), "{}", err.message);
+        let err = ClientMessage::decode(r#"{"type":"send","text":5}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidJson);
+        assert!(err.message.contains("field text:"), "{}", err.message);
+        let err = ClientMessage::decode(r#"{"type":"checkin","checkin":1}"#).unwrap_err();
+        assert!(err.message.contains("code"), "{}", err.message);
+        let err = ClientMessage::decode(r#"{"type":"ping","extra":1}"#).unwrap_err();
+        assert!(err.message.contains("extra"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_frame_decodes_to_what_it_was_encoded_from() {
+        // The bodies `decode` reads mirror the variants; this holds them equal, optional
+        // fields present and absent.
+        let frames = [
+            ClientMessage::Send {
+                text: "hi".into(),
+                color: Some("#00ff00".into()),
+                mode: Some("top".into()),
+                time: Some(1.5),
+                author: Some("ann".into()),
+                reference: Some(Ref::Text("a".into())),
+            },
+            ClientMessage::Send {
+                text: "hi".into(),
+                color: None,
+                mode: None,
+                time: None,
+                author: None,
+                reference: None,
+            },
+            ClientMessage::Range {
+                from: 1.0,
+                to: 2.0,
+                reference: Some(Ref::Number(3)),
+            },
+            ClientMessage::Ping,
+            ClientMessage::Checkin {
+                checkin: 4,
+                code: "123456".into(),
+                reference: None,
+            },
+        ];
+        for frame in frames {
+            let text = serde_json::to_string(&frame).unwrap();
+            assert_eq!(ClientMessage::decode(&text).unwrap(), frame, "{text}");
+        }
     }
 
     #[test]

@@ -92,10 +92,16 @@ pub fn build_with_listener(
         ws,
     });
     let health = service_kit::server::HealthCheck::new(state.live.comments.clone());
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone())
-            .app_data(health.clone())
-            .configure(routes::configure);
-    })?;
+    let server = service_kit::server::serve_ws(
+        listener,
+        &config.server,
+        &config.ws,
+        INDEX_PAGE,
+        move |cfg| {
+            cfg.app_data(state.clone())
+                .app_data(health.clone())
+                .configure(routes::configure);
+        },
+    )?;
     Ok(RunningServer::new("ws-stream", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }

@@ -60,11 +60,17 @@ pub fn build_with_listener(
         cache: cache::ReadCache::new(config.video.read_cache_ttl()),
     });
     let health = service_kit::server::HealthCheck::new(state.timeline.store().clone());
-    let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone())
-            .app_data(health.clone())
-            .configure(routes::configure)
-            .configure(archive::configure);
-    })?;
+    let server = service_kit::server::serve_ws(
+        listener,
+        &config.server,
+        &config.ws,
+        INDEX_PAGE,
+        move |cfg| {
+            cfg.app_data(state.clone())
+                .app_data(health.clone())
+                .configure(routes::configure)
+                .configure(archive::configure);
+        },
+    )?;
     Ok(RunningServer::new("ws-video", server, addr).on_shutdown(move || hub.do_send(Shutdown)))
 }

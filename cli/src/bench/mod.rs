@@ -55,9 +55,11 @@ const TICK: Duration = Duration::from_millis(100);
   danmaku bench --url ws://127.0.0.1:8083 --live lobby --server-pid $(pgrep -n ws-stream)
 
 Without --url the tool starts ws-stream (or ws-video with --video) from its own folder on an
-ephemeral port, with the comment rate limit raised (--rate-per-sec/--rate-burst 1000000), and
-reads its CPU and memory. Against a running service, raise its limits yourself
-(DANMAKU_RATE_PER_SEC, DANMAKU_RATE_BURST): each sender posts rate/senders comments per second.
+ephemeral port, with the comment rate limit raised (--rate-per-sec/--rate-burst 1000000) and
+the connections per client too (--max-connections-per-client 1000000), and reads its CPU and
+memory. Against a running service, raise its limits yourself (DANMAKU_RATE_PER_SEC,
+DANMAKU_RATE_BURST, and DANMAKU_MAX_CONNECTIONS_PER_CLIENT above the viewers and senders, who
+all come from this machine): each sender posts rate/senders comments per second.
 Exit status 0 when everyone connected and nothing was lost, repeated or refused; 1 otherwise.")]
 pub struct BenchArgs {
     /// The live room to load (default: bench).

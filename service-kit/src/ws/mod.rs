@@ -5,18 +5,24 @@
 //! answer a range, check in) and, for what it keeps per channel, a [`hub::HubExtension`];
 //! everything that protects the server from its clients lives here once:
 //!
-//! - [`session`]: the session actor (heartbeat, size caps, fragment reassembly, rate limit, error
-//!   frames, bounded outgoing queue). The only module that imports `actix-web-actors`.
+//! - [`session`]: the session actor (heartbeat, size caps, fragment reassembly, the client's
+//!   budget, error frames, bounded outgoing queue). The only module that imports
+//!   `actix-web-actors`.
+//! - [`clients`]: who a connection's client is (its budgets), and the cap on the connections
+//!   one client may hold open.
+//! - `frames`: the guard that refuses a frame whose header declares more than the message cap,
+//!   before its payload is read.
 //! - [`hub`]: the rooms hub actor both services run, with a small extension point for what a
 //!   service keeps of its own.
 //! - [`room`]: the viewers of one channel, batched fan-out and throttled viewer counts.
 
+pub mod clients;
+mod frames;
 pub mod hub;
 pub mod room;
 pub mod session;
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +36,7 @@ use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, Danmaku, ErrorCode, ServerMessage};
 
 pub use bytestring::ByteString;
+pub use clients::{Client, ConnectionLimit};
 pub use session::start;
 
 use crate::config::{ServerArgs, WsArgs};
@@ -43,14 +50,16 @@ pub struct WsSettings {
     pub heartbeat: Duration,
     /// Silence after which a connection is dropped.
     pub client_timeout: Duration,
-    /// Largest message, after reassembling fragments, in bytes.
+    /// Largest message, after reassembling fragments, in bytes; a frame whose header declares
+    /// more is refused before its payload is read.
     pub max_message_bytes: usize,
-    /// Comments per second per connection, sustained.
-    pub rate_per_sec: NonZeroU32,
-    /// Comments per connection in a burst.
-    pub rate_burst: NonZeroU32,
-    /// What each client may spend, shared by every connection and HTTP route of the service.
+    /// What each client may spend, shared by every connection and HTTP route of the service:
+    /// a connection's comments and malformed frames spend `writes`.
     pub budget: ClientBudget,
+    /// The open connections of each client, capped (`--max-connections-per-client`).
+    pub connections: ConnectionLimit,
+    /// Malformed frames in a row after which a connection is closed (`--max-bad-frames`).
+    pub max_bad_frames: u32,
     /// Frames that may wait for a connection before it counts as too slow and is dropped.
     pub max_queued_frames: usize,
     /// Origins allowed besides the service's own.
@@ -64,9 +73,9 @@ impl WsSettings {
             heartbeat: ws.heartbeat(),
             client_timeout: ws.client_timeout(),
             max_message_bytes: MAX_MESSAGE_BYTES,
-            rate_per_sec: server.rate_per_sec,
-            rate_burst: server.rate_burst,
             budget: ClientBudget::from_args(server),
+            connections: ConnectionLimit::new(ws.max_connections_per_client.get()),
+            max_bad_frames: ws.max_bad_frames.get(),
             max_queued_frames: ws.max_queued_frames.get(),
             allowed_origins: Arc::new(ws.allowed_origins.clone()),
         }
@@ -181,8 +190,11 @@ pub trait SessionLogic: Unpin + 'static {
     fn connect(&mut self, me: Viewer) -> LocalFuture<Connected>;
 
     /// A decoded frame from the client (never `ping`, which the session answers itself, and
-    /// never a `send` over the client's rate). Resolves to the one frame to send back, or to the
-    /// error the session sends as an `error` frame carrying the request's `ref`.
+    /// never a `send` the client's `writes` budget could not pay). Resolves to the one frame to
+    /// send back, or to the error the session sends as an `error` frame carrying the request's
+    /// `ref`. An error for bad input (a 400 or 422 code other than `wrong_code`) counts as a
+    /// malformed frame: it costs a `writes` token (a `send` paid already) and, after
+    /// `--max-bad-frames` in a row, closes the connection.
     fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>>;
 
     /// The connection is gone: leave the hub. Called exactly once.

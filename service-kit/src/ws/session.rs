@@ -2,10 +2,14 @@
 //!
 //! It owns everything a connection can do wrong: silence (ping every heartbeat, drop after the
 //! client timeout with [`close::HEARTBEAT_TIMEOUT`]), oversize messages
-//! ([`close::MESSAGE_TOO_BIG`]), fragments (reassembled up to the same cap; actix hands
-//! continuation frames through raw), binary frames, bad JSON and unknown types (an error frame;
-//! the connection stays), comments over the rate (a `rate_limited` error frame; nothing is
-//! stored), and a queue that a slow reader lets fill ([`close::POLICY_VIOLATION`]). What a good
+//! ([`close::MESSAGE_TOO_BIG`], as soon as a frame's header declares too much: see
+//! `ws/frames.rs`), fragments (reassembled up to the same cap; actix hands continuation
+//! frames through raw), too many connections from one client (429 before the upgrade), binary
+//! frames, bad JSON, unknown types and invalid values (an error frame and a token of the
+//! client's `writes` budget; after `--max-bad-frames` in a row, [`close::POLICY_VIOLATION`]),
+//! comments over the client's budget (a `rate_limited` error frame; nothing is stored), and a
+//! queue that a slow reader lets fill ([`close::POLICY_VIOLATION`]). A reader that stopped
+//! reading altogether is dropped by the kernel (see [`crate::server::serve_ws`]). What a good
 //! frame means is the service's [`SessionLogic`].
 //!
 //! This is the only module that imports `actix-web-actors` (deprecated upstream in favour of
@@ -21,24 +25,44 @@ use actix::{
 use actix_http::ws::Item;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
 
+use super::clients::{Client, ConnectionSlot};
+use super::frames::FrameGuard;
 use super::{
     Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings, next_connection_id,
 };
+use crate::error::HttpError;
 
 /// Upgrades `req` to a WebSocket served by a session around `logic`. Check the `Origin` (see
-/// [`super::check_origin`]) before calling this.
+/// [`super::check_origin`]) before calling this. A client that already holds
+/// `--max-connections-per-client` connections is refused with `429 rate_limited`.
 pub fn start<L: SessionLogic>(
     req: &HttpRequest,
     payload: web::Payload,
     settings: &WsSettings,
     logic: L,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let session = WsSession::new(logic, settings.clone());
-    ws::WsResponseBuilder::new(session, req, payload)
+    let client = Client::of(req, &settings.budget);
+    let slot = match client.ip() {
+        Some(ip) => Some(settings.connections.open(ip).ok_or_else(|| {
+            log::info!("refused a WebSocket from {ip}: it has too many open");
+            HttpError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many open WebSocket connections from your address (at most {}); \
+                     close one first",
+                    settings.connections.max()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let oversize = Arc::new(AtomicBool::new(false));
+    let guarded = FrameGuard::new(payload, settings.max_message_bytes, oversize.clone());
+    let session = WsSession::new(logic, settings.clone(), client, slot, oversize);
+    ws::WsResponseBuilder::new(session, req, guarded)
         .frame_size(settings.max_message_bytes)
         .start()
 }
@@ -58,8 +82,14 @@ pub struct WsSession<L: SessionLogic> {
     /// When the client last sent anything (a frame, a ping or a pong).
     last_heard: Instant,
     fragments: Option<Fragments>,
-    /// Comments this connection may still send.
-    limiter: DefaultDirectRateLimiter,
+    /// The client at the other end, whose `writes` budget comments and malformed frames spend.
+    client: Client,
+    /// Counts this connection among its client's open ones while it lives.
+    _slot: Option<ConnectionSlot>,
+    /// Malformed frames since the last frame the service accepted.
+    bad_frames: u32,
+    /// Set by the frame guard when a frame's header declared more than the cap.
+    oversize: Arc<AtomicBool>,
     /// Set by a hub when this connection's queue overflowed.
     overflowed: Arc<AtomicBool>,
     /// Comments up to this id were in the first frames; pushed ones at or below are skipped.
@@ -67,14 +97,22 @@ pub struct WsSession<L: SessionLogic> {
 }
 
 impl<L: SessionLogic> WsSession<L> {
-    fn new(logic: L, settings: WsSettings) -> Self {
-        let quota = Quota::per_second(settings.rate_per_sec).allow_burst(settings.rate_burst);
+    fn new(
+        logic: L,
+        settings: WsSettings,
+        client: Client,
+        slot: Option<ConnectionSlot>,
+        oversize: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             id: next_connection_id(),
             logic,
             last_heard: Instant::now(),
             fragments: None,
-            limiter: RateLimiter::direct(quota),
+            client,
+            _slot: slot,
+            bad_frames: 0,
+            oversize,
             overflowed: Arc::new(AtomicBool::new(false)),
             seen_up_to: None,
             settings,
@@ -113,38 +151,70 @@ impl<L: SessionLogic> WsSession<L> {
         ctx.text(ServerMessage::error(error, reference).to_json());
     }
 
-    /// A whole text message: decode, rate-limit comments, hand to the logic, send its answer.
+    /// A malformed frame: it costs a token of the client's `writes` budget (unless `paid`, as a
+    /// `send` is before it is handled), gets its error frame, and after `--max-bad-frames` in a
+    /// row closes the connection with [`close::POLICY_VIOLATION`].
+    fn on_bad_frame(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        error: ApiError,
+        reference: Option<shared_model::Ref>,
+        paid: bool,
+    ) {
+        log::debug!("connection {}: bad frame: {}", self.id, error.message);
+        if !paid {
+            // An empty budget does not spare the frame its error, only the token.
+            let _ = self.client.spend_writes(1);
+        }
+        ctx.text(ServerMessage::error(error, reference).to_json());
+        self.bad_frames = self.bad_frames.saturating_add(1);
+        if self.bad_frames >= self.settings.max_bad_frames {
+            log::info!(
+                "connection {} ({}): {} malformed frames in a row, closing it",
+                self.id,
+                self.logic.describe(),
+                self.bad_frames
+            );
+            close(
+                ctx,
+                close::POLICY_VIOLATION,
+                &format!("{} malformed frames in a row", self.bad_frames),
+            );
+        }
+    }
+
+    /// A whole text message: decode, charge comments to the client's budget, hand to the
+    /// logic, send its answer.
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let message = match ClientMessage::decode(text) {
             Ok(message) => message,
-            Err(error) => {
-                log::debug!("connection {}: bad frame: {}", self.id, error.message);
-                return Self::send_error(ctx, error, None);
-            }
+            Err(error) => return self.on_bad_frame(ctx, error, None, false),
         };
         if let ClientMessage::Ping = message {
             return Self::send_frames(ctx, vec![ServerMessage::Pong]);
         }
-        if let ClientMessage::Send { .. } = message
-            && self.limiter.check().is_err()
-        {
-            let error = ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many comments: {} per second, bursts of {}",
-                    self.settings.rate_per_sec, self.settings.rate_burst
-                ),
-            );
+        let paid = matches!(message, ClientMessage::Send { .. });
+        if paid && let Err(error) = self.client.spend_writes(1) {
             return Self::send_error(ctx, error, Some(&message));
         }
         let reference = message.reference().cloned();
         let answer = self.logic.handle(message);
         // `wait` holds back this connection's next frames until the answer is sent, so one
         // connection's frames are handled in order.
-        ctx.wait(answer.into_actor(self).map(|answer, _act, ctx| {
-            let frame = answer.unwrap_or_else(|error| ServerMessage::error(error, reference));
-            ctx.text(frame.to_json());
-        }));
+        ctx.wait(
+            answer
+                .into_actor(self)
+                .map(move |answer, act, ctx| match answer {
+                    Ok(frame) => {
+                        act.bad_frames = 0;
+                        ctx.text(frame.to_json());
+                    }
+                    Err(error) if is_bad_input(error.code) => {
+                        act.on_bad_frame(ctx, error, reference, paid)
+                    }
+                    Err(error) => ctx.text(ServerMessage::error(error, reference).to_json()),
+                }),
+        );
     }
 
     /// Adds a continuation frame; a finished message is handled. Too big closes with
@@ -194,7 +264,7 @@ impl<L: SessionLogic> WsSession<L> {
             return;
         };
         if done.binary {
-            return Self::send_error(ctx, binary_refused(), None);
+            return self.on_bad_frame(ctx, binary_refused(), None, false);
         }
         match String::from_utf8(done.bytes) {
             Ok(text) => self.on_text(&text, ctx),
@@ -205,6 +275,12 @@ impl<L: SessionLogic> WsSession<L> {
             ),
         }
     }
+}
+
+/// Whether an error the logic answered means the frame was malformed (a 400 or 422 code), not
+/// that the service could not do it. A wrong check-in code is a guess, charged by the logic.
+fn is_bad_input(code: ErrorCode) -> bool {
+    matches!(code.status(), 400 | 422) && code != ErrorCode::WrongCode
 }
 
 fn binary_refused() -> ApiError {
@@ -262,6 +338,19 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
         self.last_heard = Instant::now();
         let message = match item {
             Ok(message) => message,
+            Err(_) if self.oversize.load(Ordering::SeqCst) => {
+                log::info!(
+                    "connection {} ({}): a frame declared more than {} bytes, closing it",
+                    self.id,
+                    self.logic.describe(),
+                    self.settings.max_message_bytes
+                );
+                let reason = format!(
+                    "messages are limited to {} bytes",
+                    self.settings.max_message_bytes
+                );
+                return close(ctx, close::MESSAGE_TOO_BIG, &reason);
+            }
             Err(ProtocolError::Overflow) => {
                 let reason = format!(
                     "messages are limited to {} bytes",
@@ -293,7 +382,7 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
                 }
                 self.on_text(&text, ctx);
             }
-            ws::Message::Binary(_) => Self::send_error(ctx, binary_refused(), None),
+            ws::Message::Binary(_) => self.on_bad_frame(ctx, binary_refused(), None, false),
             ws::Message::Continuation(item) => self.on_fragment(item, ctx),
             ws::Message::Ping(bytes) => ctx.pong(&bytes),
             ws::Message::Pong(_) | ws::Message::Nop => {}
