@@ -19,6 +19,8 @@ use actix_web::HttpRequest;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use shared_model::{ApiError, ErrorCode};
+
 use crate::error::HttpError;
 
 /// How many checks between sweeps of clients whose buckets are full again (which hold no
@@ -45,24 +47,29 @@ pub struct ClientRateLimiter {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     checks: Arc<AtomicU64>,
     per_sec: NonZeroU32,
+    /// What the tokens pay for, in refusals ("comments and check-in guesses").
+    what: &'static str,
 }
 
 impl std::fmt::Debug for ClientRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientRateLimiter")
+            .field("what", &self.what)
             .field("per_sec", &self.per_sec)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientRateLimiter {
-    /// `per_sec` tokens per second sustained, `burst` at once.
-    pub fn new(per_sec: NonZeroU32, burst: NonZeroU32) -> Self {
+    /// `per_sec` tokens per second sustained, `burst` at once; `what` names what they pay for
+    /// in refusals ("rows read").
+    pub fn new(what: &'static str, per_sec: NonZeroU32, burst: NonZeroU32) -> Self {
         let quota = Quota::per_second(per_sec).allow_burst(burst);
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
             checks: Arc::new(AtomicU64::new(0)),
             per_sec,
+            what,
         }
     }
 
@@ -97,13 +104,53 @@ impl ClientRateLimiter {
 
     /// Takes `cost` tokens for the client of `req`, or refuses like [`Self::check_request`].
     pub fn spend_request(&self, req: &HttpRequest, cost: u32) -> Result<(), HttpError> {
-        match req.peer_addr() {
-            Some(peer) => self
-                .spend(peer.ip(), cost)
-                .map_err(|wait| HttpError::rate_limited(retry_after_secs(wait))),
-            None => Ok(()),
+        self.spend_for(peer_ip(req), cost, None)
+    }
+
+    /// Takes `cost` tokens for `client`, or refuses with `429 rate_limited`, a `Retry-After`,
+    /// and a message that says what was refused (`what`, say "a range of up to 5000 rows") and
+    /// when to try again. An unknown client (`None`: a test request) is not limited.
+    pub fn spend_for(
+        &self,
+        client: Option<IpAddr>,
+        cost: u32,
+        what: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let Some(client) = client else { return Ok(()) };
+        self.spend(client, cost).map_err(|wait| {
+            let secs = retry_after_secs(wait);
+            let message = match what {
+                Some(what) => format!(
+                    "{what}: more {} than your address may have now; try again in {secs} s",
+                    self.what
+                ),
+                None => format!(
+                    "too many {} from your address; try again in {secs} s",
+                    self.what
+                ),
+            };
+            HttpError {
+                error: ApiError::new(ErrorCode::RateLimited, message),
+                retry_after_secs: Some(secs),
+            }
+        })
+    }
+
+    /// Takes `cost` tokens for `client`, waiting as long as that takes: for work that should
+    /// slow down to the client's rate rather than fail midway (the pages of a long export).
+    /// `cost` must not exceed the burst, or this never returns.
+    pub async fn spend_or_wait(&self, client: Option<IpAddr>, cost: u32) {
+        let Some(client) = client else { return };
+        while let Err(wait) = self.spend(client, cost) {
+            tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The client of `req`: its TCP peer address. `None` for a request without one (built in a
+/// test), which no budget limits.
+pub fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|peer| peer.ip())
 }
 
 /// What each client may spend on this instance, shared by every route and connection.
@@ -121,8 +168,16 @@ impl ClientBudget {
     /// The budgets the settings give every client.
     pub fn from_args(args: &crate::config::ServerArgs) -> Self {
         Self {
-            writes: ClientRateLimiter::new(args.rate_per_sec, args.rate_burst),
-            reads: ClientRateLimiter::new(args.read_rows_per_sec, args.read_rows_burst),
+            writes: ClientRateLimiter::new(
+                "comments and check-in guesses",
+                args.rate_per_sec,
+                args.rate_burst,
+            ),
+            reads: ClientRateLimiter::new(
+                "rows read",
+                args.read_rows_per_sec,
+                args.read_rows_burst,
+            ),
         }
     }
 }
@@ -139,6 +194,7 @@ mod tests {
 
     fn limiter(per_sec: u32, burst: u32) -> ClientRateLimiter {
         ClientRateLimiter::new(
+            "tests",
             NonZeroU32::new(per_sec).unwrap(),
             NonZeroU32::new(burst).unwrap(),
         )

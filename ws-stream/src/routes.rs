@@ -10,14 +10,14 @@ use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::body::Json;
 use service_kit::error::{is_json, page_params, query_param, require_content_type};
-use service_kit::rate::retry_after_secs;
+use service_kit::rate::{peer_ip, retry_after_secs};
 use shared_model::api::{
     Attend, Attendee, CheckedIn, CheckinOpened, CheckinReport, CreateRoom, CreatedRoom,
     OpenCheckin, Page,
 };
 use shared_model::comment::{validate_author, validate_title};
 use shared_model::json::from_json;
-use shared_model::{ApiError, ChannelId, ErrorCode};
+use shared_model::{ChannelId, ErrorCode};
 
 use crate::rooms::attendance_csv;
 use crate::session::LiveSession;
@@ -71,29 +71,6 @@ fn host_token(req: &HttpRequest) -> Option<&str> {
     })
 }
 
-/// Spends `rows` of the `reads` budget of the client of `req`, or refuses with
-/// `429 rate_limited` and a `Retry-After`.
-fn spend_reads(req: &HttpRequest, state: &LiveState, rows: u32) -> Result<(), HttpError> {
-    let Some(peer) = req.peer_addr() else {
-        return Ok(()); // a test request without a peer is not limited
-    };
-    state
-        .ws
-        .budget
-        .reads
-        .spend(peer.ip(), rows)
-        .map_err(|wait| {
-            let secs = retry_after_secs(wait);
-            HttpError {
-                error: ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!("too much read from your address; try again in {secs} s"),
-                ),
-                retry_after_secs: Some(secs),
-            }
-        })
-}
-
 /// `GET /ws/live/{room}?name=&since=`: checks, then the upgrade. Without a name, a connection
 /// is `guest-NNNN`. A host proves the room's host token with `Authorization: Bearer <token>` or,
 /// from a browser, by offering the subprotocols `danmaku` and `danmaku.bearer.<token>` (the
@@ -127,7 +104,11 @@ async fn watch(
     if since.is_some_and(|s| s < 0) {
         return Err(HttpError::new(ErrorCode::InvalidQuery, "since must be 0 or more").into());
     }
-    spend_reads(&req, &state, state.live.join_cost(&room, since))?;
+    state.ws.budget.reads.spend_for(
+        peer_ip(&req),
+        state.live.join_cost(&room, since),
+        Some("joining with the room's recent comments"),
+    )?;
     let host = match host_token(&req) {
         None => false,
         Some(token) => {
@@ -225,7 +206,11 @@ async fn history(
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
-    spend_reads(&req, &state, u32::try_from(limit).unwrap_or(u32::MAX))?;
+    state
+        .ws
+        .budget
+        .reads
+        .spend_request(&req, u32::try_from(limit).unwrap_or(u32::MAX))?;
     let live = &state.live;
     let items = match after {
         Some(after) => live.after(&room, after, limit).await?,

@@ -73,9 +73,10 @@ use shared_model::{
     ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, ImportedDanmaku, Store, StoreError,
 };
 
-use crate::budget::{self, client_of};
+use crate::budget::rows;
 use crate::state::VideoState;
 use crate::timeline::Timeline;
+use service_kit::rate::peer_ip;
 
 /// Most comments one DPlayer list returns.
 pub const DPLAYER_MAX_ITEMS: usize = 10_000;
@@ -199,11 +200,10 @@ async fn dplayer_list(
             }
         },
     };
-    budget::pay(
-        &state.ws.budget.reads,
-        client_of(&req),
-        limit,
-        &format!("a DPlayer list of up to {limit} rows"),
+    state.ws.budget.reads.spend_for(
+        peer_ip(&req),
+        rows(limit),
+        Some(&format!("a DPlayer list of up to {limit} rows")),
     )?;
     let store = Arc::clone(state.timeline.store());
     let key = (video.clone(), limit);
@@ -258,13 +258,12 @@ async fn export_xml(
     state: web::Data<VideoState>,
 ) -> Result<HttpResponse, HttpError> {
     let video = ChannelId::parse(&video)?;
-    let client = client_of(&req);
+    let client = peer_ip(&req);
     let reads = &state.ws.budget.reads;
-    budget::pay(
-        reads,
+    reads.spend_for(
         client,
-        EXPORT_PAGE_ITEMS,
-        &format!("an export page of up to {EXPORT_PAGE_ITEMS} rows"),
+        rows(EXPORT_PAGE_ITEMS),
+        Some(&format!("an export page of up to {EXPORT_PAGE_ITEMS} rows")),
     )?;
     // The first page is read before answering, so a failing store is still a clean 500.
     let store = Arc::clone(state.timeline.store());
@@ -311,19 +310,15 @@ async fn import_xml(
     let imports = &state.imports;
     // Held until the last row is stored; a refusal below gives it back at once.
     let _permit = imports.permit()?;
-    let client = client_of(&req);
-    budget::pay(
-        &state.ws.budget.writes,
-        client,
-        1,
-        "an import spends one of the client's comment tokens, and none is left",
-    )?;
-    budget::pay(
-        &imports.rows,
-        client,
-        1,
-        "this client's import budget is spent",
-    )?;
+    let client = peer_ip(&req);
+    state
+        .ws
+        .budget
+        .writes
+        .spend_for(client, 1, Some("an import costs one comment token"))?;
+    imports
+        .rows
+        .spend_for(client, 1, Some("an import of at least one comment"))?;
 
     let bytes = tokio::time::timeout(
         imports.body_timeout,
@@ -355,11 +350,13 @@ async fn import_xml(
             }
         })?;
     // Paid for what it may store, before the database is asked anything.
-    budget::pay(
-        &imports.rows,
+    imports.rows.spend_for(
         client,
-        archive.items.len(),
-        &format!("this import would store {} comments", archive.items.len()),
+        rows(archive.items.len()),
+        Some(&format!(
+            "this import would store {} comments",
+            archive.items.len()
+        )),
     )?;
     let own_export = archive.is_export_of(&video);
     let (items, recognised) =
@@ -516,7 +513,7 @@ impl ExportBody {
                 let (store, video, after) = (Arc::clone(&self.store), self.video.clone(), last.id);
                 let (reads, client) = self.payer.clone();
                 self.next = Some(Box::pin(async move {
-                    budget::pay_or_wait(&reads, client, EXPORT_PAGE_ITEMS).await;
+                    reads.spend_or_wait(client, rows(EXPORT_PAGE_ITEMS)).await;
                     store.after(&video, after, EXPORT_PAGE_ITEMS).await
                 }));
             }

@@ -10,64 +10,18 @@
 //!
 //! A refusal is `rate_limited` with the wait in whole seconds (`Retry-After` over HTTP).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::HttpRequest;
-use service_kit::rate::retry_after_secs;
 use service_kit::{ClientRateLimiter, HttpError};
 use shared_model::{ApiError, ErrorCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::VideoArgs;
 
-/// The client of an HTTP request: its TCP peer. `None` for a request without one (built in a
-/// unit test), which no budget limits.
-pub fn client_of(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|peer| peer.ip())
-}
-
-/// Spends `cost` of `client`'s `budget`, or refuses with `rate_limited` and the wait; `what`
-/// says what was refused, for the message. A cost of 0 spends nothing.
-pub fn pay(
-    budget: &ClientRateLimiter,
-    client: Option<IpAddr>,
-    cost: usize,
-    what: &str,
-) -> Result<(), HttpError> {
-    let Some(client) = client.filter(|_| cost > 0) else {
-        return Ok(());
-    };
-    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-    budget
-        .spend(client, cost)
-        .map_err(|wait| refused(wait, what))
-}
-
-/// Spends `cost` of `client`'s `budget`, waiting for it when the budget is short, as long as
-/// needed: for the pages of an export, which throttle to the client's rate rather than fail
-/// midway. `cost` must not exceed the budget's burst (the settings check ensures it).
-pub async fn pay_or_wait(budget: &ClientRateLimiter, client: Option<IpAddr>, cost: usize) {
-    let Some(client) = client else {
-        return;
-    };
-    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-    while let Err(wait) = budget.spend(client, cost) {
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// The `rate_limited` refusal of `what`, to retry after `wait`.
-fn refused(wait: Duration, what: &str) -> HttpError {
-    let secs = retry_after_secs(wait);
-    HttpError {
-        error: ApiError::new(
-            ErrorCode::RateLimited,
-            format!("too much at once: {what}; try again in {secs} s"),
-        ),
-        retry_after_secs: Some(secs),
-    }
+/// What `n` rows cost in a budget.
+pub fn rows(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What Bilibili imports may take on this instance.
@@ -96,7 +50,11 @@ impl Imports {
             body_timeout: args.import_body_timeout(),
             permits: Arc::new(Semaphore::new(concurrency)),
             concurrency,
-            rows: ClientRateLimiter::new(args.import_rows_per_sec, args.import_rows_burst),
+            rows: ClientRateLimiter::new(
+                "imported comments",
+                args.import_rows_per_sec,
+                args.import_rows_burst,
+            ),
         }
     }
 

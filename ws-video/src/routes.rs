@@ -8,10 +8,12 @@ use service_kit::error::query_param;
 use shared_model::api::VideoWindow;
 use shared_model::{ChannelId, DraftDanmaku};
 
-use crate::budget::{self, client_of};
+use crate::budget::rows;
 use crate::session::VideoSession;
 use crate::state::VideoState;
 use crate::timeline::{MAX_RANGE_ITEMS, Timeline, WHOLE_VIDEO_END, check_window};
+use service_kit::rate::peer_ip;
+use service_kit::ws::Client;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -37,8 +39,7 @@ async fn watch(
         video,
         timeline: state.timeline.clone(),
         hub: state.hub.clone(),
-        client: client_of(&req),
-        reads: state.ws.budget.reads.clone(),
+        client: Client::of(&req, &state.ws.budget),
     };
     service_kit::ws::start(&req, payload, &state.ws, session)
 }
@@ -65,11 +66,10 @@ async fn list(
     let to =
         query_param("to", query.to.as_deref(), "a number of seconds")?.unwrap_or(WHOLE_VIDEO_END);
     check_window(from, to)?;
-    budget::pay(
-        &state.ws.budget.reads,
-        client_of(&req),
-        MAX_RANGE_ITEMS,
-        &format!("a window of up to {MAX_RANGE_ITEMS} rows"),
+    state.ws.budget.reads.spend_for(
+        peer_ip(&req),
+        rows(MAX_RANGE_ITEMS),
+        Some(&format!("a window of up to {MAX_RANGE_ITEMS} rows")),
     )?;
     let items = state.timeline.window(&video, from, to).await?;
     Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))

@@ -6,16 +6,13 @@
 //! its HTTP requests spend too (see [`crate::budget`]); over it, the answer is a `rate_limited`
 //! error frame, the store is not asked, and the connection stays.
 
-use std::net::IpAddr;
-
 use actix::Addr;
-use service_kit::ClientRateLimiter;
 use service_kit::ws::hub::{Join, Leave};
-use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
+use service_kit::ws::{Client, Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
 use shared_model::protocol::send_to_draft;
 use shared_model::{ApiError, ChannelId, ClientMessage, ErrorCode, ServerMessage};
 
-use crate::budget;
+use crate::budget::rows;
 use crate::hub::VideoHub;
 use crate::timeline::{MAX_RANGE_ITEMS, Timeline, check_window};
 
@@ -27,11 +24,9 @@ pub struct VideoSession {
     pub timeline: Timeline,
     /// The fan-out.
     pub hub: Addr<VideoHub>,
-    /// The client's address (the TCP peer of the upgrade request), which its reads are charged
-    /// to; `None` when unknown, which no budget limits.
-    pub client: Option<IpAddr>,
-    /// The service's read budget, shared with its HTTP routes.
-    pub reads: ClientRateLimiter,
+    /// Who is at the other end, whose read budget (shared with the HTTP routes) a `range`
+    /// spends.
+    pub client: Client,
 }
 
 impl SessionLogic for VideoSession {
@@ -55,7 +50,7 @@ impl SessionLogic for VideoSession {
 
     fn handle(&mut self, message: ClientMessage) -> LocalFuture<Result<ServerMessage, ApiError>> {
         let (timeline, video) = (self.timeline.clone(), self.video.clone());
-        let (reads, client) = (self.reads.clone(), self.client);
+        let client = self.client.clone();
         Box::pin(async move {
             match message {
                 ClientMessage::Send {
@@ -77,13 +72,10 @@ impl SessionLogic for VideoSession {
                 } => {
                     // A malformed window costs nothing; a refused one never reaches the store.
                     check_window(from, to)?;
-                    budget::pay(
-                        &reads,
-                        client,
-                        MAX_RANGE_ITEMS,
+                    client.spend_reads(
+                        rows(MAX_RANGE_ITEMS),
                         &format!("a range of up to {MAX_RANGE_ITEMS} rows"),
-                    )
-                    .map_err(|refused| refused.error)?;
+                    )?;
                     timeline
                         .window(&video, from, to)
                         .await

@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::HttpRequest;
-use shared_model::{ApiError, ErrorCode};
+use shared_model::ApiError;
 
-use crate::rate::{ClientBudget, client_key, retry_after_secs};
+use crate::rate::{ClientBudget, client_key, peer_ip};
 
 /// The client of one connection: its address and the service's budgets, for whatever a frame
 /// costs. A session logic that charges its own frames (say, rows read) gets one with
@@ -26,7 +26,7 @@ impl Client {
     /// The client of `req` (its TCP peer address), spending `budget`.
     pub fn of(req: &HttpRequest, budget: &ClientBudget) -> Self {
         Self {
-            ip: req.peer_addr().map(|peer| peer.ip()),
+            ip: peer_ip(req),
             budget: budget.clone(),
         }
     }
@@ -45,31 +45,19 @@ impl Client {
     /// Takes `cost` tokens of the client's `writes` budget (comments, check-in guesses,
     /// malformed frames), or refuses with a `rate_limited` error saying when to try again.
     pub fn spend_writes(&self, cost: u32) -> Result<(), ApiError> {
-        let Some(ip) = self.ip else { return Ok(()) };
-        self.budget.writes.spend(ip, cost).map_err(|wait| {
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many comments; try again in {} s",
-                    retry_after_secs(wait)
-                ),
-            )
-        })
+        self.budget
+            .writes
+            .spend_for(self.ip, cost, None)
+            .map_err(|refused| refused.error)
     }
 
-    /// Takes `rows` tokens of the client's `reads` budget, or refuses with a `rate_limited`
-    /// error saying when to try again.
-    pub fn spend_reads(&self, rows: u32) -> Result<(), ApiError> {
-        let Some(ip) = self.ip else { return Ok(()) };
-        self.budget.reads.spend(ip, rows).map_err(|wait| {
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many rows read; try again in {} s",
-                    retry_after_secs(wait)
-                ),
-            )
-        })
+    /// Takes `rows` tokens of the client's `reads` budget for `what` (say, "a range of up to
+    /// 5000 rows"), or refuses with a `rate_limited` error saying when to try again.
+    pub fn spend_reads(&self, rows: u32, what: &str) -> Result<(), ApiError> {
+        self.budget
+            .reads
+            .spend_for(self.ip, rows, Some(what))
+            .map_err(|refused| refused.error)
     }
 }
 
