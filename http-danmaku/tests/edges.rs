@@ -50,15 +50,22 @@ async fn a_foreign_host_name_is_refused_on_every_route() {
     let forwarded = get(
         app.addr,
         "/api/rooms/r1/danmaku",
-        &format!("Host: {evil}\r\nX-Forwarded-Host: localhost:{port}\r\nForwarded: host=localhost\r\n"),
+        &format!(
+            "Host: {evil}\r\nX-Forwarded-Host: localhost:{port}\r\nForwarded: host=localhost\r\n"
+        ),
     )
     .expect("an answer");
     assert_host_refused(&forwarded, "X-Forwarded-Host");
     // A request that names no host at all is refused too.
-    let nameless = raw_http(app.addr, b"GET /api/rooms/r1/danmaku HTTP/1.0\r\n\r\n").expect("an answer");
+    let nameless =
+        raw_http(app.addr, b"GET /api/rooms/r1/danmaku HTTP/1.0\r\n\r\n").expect("an answer");
     assert_host_refused(&nameless, "no Host");
     // Nothing refused was stored.
-    let stored = get_as(app.addr, &format!("127.0.0.1:{port}"), "/api/rooms/r1/danmaku");
+    let stored = get_as(
+        app.addr,
+        &format!("127.0.0.1:{port}"),
+        "/api/rooms/r1/danmaku",
+    );
     assert_eq!(stored.json()["items"], serde_json::json!([]));
 }
 
@@ -83,14 +90,24 @@ async fn the_services_own_addresses_are_answered() {
 async fn a_configured_host_name_is_answered_and_star_answers_any() {
     let app = spawn_app_with(&["--allowed-hosts", "danmaku.example, other.example:9"]);
     let port = app.addr.port();
-    let named = get_as(app.addr, &format!("danmaku.example:{port}"), "/api/rooms/r1/danmaku");
+    let named = get_as(
+        app.addr,
+        &format!("danmaku.example:{port}"),
+        "/api/rooms/r1/danmaku",
+    );
     assert_eq!(named.status, 200, "{}", named.head);
     assert_eq!(get_as(app.addr, "DANMAKU.example", "/").status, 200);
     // A name listed with a port is answered on that port only.
     assert_eq!(get_as(app.addr, "other.example:9", "/").status, 200);
-    assert_host_refused(&get_as(app.addr, &format!("other.example:{port}"), "/"), "port");
+    assert_host_refused(
+        &get_as(app.addr, &format!("other.example:{port}"), "/"),
+        "port",
+    );
     assert_host_refused(&get_as(app.addr, "evil.example", "/"), "unlisted");
-    assert_eq!(get_as(app.addr, &format!("localhost:{port}"), "/").status, 200);
+    assert_eq!(
+        get_as(app.addr, &format!("localhost:{port}"), "/").status,
+        200
+    );
 
     let any = spawn_app_with(&["--allowed-hosts", "*"]);
     let answer = get_as(any.addr, "evil.example", "/api/rooms/r1/danmaku");
@@ -109,13 +126,22 @@ async fn a_service_on_every_address_answers_to_ip_addresses_but_not_names() {
 
 #[test]
 fn bad_allowed_hosts_are_refused_naming_the_variable() {
-    for bad in ["http://a.example", "a.example/x", "", "a b", "a.example:port"] {
+    for bad in [
+        "http://a.example",
+        "a.example/x",
+        "",
+        "a b",
+        "a.example:port",
+    ] {
         let err = service_kit::config::parse_from::<http_danmaku::config::Config, _, _>(
             &http_danmaku::config::INFO,
             ["http-danmaku", "--allowed-hosts", bad],
         )
         .expect_err(bad);
-        assert!(err.to_string().contains("DANMAKU_ALLOWED_HOSTS"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("DANMAKU_ALLOWED_HOSTS"),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -150,21 +176,54 @@ async fn an_empty_file_with_a_suffix_range_gets_an_answer() {
     let index = get(app.addr, "/", &host).expect("an answer");
     assert_eq!(index.status, 200, "{}", index.head);
     assert_eq!(index.body, b"<html>the page</html>");
-    assert!(index.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        index
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert_eq!(index.header("cache-control"), Some("no-cache"));
     let script = get(app.addr, "/js/app.js", &host).expect("an answer");
-    assert!(script.header("content-type").unwrap().contains("javascript"), "{}", script.head);
-    let part = get(app.addr, "/clip.webm", &format!("{host}Range: bytes=100-199\r\n")).expect("an answer");
+    assert!(
+        script
+            .header("content-type")
+            .unwrap()
+            .contains("javascript"),
+        "{}",
+        script.head
+    );
+    let part = get(
+        app.addr,
+        "/clip.webm",
+        &format!("{host}Range: bytes=100-199\r\n"),
+    )
+    .expect("an answer");
     assert_eq!(part.status, 206, "{}", part.head);
     assert_eq!(part.header("content-range"), Some("bytes 100-199/1000"));
     assert_eq!(part.body.len(), 100);
-    let tail = get(app.addr, "/clip.webm", &format!("{host}Range: bytes=-10\r\n")).expect("an answer");
+    let tail = get(
+        app.addr,
+        "/clip.webm",
+        &format!("{host}Range: bytes=-10\r\n"),
+    )
+    .expect("an answer");
     assert_eq!(tail.body.len(), 10);
-    let beyond = get(app.addr, "/clip.webm", &format!("{host}Range: bytes=1000-\r\n")).expect("an answer");
+    let beyond = get(
+        app.addr,
+        "/clip.webm",
+        &format!("{host}Range: bytes=1000-\r\n"),
+    )
+    .expect("an answer");
     assert_eq!(beyond.status, 416, "{}", beyond.head);
     let whole = get(app.addr, "/empty.txt", &host).expect("an answer");
     assert_eq!(whole.status, 200);
-    for escape in ["/../outside.txt", "/%2e%2e/outside.txt", "/js/%2e%2e/%2e%2e/outside.txt", "/js", "/js/"] {
+    for escape in [
+        "/../outside.txt",
+        "/%2e%2e/outside.txt",
+        "/js/%2e%2e/%2e%2e/outside.txt",
+        "/js",
+        "/js/",
+    ] {
         let answer = get(app.addr, escape, &host).expect("an answer");
         assert_eq!(answer.status, 404, "{escape}: {}", answer.head);
         assert_eq!(answer.json()["error"]["code"], "not_found", "{escape}");
@@ -184,10 +243,16 @@ async fn the_access_log_never_shows_query_strings() {
         &[("RUST_LOG", "info,actix_web::middleware::logger=debug")],
     );
     let client = helpers::client();
-    let url = format!("{}/api/rooms/r1/danmaku?host_token=SECRET-IN-QUERY&after=0", server.base);
+    let url = format!(
+        "{}/api/rooms/r1/danmaku?host_token=SECRET-IN-QUERY&after=0",
+        server.base
+    );
     let answer = client
         .get(&url)
-        .header("Referer", "http://127.0.0.1/host.html?token=SECRET-IN-REFERER#x")
+        .header(
+            "Referer",
+            "http://127.0.0.1/host.html?token=SECRET-IN-REFERER#x",
+        )
         .send()
         .await
         .expect("an answer");

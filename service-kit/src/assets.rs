@@ -68,8 +68,7 @@ async fn from_folder(req: &HttpRequest, path: &Path) -> Option<HttpResponse> {
         return None;
     }
     let file = file.disable_content_disposition();
-    let mut response = if file.metadata().len() == 0 && req.headers().contains_key(header::RANGE)
-    {
+    let mut response = if file.metadata().len() == 0 && req.headers().contains_key(header::RANGE) {
         // An empty file has no byte a range could name, and actix-files 0.6.10 computes the
         // last byte of `bytes=-N` as `0 + 0 - 1` (a panic, or a bogus Content-Range). HTTP lets
         // a server ignore Range: send the whole, empty, file.

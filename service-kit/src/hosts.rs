@@ -160,19 +160,24 @@ impl AllowedHosts {
         }
     }
 
-    /// The hosts the settings allow: the loopback names, the bind address (any IP address when
-    /// it is `0.0.0.0` or `::`) and the `--allowed-hosts` entries.
+    /// The hosts the settings allow: see [`AllowedHosts::new`].
     pub fn from_args(args: &ServerArgs) -> Self {
+        Self::new(args.bind, &args.allowed_hosts)
+    }
+
+    /// The loopback names, the `bind` address (any IP address when it is `0.0.0.0` or `::`)
+    /// and the `listed` entries.
+    pub fn new(bind: IpAddr, listed: &[AllowedHost]) -> Self {
         let mut hosts = Self::loopback();
-        if args.bind.is_unspecified() {
+        if bind.is_unspecified() {
             hosts.any_address = true;
         } else {
             hosts.add(AllowedHost::Name {
-                host: HostPort::ip_text(args.bind),
+                host: HostPort::ip_text(bind),
                 port: None,
             });
         }
-        for entry in &args.allowed_hosts {
+        for entry in listed {
             hosts.add(entry.clone());
         }
         hosts
@@ -259,37 +264,33 @@ pub async fn refuse_other_hosts<B: MessageBody>(
              DANMAKU_ALLOWED_HOSTS"
         ),
     );
-    Ok(req.into_response(error.error_response()).map_into_right_body())
+    Ok(req
+        .into_response(error.error_response())
+        .map_into_right_body())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hosts(bind: &str, listed: &[&str]) -> AllowedHosts {
-        let mut hosts = AllowedHosts::loopback();
-        let bind: IpAddr = bind.parse().unwrap();
-        if bind.is_unspecified() {
-            hosts.any_address = true;
-        } else {
-            hosts.entries.push(AllowedHost::Name {
-                host: HostPort::ip_text(bind),
-                port: None,
-            });
-        }
-        hosts
-            .entries
-            .extend(listed.iter().map(|entry| entry.parse().unwrap()));
-        hosts
+    fn allowed(bind: &str, listed: &[&str]) -> AllowedHosts {
+        let listed: Vec<AllowedHost> = listed.iter().map(|e| e.parse().unwrap()).collect();
+        AllowedHosts::new(bind.parse().unwrap(), &listed)
     }
 
     #[test]
     fn host_values_are_normalised() {
         let parsed = |v| HostPort::parse(v).map(|h| (h.host, h.port));
-        assert_eq!(parsed("LocalHost.:80"), Some(("localhost".into(), Some(80))));
+        assert_eq!(
+            parsed("LocalHost.:80"),
+            Some(("localhost".into(), Some(80)))
+        );
         assert_eq!(parsed("[0:0::1]"), Some(("[::1]".into(), None)));
         assert_eq!(parsed("[::1]:8081"), Some(("[::1]".into(), Some(8081))));
-        assert_eq!(parsed("a-b_c.example"), Some(("a-b_c.example".into(), None)));
+        assert_eq!(
+            parsed("a-b_c.example"),
+            Some(("a-b_c.example".into(), None))
+        );
         for bad in [
             "",
             ":80",
@@ -312,18 +313,29 @@ mod tests {
 
     #[test]
     fn the_loopback_names_and_the_bind_address_are_answered_on_any_port() {
-        let hosts = hosts("10.0.0.5", &[]);
-        for ok in ["localhost", "localhost:8081", "127.0.0.1:1", "[::1]:2", "10.0.0.5:8081"] {
+        let hosts = allowed("10.0.0.5", &[]);
+        for ok in [
+            "localhost",
+            "localhost:8081",
+            "127.0.0.1:1",
+            "[::1]:2",
+            "10.0.0.5:8081",
+        ] {
             assert!(hosts.allows(ok), "{ok}");
         }
-        for refused in ["evil.example", "10.0.0.6", "localhost.evil.example", "127.0.0.2"] {
+        for refused in [
+            "evil.example",
+            "10.0.0.6",
+            "localhost.evil.example",
+            "127.0.0.2",
+        ] {
             assert!(!hosts.allows(refused), "{refused}");
         }
     }
 
     #[test]
     fn every_address_is_answered_when_bound_to_all_but_no_other_name() {
-        let hosts = hosts("0.0.0.0", &[]);
+        let hosts = allowed("0.0.0.0", &[]);
         assert!(hosts.allows("192.0.2.1:8081"));
         assert!(hosts.allows("[2001:db8::1]"));
         assert!(!hosts.allows("evil.example:8081"));
@@ -332,12 +344,12 @@ mod tests {
 
     #[test]
     fn listed_names_with_a_port_match_that_port_only_and_star_matches_all() {
-        let hosts = hosts("127.0.0.1", &["danmaku.example", "other.example:9"]);
+        let hosts = allowed("127.0.0.1", &["danmaku.example", "other.example:9"]);
         assert!(hosts.allows("DANMAKU.example:443"));
         assert!(hosts.allows("other.example:9"));
         assert!(!hosts.allows("other.example"));
         assert!(!hosts.allows("other.example:10"));
-        assert!(hosts("127.0.0.1", &["*"]).allows("anything.example"));
+        assert!(allowed("127.0.0.1", &["*"]).allows("anything.example"));
     }
 
     #[test]
