@@ -56,6 +56,14 @@ async fn a_foreign_host_name_is_refused_on_every_route() {
     )
     .expect("an answer");
     assert_host_refused(&forwarded, "X-Forwarded-Host");
+    // A host in the request line counts as much as the header (HTTP/1.1 says it wins).
+    let absolute = get(
+        app.addr,
+        "http://evil.example/api/rooms/r1/danmaku",
+        &format!("Host: 127.0.0.1:{port}\r\n"),
+    )
+    .expect("an answer");
+    assert_host_refused(&absolute, "an absolute URI");
     // A request that names no host at all is refused too.
     let nameless =
         raw_http(app.addr, b"GET /api/rooms/r1/danmaku HTTP/1.0\r\n\r\n").expect("an answer");
@@ -116,8 +124,9 @@ async fn a_configured_host_name_is_answered_and_star_answers_any() {
 
 #[tokio::test]
 async fn a_service_on_every_address_answers_to_ip_addresses_but_not_names() {
-    // Bound to 0.0.0.0 (as in a container) it is reached by whatever address of the machine a
-    // client knows; an address cannot be rebound to an attacker's page, a name can.
+    // Set to bind 0.0.0.0 (as in a container; the test's listener stays on 127.0.0.1), it is
+    // reached by whatever address of the machine a client knows; an address cannot be rebound
+    // to an attacker's page, a name can.
     let app = spawn_app_with(&["--bind", "0.0.0.0"]);
     assert_eq!(get_as(app.addr, "192.0.2.7:8081", "/").status, 200);
     assert_eq!(get_as(app.addr, "[2001:db8::7]", "/").status, 200);
