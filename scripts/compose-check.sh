@@ -11,7 +11,8 @@
 # 3. uses them as a client would (scripts/compose_probe.py, Python's standard library only):
 #    pages, an HTTP comment read back with the cursor, a video comment over WebSocket (ack,
 #    fan-out, range, ping) found again over HTTP, DPlayer and Bilibili XML, a created live room
-#    with a host and a viewer, a comment between them, a check-in;
+#    with a host and a viewer, a comment between them, a check-in; then checks that each service
+#    answers to localhost, 127.0.0.1 and its compose service name and refuses another host (421);
 # 4. stops the services with SIGTERM (`compose stop`) while a WebSocket is open on each WebSocket
 #    service, and checks that each socket got close code 1001, each container exited with status
 #    0 (not killed at the end of the grace period) and logged "<service> stopped";
@@ -104,6 +105,22 @@ compose up -d >"$WORK/up.log" 2>&1 || {
 
 say "using the services"
 "${PROBE[@]}" exercise "compose-check $(date +%s)" "$WORK/state.json"
+
+say "host names: the published ports and the service names are answered, other names get 421"
+declare -A PORT_OF=([http-danmaku]=8081 [ws-video]=8082 [ws-stream]=8083)
+host_status() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: $2" "http://127.0.0.1:$1/healthz"
+}
+for service in "${SERVICES[@]}"; do
+  port="${PORT_OF[$service]}"
+  for host in "localhost:$port" "127.0.0.1:$port" "$service:$port"; do
+    status="$(host_status "$port" "$host")"
+    [[ "$status" == 200 ]] || fail "$service answered Host: $host with $status, not 200"
+  done
+  status="$(host_status "$port" "evil.example:$port")"
+  [[ "$status" == 421 ]] || fail "$service answered Host: evil.example with $status, not 421"
+  echo "  ok  $service answers localhost, 127.0.0.1 and $service, refuses evil.example (421)"
+done
 
 # The container of a service, by the labels both podman-compose and docker compose set.
 container_of() {

@@ -1,5 +1,5 @@
 //! The pages of `web/`: built into the binary so it stands alone, or served from a folder
-//! (`--web-dir`) so the pages can be edited without a rebuild.
+//! (`--web-dir`, by `actix-files`) so the pages can be edited without a rebuild.
 
 use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
@@ -43,30 +43,48 @@ impl Pages {
             .route("/{path:.*}", web::get().to(file));
     }
 
-    /// The file at `path` (relative to `web/`) and its entity tag, if it exists.
-    fn load(&self, path: &str) -> Option<(Bytes, Option<String>)> {
-        let relative = safe_relative(path)?;
+    /// The page at `path` (relative to `web/`), or `not_found`.
+    async fn respond(&self, req: &HttpRequest, path: &str) -> Result<HttpResponse, HttpError> {
+        let not_found =
+            || HttpError::new(ErrorCode::NotFound, format!("no page or route at /{path}"));
+        let relative = safe_relative(path).ok_or_else(not_found)?;
         match &self.dir {
-            Some(dir) => std::fs::read(dir.join(relative))
-                .ok()
-                .map(|b| (Bytes::from(b), None)),
-            None => EmbeddedWeb::get(path).map(|f| {
-                let etag = f
-                    .metadata
-                    .sha256_hash()
-                    .iter()
-                    .take(12)
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                // Release builds embed the bytes in the binary: serve them without a copy.
-                let body = match f.data {
-                    Cow::Borrowed(bytes) => Bytes::from_static(bytes),
-                    Cow::Owned(bytes) => Bytes::from(bytes),
-                };
-                (body, Some(etag))
-            }),
+            Some(dir) => from_folder(req, &dir.join(relative))
+                .await
+                .ok_or_else(not_found),
+            None => {
+                let file = EmbeddedWeb::get(path).ok_or_else(not_found)?;
+                Ok(embedded(req, path, file))
+            }
         }
     }
+}
+
+/// A file of the `--web-dir` folder, by `actix-files`: read in chunks off the worker threads,
+/// with its type, byte ranges, `ETag` and `Last-Modified`. `None` if it is not a file.
+async fn from_folder(req: &HttpRequest, path: &Path) -> Option<HttpResponse> {
+    let file = actix_files::NamedFile::open_async(path).await.ok()?;
+    if !file.metadata().is_file() {
+        return None;
+    }
+    let file = file.disable_content_disposition();
+    let mut response = if file.metadata().len() == 0 && req.headers().contains_key(header::RANGE) {
+        // An empty file has no byte a range could name, and actix-files 0.6.10 computes the
+        // last byte of `bytes=-N` as `0 + 0 - 1` (a panic, or a bogus Content-Range). HTTP lets
+        // a server ignore Range: send the whole, empty, file.
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, file.content_type().to_string()))
+            .insert_header((header::ACCEPT_RANGES, "bytes"))
+            .finish()
+    } else {
+        file.into_response(req)
+    };
+    // Edited pages show up on the next load.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    Some(response)
 }
 
 /// `path` as a relative path of plain names only: no `..`, no root, no drive. Anything else
@@ -80,7 +98,7 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
 }
 
 async fn index(req: HttpRequest, pages: web::Data<Pages>) -> Result<HttpResponse, HttpError> {
-    serve(&req, &pages, pages.index)
+    pages.respond(&req, pages.index).await
 }
 
 async fn file(
@@ -88,28 +106,37 @@ async fn file(
     pages: web::Data<Pages>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    serve(&req, &pages, &path)
+    pages.respond(&req, &path).await
 }
 
-fn serve(req: &HttpRequest, pages: &Pages, path: &str) -> Result<HttpResponse, HttpError> {
-    let (body, etag) = pages.load(path).ok_or_else(|| {
-        HttpError::new(ErrorCode::NotFound, format!("no page or route at /{path}"))
-    })?;
+/// A page built into the binary, with an entity tag from its hash, so an unchanged page is not
+/// sent again.
+fn embedded(req: &HttpRequest, path: &str, file: rust_embed::EmbeddedFile) -> HttpResponse {
+    let etag: String = file
+        .metadata
+        .sha256_hash()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Release builds embed the bytes in the binary: serve them without a copy.
+    let body = match file.data {
+        Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+        Cow::Owned(bytes) => Bytes::from(bytes),
+    };
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let mut response = HttpResponse::Ok();
     response
         .content_type(ContentType(mime))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
-    if let Some(tag) = etag {
-        let tag = EntityTag::new_strong(tag);
-        if let Some(header::IfNoneMatch::Items(seen)) = req_if_none_match(req)
-            && seen.iter().any(|t| t.strong_eq(&tag))
-        {
-            return Ok(HttpResponse::NotModified().finish());
-        }
-        response.insert_header(header::ETag(tag));
+    let tag = EntityTag::new_strong(etag);
+    if let Some(header::IfNoneMatch::Items(seen)) = req_if_none_match(req)
+        && seen.iter().any(|t| t.strong_eq(&tag))
+    {
+        return HttpResponse::NotModified().finish();
     }
+    response.insert_header(header::ETag(tag));
     // One byte range (what a <video> asks for to seek); several ranges get the whole file,
     // which HTTP allows.
     let size = body.len() as u64;
@@ -119,21 +146,22 @@ fn serve(req: &HttpRequest, pages: &Pages, path: &str) -> Result<HttpResponse, H
         .and_then(|v| v.to_str().ok())
         .map(|v| http_range::HttpRange::parse(v, size));
     match range {
-        Some(Ok(ranges)) if ranges.len() == 1 => {
+        // An empty range (`bytes=-N` of an empty file) has no last byte: send the whole file.
+        Some(Ok(ranges)) if ranges.len() == 1 && ranges[0].length > 0 => {
             let http_range::HttpRange { start, length } = ranges[0];
             let end = start + length - 1;
             response
                 .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
                 .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")));
             // Both fit in usize: they lie within a body that is in memory.
-            Ok(response.body(body.slice(start as usize..=end as usize)))
+            response.body(body.slice(start as usize..=end as usize))
         }
         Some(Err(http_range::HttpRangeParseError::NoOverlap)) => {
-            Ok(HttpResponse::RangeNotSatisfiable()
+            HttpResponse::RangeNotSatisfiable()
                 .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .finish())
+                .finish()
         }
-        _ => Ok(response.body(body)),
+        _ => response.body(body),
     }
 }
 

@@ -145,6 +145,14 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_DB")]
     pub db: PathBuf,
 
+    /// Host names (with or without :port, comma-separated) this service answers to besides
+    /// localhost, 127.0.0.1, [::1] and the bind address (bound to 0.0.0.0 or ::, any IP
+    /// address). A request whose Host header names another is refused (421), so a web page
+    /// cannot reach the service by making its own name point here (DNS rebinding). `*` answers
+    /// to any name: only behind a proxy that checks the host itself.
+    #[arg(long, env = "DANMAKU_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<crate::hosts::AllowedHost>,
+
     /// Serve the pages from this folder instead of the copy built into the binary (for editing
     /// the pages without rebuilding).
     #[arg(long, env = "DANMAKU_WEB_DIR")]

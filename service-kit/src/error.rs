@@ -30,17 +30,6 @@ impl HttpError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(code, message).into()
     }
-
-    /// A `rate_limited` error asking the client to wait `secs` seconds.
-    pub fn rate_limited(secs: u64) -> Self {
-        Self {
-            error: ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many comments; try again in {secs} s"),
-            ),
-            retry_after_secs: Some(secs),
-        }
-    }
 }
 
 impl From<ApiError> for HttpError {

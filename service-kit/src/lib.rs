@@ -9,6 +9,7 @@
 //! - [`assets`]: the pages of `web/`, embedded in the binary or served from a folder.
 //! - [`fanout`]: the one path by which committed comments reach the clients waiting for them.
 //! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
+//! - [`hosts`]: the `Host` names a service answers to (against DNS rebinding).
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod headers;
+pub mod hosts;
 pub mod rate;
 pub mod server;
 pub mod shutdown;

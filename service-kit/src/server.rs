@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::dev::ServiceRequest;
+use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use shared_model::api::Health;
@@ -16,11 +17,39 @@ use shared_model::{SqliteStore, Store};
 
 use crate::assets::Pages;
 use crate::config::{ServerArgs, ServiceInfo, Settings, WsArgs};
+use crate::hosts::{self, AllowedHosts};
 use crate::{error, headers};
 
+/// The access log line: the client, the request line with the path only, the status, the size,
+/// the user agent and the time taken. Never a query string, nor the `Referer`'s: the query may
+/// carry a secret (a host token) and logs are kept and shared more widely than requests.
+const ACCESS_LOG_FORMAT: &str = r#"%a "%{request}xi" %s %b "%{referer}xi" "%{User-Agent}i" %T"#;
+
+/// The access log, at debug level (`RUST_LOG=actix_web::middleware::logger=debug`).
+fn access_log() -> Logger {
+    Logger::new(ACCESS_LOG_FORMAT)
+        .custom_request_replace("request", |req: &ServiceRequest| {
+            format!("{} {} {:?}", req.method(), req.path(), req.version())
+        })
+        .custom_request_replace("referer", |req: &ServiceRequest| {
+            req.headers()
+                .get(actix_web::http::header::REFERER)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |v| {
+                        let v = String::from_utf8_lossy(v.as_bytes());
+                        let end = v.find(['?', '#']).unwrap_or(v.len());
+                        v[..end].to_owned()
+                    },
+                )
+        })
+        .log_level(log::Level::Debug)
+}
+
 /// Starts serving on `listener`: `configure` adds the service's state and routes, then come the
-/// pages (with `index_page` at `/`) and a JSON 404 for everything else. Signals are left to the
-/// caller, which stops the server through its handle (see [`crate::shutdown`]).
+/// pages (with `index_page` at `/`) and a JSON 404 for everything else. Every request must name
+/// a host the settings allow (see [`crate::hosts`]) before any of that sees it. Signals are left
+/// to the caller, which stops the server through its handle (see [`crate::shutdown`]).
 pub fn serve<F>(
     listener: TcpListener,
     args: &ServerArgs,
@@ -72,9 +101,14 @@ where
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         |n| n.get(),
     );
+    let allowed_hosts = web::Data::new(AllowedHosts::from_args(args));
+    log::info!("answering to the hosts {}", allowed_hosts.as_ref());
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(Logger::default().log_level(log::Level::Debug))
+            .app_data(allowed_hosts.clone())
+            // Innermost of the wraps: a refused host is still logged and gets the headers.
+            .wrap(from_fn(hosts::refuse_other_hosts))
+            .wrap(access_log())
             .wrap(error::json_error_pages())
             .wrap(headers::security_headers())
             .app_data(error::payload_config())

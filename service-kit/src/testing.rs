@@ -74,6 +74,8 @@ impl Drop for TestServer {
 pub struct Binary {
     /// The process.
     pub child: Child,
+    /// Every line the process has written to stderr (its log) so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// `ws://127.0.0.1:PORT`.
@@ -84,21 +86,35 @@ impl Binary {
     /// Starts the service binary `exe` (a test's `env!("CARGO_BIN_EXE_<name>")`) on port 0
     /// against `db` with `args`, and waits until its log names the port it bound.
     pub fn start(exe: &str, db: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(exe, db, args, &[])
+    }
+
+    /// Like [`Binary::start`], with extra environment variables (say a `RUST_LOG` other than
+    /// `info`).
+    pub fn start_with_env(exe: &str, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(exe)
             .args(["--port", "0", "--shutdown-timeout-secs", "5", "--db"])
             .arg(db)
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("DANMAKU_PORT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Only this thread writes and tests only read, so a poisoned lock still holds
+                // whole lines.
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 if let Some(rest) = line.split("listening on http://").nth(1)
                     && let Some(tx) = tx.take()
                 {
@@ -114,6 +130,7 @@ impl Binary {
             .expect("the server logs its address within 30 s");
         Self {
             child,
+            log,
             base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),
         }
@@ -155,6 +172,90 @@ impl Drop for Binary {
 }
 
 pub mod raw;
+
+/// An answer read off a raw socket by [`raw_http`].
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
+    /// The body (as much as `Content-Length` says, or until the server closed).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+
+    /// The body as JSON; fails the test when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}\n{}",
+                self.head,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `request` (the whole request as written on the wire, headers of the test's choosing,
+/// such as a `Host` a client library would not let it forge) over a fresh TCP connection to
+/// `addr`, and reads the answer: up to its `Content-Length`, until the server closes, or just
+/// the head of a `101 Switching Protocols`. `None` when the server closed without answering.
+/// Fails the test after 10 s.
+pub fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> Option<RawResponse> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    stream.write_all(request).expect("the request is sent");
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("no answer within 10 s: {e}"),
+        };
+        received.extend_from_slice(&chunk[..n]);
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&received[..end]).into_owned();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("not an HTTP status line: {head}"));
+            let mut response = RawResponse {
+                status,
+                head,
+                body: received[end + 4..].to_vec(),
+            };
+            let length: Option<usize> = response
+                .header("content-length")
+                .and_then(|v| v.parse().ok());
+            let complete = status == 101 || length.is_some_and(|l| response.body.len() >= l);
+            if complete || n == 0 {
+                if let Some(length) = length {
+                    response.body.truncate(length);
+                }
+                return Some(response);
+            }
+        } else if n == 0 {
+            return None;
+        }
+    }
+}
 
 pub use service::TestService;
 pub use ws_client::WsClient;

@@ -75,6 +75,9 @@ pub enum ErrorCode {
     Forbidden,
     /// A browser page from an origin that is not allowed tried to open a WebSocket.
     OriginNotAllowed,
+    /// The request's `Host` is not a name the service answers to (see `DANMAKU_ALLOWED_HOSTS`):
+    /// a page that reached it through DNS rebinding, or a name the operator has not listed.
+    HostNotAllowed,
     /// A message exceeded the size limit; over WebSocket it is the close code
     /// [`crate::protocol::close::MESSAGE_TOO_BIG`].
     MessageTooBig,
@@ -129,6 +132,7 @@ impl ErrorCode {
             Self::Conflict | Self::CheckinClosed => 409,
             Self::PayloadTooLarge | Self::MessageTooBig => 413,
             Self::UnsupportedMediaType => 415,
+            Self::HostNotAllowed => 421,
             Self::RateLimited | Self::TooManyAttempts => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,

@@ -41,6 +41,7 @@ pub use session::start;
 
 use crate::config::{ServerArgs, WsArgs};
 use crate::error::HttpError;
+use crate::hosts::AllowedHosts;
 use crate::rate::ClientBudget;
 
 /// The limits of every WebSocket connection, from the settings.
@@ -206,7 +207,8 @@ pub trait SessionLogic: Unpin + 'static {
 
 /// Refuses a WebSocket upgrade from a browser page of a foreign origin (403), before the
 /// upgrade. Allowed: no `Origin` (not a browser), the service's own origin (scheme, host and
-/// port of this request), or one in `allowed`.
+/// port of this request, the host as a proxy forwards it) when that host is one the service
+/// answers to (its `web::Data<AllowedHosts>`, see [`crate::hosts`]), or one in `allowed`.
 pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), HttpError> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
@@ -220,12 +222,15 @@ pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), HttpErr
     let origin = origin
         .to_str()
         .map_err(|_| refused("an unreadable origin"))?;
-    let own = {
-        let info = req.connection_info();
-        format!("{}://{}", info.scheme(), info.host())
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    // The forwarded host comes from headers a client may set: it must be a host we answer to.
+    let own_host_allowed = match req.app_data::<actix_web::web::Data<AllowedHosts>>() {
+        Some(hosts) => hosts.allows(info.host()),
+        None => AllowedHosts::loopback().allows(info.host()),
     };
-    let allowed =
-        origin.eq_ignore_ascii_case(&own) || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    let allowed = (own_host_allowed && origin.eq_ignore_ascii_case(&own))
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
     if allowed {
         Ok(())
     } else {
