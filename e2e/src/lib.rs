@@ -17,22 +17,10 @@ use std::time::{Duration, Instant};
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
-use service_kit::testing::TestService;
+use service_kit::testing::{RELAXED, TestService};
 
 /// How long a condition on a page may take before the test fails.
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Generous limits, so tests that are not about limits do not trip them.
-const RELAXED: &[&str] = &[
-    "--rate-per-sec",
-    "100000",
-    "--rate-burst",
-    "100000",
-    "--read-rows-per-sec",
-    "10000000",
-    "--read-rows-burst",
-    "10000000",
-];
 
 /// Where the browser and its driver are.
 struct Executables {

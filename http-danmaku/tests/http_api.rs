@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use helpers::{client, post, read_all, spawn_app, spawn_app_with, wait_for_long_polls};
 use serde_json::{Value, json};
+use service_kit::testing::get_json;
 
 const BURST_CLIENTS: usize = 10;
 const BURST_PER_CLIENT: usize = 30;
@@ -183,17 +184,11 @@ async fn a_long_poll_on_an_empty_room_returns_soon_after_a_post() {
 async fn a_long_poll_answers_empty_when_wait_runs_out() {
     let app = spawn_app();
     let started = Instant::now();
-    let page: Value = client()
-        .get(format!(
-            "{}/api/rooms/quiet/danmaku?after=0&wait=1",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&format!(
+        "{}/api/rooms/quiet/danmaku?after=0&wait=1",
+        app.base
+    ))
+    .await;
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "{:?}",
@@ -215,14 +210,7 @@ async fn a_long_poll_returns_at_once_when_something_newer_exists() {
         .await;
     }
     let started = Instant::now();
-    let page: Value = client()
-        .get(format!("{}/api/rooms/r/danmaku?after=1&wait=30", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&format!("{}/api/rooms/r/danmaku?after=1&wait=30", app.base)).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(page["items"][0]["text"], "two");
     assert_eq!(page["next"], 2);
@@ -240,14 +228,7 @@ async fn without_after_a_poll_returns_the_newest_items_and_a_cursor() {
         )
         .await;
     }
-    let page: Value = client()
-        .get(format!("{}/api/rooms/r/danmaku?limit=2", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&format!("{}/api/rooms/r/danmaku?limit=2", app.base)).await;
     let texts: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -540,14 +521,7 @@ async fn error_messages_name_the_problem() {
             .contains("field text"),
         "{body}"
     );
-    let body: Value = client()
-        .get(format!("{url}?after=abc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&format!("{url}?after=abc")).await;
     assert!(
         body["error"]["message"].as_str().unwrap().contains("after"),
         "{body}"
@@ -675,13 +649,6 @@ async fn the_page_is_served_with_a_content_security_policy() {
         .await
         .unwrap();
     assert_eq!(escape.status(), 404);
-    let health: Value = client()
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&format!("{}/healthz", app.base)).await;
     assert_eq!(health, json!({"status": "ok"}));
 }

@@ -6,9 +6,9 @@ mod helpers;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use helpers::{RELAXED, http, ids, join, say, spawn_app, wait_for_comments};
+use helpers::{RELAXED, ids, join, say, spawn_app, wait_for_comments};
 use serde_json::{Value, json};
-use service_kit::testing::WsClient;
+use service_kit::testing::{WsClient, get_json};
 use shared_model::protocol::close::{HEARTBEAT_TIMEOUT, MESSAGE_TOO_BIG};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -80,14 +80,11 @@ async fn a_late_joiner_sees_the_last_50_comments_and_the_viewer_count() {
     assert_eq!(welcome["history"][0]["author"], "talker");
     assert_eq!(welcome["viewers"], 2);
     assert!(welcome["name"].as_str().unwrap().starts_with("guest-"));
-    let over_http: Value = http()
-        .get(format!("{}/api/rooms/r/history?after=60&limit=5", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let over_http: Value = get_json(&format!(
+        "{}/api/rooms/r/history?after=60&limit=5",
+        app.base
+    ))
+    .await;
     assert_eq!(ids(&over_http["items"]), [61, 62, 63, 64, 65]);
     assert_eq!(over_http["next"], 65);
 }

@@ -4,9 +4,9 @@
 
 mod helpers;
 
-use helpers::{RELAXED, http, http_from, ids, join, say, spawn_app, try_connect_from};
+use helpers::{RELAXED, http_from, ids, join, say, spawn_app, try_connect_from};
 use serde_json::Value;
-use service_kit::testing::WsClient;
+use service_kit::testing::{WsClient, get_json};
 
 /// The status of an upgrade (101 when accepted), and the connection when it was.
 fn upgrade(
@@ -24,9 +24,16 @@ fn upgrade(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_history_reads_past_a_clients_read_budget_are_refused_and_others_are_not() {
     // 200 rows at once, one more a second: four joins (50 rows each) or two pages of 100.
-    let mut args = RELAXED.to_vec();
-    args.extend(["--read-rows-per-sec", "1", "--read-rows-burst", "200"]);
-    let app = spawn_app(&args);
+    let app = spawn_app(&[
+        "--rate-per-sec",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--read-rows-per-sec",
+        "1",
+        "--read-rows-burst",
+        "200",
+    ]);
     let (mut writer, _) = join(&app, "busy", "name=writer").await; // 127.0.0.1 spends 50
     let mut last = 0;
     for n in 0..60 {
@@ -120,33 +127,12 @@ async fn the_chat_box_and_history_stay_right_as_comments_arrive() {
         let (_, welcome) = join(&app, "lively", "name=newcomer").await;
         assert_eq!(ids(&welcome["history"]), newest, "round {round}");
         // The history route, from memory (up to 50) and from the database (more).
-        let page: Value = http()
-            .get(history("limit=50"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&history("limit=50")).await;
         assert_eq!(ids(&page["items"]), newest, "round {round}");
-        let page: Value = http()
-            .get(history("limit=500"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&history("limit=500")).await;
         assert_eq!(ids(&page["items"]), sent, "round {round}");
         let after = sent[sent.len() - 8];
-        let page: Value = http()
-            .get(history(&format!("after={after}&limit=5")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&history(&format!("after={after}&limit=5"))).await;
         assert_eq!(ids(&page["items"]), &sent[sent.len() - 7..sent.len() - 2]);
         // A reconnect: exactly what was missed, from memory or not.
         let since = sent[sent.len().saturating_sub(12)];

@@ -11,7 +11,7 @@ use std::time::Duration;
 use helpers::{RELAXED, http, spawn_app, viewer};
 use rand::Rng;
 use serde_json::{Value, json};
-use service_kit::testing::WsClient;
+use service_kit::testing::{WsClient, get_json};
 use shared_model::protocol::close::{
     HEARTBEAT_TIMEOUT, INVALID_PAYLOAD, MESSAGE_TOO_BIG, POLICY_VIOLATION,
 };
@@ -164,17 +164,11 @@ async fn range_returns_exactly_the_window_ordered_by_time_and_survives_a_restart
         "all kept across the restart"
     );
     check(answer["items"].as_array().unwrap(), 0.0, 86400.0);
-    let over_http: Value = http()
-        .get(format!(
-            "{}/api/videos/movie/danmaku?from=100&to=160",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let over_http: Value = get_json(&format!(
+        "{}/api/videos/movie/danmaku?from=100&to=160",
+        app.base
+    ))
+    .await;
     check(over_http["items"].as_array().unwrap(), 100.0, 160.0);
 }
 
@@ -335,14 +329,7 @@ async fn a_client_over_its_rate_gets_an_error_frame_and_nothing_is_stored() {
         }
     }
     assert_eq!((acked, limited), (3, 3));
-    let stored: Value = http()
-        .get(format!("{}/api/videos/v/danmaku", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = get_json(&format!("{}/api/videos/v/danmaku", app.base)).await;
     assert_eq!(stored["items"].as_array().unwrap().len(), 3);
 }
 

@@ -10,19 +10,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use service_kit::testing::RELAXED;
 use service_kit::testing::TestService;
-
-/// Rate limits out of the way, for tests that are not about them.
-pub const RELAXED: &[&str] = &[
-    "--rate-per-sec",
-    "100000",
-    "--rate-burst",
-    "100000",
-    "--read-rows-per-sec",
-    "10000000",
-    "--read-rows-burst",
-    "10000000",
-];
 
 /// How long any one wait of a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);

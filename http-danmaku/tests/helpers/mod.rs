@@ -8,23 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 pub use service_kit::testing::http_client as client;
-use service_kit::testing::{Binary, TestService};
+use service_kit::testing::{Binary, RELAXED, TestService};
 
-/// Generous budgets, for the tests that are not about them.
-pub const GENEROUS: [&str; 8] = [
-    "--rate-per-sec",
-    "100000",
-    "--rate-burst",
-    "100000",
-    "--read-rows-per-sec",
-    "10000000",
-    "--read-rows-burst",
-    "10000000",
-];
-
-/// Starts the server with default settings and [`GENEROUS`] budgets.
+/// Starts the server with default settings and [`RELAXED`] budgets.
 pub fn spawn_app() -> TestService {
-    spawn_app_with(&GENEROUS)
+    spawn_app_with(RELAXED)
 }
 
 /// Starts the server on a fresh database with extra command-line settings, parsed the way
@@ -78,7 +66,7 @@ pub fn start_binary(db: &Path) -> Binary {
     Binary::start(
         env!("CARGO_BIN_EXE_http-danmaku"),
         db,
-        &[GENEROUS.as_slice(), &["--workers", "2"]].concat(),
+        &[RELAXED, &["--workers", "2"]].concat(),
     )
 }
 

@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 pub use service_kit::testing::http_client as http;
 use service_kit::testing::{TestService, WsClient};
 
-/// Generous limits, so tests that are not about limits do not trip them.
-pub const RELAXED: &[&str] = &["--rate-per-sec", "100000", "--rate-burst", "100000"];
+pub use service_kit::testing::RELAXED;
 
 /// Starts the live service with `args` on a fresh database.
 pub fn spawn_app(args: &[&str]) -> TestService {

@@ -4,17 +4,7 @@
 pub use service_kit::testing::http_client as http;
 use service_kit::testing::{TestService, WsClient};
 
-/// Generous limits, so tests that are not about limits do not trip them.
-pub const RELAXED: &[&str] = &[
-    "--rate-per-sec",
-    "100000",
-    "--rate-burst",
-    "100000",
-    "--read-rows-per-sec",
-    "1000000000",
-    "--read-rows-burst",
-    "1000000000",
-];
+pub use service_kit::testing::RELAXED;
 
 /// Starts the video service with `args` on a fresh database.
 pub fn spawn_app(args: &[&str]) -> TestService {
