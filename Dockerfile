@@ -20,6 +20,7 @@ WORKDIR /src
 # fail to load the workspace.
 COPY Cargo.toml Cargo.lock ./
 COPY shared-model/ shared-model/
+COPY store/ store/
 COPY service-kit/ service-kit/
 COPY http-danmaku/ http-danmaku/
 COPY ws-video/ ws-video/

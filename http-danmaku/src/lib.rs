@@ -20,9 +20,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::web;
+use danmaku_store::Store;
 use service_kit::ClientBudget;
 use service_kit::server::{RunningServer, ServiceError};
-use shared_model::Store;
 
 pub use config::Config;
 

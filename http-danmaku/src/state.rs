@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use danmaku_store::Store;
 use service_kit::ClientBudget;
-use shared_model::Store;
 
 use crate::feed::RoomFeeds;
 

@@ -9,11 +9,11 @@ mod helpers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use danmaku_store::SqliteStore;
 use helpers::read_all;
 use http_danmaku::config::{Config, INFO};
 use serde_json::{Value, json};
 use service_kit::testing::TestServer;
-use shared_model::SqliteStore;
 
 /// The deadline of every database call in the test of a stalled store (`--db-timeout-ms`):
 /// short, yet long enough for a healthy call on a loaded machine.

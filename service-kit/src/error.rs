@@ -12,8 +12,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use danmaku_store::StoreError;
 use shared_model::limits::{DEFAULT_PAGE_ITEMS, MAX_MESSAGE_BYTES, MAX_PAGE_ITEMS};
-use shared_model::{ApiError, ErrorCode, StoreError};
+use shared_model::{ApiError, ErrorCode};
 
 /// An error on its way to an HTTP client.
 #[derive(Debug, thiserror::Error)]

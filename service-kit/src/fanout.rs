@@ -10,7 +10,8 @@
 //! come in: they go to the same sinks, so no service changes.
 
 use actix::Addr;
-use shared_model::{Danmaku, Store};
+use danmaku_store::Store;
+use shared_model::Danmaku;
 
 use crate::ws::hub::{HubExtension, Publish, RoomsHub};
 

@@ -11,9 +11,8 @@ use actix_web::dev::ServiceRequest;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use danmaku_store::{SqliteOptions, SqliteStore, Store};
 use shared_model::api::Health;
-use shared_model::store::SqliteOptions;
-use shared_model::{SqliteStore, Store};
 
 use crate::assets::Pages;
 use crate::config::{ServerArgs, ServiceInfo, Settings, WsArgs};
@@ -179,7 +178,7 @@ pub async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
 pub enum ServiceError {
     /// The database could not be opened.
     #[error(transparent)]
-    Store(#[from] shared_model::StoreError),
+    Store(#[from] danmaku_store::StoreError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

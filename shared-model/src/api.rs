@@ -181,7 +181,10 @@ mod tests {
             serde_json::to_value(Health::ok()).unwrap(),
             serde_json::json!({"status": "ok"})
         );
-        let down = crate::StoreError::Unavailable("no answer".into()).client_error();
+        let down = crate::ApiError::new(
+            crate::ErrorCode::Unavailable,
+            "the database is not answering; try again shortly",
+        );
         assert_eq!(
             serde_json::to_value(Health::unavailable(down)).unwrap(),
             serde_json::json!({"status": "unavailable", "error": {

@@ -1,4 +1,5 @@
-//! The types, validation, wire protocol and storage that the danmaku services share.
+//! The types, validation, wire protocol and formats that the danmaku services share (storage is
+//! the `danmaku-store` crate's).
 //!
 //! Nothing here knows about actix: the services translate these types to and from HTTP and
 //! WebSocket at their edges, so the rules for what a comment may be live in one place.
@@ -13,20 +14,20 @@
 //! - [`formats`]: other players' and archives' formats (DPlayer v3, Bilibili XML).
 //! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
 //!   [`ServerMessage`] (server to client).
-//! - [`store`]: the [`Store`] trait and its embedded SQLite implementation, [`SqliteStore`].
+//! - [`imports`]: what an archive import brings in ([`ImportedDanmaku`]) and what it did.
 //! - [`time`]: the one text form of a time (RFC 3339, UTC, milliseconds) on the wire and on disk.
 
 pub mod api;
 pub mod comment;
 pub mod error;
 pub mod formats;
+pub mod imports;
 pub mod json;
 pub mod limits;
 pub mod protocol;
-pub mod store;
 pub mod time;
 
 pub use comment::{ChannelId, Color, Danmaku, DraftDanmaku, Mode, NewDanmaku};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use imports::{ImportOutcome, ImportedDanmaku};
 pub use protocol::{ClientMessage, Ref, ServerMessage};
-pub use store::{AppendListener, ImportOutcome, ImportedDanmaku, SqliteStore, Store, StoreError};

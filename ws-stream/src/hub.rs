@@ -23,10 +23,10 @@ use actix::{
     ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle, WrapFuture,
 };
 use chrono::{DateTime, Utc};
+use danmaku_store::{CheckinRecord, RoomStore};
 use service_kit::rate::client_key;
 use service_kit::ws::hub::{Channel, HubExtension, RoomsHub};
 use service_kit::ws::{ByteString, ConnectionId, Viewer};
-use shared_model::store::{CheckinRecord, RoomStore};
 use shared_model::{ChannelId, ServerMessage};
 
 use crate::codes::{codes_match, new_code};

@@ -33,11 +33,10 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
+use danmaku_store::{RoomStore, Store};
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
-use shared_model::Store;
-use shared_model::store::RoomStore;
 
 pub use config::Config;
 

@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use actix::Addr;
 use chrono::Utc;
+use danmaku_store::{
+    Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore, Store, StoreError,
+};
 use rand::Rng;
 use service_kit::rate::{ClientBudget, retry_after_secs};
 use shared_model::comment::{TimeRule, validate_author};
-use shared_model::store::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 use shared_model::time::rfc3339;
-use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, Store, StoreError};
+use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode};
 
 use crate::codes::{new_host_token, token_digest, token_matches};
 use crate::hub::{Attended, Guess, GuessOutcome, LiveHub, StartCheckin};

@@ -63,15 +63,14 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use danmaku_store::{Store, StoreError};
 use serde::Deserialize;
 use service_kit::error::{is_json, require_content_type};
 use service_kit::{ClientRateLimiter, HttpError};
 use shared_model::formats::{bilibili, dplayer};
 use shared_model::json::from_json;
 use shared_model::limits::MAX_MESSAGE_BYTES;
-use shared_model::{
-    ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, ImportedDanmaku, Store, StoreError,
-};
+use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, ImportedDanmaku};
 
 use crate::budget::rows;
 use crate::state::VideoState;

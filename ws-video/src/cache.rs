@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use danmaku_store::StoreError;
 use moka::future::Cache;
-use shared_model::{ApiError, ChannelId, Danmaku, StoreError};
+use shared_model::{ApiError, ChannelId, Danmaku};
 
 /// Most bytes of DPlayer answers kept (serialized JSON).
 pub const DPLAYER_CACHE_BYTES: u64 = 32 * 1024 * 1024;

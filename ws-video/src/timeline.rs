@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use danmaku_store::Store;
 use shared_model::comment::TimeRule;
 use shared_model::limits::MAX_VIDEO_TIME_SECS;
-use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, NewDanmaku, Store};
+use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, NewDanmaku};
 
 /// Most comments one window holds; a page asks for windows of a minute or so.
 pub const MAX_RANGE_ITEMS: usize = 5_000;

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::comment::{
     ChannelId, Color, Danmaku, Mode, NewDanmaku, validate_author, validate_text, validate_time,
 };
-use crate::store::{ImportOutcome, ImportedDanmaku};
+use crate::imports::{ImportOutcome, ImportedDanmaku};
 
 /// Bilibili's mode code for scrolling comments (2 and 3 are read as scroll too).
 pub const MODE_SCROLL: u8 = 1;

@@ -37,8 +37,8 @@ use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, par
 use tokio::sync::oneshot;
 
 use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
-use crate::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
-use crate::time;
+use shared_model::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
+use shared_model::time;
 
 /// Most appends committed in one transaction. Bounds the latency one slow batch adds.
 const MAX_BATCH_APPENDS: usize = 512;
@@ -931,7 +931,7 @@ fn run_reader(conn: Connection, jobs: Receiver<ReadJob>, shared: &Shared) {
 const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
 
 fn row_to_danmaku(channel: &ChannelId, row: &Row<'_>) -> rusqlite::Result<Danmaku> {
-    let bad = |col: usize, e: crate::error::ApiError| {
+    let bad = |col: usize, e: shared_model::error::ApiError| {
         rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
     };
     let color: String = row.get(3)?;
@@ -1115,7 +1115,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::comment::{DraftDanmaku, TimeRule};
+    use shared_model::comment::{DraftDanmaku, TimeRule};
 
     fn channel(name: &str) -> ChannelId {
         ChannelId::parse(name).unwrap()

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::comment::ChannelId;
+use shared_model::comment::ChannelId;
 
 /// A room created through the API.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,8 +19,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 use super::sqlite::time_at;
 use super::{SqliteStore, StoreError};
-use crate::comment::ChannelId;
-use crate::time;
+use shared_model::comment::ChannelId;
+use shared_model::time;
 
 /// The columns every room query selects, in the order [`row_to_room`] reads them.
 const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
@@ -240,8 +240,8 @@ mod tests {
     use rusqlite::Connection;
 
     use super::*;
-    use crate::comment::{DraftDanmaku, NewDanmaku, TimeRule};
-    use crate::store::Store;
+    use crate::Store;
+    use shared_model::comment::{DraftDanmaku, NewDanmaku, TimeRule};
 
     fn room(name: &str) -> ChannelId {
         ChannelId::parse(name).unwrap()

@@ -1,9 +1,16 @@
-//! Where comments live: the [`Store`] trait the services program against, and [`SqliteStore`],
-//! the embedded default.
+//! Where danmaku keeps its comments, rooms, check-ins and attendance: the traits the services
+//! program against, and their backends.
 //!
-//! The trait is small on purpose: the four queries every service needs (append; items after an
-//! id; the last N; items in a video-time window), the newest id, and an idempotent import. A shared database for running
-//! several instances is a second implementation of the same trait; no service changes.
+//! - this file: [`Store`], the comments of every channel, and [`StoreError`].
+//! - [`rooms`]: [`RoomStore`], live rooms, host tokens, check-ins and attendance.
+//! - `sqlite`: [`SqliteStore`], the embedded default (one file, a writer thread with group commit,
+//!   reader threads, the schema and its migrations), implementing both traits.
+//! - `sqlite_rooms`: the [`RoomStore`] half of [`SqliteStore`].
+//!
+//! The [`Store`] trait is small on purpose: the four queries every service needs (append; items
+//! after an id; the last N; items in a video-time window), the newest id, and an idempotent
+//! import. A shared database for running several instances is a second implementation of the
+//! same traits; no service changes.
 //!
 //! The contract every implementation keeps: [`Store::append`] returns only after the comment is
 //! committed to durable storage (an acknowledged comment survives `kill -9` and power loss), ids
@@ -18,36 +25,14 @@ mod sqlite;
 mod sqlite_rooms;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 #[cfg(any(test, feature = "testing"))]
 pub use sqlite::Faults;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::comment::{ChannelId, Danmaku, NewDanmaku};
-use crate::error::{ApiError, ErrorCode};
-
-/// A comment brought in from an archive (a Bilibili XML file, say).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImportedDanmaku {
-    /// The validated comment.
-    pub new: NewDanmaku,
-    /// What identifies it in its source, unique within the channel (for example
-    /// `bilibili:<dmid>`). Importing the same origin again adds nothing: imports are idempotent.
-    pub origin: String,
-    /// When it was originally sent (stored to the millisecond); the import time when unknown.
-    pub sent_at: Option<DateTime<Utc>>,
-}
-
-/// What an import did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ImportOutcome {
-    /// Comments stored.
-    pub added: usize,
-    /// Comments whose origin was already stored, left alone.
-    pub duplicates: usize,
-}
+pub use shared_model::imports::{ImportOutcome, ImportedDanmaku};
+use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, NewDanmaku};
 
 /// Why the store could not do what was asked. Every variant is a server fault: clients see
 /// `unavailable` (503, try again) for [`StoreError::Unavailable`] and [`StoreError::Closed`],
