@@ -113,12 +113,6 @@ pub trait RoomStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Counts one more wrong code for `name`; returns the count now.
-    async fn record_wrong_code(&self, id: i64, name: &str) -> Result<u32, StoreError>;
-
-    /// Wrong codes so far for `name`.
-    async fn wrong_codes(&self, id: i64, name: &str) -> Result<u32, StoreError>;
-
     /// Everyone who checked in, in the order they did.
     async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError>;
 }

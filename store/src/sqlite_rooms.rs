@@ -191,30 +191,6 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn record_wrong_code(&self, id: i64, name: &str) -> Result<u32, StoreError> {
-        let name = name.to_owned();
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO wrong_codes (checkin, name, count) VALUES (?1, ?2, 1)
-                 ON CONFLICT (checkin, name) DO UPDATE SET count = count + 1
-                 RETURNING count",
-            )?
-            .query_row(params![id, name], |r| r.get(0))
-        })
-        .await
-    }
-
-    async fn wrong_codes(&self, id: i64, name: &str) -> Result<u32, StoreError> {
-        let name = name.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT count FROM wrong_codes WHERE checkin = ?1 AND name = ?2")?
-                .query_row(params![id, name], |r| r.get(0))
-                .optional()
-                .map(Option::unwrap_or_default)
-        })
-        .await
-    }
-
     async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -502,31 +478,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wrong_codes_count_per_name_and_per_checkin() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, first) = store_with_checkin(&dir).await;
-        let second = store
-            .open_checkin(&room("live"), 5, first_closes(), first_closes())
-            .await
-            .unwrap()
-            .opened()
-            .expect("no other check-in is open in the room");
-        assert_eq!(store.wrong_codes(first.id, "ann").await.unwrap(), 0);
-        for expected in 1..=3 {
-            assert_eq!(
-                store.record_wrong_code(first.id, "ann").await.unwrap(),
-                expected
-            );
-        }
-        assert_eq!(store.record_wrong_code(first.id, "bob").await.unwrap(), 1);
-        assert_eq!(store.record_wrong_code(second.id, "ann").await.unwrap(), 1);
-        assert_eq!(store.wrong_codes(first.id, "ann").await.unwrap(), 3);
-        assert_eq!(store.wrong_codes(first.id, "bob").await.unwrap(), 1);
-        assert_eq!(store.wrong_codes(second.id, "ann").await.unwrap(), 1);
-        assert_eq!(store.wrong_codes(second.id, "bob").await.unwrap(), 0);
-    }
-
-    #[tokio::test]
     async fn unclosed_checkins_and_their_attendance_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let (kept, closed, later) = {
@@ -551,7 +502,6 @@ mod tests {
                 .record_attendance(kept.id, "ann", noon())
                 .await
                 .unwrap();
-            store.record_wrong_code(kept.id, "bob").await.unwrap();
             store.close_checkin(closed.id).await.unwrap();
             (kept, closed, later)
         };
@@ -562,7 +512,6 @@ mod tests {
         );
         assert!(store.checkin(closed.id).await.unwrap().unwrap().closed);
         assert_eq!(store.attendance(kept.id).await.unwrap().len(), 1);
-        assert_eq!(store.wrong_codes(kept.id, "bob").await.unwrap(), 1);
         assert!(store.room(&room("live")).await.unwrap().is_some());
         let next = store
             .open_checkin(&room("live"), 5, first_closes(), first_closes())
@@ -605,7 +554,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_2_database_migrates_to_3_and_keeps_its_comments() {
+    async fn a_version_2_database_migrates_to_the_current_version_and_keeps_its_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
         write_version_2_database(&path);
@@ -615,7 +564,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
             .await
             .unwrap()
@@ -689,10 +638,6 @@ mod tests {
                             .unwrap()
                     );
                     store
-                        .record_wrong_code(checkin.id, "guesser")
-                        .await
-                        .unwrap();
-                    store
                         .create_room(&room(&format!("room{n}")), None, [0; 32])
                         .await
                         .unwrap()
@@ -713,6 +658,5 @@ mod tests {
         assert_eq!(*heard.lock().unwrap(), (1..=100).collect::<Vec<i64>>());
         let attended = store.attendance(checkin.id).await.unwrap();
         assert_eq!(attended.len(), 50);
-        assert_eq!(store.wrong_codes(checkin.id, "guesser").await.unwrap(), 50);
     }
 }
