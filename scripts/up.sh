@@ -24,8 +24,8 @@ SERVICES=(http-danmaku:8081 ws-video:8082 ws-stream:8083)
 if [[ -n "${DANMAKU_PORT:-}" ]]; then
   echo "up.sh: ignoring DANMAKU_PORT=${DANMAKU_PORT}; each service gets its own --port" >&2
 fi
-if [[ -n "${DANMAKU_DB:-}" ]]; then
-  echo "up.sh: warning: DANMAKU_DB=${DANMAKU_DB} applies to all three services (one shared file)" >&2
+if [[ -n "${DANMAKU_STORE:-}" ]]; then
+  echo "up.sh: warning: DANMAKU_STORE=${DANMAKU_STORE} applies to all three services (one shared store)" >&2
 fi
 
 echo "==> cargo build --release --bins"

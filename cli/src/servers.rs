@@ -52,7 +52,7 @@ impl LocalService {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join(format!("{name}.db"));
         let mut child = Command::new(&exe)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--db"])
+            .args(["--bind", "127.0.0.1", "--port", "0", "--store"])
             .arg(&db)
             .args(["--rate-per-sec", RAISED_RATE_LIMIT])
             .args(["--rate-burst", RAISED_RATE_LIMIT])

@@ -16,7 +16,7 @@ pub const INFO: ServiceInfo = ServiceInfo {
                  GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail.",
     defaults: ServiceDefaults {
         port: 8081,
-        db: "data/http-danmaku.db",
+        store: "data/http-danmaku.db",
     },
 };
 

@@ -7,9 +7,9 @@
 //! - [`feed`]: long-poll wake-ups ([`feed::RoomFeeds`]), fed by the store's commits.
 //! - [`state`]: what the handlers share ([`state::AppState`]).
 //!
-//! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
-//! `service_kit::server::main`) and the tests both use it. [`build_with_store`] does the same on
-//! a store the caller opened (the tests use it to hold the store and inject faults into it).
+//! [`build_with_listener`] makes the server from a [`Config`] on a bound listener and an opened
+//! store; `main` (through `service_kit::server::main`, which opens the store the settings name)
+//! and the tests both use it (some tests open the store themselves, to inject faults into it).
 
 pub mod config;
 pub mod feed;
@@ -20,7 +20,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::web;
-use danmaku_store::Store;
+use danmaku_store::{Backend, Store};
 use service_kit::ClientBudget;
 use service_kit::server::{RunningServer, ServiceError};
 
@@ -39,18 +39,9 @@ pub const INDEX_PAGE: &str = "http.html";
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
+    store: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
-    let store = service_kit::server::open_store(&config.server)?;
-    build_with_store(config, listener, Arc::new(store))
-}
-
-/// Builds the server like [`build_with_listener`], on `store` instead of the database the
-/// settings name. The store keeps its own deadline on every call (the `Store` contract).
-pub fn build_with_store(
-    config: Config,
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-) -> Result<RunningServer, ServiceError> {
+    let store: Arc<dyn Store> = store;
     let addr = listener.local_addr()?;
     let feeds = RoomFeeds::default();
     service_kit::fanout::connect(&*store, feeds.clone());

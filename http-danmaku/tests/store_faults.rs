@@ -9,7 +9,7 @@ mod helpers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use danmaku_store::SqliteStore;
+use danmaku_store::{SqliteOptions, SqliteStore};
 use helpers::read_all;
 use http_danmaku::config::{Config, INFO};
 use serde_json::{Value, json};
@@ -58,10 +58,17 @@ fn spawn_app(db_timeout_ms: u64) -> App {
         ],
     )
     .expect("valid test settings");
-    let store = service_kit::server::open_store(&config.server).expect("the store opens");
+    let store = SqliteStore::open_with(
+        &db,
+        SqliteOptions {
+            timeout: config.server.db_timeout(),
+            ..SqliteOptions::default()
+        },
+    )
+    .expect("the store opens");
     let served = store.clone();
-    let server = service_kit::testing::spawn(move |listener| {
-        http_danmaku::build_with_store(config, listener, Arc::new(served))
+    let server = service_kit::testing::spawn(move |listener| async move {
+        http_danmaku::build_with_listener(config, listener, Arc::new(served))
     });
     App {
         server,

@@ -22,8 +22,8 @@ use clap::Parser;
 pub struct ServiceDefaults {
     /// Default `--port`.
     pub port: u16,
-    /// Default `--db`, relative to the working directory.
-    pub db: &'static str,
+    /// Default `--store`, a SQLite file relative to the working directory.
+    pub store: &'static str,
 }
 
 /// What a binary says about itself in `--help`, and its defaults.
@@ -141,9 +141,10 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_PORT")]
     pub port: u16,
 
-    /// The SQLite database file. Its folder is created if missing.
-    #[arg(long, env = "DANMAKU_DB")]
-    pub db: PathBuf,
+    /// Where comments, rooms and check-ins are kept: a SQLite file (a path, or `sqlite://PATH`),
+    /// its folder created if missing. `--db` is the old name of this flag.
+    #[arg(long, env = "DANMAKU_STORE", alias = "db")]
+    pub store: StoreLocation,
 
     /// Host names (with or without :port, comma-separated) this service answers to besides
     /// localhost, 127.0.0.1, [::1] and the bind address (bound to 0.0.0.0 or ::, any IP
@@ -206,6 +207,44 @@ impl ServerArgs {
     /// The deadline of every database call.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms.get().into())
+    }
+}
+
+/// Where a service keeps its data (`--store`): the embedded SQLite file. Written as a path or as
+/// `sqlite://PATH` (`sqlite:///abs/path` for an absolute one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = value.strip_prefix("sqlite://") {
+            return match path {
+                "" => Err("sqlite:// needs a file path, as in sqlite://data/danmaku.db".into()),
+                path => Ok(Self::Sqlite(PathBuf::from(path))),
+            };
+        }
+        if let Some((scheme, _)) = value.split_once("://") {
+            return Err(format!(
+                "{scheme}:// is not a store this build knows (a file path or sqlite://PATH)"
+            ));
+        }
+        match value {
+            "" => Err("the store is empty; give a file path or sqlite://PATH".into()),
+            path => Ok(Self::Sqlite(PathBuf::from(path))),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
     }
 }
 
@@ -340,7 +379,7 @@ fn command<C: Parser>(info: &ServiceInfo) -> clap::Command {
         .mut_arg("port", |a| {
             a.default_value(defaults.port.to_string()).required(false)
         })
-        .mut_arg("db", |a| a.default_value(defaults.db).required(false))
+        .mut_arg("store", |a| a.default_value(defaults.store).required(false))
 }
 
 #[cfg(test)]
@@ -368,15 +407,32 @@ mod tests {
         after_help: "",
         defaults: ServiceDefaults {
             port: 8099,
-            db: "data/test.db",
+            store: "data/test.db",
         },
     };
+
+    #[test]
+    fn a_store_is_a_path_or_a_sqlite_url() {
+        let sqlite = |p: &str| Ok(StoreLocation::Sqlite(PathBuf::from(p)));
+        assert_eq!("data/x.db".parse(), sqlite("data/x.db"));
+        assert_eq!("sqlite://data/x.db".parse(), sqlite("data/x.db"));
+        assert_eq!("sqlite:///var/lib/x.db".parse(), sqlite("/var/lib/x.db"));
+        assert!("sqlite://".parse::<StoreLocation>().is_err());
+        assert!("".parse::<StoreLocation>().is_err());
+        let err = "mysql://db/x".parse::<StoreLocation>().unwrap_err();
+        assert!(err.contains("mysql://"), "{err}");
+        let c: TestConfig = parse_from(&DEFAULTS, ["svc", "--db", "old/flag.db"]).unwrap();
+        assert_eq!(c.server.store, StoreLocation::Sqlite("old/flag.db".into()));
+    }
 
     #[test]
     fn defaults_come_from_the_service() {
         let c: TestConfig = parse_from(&DEFAULTS, ["svc"]).unwrap();
         assert_eq!(c.server.port, 8099);
-        assert_eq!(c.server.db, PathBuf::from("data/test.db"));
+        assert_eq!(
+            c.server.store,
+            StoreLocation::Sqlite(PathBuf::from("data/test.db"))
+        );
         assert_eq!(c.server.rate_per_sec.get(), 5);
         assert_eq!(c.server.rate_burst.get(), 10);
         assert_eq!(c.server.db_timeout(), Duration::from_secs(5));

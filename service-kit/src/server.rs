@@ -11,11 +11,11 @@ use actix_web::dev::ServiceRequest;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use danmaku_store::{SqliteOptions, SqliteStore, Store};
+use danmaku_store::{Backend, SqliteOptions, SqliteStore, Store};
 use shared_model::api::Health;
 
 use crate::assets::Pages;
-use crate::config::{ServerArgs, ServiceInfo, Settings, WsArgs};
+use crate::config::{ServerArgs, ServiceInfo, Settings, StoreLocation, WsArgs};
 use crate::hosts::{self, AllowedHosts};
 use crate::{error, headers};
 
@@ -198,8 +198,8 @@ pub fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServiceError> {
 }
 
 /// What a service's library exports for `main` and the tests: build the server from its settings
-/// on an already-bound listener.
-pub type BuildFn<C> = fn(C, TcpListener) -> Result<RunningServer, ServiceError>;
+/// on an already-bound listener and an opened store ([`open_store`]).
+pub type BuildFn<C> = fn(C, TcpListener, Arc<dyn Backend>) -> Result<RunningServer, ServiceError>;
 
 /// A whole service binary: logging, its settings from flags and `DANMAKU_*` variables (a bad
 /// value exits with a message naming it), the listener on the configured address, `build`, then
@@ -207,24 +207,32 @@ pub type BuildFn<C> = fn(C, TcpListener) -> Result<RunningServer, ServiceError>;
 pub async fn main<C: Settings>(info: &ServiceInfo, build: BuildFn<C>) -> std::process::ExitCode {
     crate::init_logging();
     let config: C = crate::config::from_env(info);
-    let built = bind(config.server().socket_addr()).and_then(|listener| build(config, listener));
-    run_main(built).await
+    let built = async {
+        let listener = bind(config.server().socket_addr())?;
+        let store = open_store(config.server()).await?;
+        build(config, listener, store)
+    };
+    run_main(built.await).await
 }
 
-/// Opens the database the settings name (creating its folder), with the deadline of
-/// `DANMAKU_DB_TIMEOUT_MS` on every call, and logs where it is.
-pub fn open_store(args: &ServerArgs) -> Result<SqliteStore, ServiceError> {
-    let options = SqliteOptions {
-        timeout: args.db_timeout(),
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open_with(&args.db, options)?;
-    log::info!(
-        "database: {} (calls time out after {} ms)",
-        store.path().display(),
-        store.timeout().as_millis()
-    );
-    Ok(store)
+/// Opens the store the settings name (`--store`: a SQLite file, its folder created), with the
+/// deadline of `DANMAKU_DB_TIMEOUT_MS` on every call, and logs where it is.
+pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>, ServiceError> {
+    match &args.store {
+        StoreLocation::Sqlite(path) => {
+            let options = SqliteOptions {
+                timeout: args.db_timeout(),
+                ..SqliteOptions::default()
+            };
+            let store = SqliteStore::open_with(path, options)?;
+            log::info!(
+                "store: {} (calls time out after {} ms)",
+                args.store,
+                store.timeout().as_millis()
+            );
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Runs a freshly built service until it is stopped: logs why it could not start or failed, and

@@ -30,11 +30,13 @@ pub struct TestServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Binds 127.0.0.1 on a free port, builds the service with `build` in a fresh thread and runs it.
-/// Panics if the service does not build: a test cannot go on without it.
-pub fn spawn<F>(build: F) -> TestServer
+/// Binds 127.0.0.1 on a free port, builds the service with `build` (which may open its store
+/// first, hence a future) in a fresh thread and runs it. Panics if the service does not build: a
+/// test cannot go on without it.
+pub fn spawn<F, Fut>(build: F) -> TestServer
 where
-    F: FnOnce(TcpListener) -> Result<RunningServer, ServiceError> + Send + 'static,
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<RunningServer, ServiceError>> + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
     let addr = listener
@@ -43,7 +45,7 @@ where
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let server = build(listener).expect("the service builds");
+            let server = build(listener).await.expect("the service builds");
             tx.send(server.handle())
                 .expect("the test waits for the handle");
             if let Err(e) = server.run().await {
@@ -93,7 +95,7 @@ impl Binary {
     /// `info`).
     pub fn start_with_env(exe: &str, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(exe)
-            .args(["--port", "0", "--shutdown-timeout-secs", "5", "--db"])
+            .args(["--port", "0", "--shutdown-timeout-secs", "5", "--store"])
             .arg(db)
             .args(args)
             .env("RUST_LOG", "info")
@@ -268,12 +270,19 @@ mod service {
 
     use super::{TestServer, init_test_logging, spawn};
     use crate::config::{ServiceInfo, Settings, parse_from};
-    use crate::server::{RunningServer, ServiceError};
+    use crate::server::{BuildFn, RunningServer, ServiceError, open_store};
+    use futures::future::LocalBoxFuture;
 
     /// Builds a service from its command line (program name first) on a bound listener, the
-    /// way its `main` would: parse the settings, then `build_with_listener`.
-    type Builder =
-        Arc<dyn Fn(Vec<String>, TcpListener) -> Result<RunningServer, ServiceError> + Send + Sync>;
+    /// way its `main` would: parse the settings, open the store, then `build_with_listener`.
+    type Builder = Arc<
+        dyn Fn(
+                Vec<String>,
+                TcpListener,
+            ) -> LocalBoxFuture<'static, Result<RunningServer, ServiceError>>
+            + Send
+            + Sync,
+    >;
 
     /// A running service on a fresh database in a temporary folder. Dropping it stops the
     /// server, then removes the folder.
@@ -299,7 +308,7 @@ mod service {
         /// stderr when `TEST_LOG` is set.
         pub fn start<C: Settings + 'static>(
             info: &'static ServiceInfo,
-            build: fn(C, TcpListener) -> Result<RunningServer, ServiceError>,
+            build: BuildFn<C>,
             args: &[&str],
         ) -> Self {
             init_test_logging();
@@ -307,7 +316,10 @@ mod service {
             let db = dir.path().join(format!("{}.db", info.name));
             let builder: Builder = Arc::new(move |argv, listener| {
                 let config: C = parse_from(info, argv).expect("valid test settings");
-                build(config, listener)
+                Box::pin(async move {
+                    let store = open_store(config.server()).await?;
+                    build(config, listener, store)
+                })
             });
             let mut service = Self {
                 base: String::new(),
@@ -329,7 +341,7 @@ mod service {
             drop(self.server.take());
             let mut argv = vec![
                 self.name.clone(),
-                "--db".to_owned(),
+                "--store".to_owned(),
                 self.db.display().to_string(),
                 "--workers".to_owned(),
                 "2".to_owned(),

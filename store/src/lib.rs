@@ -1,7 +1,8 @@
 //! Where danmaku keeps its comments, rooms, check-ins and attendance: the traits the services
 //! program against, and their backends.
 //!
-//! - this file: [`Store`], the comments of every channel, and [`StoreError`].
+//! - this file: [`Store`], the comments of every channel, [`StoreError`], and [`Backend`], both
+//!   traits in one, which is what a service opens.
 //! - [`rooms`]: [`RoomStore`], live rooms, host tokens, check-ins and attendance.
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, a writer thread with group commit,
 //!   reader threads, the schema and its migrations), implementing both traits.
@@ -33,6 +34,12 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 
 pub use shared_model::imports::{ImportOutcome, ImportedDanmaku};
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, NewDanmaku};
+
+/// Both halves of a backend: what a service opens and builds on ([`Store`] for comments,
+/// [`RoomStore`] for rooms and check-ins). Every type that implements both is one.
+pub trait Backend: Store + RoomStore {}
+
+impl<T: Store + RoomStore> Backend for T {}
 
 /// Why the store could not do what was asked. Every variant is a server fault: clients see
 /// `unavailable` (503, try again) for [`StoreError::Unavailable`] and [`StoreError::Closed`],

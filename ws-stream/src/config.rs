@@ -91,7 +91,7 @@ pub const INFO: ServiceInfo = ServiceInfo {
     after_help: "Routes: GET /ws/live/{room}?name=&since= (WebSocket; a host proves its token with Authorization: Bearer or the subprotocol danmaku.bearer.<token>), POST /api/rooms, GET /api/rooms/{room}/history, POST /api/rooms/{room}/checkins, GET /api/checkins/{id} and {id}.csv, POST /api/checkins/{id}/attend, GET /healthz, and the pages at / and /host.html.\nLogging: RUST_LOG=debug for per-request detail.",
     defaults: ServiceDefaults {
         port: 8083,
-        db: "data/ws-stream.db",
+        store: "data/ws-stream.db",
     },
 };
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
-use danmaku_store::{RoomStore, Store};
+use danmaku_store::{Backend, RoomStore, Store};
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -53,8 +53,8 @@ pub const INDEX_PAGE: &str = "live.html";
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
+    store: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
-    let store = Arc::new(service_kit::server::open_store(&config.server)?);
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
     let hub = hub::new(rooms.clone(), config.checkin.limits()).start();

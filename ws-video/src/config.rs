@@ -117,7 +117,7 @@ pub const INFO: ServiceInfo = ServiceInfo {
     after_help: "Routes: GET /ws/videos/{video} (WebSocket), GET and POST /api/videos/{video}/danmaku, GET and POST /api/videos/{video}/danmaku.xml (Bilibili), GET and POST /dplayer/v3/, GET /healthz, and the page at /.\nLogging: RUST_LOG=debug for per-request detail.",
     defaults: ServiceDefaults {
         port: 8082,
-        db: "data/ws-video.db",
+        store: "data/ws-video.db",
     },
 };
 

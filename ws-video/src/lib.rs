@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
+use danmaku_store::{Backend, Store};
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -47,13 +48,14 @@ pub const INDEX_PAGE: &str = "video.html";
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
+    store: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
-    let store = service_kit::server::open_store(&config.server)?;
+    let store: Arc<dyn Store> = store;
     let addr = listener.local_addr()?;
     let hub = hub::new().start();
-    service_kit::fanout::connect(&store, hub.clone());
+    service_kit::fanout::connect(&*store, hub.clone());
     let state = web::Data::new(VideoState {
-        timeline: Timeline::new(Arc::new(store)),
+        timeline: Timeline::new(store),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
         imports: budget::Imports::from_args(&config.video),
