@@ -401,7 +401,9 @@ async fn writers_on_separate_instances_are_seen_by_every_reader_once_and_in_orde
             tokio::spawn(async move {
                 let mut seen: Vec<i64> = Vec::new();
                 let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-                while seen.len() < TOTAL && tokio::time::Instant::now() < give_up {
+                while seen.last().copied().unwrap_or(0) < TOTAL as i64
+                    && tokio::time::Instant::now() < give_up
+                {
                     let last = seen.last().copied().unwrap_or(0);
                     let page = store.after(&room, last, 37).await.unwrap();
                     if page.is_empty() {
