@@ -7,11 +7,20 @@
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, a writer thread with group commit,
 //!   reader threads, the schema and its migrations), implementing both traits.
 //! - `sqlite_rooms`: the [`RoomStore`] half of [`SqliteStore`].
+//! - `postgres`: [`PgStore`], the shared database for running several instances (a pool, a
+//!   writer task with group commit, ids from a per-channel counter row so that they mean order
+//!   across writers, versioned migrations safe to run from several instances at once), and
+//!   [`redact_url`], for showing its URL.
+//! - `postgres_rooms`: the [`RoomStore`] half of [`PgStore`].
+//! - `testing` (feature `testing`): `testing::postgres()`, a fresh PostgreSQL database per test.
+//!
+//! The behaviour both backends share is tested once, against both, in `tests/conformance.rs`;
+//! each backend's own file tests only what is its own (SQLite's faults and file format,
+//! PostgreSQL's deadlines and URLs).
 //!
 //! The [`Store`] trait is small on purpose: the four queries every service needs (append; items
 //! after an id; the last N; items in a video-time window), the newest id, and an idempotent
-//! import. A shared database for running several instances is a second implementation of the
-//! same traits; no service changes.
+//! import. Services program against the traits only, whichever backend runs.
 //!
 //! The contract every implementation keeps: [`Store::append`] returns only after the comment is
 //! committed to durable storage (an acknowledged comment survives `kill -9` and power loss), ids
@@ -21,12 +30,17 @@
 //! [`StoreError::Unavailable`] rather than keep the caller waiting. Services rely on this and put
 //! no deadline of their own around store calls.
 
+mod postgres;
+mod postgres_rooms;
 pub mod rooms;
 mod sqlite;
 mod sqlite_rooms;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use async_trait::async_trait;
 
+pub use postgres::{PgOptions, PgStore, redact_url};
 pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
 #[cfg(any(test, feature = "testing"))]
 pub use sqlite::Faults;

@@ -1,0 +1,296 @@
+//! [`RoomStore`] for [`PgStore`]: rooms, check-ins and attendance, in the same database as the
+//! comments (tables of migration step 1, see `postgres::MIGRATIONS`).
+//!
+//! Every write is a transaction of its own on a pooled connection, answered after its commit.
+//! Times are `TIMESTAMPTZ`, cut to the millisecond before they are stored (as SQLite's text
+//! keeps them), so what a write returns equals what later queries return, on either backend.
+//!
+//! Rules that span rows are kept with row locks rather than a serializable transaction, so they
+//! never fail with a serialization error under contention, they wait:
+//! - one open check-in per room: [`RoomStore::open_checkin`] locks the room's row
+//!   (`FOR NO KEY UPDATE`) before it looks for an open check-in and inserts, so two hosts
+//!   opening at once (on any instances) are served one after the other;
+//! - the attendance order: [`RoomStore::record_attendance`] locks the check-in's row before it
+//!   reads the next position.
+//!
+//! Opening a check-in in a room that was never created, or recording attendance for a check-in
+//! that does not exist, fails with [`StoreError::Database`] and stores nothing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use super::postgres::pg_error;
+use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+use super::{PgStore, StoreError};
+use shared_model::comment::ChannelId;
+use shared_model::time;
+
+/// The columns every room query selects, in the order [`row_to_room`] reads them.
+const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
+
+/// The columns every check-in query selects, in the order [`row_to_checkin`] reads them.
+const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed";
+
+/// Reads a room id from column `col`; the store only ever wrote valid ones.
+fn room_at(row: &Row, col: usize) -> Result<ChannelId, StoreError> {
+    let text: &str = row.try_get(col).map_err(pg_error)?;
+    ChannelId::parse(text)
+        .map_err(|e| StoreError::Database(format!("a stored room id does not parse: {e:?}")))
+}
+
+fn row_to_room(row: &Row) -> Result<RoomRecord, StoreError> {
+    let digest: &[u8] = row.try_get(2).map_err(pg_error)?;
+    Ok(RoomRecord {
+        room: room_at(row, 0)?,
+        title: row.try_get(1).map_err(pg_error)?,
+        token_digest: digest.try_into().map_err(|_| {
+            StoreError::Database(format!("a stored token digest has {} bytes", digest.len()))
+        })?,
+        created_at: row.try_get(3).map_err(pg_error)?,
+    })
+}
+
+fn row_to_checkin(row: &Row) -> Result<CheckinRecord, StoreError> {
+    let interval: i32 = row.try_get(2).map_err(pg_error)?;
+    Ok(CheckinRecord {
+        id: row.try_get(0).map_err(pg_error)?,
+        room: room_at(row, 1)?,
+        interval_secs: u32::try_from(interval).map_err(|_| {
+            StoreError::Database(format!("a stored check-in interval is {interval}"))
+        })?,
+        opened_at: row.try_get(3).map_err(pg_error)?,
+        closes_at: row.try_get(4).map_err(pg_error)?,
+        closed: row.try_get(5).map_err(pg_error)?,
+    })
+}
+
+#[async_trait]
+impl RoomStore for PgStore {
+    async fn create_room(
+        &self,
+        room: &ChannelId,
+        title: Option<String>,
+        token_digest: [u8; 32],
+    ) -> Result<Option<RoomRecord>, StoreError> {
+        let room = room.as_str().to_owned();
+        let created_at = time::now();
+        self.run("creating a room", move |client| {
+            Box::pin(async move {
+                // `DO NOTHING` returns no row for a room that exists, and leaves it untouched.
+                let row = client
+                    .query_opt(
+                        &format!(
+                            "INSERT INTO rooms (room, title, token_digest, created_at)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (room) DO NOTHING
+                             RETURNING {ROOM_COLUMNS}"
+                        ),
+                        &[&room, &title, &&token_digest[..], &created_at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                row.as_ref().map(row_to_room).transpose()
+            })
+        })
+        .await
+    }
+
+    async fn room(&self, room: &ChannelId) -> Result<Option<RoomRecord>, StoreError> {
+        let room = room.as_str().to_owned();
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let stmt = client
+                    .prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room = $1"))
+                    .await
+                    .map_err(pg_error)?;
+                let row = client.query_opt(&stmt, &[&room]).await.map_err(pg_error)?;
+                row.as_ref().map(row_to_room).transpose()
+            })
+        })
+        .await
+    }
+
+    async fn open_checkin(
+        &self,
+        room: &ChannelId,
+        interval_secs: u32,
+        opened_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    ) -> Result<CheckinOpening, StoreError> {
+        let room = room.as_str().to_owned();
+        let (opened_at, closes_at) = (time::to_millis(opened_at), time::to_millis(closes_at));
+        let interval = i32::try_from(interval_secs).map_err(|_| {
+            StoreError::Database(format!("a check-in interval of {interval_secs} s"))
+        })?;
+        self.run("opening a check-in", move |client| {
+            Box::pin(async move {
+                let tx = client.transaction().await.map_err(pg_error)?;
+                // The room's row lock serialises every opener of this room until commit.
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM rooms WHERE room = $1 FOR NO KEY UPDATE",
+                        &[&room],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                if exists.is_none() {
+                    return Err(StoreError::Database(format!(
+                        "no room {room}: a check-in needs a created room"
+                    )));
+                }
+                let running = tx
+                    .query_opt(
+                        &format!(
+                            "SELECT {CHECKIN_COLUMNS} FROM checkins
+                             WHERE room = $1 AND NOT closed AND closes_at > $2
+                             ORDER BY id DESC LIMIT 1"
+                        ),
+                        &[&room, &opened_at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                if let Some(running) = running {
+                    return Ok(CheckinOpening::AlreadyOpen(row_to_checkin(&running)?));
+                }
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "INSERT INTO checkins (room, interval_secs, opened_at, closes_at)
+                             VALUES ($1, $2, $3, $4)
+                             RETURNING {CHECKIN_COLUMNS}"
+                        ),
+                        &[&room, &interval, &opened_at, &closes_at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let opened = row_to_checkin(&row)?;
+                tx.commit().await.map_err(pg_error)?;
+                Ok(CheckinOpening::Opened(opened))
+            })
+        })
+        .await
+    }
+
+    async fn checkin(&self, id: i64) -> Result<Option<CheckinRecord>, StoreError> {
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE id = $1"
+                    ))
+                    .await
+                    .map_err(pg_error)?;
+                let row = client.query_opt(&stmt, &[&id]).await.map_err(pg_error)?;
+                row.as_ref().map(row_to_checkin).transpose()
+            })
+        })
+        .await
+    }
+
+    async fn unclosed_checkins(&self) -> Result<Vec<CheckinRecord>, StoreError> {
+        self.run("a read", |client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(
+                        &format!(
+                            "SELECT {CHECKIN_COLUMNS} FROM checkins WHERE NOT closed ORDER BY id"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter().map(row_to_checkin).collect()
+            })
+        })
+        .await
+    }
+
+    /// An id that was never opened closes nothing and counts 0.
+    async fn close_checkin(&self, id: i64) -> Result<usize, StoreError> {
+        self.run("closing a check-in", move |client| {
+            Box::pin(async move {
+                let tx = client.transaction().await.map_err(pg_error)?;
+                // The update locks the check-in's row, so no attendance lands between it and
+                // the count.
+                tx.execute("UPDATE checkins SET closed = TRUE WHERE id = $1", &[&id])
+                    .await
+                    .map_err(pg_error)?;
+                let count: i64 = tx
+                    .query_one("SELECT COUNT(*) FROM attendance WHERE checkin = $1", &[&id])
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                tx.commit().await.map_err(pg_error)?;
+                usize::try_from(count)
+                    .map_err(|_| StoreError::Database(format!("an attendance count of {count}")))
+            })
+        })
+        .await
+    }
+
+    async fn record_attendance(
+        &self,
+        id: i64,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        let at = time::to_millis(at);
+        self.run("recording attendance", move |client| {
+            Box::pin(async move {
+                let tx = client.transaction().await.map_err(pg_error)?;
+                // The check-in's row lock orders its attendance writers, so each reads the
+                // position the previous one committed.
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM checkins WHERE id = $1 FOR NO KEY UPDATE",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                if exists.is_none() {
+                    return Err(StoreError::Database(format!("no check-in {id}")));
+                }
+                // A repeat conflicts on `(checkin, name)` and changes nothing, so the first
+                // time stays.
+                let added = tx
+                    .execute(
+                        "INSERT INTO attendance (checkin, name, at, seq)
+                         SELECT $1, $2, $3, COALESCE(MAX(seq), 0) + 1
+                         FROM attendance WHERE checkin = $1
+                         ON CONFLICT (checkin, name) DO NOTHING",
+                        &[&id, &name, &at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                tx.commit().await.map_err(pg_error)?;
+                Ok(added == 1)
+            })
+        })
+        .await
+    }
+
+    async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError> {
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT name, at FROM attendance WHERE checkin = $1 ORDER BY seq",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let rows = client.query(&stmt, &[&id]).await.map_err(pg_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Attendance {
+                            name: row.try_get(0).map_err(pg_error)?,
+                            at: row.try_get(1).map_err(pg_error)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+}
