@@ -142,7 +142,8 @@ pub struct ServerArgs {
     pub port: u16,
 
     /// Where comments, rooms and check-ins are kept: a SQLite file (a path, or `sqlite://PATH`),
-    /// its folder created if missing. `--db` is the old name of this flag.
+    /// its folder created if missing, or a PostgreSQL database (`postgres://user:pw@host/db`)
+    /// that several instances may share. `--db` is the old name of this flag.
     #[arg(long, env = "DANMAKU_STORE", alias = "db")]
     pub store: StoreLocation,
 
@@ -210,12 +211,22 @@ impl ServerArgs {
     }
 }
 
-/// Where a service keeps its data (`--store`): the embedded SQLite file. Written as a path or as
-/// `sqlite://PATH` (`sqlite:///abs/path` for an absolute one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a service keeps its data (`--store`): the embedded SQLite file, written as a path or as
+/// `sqlite://PATH` (`sqlite:///abs/path` for an absolute one), or a PostgreSQL database,
+/// `postgres://user:password@host:5432/db` (or `postgresql://`), which several instances can
+/// share.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     /// A SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (it may hold a password: shown only redacted).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreLocation({self})")
+    }
 }
 
 impl std::str::FromStr for StoreLocation {
@@ -228,9 +239,13 @@ impl std::str::FromStr for StoreLocation {
                 path => Ok(Self::Sqlite(PathBuf::from(path))),
             };
         }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(Self::Postgres(value.to_owned()));
+        }
         if let Some((scheme, _)) = value.split_once("://") {
             return Err(format!(
-                "{scheme}:// is not a store this build knows (a file path or sqlite://PATH)"
+                "{scheme}:// is not a store this build knows (a file path, sqlite://PATH or \
+                 postgres://...)"
             ));
         }
         match value {
@@ -244,6 +259,7 @@ impl std::fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => f.write_str(&danmaku_store::redact_url(url)),
         }
     }
 }
@@ -419,6 +435,13 @@ mod tests {
         assert_eq!("sqlite:///var/lib/x.db".parse(), sqlite("/var/lib/x.db"));
         assert!("sqlite://".parse::<StoreLocation>().is_err());
         assert!("".parse::<StoreLocation>().is_err());
+        let pg: StoreLocation = "postgres://ann:secret@db:5432/danmaku".parse().unwrap();
+        assert_eq!(
+            pg,
+            StoreLocation::Postgres("postgres://ann:secret@db:5432/danmaku".into())
+        );
+        assert!(!pg.to_string().contains("secret"), "{pg}");
+        assert!(!format!("{pg:?}").contains("secret"), "{pg:?}");
         let err = "mysql://db/x".parse::<StoreLocation>().unwrap_err();
         assert!(err.contains("mysql://"), "{err}");
         let c: TestConfig = parse_from(&DEFAULTS, ["svc", "--db", "old/flag.db"]).unwrap();

@@ -11,7 +11,7 @@ use actix_web::dev::ServiceRequest;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use danmaku_store::{Backend, SqliteOptions, SqliteStore, Store};
+use danmaku_store::{Backend, PgOptions, PgStore, SqliteOptions, SqliteStore, Store, StoreError};
 use shared_model::api::Health;
 
 use crate::assets::Pages;
@@ -176,9 +176,14 @@ pub async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
 /// Why a service could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// The database could not be opened.
-    #[error(transparent)]
-    Store(#[from] danmaku_store::StoreError),
+    /// The store the settings name could not be opened.
+    #[error("cannot open the store {store} (--store, DANMAKU_STORE): {source}")]
+    OpenStore {
+        /// The store, as the settings give it (a password redacted).
+        store: String,
+        /// Why not.
+        source: StoreError,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -224,7 +229,7 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>, ServiceEr
                 timeout: args.db_timeout(),
                 ..SqliteOptions::default()
             };
-            let store = SqliteStore::open_with(path, options)?;
+            let store = SqliteStore::open_with(path, options).map_err(|e| opening(args, e))?;
             log::info!(
                 "store: {} (calls time out after {} ms)",
                 args.store,
@@ -232,6 +237,29 @@ pub async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>, ServiceEr
             );
             Ok(Arc::new(store))
         }
+        StoreLocation::Postgres(url) => {
+            let options = PgOptions {
+                timeout: args.db_timeout(),
+                ..PgOptions::default()
+            };
+            let store = PgStore::connect(url, options)
+                .await
+                .map_err(|e| opening(args, e))?;
+            log::info!(
+                "store: {} (calls time out after {} ms)",
+                args.store,
+                store.timeout().as_millis()
+            );
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The error of a store that could not be opened, naming the setting to fix.
+fn opening(args: &ServerArgs, source: StoreError) -> ServiceError {
+    ServiceError::OpenStore {
+        store: args.store.to_string(),
+        source,
     }
 }
 

@@ -264,8 +264,8 @@ pub use ws_client::WsClient;
 
 /// A service under test with its own temporary database, restartable on the same file.
 mod service {
+    use danmaku_store::testing::TestDatabase;
     use std::net::TcpListener;
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::{TestServer, init_test_logging, spawn};
@@ -291,19 +291,50 @@ mod service {
         pub base: String,
         /// `ws://127.0.0.1:PORT`.
         pub ws_base: String,
-        /// The database file.
-        pub db: PathBuf,
+        /// The store it runs on, as given to `--store`: a SQLite file in a temporary folder, or,
+        /// with `DANMAKU_TEST_STORE=postgres`, a fresh PostgreSQL database (see [`test_store`]).
+        pub store: String,
         /// The bound address.
         pub addr: std::net::SocketAddr,
         name: String,
         builder: Builder,
         server: Option<TestServer>,
+        /// Dropped after the server: the PostgreSQL database, if the test runs on one.
+        _database: Option<TestDatabase>,
         _dir: tempfile::TempDir,
+    }
+
+    /// The variable that picks the backend the services' tests run on: `postgres` for a fresh
+    /// PostgreSQL database per [`TestService`] (on the server `DANMAKU_TEST_POSTGRES` names),
+    /// anything else or nothing for a SQLite file. CI runs the services' tests both ways.
+    pub const STORE_VAR: &str = "DANMAKU_TEST_STORE";
+
+    /// The `--store` of a test service named `name`: a SQLite file in `dir`, or a fresh
+    /// PostgreSQL database (kept alive by the returned guard) when [`STORE_VAR`] says so.
+    pub fn test_store(dir: &std::path::Path, name: &str) -> (String, Option<TestDatabase>) {
+        if std::env::var(STORE_VAR).is_ok_and(|v| v == "postgres") {
+            // Made on a thread of its own: the caller may be inside an async test.
+            let database = std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(danmaku_store::testing::postgres())
+            })
+            .join()
+            .expect("the test database is made");
+            let database = database.unwrap_or_else(|| {
+                panic!("{STORE_VAR}=postgres needs DANMAKU_TEST_POSTGRES (a server's URL)")
+            });
+            return (database.url().to_owned(), Some(database));
+        }
+        let db = dir.join(format!("{name}.db"));
+        (db.display().to_string(), None)
     }
 
     impl TestService {
         /// Starts the service `info` describes with `args` after the test defaults (a fresh
-        /// `--db`, two workers, a one-second shutdown): its settings are parsed as its `main`
+        /// `--store`, two workers, a one-second shutdown): its settings are parsed as its `main`
         /// parses them, then `build` (its `build_with_listener`) makes the server. Logs go to
         /// stderr when `TEST_LOG` is set.
         pub fn start<C: Settings + 'static>(
@@ -313,7 +344,7 @@ mod service {
         ) -> Self {
             init_test_logging();
             let dir = tempfile::tempdir().expect("a temporary folder");
-            let db = dir.path().join(format!("{}.db", info.name));
+            let (store, database) = test_store(dir.path(), info.name);
             let builder: Builder = Arc::new(move |argv, listener| {
                 let config: C = parse_from(info, argv).expect("valid test settings");
                 Box::pin(async move {
@@ -324,11 +355,12 @@ mod service {
             let mut service = Self {
                 base: String::new(),
                 ws_base: String::new(),
-                db,
+                store,
                 addr: ([127, 0, 0, 1], 0).into(),
                 name: info.name.to_owned(),
                 builder,
                 server: None,
+                _database: database,
                 _dir: dir,
             };
             service.restart(args);
@@ -342,7 +374,7 @@ mod service {
             let mut argv = vec![
                 self.name.clone(),
                 "--store".to_owned(),
-                self.db.display().to_string(),
+                self.store.clone(),
                 "--workers".to_owned(),
                 "2".to_owned(),
                 "--shutdown-timeout-secs".to_owned(),
