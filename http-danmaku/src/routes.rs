@@ -7,6 +7,7 @@ use serde::Deserialize;
 use service_kit::HttpError;
 use service_kit::body::Json;
 use service_kit::error::{page_params, query_param};
+use service_kit::rate::peer_ip;
 use shared_model::api::{Page, PollStats};
 use shared_model::comment::TimeRule;
 use shared_model::limits::{MAX_LONG_POLL_SECS, SEED_POLLING_ITEMS};
@@ -58,9 +59,9 @@ struct PollQuery {
     wait: Option<String>,
 }
 
-/// `GET /api/rooms/{room}/danmaku?after=&limit=&wait=`: the short and the long poll. It costs
-/// the client `limit` rows of its read budget, paid before the database is asked (a long poll
-/// that wakes reads again but pays once).
+/// `GET /api/rooms/{room}/danmaku?after=&limit=&wait=`: the short and the long poll. It needs
+/// one token of the client's read budget before the database is asked, and then costs the rows
+/// it returns (a long poll that wakes reads again but pays once, for what it answers).
 async fn poll_danmaku(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -77,7 +78,7 @@ async fn poll_danmaku(
             format!("wait must be from 0 to {MAX_LONG_POLL_SECS} seconds"),
         ));
     }
-    state.budget.reads.spend_request(&req, rows_cost(limit))?;
+    let ticket = state.budget.reads.admit(peer_ip(&req), "a poll")?;
 
     // Subscribe before the first query: a comment committed after it still wakes us.
     let mut subscription = match wait {
@@ -98,29 +99,23 @@ async fn poll_danmaku(
         }
     }
     drop(subscription);
+    ticket.pay(items.len());
     let next = items.last().map_or(after, |item| item.id);
     Ok(HttpResponse::Ok().json(Page { items, next }))
 }
 
 /// `GET /polling`: the assignment's original call, kept for comparison. It answers the last 5
-/// comments of room `default` (oldest first) and nothing else, so a client polling it misses
+/// comments of room `default` (oldest first) and nothing else, and costs the rows it returns, so a client polling it misses
 /// whatever arrived beyond 5 between two polls and sees the same comments again when none did.
 async fn seed_polling(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    state
-        .budget
-        .reads
-        .spend_request(&req, rows_cost(SEED_POLLING_ITEMS))?;
+    let ticket = state.budget.reads.admit(peer_ip(&req), "a poll")?;
     let room = ChannelId::parse(SEED_ROOM)?;
     let items = state.store.latest(&room, SEED_POLLING_ITEMS).await?;
+    ticket.pay(items.len());
     Ok(HttpResponse::Ok().json(items))
-}
-
-/// What a read of up to `rows` rows costs in the read budget.
-fn rows_cost(rows: usize) -> u32 {
-    u32::try_from(rows).unwrap_or(u32::MAX)
 }
 
 /// `GET /api/stats`: how many long polls wait now, for operators (and for tests, which wait on it

@@ -579,36 +579,89 @@ async fn a_client_over_its_rate_gets_429_and_its_refused_comments_are_not_stored
 }
 
 #[tokio::test]
-async fn reads_cost_the_rows_they_may_return_from_each_clients_own_budget() {
-    // 10 rows a second, 1,000 at once: a poll with limit=500 costs 500.
-    let app = spawn_app_with(&["--read-rows-per-sec", "10", "--read-rows-burst", "1000"]);
-    let url = format!("{}/api/rooms/r/danmaku?after=0&limit=500", app.base);
-    let greedy = client();
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        let response = greedy.get(&url).send().await.unwrap();
-        let status = response.status().as_u16();
-        if status == 429 {
-            let body: Value = response.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
-        }
-        statuses.push(status);
+async fn reads_cost_the_rows_they_return_from_each_clients_own_budget() {
+    // 100 rows at once, one more a second; comments are not what is tested.
+    let app = spawn_app_with(&[
+        "--read-rows-per-sec",
+        "1",
+        "--read-rows-burst",
+        "100",
+        "--rate-per-sec",
+        "100000",
+        "--rate-burst",
+        "100000",
+    ]);
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    // Polls of an empty room cost one row each, whatever their limit: the old price (the
+    // limit, 500) refused the first of them. The seed's GET /polling too (5 each before).
+    let light = from("127.0.0.3");
+    for n in 0..40 {
+        let page: Value = light
+            .get(format!("{}/api/rooms/quiet/danmaku?limit=500", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["items"], json!([]), "poll {n}: {page}");
+        let seed = light
+            .get(format!("{}/polling", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seed.status(), 200, "GET /polling {n}");
     }
-    assert_eq!(
-        statuses,
-        [200, 200, 429],
-        "two 500-row reads spend the burst"
-    );
-    // A small read still fits the budget of another client (another loopback address).
-    let other = reqwest::Client::builder()
-        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
-        .build()
+
+    for n in 0..60 {
+        let (status, _) = post(
+            &client(),
+            &app.base,
+            "busy",
+            &json!({"author": "a", "text": format!("c{n}")}),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    // A poll of 60 rows leaves 40; the next empties the budget and owes 20; the third is
+    // refused before the database is asked, until the refill has paid what is owed.
+    let url = format!("{}/api/rooms/busy/danmaku?after=0&limit=500", app.base);
+    let greedy = from("127.0.0.1");
+    for n in 0..2 {
+        let page: Value = greedy.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 60, "poll {n}");
+    }
+    let refused = greedy.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
         .unwrap();
-    let response = other.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), 200, "another client has its own budget");
-    let cheap = format!("{}/api/rooms/r/danmaku?after=0&limit=1", app.base);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(greedy.get(&cheap).send().await.unwrap().status(), 200);
+    assert!(wait >= 10, "20 rows owed at one a second: {wait} s");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let cheap = format!("{}/api/rooms/quiet/danmaku?limit=1", app.base);
+    assert_eq!(
+        greedy.get(&cheap).send().await.unwrap().status(),
+        429,
+        "a small read waits for the debt too"
+    );
+    // Another client (another loopback address) has its own budget.
+    let page: Value = from("127.0.0.2")
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 60, "{page}");
 }
 
 #[tokio::test]

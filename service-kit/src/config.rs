@@ -169,13 +169,15 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_RATE_BURST", default_value = "10")]
     pub rate_burst: NonZeroU32,
 
-    /// Rows each client may read per second, sustained: a read (a range, a history, a
-    /// recovery, a DPlayer list) costs the rows it may return.
+    /// Rows each client may read per second, sustained: a read (a poll, a window or range, a
+    /// history, a join's chat box or recovery, a DPlayer list, an export page) needs one row
+    /// left to start and costs the rows it returns.
     #[arg(long, env = "DANMAKU_READ_ROWS_PER_SEC", default_value = "5000")]
     pub read_rows_per_sec: NonZeroU32,
 
-    /// Rows a client may read in a burst before the per-second rate applies; a read that may
-    /// return more is refused.
+    /// Rows a client may read in a burst before the per-second rate applies; a read that
+    /// returns more empties the budget, and the client's next read waits until the rest is
+    /// earned back.
     #[arg(long, env = "DANMAKU_READ_ROWS_BURST", default_value = "20000")]
     pub read_rows_burst: NonZeroU32,
 

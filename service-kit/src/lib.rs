@@ -33,7 +33,7 @@ pub mod ws;
 
 pub use config::{ConfigError, ServerArgs, Settings, WsArgs};
 pub use error::HttpError;
-pub use rate::{ClientBudget, ClientRateLimiter};
+pub use rate::{ClientBudget, ClientRateLimiter, ReadTicket};
 
 /// Starts logging through `env_logger`: `info` unless `RUST_LOG` says otherwise.
 pub fn init_logging() {

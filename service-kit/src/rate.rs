@@ -7,13 +7,22 @@
 //!
 //! A service keeps two budgets per client (see [`ClientBudget`]): `writes`, spent by every
 //! comment on every transport and by every check-in guess, one token each; and `reads`, spent
-//! by the rows a read may return (a range, a history, a recovery, a DPlayer list).
+//! by the rows a read **returns** (a range, a history, a recovery, a DPlayer list, an export
+//! page), see [`ClientRateLimiter::admit`].
+//!
+//! A read cannot know its rows before it ran, so it is priced in two steps, here and nowhere
+//! else: [`ClientRateLimiter::admit`] takes one token before the read (a client without one is
+//! refused and the database does no work for it), and [`ReadTicket::pay`] charges the rows the
+//! read returned (the admission token counts as one of them). What the bucket cannot cover is
+//! owed: the bucket is emptied, and the client's next read is refused until the refill has paid
+//! the rest. So a client reads at most its burst plus one answer, then its sustained rate.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use governor::clock::{Clock, DefaultClock};
@@ -39,12 +48,27 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Most attempts [`ClientRateLimiter::drain`] makes to take what is left of a bucket.
+const DRAIN_ATTEMPTS: u32 = 64;
+
+/// Tokens a client owes: charged after a read, more than its bucket held (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct Debt {
+    /// Tokens still owed.
+    tokens: u64,
+    /// When it was last changed, to forget debts the refill has long paid.
+    at: Instant,
+}
+
 /// A rate limit per client (see [`client_key`]). Cheap to clone; clones share the buckets.
 #[derive(Clone)]
 pub struct ClientRateLimiter {
     /// `governor`'s keyed limiter is lock-free per key (a sharded map of atomics), so workers do
     /// not contend on a single lock.
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// What clients owe past their empty bucket (governor's buckets cannot go below empty).
+    /// Only clients whose last read cost more than they had are in it, briefly.
+    debts: Arc<Mutex<HashMap<IpAddr, Debt>>>,
     checks: Arc<AtomicU64>,
     per_sec: NonZeroU32,
     /// What the tokens pay for, in refusals ("comments and check-in guesses").
@@ -67,6 +91,7 @@ impl ClientRateLimiter {
         let quota = Quota::per_second(per_sec).allow_burst(burst);
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
+            debts: Arc::default(),
             checks: Arc::new(AtomicU64::new(0)),
             per_sec,
             what,
@@ -82,9 +107,7 @@ impl ClientRateLimiter {
     /// long until that many are free. A cost above the burst can never be paid at once: it is
     /// refused with the time the sustained rate needs to earn it, so the client slows down.
     pub fn spend(&self, client: IpAddr, cost: u32) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP == CHECKS_PER_SWEEP - 1 {
-            self.limiter.retain_recent();
-        }
+        self.sweep_now_and_then();
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_key_n(&client_key(client), cost) {
             Ok(Ok(())) => Ok(()),
@@ -136,14 +159,146 @@ impl ClientRateLimiter {
         })
     }
 
-    /// Takes `cost` tokens for `client`, waiting as long as that takes: for work that should
-    /// slow down to the client's rate rather than fail midway (the pages of a long export).
-    /// `cost` must not exceed the burst, or this never returns.
-    pub async fn spend_or_wait(&self, client: Option<IpAddr>, cost: u32) {
-        let Some(client) = client else { return };
-        while let Err(wait) = self.spend(client, cost) {
-            tokio::time::sleep(wait).await;
+    /// Admits one read of `client` (say, "a range"): pays what the client still owes from its
+    /// earlier reads, then takes one token, or refuses with `429 rate_limited`, a `Retry-After`
+    /// and a message naming `what` when either is short. The read then runs and is charged its
+    /// rows with [`ReadTicket::pay`]. An unknown client (`None`: a test request) is not limited.
+    pub fn admit(&self, client: Option<IpAddr>, what: &str) -> Result<ReadTicket, HttpError> {
+        let ticket = ReadTicket {
+            limiter: self.clone(),
+            client,
+        };
+        let Some(ip) = client else { return Ok(ticket) };
+        self.try_admit(client_key(ip)).map_err(|wait| {
+            let secs = retry_after_secs(wait);
+            HttpError {
+                error: ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "{what}: too many {} from your address; try again in {secs} s",
+                        self.what
+                    ),
+                ),
+                retry_after_secs: Some(secs),
+            }
+        })?;
+        Ok(ticket)
+    }
+
+    /// Admits one read of `client` like [`Self::admit`], waiting as long as that takes: for
+    /// work that should slow down to the client's rate rather than fail midway (the pages of a
+    /// long export).
+    pub async fn admit_or_wait(&self, client: Option<IpAddr>) -> ReadTicket {
+        if let Some(ip) = client {
+            while let Err(wait) = self.try_admit(client_key(ip)) {
+                tokio::time::sleep(wait).await;
+            }
         }
+        ReadTicket {
+            limiter: self.clone(),
+            client,
+        }
+    }
+
+    /// Pays `key`'s debt from its bucket as far as it goes, then takes one token; or says how
+    /// long until both can be paid.
+    fn try_admit(&self, key: IpAddr) -> Result<(), Duration> {
+        self.sweep_now_and_then();
+        let owed = self.debts().get(&key).map(|debt| debt.tokens);
+        if let Some(owed) = owed {
+            let paid = self.drain(key, owed);
+            let mut debts = self.debts();
+            if let Some(debt) = debts.get_mut(&key) {
+                debt.tokens = debt.tokens.saturating_sub(paid);
+                debt.at = Instant::now();
+                if debt.tokens > 0 {
+                    return Err(self.time_to_earn(debt.tokens.saturating_add(1)));
+                }
+                debts.remove(&key);
+            }
+        }
+        match self.limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+
+    /// Charges `key` `tokens`: what its bucket holds is taken, the rest is owed.
+    fn charge(&self, key: IpAddr, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let paid = self.drain(key, tokens);
+        if paid < tokens {
+            let mut debts = self.debts();
+            let debt = debts.entry(key).or_insert(Debt {
+                tokens: 0,
+                at: Instant::now(),
+            });
+            debt.tokens = debt.tokens.saturating_add(tokens - paid);
+            debt.at = Instant::now();
+        }
+    }
+
+    /// Takes up to `most` tokens of `key`'s bucket, as many as it holds (governor takes all of
+    /// a cost or nothing, so this tries decreasing amounts), and says how many it took.
+    fn drain(&self, key: IpAddr, most: u64) -> u64 {
+        let mut paid = 0;
+        let mut try_n = u32::try_from(most).unwrap_or(u32::MAX);
+        for _ in 0..DRAIN_ATTEMPTS {
+            let left = u32::try_from(most - paid).unwrap_or(u32::MAX);
+            let Some(n) = NonZeroU32::new(try_n.min(left)) else {
+                break;
+            };
+            match self.limiter.check_key_n(&key, n) {
+                Ok(Ok(())) => paid += u64::from(n.get()),
+                _ => try_n = n.get() / 2,
+            }
+        }
+        paid
+    }
+
+    /// How long the sustained rate takes to earn `tokens`.
+    fn time_to_earn(&self, tokens: u64) -> Duration {
+        // Exact enough: a few nanoseconds on billions of tokens.
+        Duration::from_secs_f64(tokens as f64 / f64::from(self.per_sec.get()))
+    }
+
+    fn debts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Debt>> {
+        // Every hold changes one entry whole, so a panic elsewhere cannot leave it half-done.
+        self.debts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every [`CHECKS_PER_SWEEP`] checks, forgets the clients whose buckets are full again and
+    /// the debts the refill has paid since (which hold no information and would otherwise
+    /// grow the maps forever).
+    fn sweep_now_and_then(&self) {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP != CHECKS_PER_SWEEP - 1 {
+            return;
+        }
+        self.limiter.retain_recent();
+        self.debts()
+            .retain(|_, debt| debt.at.elapsed() < self.time_to_earn(debt.tokens));
+    }
+}
+
+/// One admitted read (see [`ClientRateLimiter::admit`]): its admission token is taken; pay the
+/// rows the read returned with [`Self::pay`]. Dropping it unpaid (a read that failed) leaves
+/// the read at that one token.
+#[derive(Debug)]
+#[must_use = "a read is charged its rows with pay"]
+pub struct ReadTicket {
+    limiter: ClientRateLimiter,
+    client: Option<IpAddr>,
+}
+
+impl ReadTicket {
+    /// Charges the client the `rows` its read returned, the admission token counting as one:
+    /// what its bucket holds is taken, and the rest is owed, so its next read waits for it.
+    pub fn pay(self, rows: usize) {
+        let Some(ip) = self.client else { return };
+        let rows = u64::try_from(rows).unwrap_or(u64::MAX);
+        self.limiter.charge(client_key(ip), rows.saturating_sub(1));
     }
 }
 
@@ -159,8 +314,8 @@ pub struct ClientBudget {
     /// Comments on every transport, and check-in guesses: one token each
     /// (`--rate-per-sec`, `--rate-burst`).
     pub writes: ClientRateLimiter,
-    /// Rows read: a read costs the rows it may return (`--read-rows-per-sec`,
-    /// `--read-rows-burst`).
+    /// Rows read: a read is admitted with one token and costs the rows it returns
+    /// ([`ClientRateLimiter::admit`]; `--read-rows-per-sec`, `--read-rows-burst`).
     pub reads: ClientRateLimiter,
 }
 
@@ -245,6 +400,65 @@ mod tests {
         assert!(limiter.spend(a, 5).is_ok());
         let wait = limiter.spend("10.0.0.2".parse().unwrap(), 50).unwrap_err();
         assert_eq!(wait, Duration::from_secs(5), "50 tokens take 5 s at 10/s");
+    }
+
+    #[test]
+    fn a_read_needs_one_token_and_pays_its_rows_after() {
+        let limiter = limiter(10, 100);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        // Empty answers cost their admission token only: far more reads than the old price
+        // (the rows they might have returned) would allow.
+        for _ in 0..50 {
+            limiter.admit(Some(a), "a read").unwrap().pay(0);
+        }
+        limiter.admit(Some(a), "a read").unwrap().pay(1);
+        // 49 left: a read of 40 rows fits, and leaves 9.
+        limiter.admit(Some(a), "a read").unwrap().pay(40);
+        assert!(limiter.spend(a, 10).is_err(), "9 are left");
+        assert!(limiter.spend(a, 9).is_ok());
+        let refused = limiter.admit(Some(a), "a range").unwrap_err();
+        assert_eq!(refused.error.code, ErrorCode::RateLimited);
+        assert!(
+            refused.error.message.starts_with("a range: "),
+            "{refused:?}"
+        );
+        assert_eq!(refused.retry_after_secs, Some(1));
+        assert!(limiter.admit(None, "a test request").is_ok());
+    }
+
+    #[test]
+    fn a_read_past_the_bucket_empties_it_and_the_rest_is_owed() {
+        let limiter = limiter(1, 100);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        limiter.admit(Some(a), "a read").unwrap().pay(30);
+        // 70 left; this read returns 1,070 rows: the bucket is emptied and 1,000 are owed.
+        limiter.admit(Some(a), "a read").unwrap().pay(1_070);
+        let refused = limiter.admit(Some(a), "a read").unwrap_err();
+        let secs = refused.retry_after_secs.unwrap();
+        assert!((999..=1_002).contains(&secs), "{secs}");
+        // Another client has its own bucket and owes nothing.
+        assert!(
+            limiter
+                .admit(Some("10.0.0.2".parse().unwrap()), "a read")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_debt_is_paid_by_the_refill_then_reads_go_on() {
+        let limiter = limiter(1_000, 1_000);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        limiter.admit(Some(a), "a read").unwrap().pay(1_100);
+        assert!(
+            limiter.try_admit(a).is_err(),
+            "100 owed after an empty bucket"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            limiter.try_admit(a).is_ok(),
+            "250 earned pay the 100 and one more"
+        );
+        assert!(limiter.debts().is_empty());
     }
 
     #[test]

@@ -152,15 +152,6 @@ impl RecentComments {
         })
     }
 
-    /// Whether [`Self::after`] would answer for `room` and `after` now.
-    pub fn covers(&self, room: &ChannelId, after: i64) -> bool {
-        let tails = self.lock();
-        tails
-            .rooms
-            .get(room)
-            .is_some_and(|tail| tail.loaded && covers(&tail.items, self.capacity, after))
-    }
-
     fn read<T>(
         &self,
         room: &ChannelId,
@@ -263,7 +254,11 @@ mod tests {
         let room = ChannelId::parse("r").unwrap();
         recent.begin_load(&room);
         recent.finish_load(&room, vec![comment("r", 1)]);
-        assert!(recent.covers(&room, 0), "the whole room is in the tail");
+        assert_eq!(
+            ids(&recent.after(&room, 0, 10).unwrap()),
+            [1],
+            "the whole room is in the tail"
+        );
         for id in [3, 5, 8] {
             recent.record(&comment("r", id));
         }
@@ -271,9 +266,11 @@ mod tests {
         assert_eq!(ids(&recent.after(&room, 3, 10).unwrap()), [5, 8]);
         assert_eq!(ids(&recent.after(&room, 4, 1).unwrap()), [5]);
         assert!(recent.after(&room, 8, 10).unwrap().is_empty());
-        assert!(!recent.covers(&room, 2));
         assert_eq!(recent.after(&room, 2, 10), None);
-        assert!(!recent.covers(&ChannelId::parse("unknown").unwrap(), 0));
+        assert_eq!(
+            recent.after(&ChannelId::parse("unknown").unwrap(), 0, 10),
+            None
+        );
     }
 
     #[test]

@@ -342,17 +342,6 @@ impl LiveRooms {
         ))
     }
 
-    /// Rows a connection's first frames may read: the chat box, a recovery the newest comments
-    /// in memory hold (both at most [`HISTORY_ITEMS`]), or a recovery from the database (at
-    /// most [`MAX_RECOVERED_ITEMS`] + 1). What the client's `reads` budget is charged to join.
-    pub fn join_cost(&self, room: &ChannelId, since: Option<i64>) -> u32 {
-        let rows = match since {
-            Some(since) if !self.recent.covers(room, since) => MAX_RECOVERED_ITEMS + 1,
-            _ => HISTORY_ITEMS,
-        };
-        u32::try_from(rows).unwrap_or(u32::MAX)
-    }
-
     /// The chat box (the last [`HISTORY_ITEMS`]), or with `since` exactly what was missed after
     /// it when that is at most [`MAX_RECOVERED_ITEMS`]. Served from memory when it holds them.
     pub async fn history(&self, room: &ChannelId, since: Option<i64>) -> Result<History, ApiError> {

@@ -74,10 +74,9 @@ fn host_token(req: &HttpRequest) -> Option<&str> {
 /// `GET /ws/live/{room}?name=&since=`: checks, then the upgrade. Without a name, a connection
 /// is `guest-NNNN`. A host proves the room's host token with `Authorization: Bearer <token>` or,
 /// from a browser, by offering the subprotocols `danmaku` and `danmaku.bearer.<token>` (the
-/// answer selects `danmaku`); a `host_token` in the query is refused. Joining spends what its
-/// first frames may read from the client's `reads` budget ([`LiveRooms::join_cost`]).
-///
-/// [`LiveRooms::join_cost`]: crate::rooms::LiveRooms::join_cost
+/// answer selects `danmaku`); a `host_token` in the query is refused. Joining is a read of the
+/// client's `reads` budget: admitted here with one token (else `429`, before the upgrade), and
+/// charged the rows of its welcome (chat box or recovery) once the session has read them.
 async fn watch(
     req: HttpRequest,
     payload: web::Payload,
@@ -104,11 +103,11 @@ async fn watch(
     if since.is_some_and(|s| s < 0) {
         return Err(HttpError::new(ErrorCode::InvalidQuery, "since must be 0 or more").into());
     }
-    state.ws.budget.reads.spend_for(
-        peer_ip(&req),
-        state.live.join_cost(&room, since),
-        Some("joining with the room's recent comments"),
-    )?;
+    let reads = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "joining with the room's recent comments")?;
     let host = match host_token(&req) {
         None => false,
         Some(token) => {
@@ -125,6 +124,7 @@ async fn watch(
         name,
         host,
         since,
+        reads: Some(reads),
         client: client_ip(&req),
         live: state.live.clone(),
     };
@@ -196,8 +196,9 @@ struct HistoryQuery {
 }
 
 /// `GET /api/rooms/{room}/history?after=&limit=`: the chat box over HTTP, paged like the cursor
-/// poll of the HTTP service (without `after`: the newest `limit`). It spends `limit` rows of the
-/// client's `reads` budget, and is answered from memory when the room's newest comments hold it.
+/// poll of the HTTP service (without `after`: the newest `limit`). It needs one token of the
+/// client's `reads` budget before it is read and costs the rows it returns, whether it is
+/// answered from memory (when the room's newest comments hold it) or from the database.
 async fn history(
     req: HttpRequest,
     state: web::Data<LiveState>,
@@ -206,16 +207,17 @@ async fn history(
 ) -> Result<HttpResponse, HttpError> {
     let room = ChannelId::parse(&room)?;
     let (after, limit) = page_params(query.after.as_deref(), query.limit.as_deref())?;
-    state
+    let ticket = state
         .ws
         .budget
         .reads
-        .spend_request(&req, u32::try_from(limit).unwrap_or(u32::MAX))?;
+        .admit(peer_ip(&req), "a history page")?;
     let live = &state.live;
     let items = match after {
         Some(after) => live.after(&room, after, limit).await?,
         None => live.latest(&room, limit).await?,
     };
+    ticket.pay(items.len());
     let next = items.last().map_or(after.unwrap_or(0), |item| item.id);
     Ok(HttpResponse::Ok().json(Page { items, next }))
 }

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use service_kit::ReadTicket;
 use service_kit::ws::hub::{Join, Leave};
 use service_kit::ws::{Connected, ConnectionId, LocalFuture, SessionLogic, Viewer};
 use shared_model::protocol::send_to_draft;
@@ -21,6 +22,8 @@ pub struct LiveSession {
     pub host: bool,
     /// The last comment id the client saw before it reconnected.
     pub since: Option<i64>,
+    /// The join's read, admitted by the route; paid the rows of the welcome's history.
+    pub reads: Option<ReadTicket>,
     /// The client's address, taken from the upgrade request: its guesses spend its budget and
     /// count against it.
     pub client: IpAddr,
@@ -33,6 +36,7 @@ impl SessionLogic for LiveSession {
         let live = self.live.clone();
         let (room, name, host, since) =
             (self.room.clone(), self.name.clone(), self.host, self.since);
+        let reads = self.reads.take();
         Box::pin(async move {
             // Join first: what is published from now on waits in this connection's queue, and
             // the session leaves out what the history below already holds.
@@ -59,6 +63,9 @@ impl SessionLogic for LiveSession {
                 items: Vec::new(),
                 recovered: since.map(|_| false),
             });
+            if let Some(reads) = reads {
+                reads.pay(history.items.len());
+            }
             let seen_up_to = history.items.last().map(|item| item.id).or(since);
             let mut frames = vec![ServerMessage::Welcome {
                 room,

@@ -1,4 +1,4 @@
-//! Reads of a live room are priced by the rows they may return (joins with their chat box or
+//! Reads of a live room are priced by the rows they return (joins with their chat box or
 //! recovery, the history route), from the client's `reads` budget; and the newest comments of a
 //! room, kept in memory from the fan-out, answer them correctly as comments keep coming.
 
@@ -22,8 +22,8 @@ fn upgrade(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn joins_and_history_reads_past_a_clients_read_budget_are_refused_and_others_are_not() {
-    // 200 rows at once, one more a second: four joins (50 rows each) or two pages of 100.
+async fn joins_and_history_reads_cost_the_rows_they_return_and_past_the_budget_are_refused() {
+    // 120 rows at once, one more a second.
     let app = spawn_app(&[
         "--rate-per-sec",
         "100000",
@@ -32,71 +32,104 @@ async fn joins_and_history_reads_past_a_clients_read_budget_are_refused_and_othe
         "--read-rows-per-sec",
         "1",
         "--read-rows-burst",
-        "200",
+        "120",
     ]);
-    let (mut writer, _) = join(&app, "busy", "name=writer").await; // 127.0.0.1 spends 50
+    let url = |room: &str, query: &str| format!("{}/ws/live/{room}?{query}", app.ws_base);
+    let from = |ip: &str| ip.parse().unwrap();
+    let history =
+        |room: &str, limit: u32| format!("{}/api/rooms/{room}/history?limit={limit}", app.base);
+
+    // An empty room costs one row a join and a page, whatever they might have returned: ten
+    // joins (50 rows each at the old price) and ten pages of up to 500 fit a budget of 120.
+    let mut kept = Vec::new();
+    for n in 0..10 {
+        let (status, client) =
+            upgrade(try_connect_from(from("127.0.0.6"), &url("quiet", "name=q"), &[]).await);
+        assert_eq!(status, 101, "join {n} of an empty room");
+        kept.push(client);
+        let page = http_from("127.0.0.6")
+            .get(history("quiet", 500))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "page {n} of an empty room");
+    }
+
+    let (mut writer, _) = join(&app, "busy", "name=writer").await;
     let mut last = 0;
-    for n in 0..60 {
+    for n in 0..70 {
         last = say(&mut writer, &format!("c{n}")).await["id"]
             .as_i64()
             .unwrap();
     }
-    let url = |query: &str| format!("{}/ws/live/busy?{query}", app.ws_base);
-    let from = |ip: &str| ip.parse().unwrap();
 
-    // Joins from 127.0.0.2: four fit, the fifth is refused before the upgrade.
-    let mut kept = Vec::new();
-    for n in 0..4 {
+    // Joins from 127.0.0.2, with a chat box of 50: 120 -> 70 -> 20 -> emptied, 30 owed; the
+    // fourth is refused before the upgrade.
+    for n in 0..3 {
         let (status, client) =
-            upgrade(try_connect_from(from("127.0.0.2"), &url("name=a"), &[]).await);
+            upgrade(try_connect_from(from("127.0.0.2"), &url("busy", "name=a"), &[]).await);
         assert_eq!(status, 101, "join {n}");
-        kept.push(client);
+        let welcome = client.unwrap().recv_json().await;
+        assert_eq!(welcome["history"].as_array().unwrap().len(), 50, "join {n}");
     }
-    let (status, _) = upgrade(try_connect_from(from("127.0.0.2"), &url("name=a"), &[]).await);
-    assert_eq!(status, 429, "a fifth join reads past the budget");
-
-    // A recovery that memory cannot answer may read 1,001 rows: more than this budget ever
-    // holds. One that memory holds costs the chat box's 50.
     let (status, _) =
-        upgrade(try_connect_from(from("127.0.0.3"), &url("name=b&since=0"), &[]).await);
-    assert_eq!(
-        status, 429,
-        "a recovery of the whole room is priced at 1,001 rows"
-    );
+        upgrade(try_connect_from(from("127.0.0.2"), &url("busy", "name=a"), &[]).await);
+    assert_eq!(status, 429, "a fourth join reads past the budget");
+
+    // A recovery of the whole room (70 rows, from the database) costs those 70: priced at the
+    // most it might read (1,001), it was refused whatever the room held.
+    let (status, client) =
+        upgrade(try_connect_from(from("127.0.0.3"), &url("busy", "name=b&since=0"), &[]).await);
+    assert_eq!(status, 101, "a recovery of 70 rows fits a budget of 120");
+    let welcome = client.unwrap().recv_json().await;
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(welcome["history"].as_array().unwrap().len(), 70);
     let since = last - 3;
     let (status, client) = upgrade(
         try_connect_from(
             from("127.0.0.3"),
-            &url(&format!("name=b&since={since}")),
+            &url("busy", &format!("name=b&since={since}")),
             &[],
         )
         .await,
     );
-    assert_eq!(status, 101, "a short recovery is priced at 50 rows");
+    assert_eq!(status, 101, "a short recovery costs its 3 rows");
     let welcome = client.unwrap().recv_json().await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     assert_eq!(ids(&welcome["history"]), [last - 2, last - 1, last]);
 
-    // History pages from 127.0.0.4: a page costs its limit.
-    let history = |limit: u32| format!("{}/api/rooms/busy/history?limit={limit}", app.base);
+    // History pages from 127.0.0.4: 70 rows leave 50; the next 70 empty it and owe 20.
     let client = http_from("127.0.0.4");
     for n in 0..2 {
-        let response = client.get(history(100)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "page {n}");
+        let page: Value = client
+            .get(history("busy", 100))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 70, "page {n}");
     }
-    let refused = client.get(history(100)).send().await.unwrap();
+    let refused = client.get(history("busy", 100)).send().await.unwrap();
     assert_eq!(refused.status(), 429);
-    assert!(refused.headers().contains_key("retry-after"));
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 10, "20 rows owed at one a second: {wait} s");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
 
     // Another client is unaffected.
-    let (status, client) = upgrade(try_connect_from(from("127.0.0.5"), &url("name=c"), &[]).await);
+    let (status, client) =
+        upgrade(try_connect_from(from("127.0.0.5"), &url("busy", "name=c"), &[]).await);
     assert_eq!(status, 101);
     let welcome = client.unwrap().recv_json().await;
     assert_eq!(welcome["history"].as_array().unwrap().len(), 50);
     let page = http_from("127.0.0.5")
-        .get(history(100))
+        .get(history("busy", 100))
         .send()
         .await
         .unwrap();

@@ -6,8 +6,9 @@
 //! - `GET ?id={video}&max={n}` answers the **newest** `n` comments of the video (all of them
 //!   when `max` is absent or empty, and never more than [`DPLAYER_MAX_ITEMS`]; a larger `max`
 //!   is lowered to it, since DPlayer's `maximum` is a wish and refusing it would leave the
-//!   player empty), ordered by time as DPlayer wants. It costs the client `n` rows of its read
-//!   budget (`429` with `Retry-After` when short). The newest rather than the first by
+//!   player empty), ordered by time as DPlayer wants. It needs one token of the client's read
+//!   budget before it is read (`429` with `Retry-After` without one) and costs the rows it
+//!   returns, from the cache or not. The newest rather than the first by
 //!   time: a cap should drop the oldest comments, not the end of the video. Author and text
 //!   are HTML-escaped for DPlayer, which inserts them with `innerHTML` (see
 //!   `shared_model::formats::dplayer`).
@@ -23,9 +24,10 @@
 //! Bilibili XML (`/api/videos/{video}/danmaku.xml`):
 //! - `GET` streams every comment of the video as an archive, in id (sending) order, page by
 //!   page ([`EXPORT_PAGE_ITEMS`]) so that a huge video never sits in memory whole. Each page
-//!   costs the client its rows from its read budget: the first before the answer starts (a
-//!   client without budget gets `429`), the others as the body streams, waiting for the budget
-//!   rather than breaking the archive off, so a big export goes at the client's read rate.
+//!   is a read of the client's read budget, admitted with one token and costing the rows it
+//!   returns: the first before the answer starts (a client without a token gets `429`), the
+//!   others as the body streams, each waiting for its admission rather than breaking the
+//!   archive off, so a big export goes at the client's read rate.
 //! - `POST` (`Content-Type: application/xml` or `text/xml`, at most [`MAX_IMPORT_BYTES`])
 //!   imports one and answers `{"added", "skipped", "details": {"unsupported_mode", "invalid",
 //!   "duplicate"}}`. Imports are idempotent (see `shared_model::formats::bilibili` for the
@@ -73,6 +75,7 @@ use shared_model::limits::MAX_MESSAGE_BYTES;
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, ImportOutcome, ImportedDanmaku};
 
 use crate::budget::rows;
+use crate::cache::DPlayerAnswer;
 use crate::state::VideoState;
 use crate::timeline::Timeline;
 use service_kit::rate::peer_ip;
@@ -199,28 +202,30 @@ async fn dplayer_list(
             }
         },
     };
-    state.ws.budget.reads.spend_for(
-        peer_ip(&req),
-        rows(limit),
-        Some(&format!("a DPlayer list of up to {limit} rows")),
-    )?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a DPlayer list")?;
     let store = Arc::clone(state.timeline.store());
     let key = (video.clone(), limit);
-    let body = state
+    let answer = state
         .cache
         .dplayer
         .get_or_read(key, "a DPlayer list", async move {
             let items = store.latest(&video, limit).await?;
             let reply = dplayer::Reply::new(dplayer::rows_by_time(&items));
-            // Rows of numbers and strings always serialize.
-            Ok(Bytes::from(
-                serde_json::to_vec(&reply).expect("a DPlayer reply serializes"),
-            ))
+            Ok(DPlayerAnswer {
+                // Rows of numbers and strings always serialize.
+                body: Bytes::from(serde_json::to_vec(&reply).expect("a DPlayer reply serializes")),
+                rows: items.len(),
+            })
         })
         .await?;
+    ticket.pay(answer.rows);
     Ok(HttpResponse::Ok()
         .content_type(header::ContentType::json())
-        .body(body))
+        .body(answer.body))
 }
 
 /// `POST /dplayer/v3/`: validate, rate-limit, store, push to viewers, answer in DPlayer's shape.
@@ -259,11 +264,7 @@ async fn export_xml(
     let video = ChannelId::parse(&video)?;
     let client = peer_ip(&req);
     let reads = &state.ws.budget.reads;
-    reads.spend_for(
-        client,
-        rows(EXPORT_PAGE_ITEMS),
-        Some(&format!("an export page of up to {EXPORT_PAGE_ITEMS} rows")),
-    )?;
+    let ticket = reads.admit(client, "an export")?;
     // The first page is read before answering, so a failing store is still a clean 500.
     let store = Arc::clone(state.timeline.store());
     let first = state
@@ -277,6 +278,7 @@ async fn export_xml(
             }
         })
         .await?;
+    ticket.pay(first.len());
     let disposition = format!("attachment; filename=\"{video}.xml\"");
     let body = ExportBody::new(
         Arc::clone(state.timeline.store()),
@@ -472,8 +474,8 @@ type PageRead = Pin<Box<dyn Future<Output = Result<Vec<Danmaku>, StoreError>>>>;
 type Payer = (ClientRateLimiter, Option<IpAddr>);
 
 /// An export as a streamed body: the head and first page at once, then one page per store read,
-/// each paid from the client's read budget first, then the tail. At most one page is in memory
-/// at a time.
+/// each admitted by the client's read budget first and paid its rows after, then the tail. At
+/// most one page is in memory at a time.
 struct ExportBody {
     /// Where the pages come from.
     store: Arc<dyn Store>,
@@ -512,8 +514,10 @@ impl ExportBody {
                 let (store, video, after) = (Arc::clone(&self.store), self.video.clone(), last.id);
                 let (reads, client) = self.payer.clone();
                 self.next = Some(Box::pin(async move {
-                    reads.spend_or_wait(client, rows(EXPORT_PAGE_ITEMS)).await;
-                    store.after(&video, after, EXPORT_PAGE_ITEMS).await
+                    let ticket = reads.admit_or_wait(client).await;
+                    let page = store.after(&video, after, EXPORT_PAGE_ITEMS).await?;
+                    ticket.pay(page.len());
+                    Ok(page)
                 }));
             }
             _ => {

@@ -1,10 +1,11 @@
 //! What the video service's reads and imports cost a client, on top of the comment budget every
 //! service shares (`service_kit::ClientBudget`):
 //!
-//! - Reads spend the client's `reads` budget by the rows they **may** return, before the
-//!   database is asked: a DPlayer list its `max` (10,000 when absent), a window (HTTP or a
-//!   WebSocket `range`) [`crate::timeline::MAX_RANGE_ITEMS`], an export one page
-//!   ([`crate::archive::EXPORT_PAGE_ITEMS`]) per page as it streams.
+//! - Reads spend the client's `reads` budget by the rows they **return**: each needs one token
+//!   before the database (or the brief cache) is asked, and is charged its rows after
+//!   (`service_kit::ClientRateLimiter::admit`): a DPlayer list, a window (HTTP or a WebSocket
+//!   `range`), each page of an export ([`crate::archive::EXPORT_PAGE_ITEMS`] rows at most) as
+//!   it streams.
 //! - Bilibili imports ([`Imports`]) take one of a few permits per instance, one comment token,
 //!   and then, once the file is read, the comments it would store from a budget of their own.
 //!

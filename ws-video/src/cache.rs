@@ -8,8 +8,9 @@
 //! invalidated by new comments: a list may be that much older than the newest comment. Each
 //! cache is bounded by weight (about the bytes it holds), so a scan over many videos evicts old
 //! answers instead of growing memory. Clients still pay for every read from their budget
-//! (`service_kit::ClientBudget::reads`): the cache spares the database, the budget keeps one
-//! client from taking all of the service.
+//! (`service_kit::ClientBudget::reads`), by the rows of the answer whether it came from memory
+//! or not: the cache spares the database, the budget keeps one client from taking all of the
+//! service.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -81,11 +82,20 @@ where
     }
 }
 
+/// A DPlayer answer, serialized, with the rows it holds (what a client is charged for it).
+#[derive(Clone, Debug)]
+pub struct DPlayerAnswer {
+    /// The JSON body.
+    pub body: Bytes,
+    /// The comments in it.
+    pub rows: usize,
+}
+
 /// The caches of the video service.
 #[derive(Clone)]
 pub struct ReadCache {
     /// Serialized DPlayer answers by video and `max`.
-    pub dplayer: Brief<(ChannelId, usize), Bytes>,
+    pub dplayer: Brief<(ChannelId, usize), DPlayerAnswer>,
     /// The first page of each video's export, in id order.
     pub export_heads: Brief<ChannelId, Arc<[Danmaku]>>,
 }
@@ -94,7 +104,9 @@ impl ReadCache {
     /// Caches keeping answers for `ttl`, or none when `None`.
     pub fn new(ttl: Option<Duration>) -> Self {
         Self {
-            dplayer: Brief::new(ttl, DPLAYER_CACHE_BYTES, Bytes::len),
+            dplayer: Brief::new(ttl, DPLAYER_CACHE_BYTES, |answer: &DPlayerAnswer| {
+                answer.body.len()
+            }),
             export_heads: Brief::new(ttl, EXPORT_CACHE_BYTES, |rows: &Arc<[Danmaku]>| {
                 rows.iter()
                     .map(|row| row.text.len() + row.author.len() + ROW_OVERHEAD_BYTES)

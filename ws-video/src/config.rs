@@ -12,9 +12,6 @@ use clap::Parser;
 use service_kit::config::{ServiceDefaults, ServiceInfo, Settings};
 use service_kit::{ServerArgs, WsArgs};
 
-use crate::archive::DPLAYER_MAX_ITEMS;
-use crate::timeline::MAX_RANGE_ITEMS;
-
 /// The settings of `ws-video`. Each flag can also be set through its `DANMAKU_*` variable.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
@@ -37,17 +34,7 @@ impl Settings for Config {
 
     fn check(&self) -> Result<(), String> {
         self.ws.check()?;
-        self.video.check()?;
-        // The largest single read must fit in a client's burst, or it could never be paid.
-        let largest = DPLAYER_MAX_ITEMS.max(MAX_RANGE_ITEMS);
-        let burst = self.server.read_rows_burst.get();
-        if usize::try_from(burst).unwrap_or(usize::MAX) < largest {
-            return Err(format!(
-                "DANMAKU_READ_ROWS_BURST ({burst}) must be at least {largest}, the rows of the \
-                 largest read (a DPlayer list), or such a read could never be paid"
-            ));
-        }
-        Ok(())
+        self.video.check()
     }
 }
 
@@ -156,6 +143,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.video.import_max_entries.get(), 10);
+        // Reads are charged the rows they return, so no burst is too small to admit one.
+        assert!(parse(&["--read-rows-burst", "1"]).is_ok());
         assert_eq!(config.video.max_concurrent_imports.get(), 1);
         assert_eq!(config.video.read_cache_ttl(), None);
     }
@@ -165,8 +154,6 @@ mod tests {
         let err = parse(&["--import-max-entries", "100", "--import-rows-burst", "99"]).unwrap_err();
         assert!(err.contains("DANMAKU_IMPORT_ROWS_BURST"), "{err}");
         assert!(err.contains("DANMAKU_IMPORT_MAX_ENTRIES"), "{err}");
-        let err = parse(&["--read-rows-burst", "9999"]).unwrap_err();
-        assert!(err.contains("DANMAKU_READ_ROWS_BURST"), "{err}");
         let err = parse(&["--max-concurrent-imports", "0"]).unwrap_err();
         assert!(err.contains("DANMAKU_MAX_CONCURRENT_IMPORTS"), "{err}");
         let err = parse(&["--heartbeat-secs", "10", "--client-timeout-secs", "10"]).unwrap_err();

@@ -8,10 +8,9 @@ use service_kit::error::query_param;
 use shared_model::api::VideoWindow;
 use shared_model::{ChannelId, DraftDanmaku};
 
-use crate::budget::rows;
 use crate::session::VideoSession;
 use crate::state::VideoState;
-use crate::timeline::{MAX_RANGE_ITEMS, Timeline, WHOLE_VIDEO_END, check_window};
+use crate::timeline::{Timeline, WHOLE_VIDEO_END, check_window};
 use service_kit::rate::peer_ip;
 use service_kit::ws::Client;
 
@@ -53,8 +52,9 @@ struct WindowQuery {
     to: Option<String>,
 }
 
-/// `GET /api/videos/{video}/danmaku?from=&to=`: the comments in a window, ordered by time. It
-/// costs the client the rows it may return ([`MAX_RANGE_ITEMS`]) from its read budget.
+/// `GET /api/videos/{video}/danmaku?from=&to=`: the comments in a window, ordered by time (at
+/// most [`crate::timeline::MAX_RANGE_ITEMS`]). It needs one token of the client's read budget
+/// before the database is asked, and costs the rows it returns.
 async fn list(
     req: HttpRequest,
     state: web::Data<VideoState>,
@@ -66,12 +66,9 @@ async fn list(
     let to =
         query_param("to", query.to.as_deref(), "a number of seconds")?.unwrap_or(WHOLE_VIDEO_END);
     check_window(from, to)?;
-    state.ws.budget.reads.spend_for(
-        peer_ip(&req),
-        rows(MAX_RANGE_ITEMS),
-        Some(&format!("a window of up to {MAX_RANGE_ITEMS} rows")),
-    )?;
+    let ticket = state.ws.budget.reads.admit(peer_ip(&req), "a window")?;
     let items = state.timeline.window(&video, from, to).await?;
+    ticket.pay(items.len());
     Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))
 }
 

@@ -2,9 +2,10 @@
 //! answers a window of it. The connection itself (heartbeat, limits, decoding) is
 //! [`service_kit::ws::session`]; the timeline's rules are [`crate::timeline`].
 //!
-//! A `range` costs the client the rows it may return ([`MAX_RANGE_ITEMS`]) from the read budget
-//! its HTTP requests spend too (see [`crate::budget`]); over it, the answer is a `rate_limited`
-//! error frame, the store is not asked, and the connection stays.
+//! A `range` needs one token of the read budget its HTTP requests spend too before the store is
+//! asked, and then costs the rows it returns (at most [`crate::timeline::MAX_RANGE_ITEMS`]; see
+//! [`crate::budget`]); without a token, the answer is a `rate_limited` error frame, the store is
+//! not asked, and the connection stays.
 
 use actix::Addr;
 use service_kit::ws::hub::{Join, Leave};
@@ -12,9 +13,8 @@ use service_kit::ws::{Client, Connected, ConnectionId, LocalFuture, SessionLogic
 use shared_model::protocol::send_to_draft;
 use shared_model::{ApiError, ChannelId, ClientMessage, ErrorCode, ServerMessage};
 
-use crate::budget::rows;
 use crate::hub::VideoHub;
-use crate::timeline::{MAX_RANGE_ITEMS, Timeline, check_window};
+use crate::timeline::{Timeline, check_window};
 
 /// One viewer of one video.
 pub struct VideoSession {
@@ -72,19 +72,15 @@ impl SessionLogic for VideoSession {
                 } => {
                     // A malformed window costs nothing; a refused one never reaches the store.
                     check_window(from, to)?;
-                    client.spend_reads(
-                        rows(MAX_RANGE_ITEMS),
-                        &format!("a range of up to {MAX_RANGE_ITEMS} rows"),
-                    )?;
-                    timeline
-                        .window(&video, from, to)
-                        .await
-                        .map(|items| ServerMessage::Range {
-                            from,
-                            to,
-                            items,
-                            reference,
-                        })
+                    let ticket = client.admit_read("a range")?;
+                    let items = timeline.window(&video, from, to).await?;
+                    ticket.pay(items.len());
+                    Ok(ServerMessage::Range {
+                        from,
+                        to,
+                        items,
+                        reference,
+                    })
                 }
                 ClientMessage::Checkin { .. } | ClientMessage::Ping => Err(ApiError::new(
                     ErrorCode::UnknownType,

@@ -1,8 +1,9 @@
 //! What one anonymous client can make the video service spend, attacked the way an attacker
 //! would: oversized and concurrent Bilibili imports against the real binary (its resident
 //! memory read from `/proc`), a client without budget whose body is never read (a raw socket),
-//! DPlayer lists, windows and `range` frames past the client's read budget, the brief read
-//! cache, and a video's own export imported back into it.
+//! DPlayer lists, windows, exports and `range` frames priced by the rows they return (past the
+//! client's read budget, refused; on a small video, never), the brief read cache, and a video's
+//! own export imported back into it.
 
 mod helpers;
 
@@ -472,35 +473,91 @@ fn client_from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// A read budget of 100 rows at once and one more a second, and comments enough to seed
+/// videos: the settings of the read tests.
+const SMALL_READS: &[&str] = &[
+    "--read-rows-per-sec",
+    "1",
+    "--read-rows-burst",
+    "100",
+    "--rate-per-sec",
+    "100000",
+    "--rate-burst",
+    "100000",
+];
+
+/// Imports `n` comments into `video` (imports spend no read budget).
+async fn seed(base: &str, video: &str, n: usize) {
+    let (status, body) = import(
+        &helpers::http(),
+        base,
+        video,
+        small_archive(video, 1, n).into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["added"], n, "{body}");
+}
+
+/// The `Retry-After` of a refusal, in seconds.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
-async fn reads_past_a_clients_row_budget_get_429_and_other_clients_are_unaffected() {
-    // 10,000 rows at once, one more a second: one full DPlayer list, then nothing for hours.
-    let app = helpers::spawn_app(&["--read-rows-per-sec", "1", "--read-rows-burst", "10000"]);
-    let hammer = client_from("127.0.0.1");
-    let dplayer = format!("{}/dplayer/v3/?id=demo&max=10000", app.base);
-    let first = hammer.get(&dplayer).send().await.unwrap();
-    assert_eq!(first.status(), StatusCode::OK);
-    for _ in 0..20 {
-        let response = hammer.get(&dplayer).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        let wait: u64 = response.headers()[RETRY_AFTER]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(wait >= 1, "{wait}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["code"], 1, "{body}");
-        assert!(
-            body["msg"].as_str().unwrap().contains("10000 rows"),
-            "{body}"
-        );
+async fn reads_cost_the_rows_they_return_and_past_the_budget_get_429_others_unaffected() {
+    let app = helpers::spawn_app(SMALL_READS);
+    seed(&app.base, "busy", 60).await;
+
+    // Reads of an empty video cost one row each, however many they might have returned: 30
+    // rounds of a DPlayer list (up to 10,000 rows), a window (5,000) and an export (1,000 a
+    // page) fit a budget of 100.
+    let light = client_from("127.0.0.3");
+    for n in 0..30 {
+        for path in [
+            "/dplayer/v3/?id=quiet",
+            "/api/videos/quiet/danmaku",
+            "/api/videos/quiet/danmaku.xml",
+        ] {
+            let response = light
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}, round {n}");
+        }
     }
-    // The same budget pays for windows, exports and smaller lists: all refused now.
+
+    // 60 rows, then 60 more (the second from the brief cache, charged all the same): the
+    // first leaves 40, the second empties the budget and owes 20.
+    let hammer = client_from("127.0.0.1");
+    let dplayer = format!("{}/dplayer/v3/?id=busy", app.base);
+    for n in 0..2 {
+        let response = hammer.get(&dplayer).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "list {n}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 60, "list {n}");
+    }
+    let refused = hammer.get(&dplayer).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait = retry_after(&refused);
+    assert!(wait >= 10, "20 rows owed at one a second: {wait} s");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], 1, "{body}");
+    assert!(
+        body["msg"].as_str().unwrap().contains("DPlayer list"),
+        "{body}"
+    );
+    // The same budget pays for windows, exports and lists of any video: all refused now,
+    // before the database is asked.
     for path in [
-        "/api/videos/demo/danmaku",
-        "/api/videos/demo/danmaku.xml",
-        "/dplayer/v3/?id=demo&max=10",
+        "/api/videos/busy/danmaku",
+        "/api/videos/busy/danmaku.xml",
+        "/dplayer/v3/?id=quiet&max=1",
     ] {
         let response = hammer
             .get(format!("{}{path}", app.base))
@@ -508,9 +565,10 @@ async fn reads_past_a_clients_row_budget_get_429_and_other_clients_are_unaffecte
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(retry_after(&response) >= 1, "{path}");
     }
     let window: Value = hammer
-        .get(format!("{}/api/videos/demo/danmaku", app.base))
+        .get(format!("{}/api/videos/busy/danmaku", app.base))
         .send()
         .await
         .unwrap()
@@ -523,27 +581,33 @@ async fn reads_past_a_clients_row_budget_get_429_and_other_clients_are_unaffecte
     let other = client_from("127.0.0.2");
     let response = other.get(&dplayer).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"code": 0, "data": []})
-    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 60, "{body}");
 }
 
 #[tokio::test]
-async fn a_range_past_the_budget_gets_an_error_frame_and_the_connection_stays() {
-    let app = helpers::spawn_app(&["--read-rows-per-sec", "1", "--read-rows-burst", "10000"]);
-    let (mut viewer, _) = helpers::viewer(&app, "demo").await;
-    // Each range may return 5,000 rows: two fit the burst.
+async fn ranges_cost_the_rows_they_return_and_past_the_budget_get_an_error_frame() {
+    let app = helpers::spawn_app(SMALL_READS);
+    seed(&app.base, "busy", 60).await;
+    let range = |n: &str| json!({"type": "range", "from": 0, "to": 60, "ref": n});
+    // 20 ranges of an empty video: one row each (the old price, 5,000 each, refused the first).
+    let (mut quiet, _) = helpers::viewer(&app, "quiet").await;
+    for n in 0..20 {
+        quiet.send_json(&range(&format!("q{n}"))).await;
+        let answer = quiet.recv_json().await;
+        assert_eq!(answer["type"], "range", "{answer}");
+        assert_eq!(answer["ref"], format!("q{n}"), "{answer}");
+        assert!(answer["items"].as_array().unwrap().is_empty(), "{answer}");
+    }
+    // 80 rows left: a range of 60 rows leaves 20; the next empties the budget and owes 40.
+    let (mut viewer, _) = helpers::viewer(&app, "busy").await;
     for n in 1..=2 {
-        viewer
-            .send_json(&json!({"type": "range", "from": 0, "to": 60, "ref": format!("r{n}")}))
-            .await;
+        viewer.send_json(&range(&format!("r{n}"))).await;
         let answer = viewer.recv_type("range").await;
         assert_eq!(answer["ref"], format!("r{n}"), "{answer}");
+        assert_eq!(answer["items"].as_array().unwrap().len(), 60, "{answer}");
     }
-    viewer
-        .send_json(&json!({"type": "range", "from": 0, "to": 60, "ref": "r3"}))
-        .await;
+    viewer.send_json(&range("r3")).await;
     let refused = viewer.recv_json().await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "rate_limited", "{refused}");
@@ -563,13 +627,61 @@ async fn a_range_past_the_budget_gets_an_error_frame_and_the_connection_stays() 
         .await;
     let ack = viewer.recv_type("ack").await;
     assert_eq!(ack["ref"], "s", "{ack}");
-    // The HTTP routes spend the same budget: the window is refused too.
-    let response = helpers::http()
-        .get(format!("{}/api/videos/demo/danmaku", app.base))
+    // The HTTP routes spend the same budget: the window is refused too...
+    let response = client_from("127.0.0.1")
+        .get(format!("{}/api/videos/busy/danmaku", app.base))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ...and another client's is not.
+    let other = stored(&client_from("127.0.0.2"), &app.base, "busy").await;
+    assert_eq!(other.len(), 61);
+}
+
+#[tokio::test]
+async fn a_viewers_first_reads_pass_on_the_default_budget_even_for_a_classroom() {
+    // What the compose check does (a range, a window, a DPlayer list without max, an export)
+    // on a video with a few comments, for ten viewers behind one address, on the default
+    // budgets (5,000 rows a second, 20,000 at once). Priced by what they might return, one
+    // viewer's four reads cost 21,000 rows and the export was refused.
+    let app = helpers::spawn_app(&[]);
+    let client = client_from("127.0.0.1");
+    for n in 0..3 {
+        let response = client
+            .post(format!("{}/api/videos/probe/danmaku", app.base))
+            .json(&json!({"author": "a", "text": format!("c{n}"), "time": 1.0 + f64::from(n)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    for viewer_n in 0..10 {
+        let (mut viewer, _) = helpers::viewer(&app, "probe").await;
+        viewer
+            .send_json(&json!({"type": "range", "from": 0, "to": 10, "ref": 1}))
+            .await;
+        let range = viewer.recv_type("range").await;
+        assert_eq!(range["items"].as_array().unwrap().len(), 3, "{range}");
+        let window = stored(&client, &app.base, "probe").await;
+        assert_eq!(window.len(), 3, "viewer {viewer_n}");
+        let response = client
+            .get(format!("{}/dplayer/v3/?id=probe", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "viewer {viewer_n}");
+        let list: Value = response.json().await.unwrap();
+        assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
+        let response = client
+            .get(format!("{}/api/videos/probe/danmaku.xml", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "viewer {viewer_n}");
+        let xml = response.text().await.unwrap();
+        assert_eq!(bilibili::parse(xml.as_bytes()).unwrap().items.len(), 3);
+    }
 }
 
 #[tokio::test]

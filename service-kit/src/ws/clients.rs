@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix_web::HttpRequest;
 use shared_model::ApiError;
 
-use crate::rate::{ClientBudget, client_key, peer_ip};
+use crate::rate::{ClientBudget, ReadTicket, client_key, peer_ip};
 
 /// The client of one connection: its address and the service's budgets, for whatever a frame
 /// costs. A session logic that charges its own frames (say, rows read) gets one with
@@ -51,12 +51,15 @@ impl Client {
             .map_err(|refused| refused.error)
     }
 
-    /// Takes `rows` tokens of the client's `reads` budget for `what` (say, "a range of up to
-    /// 5000 rows"), or refuses with a `rate_limited` error saying when to try again.
-    pub fn spend_reads(&self, rows: u32, what: &str) -> Result<(), ApiError> {
+    /// Admits one read of the client for `what` (say, "a range") from its `reads` budget, or
+    /// refuses with a `rate_limited` error saying when to try again; the ticket is then paid
+    /// the rows the read returned (see [`ClientRateLimiter::admit`]).
+    ///
+    /// [`ClientRateLimiter::admit`]: crate::rate::ClientRateLimiter::admit
+    pub fn admit_read(&self, what: &str) -> Result<ReadTicket, ApiError> {
         self.budget
             .reads
-            .spend_for(self.ip, rows, Some(what))
+            .admit(self.ip, what)
             .map_err(|refused| refused.error)
     }
 }
