@@ -12,6 +12,8 @@
 //!   across writers, versioned migrations safe to run from several instances at once), and
 //!   [`redact_url`], for showing its URL.
 //! - `postgres_rooms`: the [`RoomStore`] half of [`PgStore`].
+//! - [`copy`]: copying a SQLite store into a PostgreSQL database (ids, import keys, rooms,
+//!   check-ins and attendance kept), idempotent and resumable: what `danmaku copy-store` runs.
 //! - `testing` (feature `testing`): `testing::postgres()`, a fresh PostgreSQL database per test.
 //!
 //! The behaviour both backends share is tested once, against both, in `tests/conformance.rs`;
@@ -30,6 +32,7 @@
 //! [`StoreError::Unavailable`] rather than keep the caller waiting. Services rely on this and put
 //! no deadline of their own around store calls.
 
+pub mod copy;
 mod postgres;
 mod postgres_rooms;
 pub mod rooms;
