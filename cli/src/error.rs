@@ -35,6 +35,10 @@ pub enum CliError {
     /// A local service binary (for the runs that start their own services) is missing or failed.
     #[error("{0}")]
     LocalService(String),
+    /// Copying a store failed (`copy-store`): the source cannot be read, PostgreSQL failed, or it
+    /// holds another history.
+    #[error("{0}")]
+    Copy(String),
     /// Local input or output failed (writing the chart, reading /proc).
     #[error(transparent)]
     Io(#[from] std::io::Error),

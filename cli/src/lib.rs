@@ -6,6 +6,9 @@
 //! One module per subcommand, over shared transport code:
 //!
 //! - [`send`], [`tail`]: one comment out; every comment in, as it arrives.
+//! - `copy_store` (feature `copy`, on by default): a service's SQLite store copied into
+//!   PostgreSQL, with a progress bar. The only module with database code: without the feature
+//!   the client builds without SQLite or PostgreSQL.
 //! - [`bench`]: N viewers and K senders on a fixed schedule; deliveries, loss, latency
 //!   percentiles, the server's CPU and memory.
 //! - [`compare`]: the same comment stream over each transport; requests, bytes each way,
@@ -23,6 +26,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod compare;
+#[cfg(feature = "copy")]
+pub mod copy_store;
 pub mod endpoint;
 pub mod error;
 pub mod latency;
@@ -43,6 +48,7 @@ const EXAMPLES: &str = "Examples:
   danmaku send --video demo --time 3.5 'nice shot'   # video service, 127.0.0.1:8082
   danmaku bench --viewers 1000 --rate 100 --duration 20
   danmaku compare --viewers 20 --rate 1 --duration 30 --chart compare.svg
+  danmaku copy-store --from data/ws-stream.db --to postgres://postgres@127.0.0.1:5432/danmaku
 
 bench and compare start their own services (the binaries beside this one, with raised rate
 limits) unless given the services' URLs. Each subcommand's --help has more.";
@@ -52,7 +58,8 @@ limits) unless given the services' URLs. Each subcommand's --help has more.";
 #[command(
     name = "danmaku",
     version,
-    about = "Send, follow, load-test and compare the danmaku services from a terminal.",
+    about = "Send, follow, load-test and compare the danmaku services from a terminal, and move a \
+             store from SQLite to PostgreSQL.",
     after_help = EXAMPLES
 )]
 pub struct Cli {
@@ -73,6 +80,10 @@ pub enum Command {
     /// Deliver the same comment stream over short polling, long polling and WebSocket and
     /// measure what each costs.
     Compare(compare::CompareArgs),
+    /// Copy a service's SQLite store into a PostgreSQL database (ids, import keys, rooms,
+    /// check-ins, attendance), resumable and idempotent, with a progress bar.
+    #[cfg(feature = "copy")]
+    CopyStore(copy_store::CopyStoreArgs),
 }
 
 /// Runs a parsed command line; the exit status on success (bench exits 1 when it saw loss or
@@ -83,5 +94,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tail(args) => tail::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await,
         Command::Compare(args) => compare::run(args).await.map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "copy")]
+        Command::CopyStore(args) => copy_store::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
