@@ -37,7 +37,12 @@ pub struct CopyStoreArgs {
     /// The PostgreSQL database to copy into (postgres://user:password@host:port/db); its tables
     /// are created if missing. Set DANMAKU_COPY_TO instead to keep a password out of the
     /// process list.
-    #[arg(long, value_name = "URL", env = "DANMAKU_COPY_TO", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DANMAKU_COPY_TO",
+        hide_env_values = true
+    )]
     pub to: String,
     /// Rows per transaction.
     #[arg(long, value_name = "ROWS", default_value_t = copy::DEFAULT_BATCH_ROWS,
@@ -149,7 +154,10 @@ mod tests {
             },
         );
         let text = summary("a.db", "postgres://h/d", &report);
-        assert!(text.starts_with("copied a.db into postgres://h/d\n"), "{text}");
+        assert!(
+            text.starts_with("copied a.db into postgres://h/d\n"),
+            "{text}"
+        );
         assert!(
             text.contains("comments           10 read         4 copied         6 already there"),
             "{text}"

@@ -58,7 +58,15 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
         .unwrap();
 
     let from = source.to_str().unwrap();
-    let args = ["copy-store", "--from", from, "--to", db.url(), "--batch", "7"];
+    let args = [
+        "copy-store",
+        "--from",
+        from,
+        "--to",
+        db.url(),
+        "--batch",
+        "7",
+    ];
     let first = run_danmaku(&args, WAIT);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(
@@ -107,7 +115,14 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
         .await
         .unwrap();
     let refused = run_danmaku(
-        &["copy-store", "--from", other.to_str().unwrap(), "--to", db.url(), "--quiet"],
+        &[
+            "copy-store",
+            "--from",
+            other.to_str().unwrap(),
+            "--to",
+            db.url(),
+            "--quiet",
+        ],
         WAIT,
     );
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -116,7 +131,10 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
         stderr.contains("comment 1 of channel `lobby`") && stderr.contains("another history"),
         "{stderr}"
     );
-    assert_eq!(pg.after(&channel("lobby"), 0, 1).await.unwrap()[0].text, "live 0");
+    assert_eq!(
+        pg.after(&channel("lobby"), 0, 1).await.unwrap()[0].text,
+        "live 0"
+    );
 }
 
 #[test]

@@ -67,14 +67,26 @@ async fn fill_source(path: &Path) -> Vec<i64> {
         store
             .append(
                 &channel("video-1"),
-                comment("bob", &format!("at {n}"), "#00ff00", mode, Some(n as f64 * 1.5)),
+                comment(
+                    "bob",
+                    &format!("at {n}"),
+                    "#00ff00",
+                    mode,
+                    Some(n as f64 * 1.5),
+                ),
             )
             .await
             .unwrap();
     }
     let imported: Vec<_> = (0..5)
         .map(|n| ImportedDanmaku {
-            new: comment("old", &format!("archived {n}"), "#ffffff", "scroll", Some(n as f64)),
+            new: comment(
+                "old",
+                &format!("archived {n}"),
+                "#ffffff",
+                "scroll",
+                Some(n as f64),
+            ),
             origin: format!("bilibili:{n}"),
             sent_at: Some(at(n)),
         })
@@ -126,7 +138,10 @@ async fn fill_source(path: &Path) -> Vec<i64> {
                 .unwrap()
         );
     }
-    store.record_attendance(ids[1], "solo", at(20)).await.unwrap();
+    store
+        .record_attendance(ids[1], "solo", at(20))
+        .await
+        .unwrap();
     assert_eq!(store.close_checkin(ids[0]).await.unwrap(), 3);
     ids
 }
@@ -427,7 +442,12 @@ async fn a_database_with_another_history_is_refused() {
     assert!(message.contains("another history"), "{message}");
     // Nothing of the refused batch was written, and the existing comment is untouched.
     assert_eq!(pg.after(&channel("lobby"), 0, 100).await.unwrap(), [other]);
-    assert!(pg.after(&channel("archive"), 0, 100).await.unwrap().is_empty());
+    assert!(
+        pg.after(&channel("archive"), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The same for a room whose host token differs.
     let Some(rooms_db) = testing::postgres().await else {
