@@ -92,21 +92,21 @@ impl Binary {
     /// `store` is normally a [`TestStore`], so the binary runs on the backend the test run chose
     /// (`DANMAKU_TEST_STORE`), and a restart on the same `TestStore` finds what the previous
     /// process stored; a test about SQLite files themselves passes a file's path instead.
-    pub fn start(exe: &str, store: impl AsRef<OsStr>, args: &[&str]) -> Self {
+    pub fn start<S: AsRef<OsStr> + ?Sized>(exe: &str, store: &S, args: &[&str]) -> Self {
         Self::start_with_env(exe, store, args, &[])
     }
 
     /// Like [`Binary::start`], with extra environment variables (say a `RUST_LOG` other than
     /// `info`).
-    pub fn start_with_env(
+    pub fn start_with_env<S: AsRef<OsStr> + ?Sized>(
         exe: &str,
-        store: impl AsRef<OsStr>,
+        store: &S,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
         let mut child = Command::new(exe)
             .args(["--port", "0", "--shutdown-timeout-secs", "5", "--store"])
-            .arg(store)
+            .arg(store.as_ref())
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("DANMAKU_PORT")
