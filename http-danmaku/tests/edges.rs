@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use helpers::{spawn_app, spawn_app_with};
-use service_kit::testing::{Binary, RawResponse, raw_http};
+use service_kit::testing::{Binary, RawResponse, TestStore, raw_http};
 
 /// `GET path` with exactly these extra header lines (each ending in `\r\n`).
 fn get(addr: SocketAddr, path: &str, headers: &str) -> Option<RawResponse> {
@@ -244,10 +244,10 @@ async fn an_empty_file_with_a_suffix_range_gets_an_answer() {
 
 #[tokio::test]
 async fn the_access_log_never_shows_query_strings() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = TestStore::new("log");
     let server = Binary::start_with_env(
         env!("CARGO_BIN_EXE_http-danmaku"),
-        &dir.path().join("log.db"),
+        &store,
         &["--workers", "1"],
         &[("RUST_LOG", "info,actix_web::middleware::logger=debug")],
     );

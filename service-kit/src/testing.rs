@@ -1,6 +1,7 @@
 //! Running a service inside a test: the real server on an ephemeral port, in its own thread with
 //! its own actix system, exactly as `main` would build it, on a fresh database
-//! ([`TestService`]); or the real binary, for tests that signal or kill it ([`Binary`]); a
+//! ([`TestService`]); or the real binary, for tests that signal or kill it ([`Binary`]), on a
+//! fresh database of the backend the test run chose ([`TestStore`]); a
 //! WebSocket client ([`WsClient`]) and an HTTP client ([`http_client`]) with timeouts on every
 //! receive; a WebSocket driven byte by byte, and the server's memory and sockets seen from
 //! outside, for attacks ([`raw`]).
@@ -8,9 +9,9 @@
 //! Compiled only with the `testing` feature, which only dev-dependencies enable: none of this is
 //! in a release binary.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ impl Drop for TestServer {
     }
 }
 
-/// The real binary, started on a free port against `db`, for tests that signal or kill it.
+/// The real binary, started on a free port against a store, for tests that signal or kill it.
 pub struct Binary {
     /// The process.
     pub child: Child,
@@ -86,17 +87,26 @@ pub struct Binary {
 
 impl Binary {
     /// Starts the service binary `exe` (a test's `env!("CARGO_BIN_EXE_<name>")`) on port 0
-    /// against `db` with `args`, and waits until its log names the port it bound.
-    pub fn start(exe: &str, db: &Path, args: &[&str]) -> Self {
-        Self::start_with_env(exe, db, args, &[])
+    /// with `--store store` and `args`, and waits until its log names the port it bound.
+    ///
+    /// `store` is normally a [`TestStore`], so the binary runs on the backend the test run chose
+    /// (`DANMAKU_TEST_STORE`), and a restart on the same `TestStore` finds what the previous
+    /// process stored; a test about SQLite files themselves passes a file's path instead.
+    pub fn start<S: AsRef<OsStr> + ?Sized>(exe: &str, store: &S, args: &[&str]) -> Self {
+        Self::start_with_env(exe, store, args, &[])
     }
 
     /// Like [`Binary::start`], with extra environment variables (say a `RUST_LOG` other than
     /// `info`).
-    pub fn start_with_env(exe: &str, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start_with_env<S: AsRef<OsStr> + ?Sized>(
+        exe: &str,
+        store: &S,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(exe)
             .args(["--port", "0", "--shutdown-timeout-secs", "5", "--store"])
-            .arg(db)
+            .arg(store.as_ref())
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("DANMAKU_PORT")
@@ -259,7 +269,7 @@ pub fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> Option<RawRespons
     }
 }
 
-pub use service::TestService;
+pub use service::{STORE_VAR, TestService, TestStore, test_store};
 pub use ws_client::WsClient;
 
 /// A service under test with its own temporary database, restartable on the same file.
@@ -299,13 +309,55 @@ mod service {
         name: String,
         builder: Builder,
         server: Option<TestServer>,
-        /// Dropped after the server: the PostgreSQL database, if the test runs on one.
-        _database: Option<TestDatabase>,
+        /// Dropped after the server: the SQLite file's folder or the PostgreSQL database.
+        _fresh: TestStore,
+    }
+
+    /// A fresh store for a test that starts services itself (the real binary, see
+    /// [`super::Binary`]), perhaps several times over: a SQLite file in a temporary folder, or,
+    /// with [`STORE_VAR`]`=postgres`, a fresh PostgreSQL database (see [`test_store`]). Every
+    /// process started on it sees what the previous ones stored. Dropping it removes the folder
+    /// or drops the database (ending any session still open), so declare it before the
+    /// processes that use it: they are then stopped first.
+    pub struct TestStore {
+        /// The `--store` value.
+        url: String,
+        /// The PostgreSQL database, if the test runs on one.
+        database: Option<TestDatabase>,
         _dir: tempfile::TempDir,
     }
 
+    impl TestStore {
+        /// A fresh store for a service named `name` (the SQLite file's name).
+        pub fn new(name: &str) -> Self {
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let (url, database) = test_store(dir.path(), name);
+            Self {
+                url,
+                database,
+                _dir: dir,
+            }
+        }
+
+        /// The `--store` value: a SQLite file's path or a `postgres://` URL.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// Whether it is a PostgreSQL database.
+        pub fn is_postgres(&self) -> bool {
+            self.database.is_some()
+        }
+    }
+
+    impl AsRef<std::ffi::OsStr> for TestStore {
+        fn as_ref(&self) -> &std::ffi::OsStr {
+            self.url.as_ref()
+        }
+    }
+
     /// The variable that picks the backend the services' tests run on: `postgres` for a fresh
-    /// PostgreSQL database per [`TestService`] (on the server `DANMAKU_TEST_POSTGRES` names),
+    /// PostgreSQL database per [`TestService`] and [`TestStore`] (on the server `DANMAKU_TEST_POSTGRES` names),
     /// anything else or nothing for a SQLite file. CI runs the services' tests both ways.
     pub const STORE_VAR: &str = "DANMAKU_TEST_STORE";
 
@@ -343,8 +395,7 @@ mod service {
             args: &[&str],
         ) -> Self {
             init_test_logging();
-            let dir = tempfile::tempdir().expect("a temporary folder");
-            let (store, database) = test_store(dir.path(), info.name);
+            let fresh = TestStore::new(info.name);
             let builder: Builder = Arc::new(move |argv, listener| {
                 let config: C = parse_from(info, argv).expect("valid test settings");
                 Box::pin(async move {
@@ -355,13 +406,12 @@ mod service {
             let mut service = Self {
                 base: String::new(),
                 ws_base: String::new(),
-                store,
+                store: fresh.url().to_owned(),
                 addr: ([127, 0, 0, 1], 0).into(),
                 name: info.name.to_owned(),
                 builder,
                 server: None,
-                _database: database,
-                _dir: dir,
+                _fresh: fresh,
             };
             service.restart(args);
             service

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use service_kit::testing::{Binary, WsClient};
+use service_kit::testing::{Binary, TestStore, WsClient};
 use shared_model::protocol::close::{GOING_AWAY, POLICY_VIOLATION};
 use tokio_tungstenite::tungstenite::Message;
 
-fn start(db: &std::path::Path) -> Binary {
+fn start(store: &TestStore) -> Binary {
     Binary::start(
         env!("CARGO_BIN_EXE_ws-stream"),
-        db,
+        store,
         &[
             "--rate-per-sec",
             "100000",
@@ -67,8 +67,8 @@ const MAX_RSS_GROWTH_MIB: u64 = 48;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_that_never_read_are_closed_and_memory_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("live.db"));
+    let store = TestStore::new("live");
+    let server = start(&store);
     let room_url = format!("{}/ws/live/flood", server.ws_base);
     let mut watcher = WsClient::connect(&format!("{room_url}?name=watcher")).await;
     watcher.recv_type("welcome").await;
@@ -188,9 +188,8 @@ async fn viewers_that_never_read_are_closed_and_memory_stays_bounded() {
 
 #[tokio::test]
 async fn sigterm_closes_everyone_with_1001_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let mut server = start(&db);
+    let store = TestStore::new("live");
+    let mut server = start(&store);
     let url = format!("{}/ws/live/r?name=ann", server.ws_base);
     let mut a = WsClient::connect(&url).await;
     let mut b = WsClient::connect(&url).await;
@@ -209,7 +208,7 @@ async fn sigterm_closes_everyone_with_1001_and_loses_nothing() {
     }
     let status = server.wait_exit(Duration::from_secs(10)).expect("it exits");
     assert!(status.success(), "{status}");
-    let restarted = start(&db);
+    let restarted = start(&store);
     let mut c = WsClient::connect(&format!("{}/ws/live/r", restarted.ws_base)).await;
     let welcome: Value = c.recv_type("welcome").await;
     assert_eq!(welcome["history"], json!(acked));

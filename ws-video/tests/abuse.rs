@@ -14,7 +14,7 @@ use futures::StreamExt;
 use helpers::{RELAXED, http, spawn_app, viewer};
 use serde_json::{Value, json};
 use service_kit::testing::raw::{self, RawWs, TEXT};
-use service_kit::testing::{Binary, WsClient};
+use service_kit::testing::{Binary, TestStore, WsClient};
 use shared_model::protocol::close::{MESSAGE_TOO_BIG, POLICY_VIOLATION};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -59,12 +59,8 @@ async fn count_answers(client: &mut WsClient, n: usize) -> (usize, usize) {
 
 #[tokio::test]
 async fn a_frame_header_declaring_a_terabyte_is_refused_with_1009_before_its_payload() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(
-        env!("CARGO_BIN_EXE_ws-video"),
-        &dir.path().join("v.db"),
-        &["--workers", "1"],
-    );
+    let store = TestStore::new("v");
+    let server = Binary::start(env!("CARGO_BIN_EXE_ws-video"), &store, &["--workers", "1"]);
     let addr = addr_of(&server.base);
     let pid = server.child.id();
     // Warm up: a connection that comes and goes, so the baseline has the session's allocations.

@@ -15,7 +15,7 @@ use helpers::RELAXED;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
-use service_kit::testing::Binary;
+use service_kit::testing::{Binary, TestStore};
 use shared_model::formats::bilibili;
 use ws_video::archive::MAX_IMPORT_BYTES;
 
@@ -145,12 +145,8 @@ async fn concurrent_oversized_imports_leave_memory_bounded_and_store_nothing() {
     const PEAK_GROWTH_LIMIT_KIB: u64 = 96 * 1024;
     const CLIENTS: usize = 8;
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(
-        env!("CARGO_BIN_EXE_ws-video"),
-        &dir.path().join("video.db"),
-        RELAXED,
-    );
+    let store = TestStore::new("video");
+    let server = Binary::start(env!("CARGO_BIN_EXE_ws-video"), &store, RELAXED);
     let pid = server.child.id();
     let client = helpers::http();
     // Warm up, so the baseline includes a served request and a database read.

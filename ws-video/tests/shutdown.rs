@@ -4,18 +4,17 @@
 use std::time::Duration;
 
 use serde_json::json;
-use service_kit::testing::{Binary, WsClient};
+use service_kit::testing::{Binary, TestStore, WsClient};
 use shared_model::protocol::close::GOING_AWAY;
 
-fn start(db: &std::path::Path) -> Binary {
-    Binary::start(env!("CARGO_BIN_EXE_ws-video"), db, &["--workers", "1"])
+fn start(store: &TestStore) -> Binary {
+    Binary::start(env!("CARGO_BIN_EXE_ws-video"), store, &["--workers", "1"])
 }
 
 #[tokio::test]
 async fn sigterm_closes_every_viewer_with_1001_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("video.db");
-    let mut server = start(&db);
+    let store = TestStore::new("video");
+    let mut server = start(&store);
     let url = format!("{}/ws/videos/v", server.ws_base);
     let mut a = WsClient::connect(&url).await;
     let mut b = WsClient::connect(&url).await;
@@ -40,7 +39,7 @@ async fn sigterm_closes_every_viewer_with_1001_and_loses_nothing() {
         .expect("the server exits after SIGTERM");
     assert!(status.success(), "{status}");
 
-    let restarted = start(&db);
+    let restarted = start(&store);
     let mut viewer = WsClient::connect(&format!("{}/ws/videos/v", restarted.ws_base)).await;
     viewer.recv_type("hello").await;
     viewer

@@ -1,14 +1,13 @@
-//! Test helpers: the real server on an ephemeral port with a fresh SQLite file
-//! ([`TestService`]), the real binary for the tests that kill it, and the API calls the tests
+//! Test helpers: the real server on an ephemeral port on a fresh store ([`TestService`]), the
+//! real binary for the tests that kill it (on a [`TestStore`]), and the API calls the tests
 //! repeat.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 pub use service_kit::testing::http_client as client;
-use service_kit::testing::{Binary, RELAXED, TestService};
+use service_kit::testing::{Binary, RELAXED, TestService, TestStore};
 
 /// Starts the server with default settings and [`RELAXED`] budgets.
 pub fn spawn_app() -> TestService {
@@ -61,11 +60,11 @@ pub async fn read_all(client: &reqwest::Client, base: &str, room: &str) -> Vec<V
     }
 }
 
-/// Starts the real `http-danmaku` binary on a free port against `db`, with generous limits.
-pub fn start_binary(db: &Path) -> Binary {
+/// Starts the real `http-danmaku` binary on a free port on `store`, with generous limits.
+pub fn start_binary(store: &TestStore) -> Binary {
     Binary::start(
         env!("CARGO_BIN_EXE_http-danmaku"),
-        db,
+        store,
         &[RELAXED, &["--workers", "2"]].concat(),
     )
 }
