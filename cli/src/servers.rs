@@ -50,10 +50,21 @@ impl LocalService {
     pub fn start(name: &'static str, extra: &[String], echo_log: bool) -> Result<Self, CliError> {
         let exe = locate(name)?;
         let dir = tempfile::tempdir()?;
-        let db = dir.path().join(format!("{name}.db"));
+        // A fresh SQLite file, unless the caller names a store (say, PostgreSQL) itself.
+        let names_store = extra.iter().any(|arg| {
+            let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+            flag == "--store" || flag == "--db"
+        });
+        let store = match names_store {
+            true => Vec::new(),
+            false => vec![
+                "--store".into(),
+                dir.path().join(format!("{name}.db")).into_os_string(),
+            ],
+        };
         let mut child = Command::new(&exe)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--store"])
-            .arg(&db)
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(&store)
             .args(["--rate-per-sec", RAISED_RATE_LIMIT])
             .args(["--rate-burst", RAISED_RATE_LIMIT])
             .args(["--read-rows-per-sec", RAISED_RATE_LIMIT])
