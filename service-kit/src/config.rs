@@ -39,28 +39,47 @@ pub struct ServiceInfo {
     pub defaults: ServiceDefaults,
 }
 
-/// The settings of a WebSocket service (`ws-video`, `ws-stream`): what every service takes plus
-/// the WebSocket limits. Each flag can also be set through its `DANMAKU_*` variable.
+/// The settings of a WebSocket service (`ws-video`, `ws-stream`): what every service takes, the
+/// WebSocket limits, and the service's own settings `E` ([`ServiceArgs`]; [`NoArgs`] for none).
+/// Each flag can also be set through its `DANMAKU_*` variable.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
-pub struct WsServiceConfig {
+pub struct WsServiceConfig<E: ServiceArgs = NoArgs> {
     /// Settings every service shares.
     #[command(flatten)]
     pub server: ServerArgs,
     /// Settings of the WebSocket services.
     #[command(flatten)]
     pub ws: WsArgs,
+    /// Settings of this service alone.
+    #[command(flatten)]
+    pub service: E,
 }
 
-impl Settings for WsServiceConfig {
+impl<E: ServiceArgs> Settings for WsServiceConfig<E> {
     fn server(&self) -> &ServerArgs {
         &self.server
     }
 
     fn check(&self) -> Result<(), String> {
-        self.ws.check()
+        self.ws.check()?;
+        self.service.check()
     }
 }
+
+/// A service's own settings, flattened into its [`WsServiceConfig`], with the rules between them.
+pub trait ServiceArgs: clap::Args + Clone + std::fmt::Debug {
+    /// Checks these settings against each other; nothing to check unless a service says so.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// No settings of a service's own.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NoArgs {}
+
+impl ServiceArgs for NoArgs {}
 
 /// A binary's settings: flags and `DANMAKU_*` variables (the `clap::Parser`), and the rules
 /// between them that clap cannot express.

@@ -8,19 +8,14 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use clap::Parser;
-use service_kit::config::{ServerArgs, ServiceDefaults, ServiceInfo, Settings, WsArgs};
+use service_kit::config::{ServiceArgs, ServiceDefaults, ServiceInfo, WsServiceConfig};
 
 /// The settings of `ws-stream`. Each flag can also be set through its `DANMAKU_*` variable.
-#[derive(Debug, Clone, Parser)]
-#[command(version)]
-pub struct Config {
-    /// Settings every service shares.
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// Settings of the WebSocket services.
-    #[command(flatten)]
-    pub ws: WsArgs,
+pub type Config = WsServiceConfig<LiveArgs>;
+
+/// Settings of the live service alone.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveArgs {
     /// How much guessing a check-in takes.
     #[command(flatten)]
     pub checkin: CheckinArgs,
@@ -31,15 +26,7 @@ pub struct Config {
     pub history_cache_rooms: NonZeroUsize,
 }
 
-impl Settings for Config {
-    fn server(&self) -> &ServerArgs {
-        &self.server
-    }
-
-    fn check(&self) -> Result<(), String> {
-        self.ws.check()
-    }
-}
+impl ServiceArgs for LiveArgs {}
 
 /// Limits on wrong check-in codes. Every guess also spends one token of the client's
 /// `--rate-per-sec` budget.
@@ -104,7 +91,7 @@ mod tests {
     fn checkin_limits_default_and_parse() {
         let c: Config = parse_from(&INFO, ["ws-stream"]).unwrap();
         assert_eq!(
-            c.checkin.limits(),
+            c.service.checkin.limits(),
             GuessLimits {
                 per_client: 10,
                 burst: 200,
@@ -125,7 +112,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.checkin.limits(),
+            c.service.checkin.limits(),
             GuessLimits {
                 per_client: 3,
                 burst: 20,

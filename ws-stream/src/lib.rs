@@ -57,8 +57,8 @@ pub fn build_with_listener(
 ) -> Result<RunningServer, ServiceError> {
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
-    let hub = hub::new(rooms.clone(), config.checkin.limits()).start();
-    let recent = RecentComments::new(HISTORY_ITEMS, config.history_cache_rooms.get());
+    let hub = hub::new(rooms.clone(), config.service.checkin.limits()).start();
+    let recent = RecentComments::new(HISTORY_ITEMS, config.service.history_cache_rooms.get());
     service_kit::fanout::connect(
         &*store,
         LiveSink {

@@ -8,35 +8,10 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use clap::Parser;
-use service_kit::config::{ServiceDefaults, ServiceInfo, Settings};
-use service_kit::{ServerArgs, WsArgs};
+use service_kit::config::{ServiceArgs, ServiceDefaults, ServiceInfo, WsServiceConfig};
 
 /// The settings of `ws-video`. Each flag can also be set through its `DANMAKU_*` variable.
-#[derive(Debug, Clone, Parser)]
-#[command(version)]
-pub struct Config {
-    /// Settings every service shares.
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// Settings of the WebSocket services.
-    #[command(flatten)]
-    pub ws: WsArgs,
-    /// Settings of this service alone.
-    #[command(flatten)]
-    pub video: VideoArgs,
-}
-
-impl Settings for Config {
-    fn server(&self) -> &ServerArgs {
-        &self.server
-    }
-
-    fn check(&self) -> Result<(), String> {
-        self.ws.check()?;
-        self.video.check()
-    }
-}
+pub type Config = WsServiceConfig<VideoArgs>;
 
 /// Settings of the video service: how much a Bilibili import may take, and how long answers to
 /// hot reads are kept.
@@ -73,9 +48,9 @@ pub struct VideoArgs {
     pub read_cache_ms: u64,
 }
 
-impl VideoArgs {
-    /// Checks the settings against each other; the error names the variables involved.
-    pub fn check(&self) -> Result<(), String> {
+impl ServiceArgs for VideoArgs {
+    /// The error names the variables involved.
+    fn check(&self) -> Result<(), String> {
         if self.import_rows_burst < self.import_max_entries {
             return Err(format!(
                 "DANMAKU_IMPORT_ROWS_BURST ({}) must be at least DANMAKU_IMPORT_MAX_ENTRIES ({}), \
@@ -85,7 +60,9 @@ impl VideoArgs {
         }
         Ok(())
     }
+}
 
+impl VideoArgs {
     /// How long an import's body may take to arrive.
     pub fn import_body_timeout(&self) -> Duration {
         Duration::from_secs(self.import_body_timeout_secs.get().into())
@@ -120,13 +97,16 @@ mod tests {
     #[test]
     fn the_defaults_hold_and_each_limit_can_be_set() {
         let config = parse(&[]).unwrap();
-        assert_eq!(config.video.import_max_entries.get(), 20_000);
-        assert_eq!(config.video.max_concurrent_imports.get(), 2);
-        assert_eq!(config.video.import_rows_per_sec.get(), 20);
-        assert_eq!(config.video.import_rows_burst.get(), 20_000);
-        assert_eq!(config.video.import_body_timeout(), Duration::from_secs(60));
+        assert_eq!(config.service.import_max_entries.get(), 20_000);
+        assert_eq!(config.service.max_concurrent_imports.get(), 2);
+        assert_eq!(config.service.import_rows_per_sec.get(), 20);
+        assert_eq!(config.service.import_rows_burst.get(), 20_000);
         assert_eq!(
-            config.video.read_cache_ttl(),
+            config.service.import_body_timeout(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.service.read_cache_ttl(),
             Some(Duration::from_millis(1000))
         );
         let config = parse(&[
@@ -142,11 +122,11 @@ mod tests {
             "0",
         ])
         .unwrap();
-        assert_eq!(config.video.import_max_entries.get(), 10);
+        assert_eq!(config.service.import_max_entries.get(), 10);
         // Reads are charged the rows they return, so no burst is too small to admit one.
         assert!(parse(&["--read-rows-burst", "1"]).is_ok());
-        assert_eq!(config.video.max_concurrent_imports.get(), 1);
-        assert_eq!(config.video.read_cache_ttl(), None);
+        assert_eq!(config.service.max_concurrent_imports.get(), 1);
+        assert_eq!(config.service.read_cache_ttl(), None);
     }
 
     #[test]

@@ -58,8 +58,8 @@ pub fn build_with_listener(
         timeline: Timeline::new(store),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
-        imports: budget::Imports::from_args(&config.video),
-        cache: cache::ReadCache::new(config.video.read_cache_ttl()),
+        imports: budget::Imports::from_args(&config.service),
+        cache: cache::ReadCache::new(config.service.read_cache_ttl()),
     });
     let health = service_kit::server::HealthCheck::new(state.timeline.store().clone());
     let server = service_kit::server::serve_ws(
