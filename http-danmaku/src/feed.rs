@@ -2,8 +2,8 @@
 //! the database again and again.
 //!
 //! Each room someone is waiting on has a `watch` channel holding the newest id committed there.
-//! The feed hears of every commit the way the WebSocket hubs do, from the store through
-//! `service_kit::fanout` (so a comment wakes the waiters whatever stored it); a long poll
+//! The feed hears of every commit through `service_kit::fanout` (so a comment wakes the waiters
+//! whatever stored it, on this instance or, with a bus, on any other); a long poll
 //! subscribes *before* it first queries, so a comment committed between the query and the wait
 //! still wakes it. Rooms nobody waits on have no channel, and the last waiter to leave removes
 //! it, so memory follows the waiters.
@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use service_kit::fanout::CommentSink;
-use shared_model::{ChannelId, Danmaku};
+use service_kit::fanout::WakeSink;
+use shared_model::ChannelId;
 use tokio::sync::watch;
 
 /// The wake-up channels of every room with a waiter. Cheap to clone.
@@ -99,9 +99,13 @@ impl RoomFeeds {
     }
 }
 
-impl CommentSink for RoomFeeds {
-    fn deliver(&self, item: &Danmaku) {
-        self.publish(&item.channel, item.id);
+impl WakeSink for RoomFeeds {
+    fn committed(&self, channel: &ChannelId, id: i64) {
+        self.publish(channel, id);
+    }
+
+    fn channels(&self) -> Vec<ChannelId> {
+        self.lock().rooms.keys().cloned().collect()
     }
 }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use actix_web::web;
 use danmaku_store::{Backend, Store};
 use service_kit::ClientBudget;
+use service_kit::fanout::Fanout;
 use service_kit::server::{RunningServer, ServiceError};
 
 pub use config::Config;
@@ -43,9 +44,10 @@ pub fn build_with_listener(
 ) -> Result<RunningServer, ServiceError> {
     let store: Arc<dyn Store> = store;
     let addr = listener.local_addr()?;
+    let fanout = Fanout::start(store.clone(), &config.server, "http-danmaku");
     let feeds = RoomFeeds::default();
-    service_kit::fanout::connect(&*store, feeds.clone());
-    let health = service_kit::server::HealthCheck::new(store.clone());
+    fanout.connect_wake(Arc::new(feeds.clone()));
+    let health = service_kit::server::HealthCheck::new(store.clone(), Some(fanout));
     let state = web::Data::new(AppState {
         store,
         feeds: feeds.clone(),

@@ -166,6 +166,18 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_STORE", alias = "db")]
     pub store: StoreLocation,
 
+    /// The bus that joins several instances of this service into one (`redis://host:port/`):
+    /// comments stored through any instance reach the viewers and long polls of every instance,
+    /// viewer counts are totals, check-ins are shared. Without it the instance runs alone.
+    #[arg(long, env = "DANMAKU_BUS")]
+    pub bus: Option<crate::bus::BusUrl>,
+
+    /// The Redis pub/sub channel the instances of this service share on the bus; the default
+    /// is `danmaku.<service>`. Give each deployment sharing one Redis its own (pub/sub ignores
+    /// the database number in the URL).
+    #[arg(long, env = "DANMAKU_BUS_CHANNEL")]
+    pub bus_channel: Option<String>,
+
     /// Host names (with or without :port, comma-separated) this service answers to besides
     /// localhost, 127.0.0.1, [::1] and the bind address (bound to 0.0.0.0 or ::, any IP
     /// address). A request whose Host header names another is refused (421), so a web page

@@ -2,6 +2,7 @@
 //! alike at their edges.
 //!
 //! - [`body`]: the JSON body extractor, whose errors name the field at fault.
+//! - [`bus`]: the Redis bus that joins several instances of a service into one.
 //! - [`config`]: the settings every binary takes (flags and `DANMAKU_*` variables) and the one
 //!   way a service reads them with its own defaults ([`config::from_env`], [`config::parse_from`]).
 //! - [`error`]: [`HttpError`], the JSON error response, and the extractor configurations that turn
@@ -19,6 +20,7 @@
 
 pub mod assets;
 pub mod body;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod fanout;

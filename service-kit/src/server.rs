@@ -147,30 +147,38 @@ fn set_user_timeout(connection: &dyn Any, timeout: Duration) {
 }
 
 /// What `GET /healthz` checks: the service's store. Every service registers one
-/// (`cfg.app_data(HealthCheck::new(store))`) next to its `/healthz` route.
+/// (`cfg.app_data(HealthCheck::new(store, fanout))`) next to its `/healthz` route.
 pub struct HealthCheck {
     store: Arc<dyn Store>,
+    fanout: Option<crate::fanout::Fanout>,
 }
 
 impl HealthCheck {
-    /// The check of `store`, ready to register as app data.
-    pub fn new(store: Arc<dyn Store>) -> web::Data<Self> {
-        web::Data::new(Self { store })
+    /// The check of `store` and of `fanout`'s bus, ready to register as app data.
+    pub fn new(store: Arc<dyn Store>, fanout: Option<crate::fanout::Fanout>) -> web::Data<Self> {
+        web::Data::new(Self { store, fanout })
     }
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}` while the service and its database serve; `503
 /// {"status":"unavailable","error":{"code":"unavailable",...}}` while the store cannot (its
 /// writer down or failing, or no answer within `DANMAKU_DB_TIMEOUT_MS`), so a load balancer
-/// takes the instance out instead of sending it writes that fail.
+/// takes the instance out instead of sending it writes that fail; `200 {"status":"degraded",
+/// "bus":{"connected":false,...}}` while a clustered instance cannot reach its bus: it still
+/// stores and serves its own viewers, so it stays in the balancer, and the operator sees why.
 pub async fn health(check: web::Data<HealthCheck>) -> HttpResponse {
-    match check.store.health().await {
-        Ok(()) => HttpResponse::Ok().json(Health::ok()),
-        Err(e) => {
-            log::warn!("health check: {e}");
-            HttpResponse::ServiceUnavailable().json(Health::unavailable(e.client_error()))
-        }
+    if let Err(e) = check.store.health().await {
+        log::warn!("health check: {e}");
+        return HttpResponse::ServiceUnavailable().json(Health::unavailable(e.client_error()));
     }
+    let mut health = Health::ok();
+    if let Some(bus) = check.fanout.as_ref().and_then(|f| f.bus_status()) {
+        if !bus.connected {
+            health.status = "degraded".into();
+        }
+        health.bus = serde_json::to_value(bus).ok();
+    }
+    HttpResponse::Ok().json(health)
 }
 
 /// Why a service could not start or keep running.

@@ -690,3 +690,141 @@ mod ws_client {
         }
     }
 }
+
+/// The variable naming the Redis server the cluster tests share (`redis://127.0.0.1:6379/`).
+pub const REDIS_VAR: &str = "DANMAKU_TEST_REDIS";
+
+/// Whether this run must not skip tests for want of a server (`CI=true`).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Says on stderr that the current test skipped, and why.
+fn skipped(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("{test}: skipped: {why}");
+}
+
+/// The bus settings for instances that must act as one in a test: `--bus` from [`REDIS_VAR`]
+/// and a pub/sub channel of this test's own (tests running at once share the server). `None`
+/// when the variable is not set (the test should return; it was told why on stderr); panics
+/// under `CI=true`, so a CI run cannot pass without having tested the cluster.
+pub fn cluster_bus() -> Option<Vec<String>> {
+    match std::env::var(REDIS_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(bus_args(&url)),
+        _ => {
+            assert!(
+                !in_ci(),
+                "{REDIS_VAR} is not set and CI=true: CI must run the cluster tests \
+                 (set it to a Redis server's URL, e.g. redis://127.0.0.1:6379/)"
+            );
+            skipped(&format!(
+                "{REDIS_VAR} is not set (e.g. redis://127.0.0.1:6379/)"
+            ));
+            None
+        }
+    }
+}
+
+/// `--bus url --bus-channel <fresh>`.
+fn bus_args(url: &str) -> Vec<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let channel = format!(
+        "danmaku.test.{}.{}.{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    vec!["--bus".into(), url.into(), "--bus-channel".into(), channel]
+}
+
+/// A Redis server of the test's own, on a port of its own, that the test may stop and start
+/// again (the machine's Redis stays untouched). It keeps nothing on disk.
+pub struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` on a free port and waits until it answers; `None` when the binary
+    /// is not installed (told on stderr), a panic under `CI=true`.
+    pub fn start() -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                !in_ci(),
+                "redis-server is not installed and CI=true (.ci/run installs Debian's)"
+            );
+            skipped("redis-server is not installed");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.resume();
+        Some(redis)
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The bus settings of instances on this server (see [`cluster_bus`]).
+    pub fn bus_args(&self) -> Vec<String> {
+        bus_args(&self.url())
+    }
+
+    /// Kills the server (SIGKILL: it goes away as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, and waits until it answers.
+    pub fn resume(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -130,15 +130,20 @@ pub struct PollStats {
     pub rooms_waited_on: usize,
 }
 
-/// The body of `GET /healthz`: `{"status":"ok"}` (200), or `{"status":"unavailable","error":
+/// The body of `GET /healthz`: `{"status":"ok"}` (200); `{"status":"degraded","bus":...}` (200)
+/// while a clustered instance cannot reach its bus (it serves its own viewers and stores
+/// comments; the others hear of them once the bus is back); or `{"status":"unavailable","error":
 /// {"code":"unavailable","message":...}}` (503) while the service's database cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `"ok"`, or `"unavailable"`.
+    /// `"ok"`, `"degraded"` or `"unavailable"`.
     pub status: String,
-    /// Why not, when not `"ok"` (the usual error object, code `unavailable`).
+    /// Why not, when `"unavailable"` (the usual error object, code `unavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::error::ApiError>,
+    /// A clustered instance's bus: `{"connected":bool,"error":"..."}`; absent when alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<serde_json::Value>,
 }
 
 impl Health {
@@ -147,6 +152,7 @@ impl Health {
         Self {
             status: "ok".into(),
             error: None,
+            bus: None,
         }
     }
 
@@ -155,6 +161,7 @@ impl Health {
         Self {
             status: "unavailable".into(),
             error: Some(error),
+            bus: None,
         }
     }
 }

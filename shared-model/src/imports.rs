@@ -24,4 +24,6 @@ pub struct ImportOutcome {
     pub added: usize,
     /// Comments whose origin was already stored, left alone.
     pub duplicates: usize,
+    /// The ids the added comments took, `(first, last)`, dense; `None` when nothing was added.
+    pub ids: Option<(i64, i64)>,
 }

@@ -98,10 +98,29 @@ impl StoreError {
     }
 }
 
-/// Called with every appended comment right after its commit, in commit order (so in id order
-/// within a channel), on the store's own thread: keep it short and non-blocking (hand the item
-/// to an actor or a channel). Imports are not reported: an archive is history.
-pub type AppendListener = Box<dyn Fn(&Danmaku) + Send + Sync>;
+/// What a listener hears of, right after its commit.
+#[derive(Debug, Clone, Copy)]
+pub enum Committed<'a> {
+    /// A comment was appended.
+    Comment(&'a Danmaku),
+    /// An import took the ids `first..=last` of `channel` (dense: nothing else took an id in
+    /// between). Its comments are history, not news: a fan-out pushes none of them, but it learns
+    /// that those ids were not lost on the way.
+    Imported {
+        /// The channel.
+        channel: &'a ChannelId,
+        /// The first id the import took.
+        first: i64,
+        /// The last.
+        last: i64,
+    },
+}
+
+/// Called with every appended comment and every import's ids right after their commit, on the
+/// store's own thread: keep it short and non-blocking (hand the item to an actor or a channel).
+/// Comments come in commit order (so in id order within a channel); an import, which commits on
+/// its own, may be heard a moment before or after appends that committed next to it.
+pub type AppendListener = Box<dyn Fn(Committed<'_>) + Send + Sync>;
 
 /// Durable, ordered storage of comments per channel.
 #[async_trait]
@@ -132,8 +151,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest id in `channel`, or 0 when it is empty.
     async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError>;
 
-    /// Registers `listener` for every append committed from now on. This is how hubs learn of
-    /// new comments in commit order, whichever route stored them.
+    /// Registers `listener` for every append and import committed from now on. This is how hubs
+    /// learn of new comments in commit order, whichever route stored them.
     fn on_append(&self, listener: AppendListener);
 
     /// Stores imported comments in one transaction, skipping those whose origin the channel

@@ -79,7 +79,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
-use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
+use super::{AppendListener, Committed, ImportOutcome, ImportedDanmaku, Store, StoreError};
 use shared_model::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
 use shared_model::time;
 
@@ -702,14 +702,19 @@ async fn run_writer(
 
 /// Calls every listener with every item, in order; a listener that panics is logged and skipped.
 fn tell_listeners(listeners: &Listeners, items: &[Danmaku]) {
+    for item in items {
+        tell_listeners_of(listeners, Committed::Comment(item));
+    }
+}
+
+/// Calls every listener with `what`; a listener that panics is logged and skipped.
+fn tell_listeners_of(listeners: &Listeners, what: Committed<'_>) {
     // Read locks are never poisoned by listeners (they run under a read lock and are caught
     // below); a poisoned lock would still hold a whole list.
     let listeners = listeners.read().unwrap_or_else(|e| e.into_inner());
-    for item in items {
-        for listener in listeners.iter() {
-            if std::panic::catch_unwind(AssertUnwindSafe(|| listener(item))).is_err() {
-                log::error!("an append listener panicked on comment {}", item.id);
-            }
+    for listener in listeners.iter() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| listener(what))).is_err() {
+            log::error!("an append listener panicked on {what:?}");
         }
     }
 }
@@ -970,6 +975,7 @@ impl Store for PgStore {
         items: Vec<ImportedDanmaku>,
     ) -> Result<ImportOutcome, StoreError> {
         let channel = channel.clone();
+        let listeners = self.inner.listeners.clone();
         self.run("an import", move |client| {
             Box::pin(async move {
                 let tx = client.transaction().await.map_err(pg_error)?;
@@ -1015,8 +1021,19 @@ impl Store for PgStore {
                     .await
                     .map_err(pg_error)?;
                     rows.insert(&tx, &channel).await.map_err(pg_error)?;
+                    outcome.ids = Some((last + 1, id));
                 }
                 tx.commit().await.map_err(pg_error)?;
+                if let Some((first, last)) = outcome.ids {
+                    tell_listeners_of(
+                        &listeners,
+                        Committed::Imported {
+                            channel: &channel,
+                            first,
+                            last,
+                        },
+                    );
+                }
                 Ok(outcome)
             })
         })

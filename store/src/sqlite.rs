@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{AppendListener, ImportOutcome, ImportedDanmaku, Store, StoreError};
+use super::{AppendListener, Committed, ImportOutcome, ImportedDanmaku, Store, StoreError};
 use shared_model::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
 use shared_model::time;
 
@@ -758,7 +758,34 @@ fn run_import(
         );
     }
     shared.vitals.record(Outcome::of(&result));
+    if let Ok(ImportOutcome {
+        ids: Some((first, last)),
+        ..
+    }) = result
+    {
+        tell_listeners(
+            shared,
+            Committed::Imported {
+                channel,
+                first,
+                last,
+            },
+        );
+    }
     let _ = reply.send(result);
+}
+
+/// Tells every listener of `what`. A listener that panics must not take the writer thread (and
+/// every later write) down with it; what it heard of is committed either way.
+fn tell_listeners(shared: &Shared, what: Committed<'_>) {
+    // Read locks are never poisoned by listeners (they run under a read lock and are caught
+    // below); a poisoned lock would still hold a whole list.
+    let listeners = shared.listeners.read().unwrap_or_else(|e| e.into_inner());
+    for listener in listeners.iter() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| listener(what))).is_err() {
+            log::error!("an append listener panicked on {what:?}");
+        }
+    }
 }
 
 /// Runs `commit` (one transaction) so that a panic in it fails only it: the transaction rolls
@@ -808,20 +835,8 @@ fn answer_batch(conn: &mut Connection, batch: Vec<PendingAppend>, shared: &Share
     shared.vitals.record(Outcome::of(&result));
     match result {
         Ok(items) => {
-            {
-                // Read locks are never poisoned by listeners (they run under a read lock and are
-                // caught below); a poisoned lock would still hold a whole list.
-                let listeners = shared.listeners.read().unwrap_or_else(|e| e.into_inner());
-                for item in &items {
-                    for listener in listeners.iter() {
-                        // A listener that panics must not take the writer thread (and every later
-                        // append) down with it; the comment is committed either way.
-                        let heard = std::panic::catch_unwind(AssertUnwindSafe(|| listener(item)));
-                        if heard.is_err() {
-                            log::error!("an append listener panicked on comment {}", item.id);
-                        }
-                    }
-                }
+            for item in &items {
+                tell_listeners(shared, Committed::Comment(item));
             }
             for (job, item) in batch.into_iter().zip(items) {
                 let _ = job.reply.send(Ok(item));
@@ -916,8 +931,10 @@ fn commit_import(
                 time::rfc3339(item.sent_at.unwrap_or(now)),
                 item.origin,
             ])?;
-            if rows.next()?.is_some() {
+            if let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
                 outcome.added += 1;
+                outcome.ids = Some((outcome.ids.map_or(id, |(first, _)| first), id));
             } else {
                 outcome.duplicates += 1;
             }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
-    Attendance, CheckinOpening, CheckinRecord, ImportOutcome, ImportedDanmaku, PgOptions, PgStore,
-    RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
+    Attendance, CheckinOpening, CheckinRecord, Committed, ImportOutcome, ImportedDanmaku,
+    PgOptions, PgStore, RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, Mode, NewDanmaku, TimeRule};
 use shared_model::time;
@@ -135,7 +135,7 @@ macro_rules! conformance {
 conformance!(
     ids_increase_per_channel_and_survive_reopening,
     concurrent_appends_get_distinct_dense_ids,
-    listeners_hear_every_append_in_commit_order_and_no_import,
+    listeners_hear_every_append_in_commit_order_and_the_ids_of_imports,
     after_and_latest_page_in_id_order,
     time_window_is_half_open_and_ordered_by_time,
     imports_are_idempotent_by_origin_and_keep_their_send_time,
@@ -236,11 +236,21 @@ async fn concurrent_appends_get_distinct_dense_ids(db: Db) {
     assert_eq!(ids, (1..=200).collect::<Vec<i64>>());
 }
 
-async fn listeners_hear_every_append_in_commit_order_and_no_import(db: Db) {
+async fn listeners_hear_every_append_in_commit_order_and_the_ids_of_imports(db: Db) {
     let store = db.open().await;
     let heard = Arc::new(Mutex::new(Vec::new()));
     let sink = heard.clone();
-    store.on_append(Box::new(move |item| sink.lock().unwrap().push(item.id)));
+    store.on_append(Box::new(move |what| {
+        let heard = match what {
+            Committed::Comment(item) => format!("{}", item.id),
+            Committed::Imported {
+                channel,
+                first,
+                last,
+            } => format!("{channel}:{first}-{last}"),
+        };
+        sink.lock().unwrap().push(heard);
+    }));
     let tasks: Vec<_> = (0..100)
         .map(|n| {
             let store = store.clone();
@@ -258,15 +268,28 @@ async fn listeners_hear_every_append_in_commit_order_and_no_import(db: Db) {
     store
         .import(
             &channel("r"),
-            vec![ImportedDanmaku {
-                new: comment("old", None),
-                origin: "o".into(),
-                sent_at: None,
-            }],
+            ["o", "p"]
+                .into_iter()
+                .map(|origin| ImportedDanmaku {
+                    new: comment("old", None),
+                    origin: origin.into(),
+                    sent_at: None,
+                })
+                .collect(),
         )
         .await
         .unwrap();
-    assert_eq!(*heard.lock().unwrap(), (1..=100).collect::<Vec<i64>>());
+    store
+        .append(&channel("r"), comment("after", None))
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = (1..=100).map(|id| id.to_string()).collect();
+    expected.extend(["r:101-102".to_owned(), "103".to_owned()]);
+    assert_eq!(
+        *heard.lock().unwrap(),
+        expected,
+        "every id is heard of once, the import's as one range"
+    );
 }
 
 async fn after_and_latest_page_in_id_order(db: Db) {
@@ -331,7 +354,8 @@ async fn imports_are_idempotent_by_origin_and_keep_their_send_time(db: Db) {
         first,
         ImportOutcome {
             added: 3,
-            duplicates: 0
+            duplicates: 0,
+            ids: Some((1, 3)),
         }
     );
     let again = store
@@ -342,7 +366,8 @@ async fn imports_are_idempotent_by_origin_and_keep_their_send_time(db: Db) {
         again,
         ImportOutcome {
             added: 1,
-            duplicates: 4
+            duplicates: 4,
+            ids: Some((4, 4)),
         },
         "known origins, and one repeated within the archive, are skipped"
     );
@@ -822,7 +847,11 @@ async fn appends_stay_dense_and_in_commit_order_among_room_writes(db: Db) {
     let (store, checkin) = store_with_checkin(&db).await;
     let heard = Arc::new(Mutex::new(Vec::new()));
     let sink = heard.clone();
-    store.on_append(Box::new(move |item| sink.lock().unwrap().push(item.id)));
+    store.on_append(Box::new(move |what| {
+        if let Committed::Comment(item) = what {
+            sink.lock().unwrap().push(item.id);
+        }
+    }));
 
     let appends: Vec<_> = (0..100)
         .map(|n| {

@@ -24,6 +24,7 @@ use actix::{
 };
 use chrono::{DateTime, Utc};
 use danmaku_store::{CheckinRecord, RoomStore};
+use service_kit::fanout::Fanout;
 use service_kit::rate::client_key;
 use service_kit::ws::hub::{Channel, HubExtension, RoomsHub};
 use service_kit::ws::{ByteString, ConnectionId, Viewer};
@@ -35,9 +36,9 @@ use crate::config::GuessLimits;
 /// Owns every live room: the shared hub with [`Checkins`].
 pub type LiveHub = RoomsHub<Checkins>;
 
-/// A fresh live hub whose check-ins are closed in `store` and take guesses within `limits`; not
-/// started yet.
-pub fn new(store: Arc<dyn RoomStore>, limits: GuessLimits) -> LiveHub {
+/// A fresh live hub whose check-ins are closed in `store` and take guesses within `limits`, fed
+/// by `fanout`; not started yet.
+pub fn new(store: Arc<dyn RoomStore>, limits: GuessLimits, fanout: Fanout) -> LiveHub {
     RoomsHub::new(
         Checkins {
             store,
@@ -45,6 +46,7 @@ pub fn new(store: Arc<dyn RoomStore>, limits: GuessLimits) -> LiveHub {
             open: RefCell::new(HashMap::new()),
         },
         "room",
+        Some(fanout),
     )
 }
 

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::web;
 use danmaku_store::{Backend, RoomStore, Store};
+use service_kit::fanout::Fanout;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -57,15 +58,23 @@ pub fn build_with_listener(
 ) -> Result<RunningServer, ServiceError> {
     let addr = listener.local_addr()?;
     let rooms: Arc<dyn RoomStore> = store.clone();
-    let hub = hub::new(rooms.clone(), config.service.checkin.limits()).start();
-    let recent = RecentComments::new(HISTORY_ITEMS, config.service.history_cache_rooms.get());
-    service_kit::fanout::connect(
-        &*store,
-        LiveSink {
-            recent: recent.clone(),
-            hub: hub.clone(),
-        },
+    let fanout = Fanout::start(store.clone() as Arc<dyn Store>, &config.server, "ws-stream");
+    let hub = hub::new(
+        rooms.clone(),
+        config.service.checkin.limits(),
+        fanout.clone(),
+    )
+    .start();
+    let recent = RecentComments::new(
+        HISTORY_ITEMS,
+        config.service.history_cache_rooms.get(),
+        Some(fanout.clone()),
     );
+    fanout.connect(LiveSink {
+        recent: recent.clone(),
+        hub: hub.clone(),
+    });
+    fanout.connect_peers(Arc::new(hub.clone()));
     {
         let (rooms, hub) = (rooms.clone(), hub.clone());
         actix_rt::spawn(async move {
@@ -90,7 +99,7 @@ pub fn build_with_listener(
         },
         ws,
     });
-    let health = service_kit::server::HealthCheck::new(state.live.comments.clone());
+    let health = service_kit::server::HealthCheck::new(state.live.comments.clone(), Some(fanout));
     let server = service_kit::server::serve_ws(
         listener,
         &config.server,

@@ -6,11 +6,12 @@
 //! A room is loaded from the store once, on its first read, and kept up to date from then on.
 //!
 //! Loading races with new comments, so it goes in two steps: [`RecentComments::begin_load`]
-//! makes the room's entry, which from then on collects every new comment; the caller then reads
-//! the store and hands the rows to [`RecentComments::finish_load`], which merges both by id. A
-//! comment committed before the entry existed is in the rows read after it; one committed later
-//! is collected; one in both is kept once. Until a load finished, reads of that room go to the
-//! store.
+//! makes the room's entry and watches the room through the fan-out, which from then on delivers
+//! every comment after the room's newest id at that moment, in order; once that starting point
+//! is known (the future `begin_load` returns), the caller reads the store and hands the rows to
+//! [`RecentComments::finish_load`], which merges both by id. A comment committed before the
+//! starting point is in the rows read after it; one committed later is delivered; one in both
+//! is kept once. Until a load finished, reads of that room go to the store.
 //!
 //! At most `max_rooms` rooms are kept; a new one pushes out the one read least recently.
 
@@ -18,7 +19,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::Addr;
-use service_kit::fanout::CommentSink;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use service_kit::fanout::{CommentSink, Fanout};
 use shared_model::{ChannelId, Danmaku};
 
 use crate::hub::LiveHub;
@@ -32,6 +35,8 @@ struct Tail {
     loaded: bool,
     /// When it was last read (a counter), to push out the least recently read room.
     used: u64,
+    /// Resolves once the fan-out knows where the room's comments start.
+    ready: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
 /// The rooms' tails.
@@ -52,15 +57,19 @@ pub struct RecentComments {
     capacity: usize,
     /// Rooms kept.
     max_rooms: usize,
+    /// Where kept rooms are watched; `None` in tests of the cache alone.
+    fanout: Option<Fanout>,
 }
 
 impl RecentComments {
-    /// Keeps the newest `capacity` comments of at most `max_rooms` rooms.
-    pub fn new(capacity: usize, max_rooms: usize) -> Self {
+    /// Keeps the newest `capacity` comments of at most `max_rooms` rooms, each watched through
+    /// `fanout`.
+    pub fn new(capacity: usize, max_rooms: usize, fanout: Option<Fanout>) -> Self {
         Self {
             tails: Arc::default(),
             capacity,
             max_rooms: max_rooms.max(1),
+            fanout,
         }
     }
 
@@ -84,10 +93,11 @@ impl RecentComments {
     }
 
     /// Starts loading `room` (see the module docs): from now on its new comments are kept.
-    pub fn begin_load(&self, room: &ChannelId) {
+    /// Read the store once the answer, if any, resolves.
+    pub fn begin_load(&self, room: &ChannelId) -> Option<BoxFuture<'static, ()>> {
         let mut tails = self.lock();
-        if tails.rooms.contains_key(room) {
-            return;
+        if let Some(tail) = tails.rooms.get(room) {
+            return tail.ready.clone().map(FutureExt::boxed);
         }
         if tails.rooms.len() >= self.max_rooms {
             let oldest = tails
@@ -97,17 +107,31 @@ impl RecentComments {
                 .map(|(room, _)| room.clone());
             if let Some(oldest) = oldest {
                 tails.rooms.remove(&oldest);
+                if let Some(fanout) = &self.fanout {
+                    fanout.unwatch(&oldest);
+                }
             }
         }
         tails.clock += 1;
         let used = tails.clock;
+        let ready = self.fanout.as_ref().map(|fanout| {
+            let watched = fanout.watch(room);
+            // An error means the fan-out is gone (shutting down): nothing more will come.
+            async move {
+                let _ = watched.await;
+            }
+            .boxed()
+            .shared()
+        });
         tails.rooms.insert(
             room.clone(),
             Tail {
                 used,
+                ready: ready.clone(),
                 ..Tail::default()
             },
         );
+        ready.map(FutureExt::boxed)
     }
 
     /// `rows`, the newest comments of `room` read from the store after [`Self::begin_load`],
@@ -228,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_room_is_read_from_the_cache_only_once_loaded_and_merges_what_came_meanwhile() {
-        let recent = RecentComments::new(3, 10);
+        let recent = RecentComments::new(3, 10, None);
         let room = ChannelId::parse("r").unwrap();
         recent.record(&comment("r", 1)); // not kept: nobody loaded the room
         assert_eq!(recent.latest(&room, 3), None);
@@ -250,7 +274,7 @@ mod tests {
 
     #[test]
     fn after_answers_only_when_the_tail_holds_everything_missed() {
-        let recent = RecentComments::new(3, 10);
+        let recent = RecentComments::new(3, 10, None);
         let room = ChannelId::parse("r").unwrap();
         recent.begin_load(&room);
         recent.finish_load(&room, vec![comment("r", 1)]);
@@ -275,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_read_room_is_pushed_out() {
-        let recent = RecentComments::new(3, 2);
+        let recent = RecentComments::new(3, 2, None);
         let [a, b, c] = ["a", "b", "c"].map(|r| ChannelId::parse(r).unwrap());
         for room in [&a, &b] {
             recent.begin_load(room);

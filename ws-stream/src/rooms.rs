@@ -384,7 +384,9 @@ impl LiveRooms {
         if let Some(items) = self.recent.latest(room, limit) {
             return Ok(items);
         }
-        self.recent.begin_load(room);
+        if let Some(ready) = self.recent.begin_load(room) {
+            ready.await;
+        }
         let mut rows = self
             .comments
             .latest(room, self.recent.capacity())

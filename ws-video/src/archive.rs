@@ -364,8 +364,8 @@ async fn import_xml(
         leave_out_own_rows(&state.timeline, &video, archive.items, own_export).await?;
 
     let mut outcome = ImportOutcome {
-        added: 0,
         duplicates: recognised,
+        ..ImportOutcome::default()
     };
     let mut items = items.into_iter();
     loop {
@@ -376,6 +376,10 @@ async fn import_xml(
         let done = state.timeline.store().import(&video, batch).await?;
         outcome.added += done.added;
         outcome.duplicates += done.duplicates;
+        outcome.ids = match (outcome.ids, done.ids) {
+            (Some((first, _)), Some((_, last))) => Some((first, last)),
+            (earlier, later) => later.or(earlier),
+        };
     }
     let report = bilibili::ImportReport::new(archive.unsupported_mode, archive.invalid, outcome);
     log::info!(

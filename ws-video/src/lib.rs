@@ -32,6 +32,7 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::web;
 use danmaku_store::{Backend, Store};
+use service_kit::fanout::Fanout;
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -52,8 +53,10 @@ pub fn build_with_listener(
 ) -> Result<RunningServer, ServiceError> {
     let store: Arc<dyn Store> = store;
     let addr = listener.local_addr()?;
-    let hub = hub::new().start();
-    service_kit::fanout::connect(&*store, hub.clone());
+    let fanout = Fanout::start(store.clone(), &config.server, "ws-video");
+    let hub = hub::new(fanout.clone()).start();
+    fanout.connect(hub.clone());
+    fanout.connect_peers(Arc::new(hub.clone()));
     let state = web::Data::new(VideoState {
         timeline: Timeline::new(store),
         hub: hub.clone(),
@@ -61,7 +64,8 @@ pub fn build_with_listener(
         imports: budget::Imports::from_args(&config.service),
         cache: cache::ReadCache::new(config.service.read_cache_ttl()),
     });
-    let health = service_kit::server::HealthCheck::new(state.timeline.store().clone());
+    let health =
+        service_kit::server::HealthCheck::new(state.timeline.store().clone(), Some(fanout));
     let server = service_kit::server::serve_ws(
         listener,
         &config.server,

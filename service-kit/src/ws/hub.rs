@@ -9,23 +9,39 @@
 //! [`RoomsHub::channel_entry`].
 //!
 //! Comments reach the hub as [`Publish`] messages, and only from [`crate::fanout`]: that is the
-//! one place new comments enter, whoever stored them.
+//! one place new comments enter, whoever stored them, on this instance or another. The hub
+//! watches a channel through the fan-out while it holds it, and answers a [`Join`] only once the
+//! fan-out knows where the channel's comments start, so that what a viewer then reads as history
+//! and what it is pushed meet without a gap.
+//!
+//! Viewer counts are the room's total over every instance: the hub tells the others its own
+//! counts through the fan-out's bus every [`COUNT_INTERVAL`], and adds theirs
+//! ([`PeerViewers`]); an instance not heard from for [`PEER_COUNTS_TTL`] no longer counts.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use shared_model::protocol::close;
 use shared_model::{ChannelId, Danmaku};
+use tokio::sync::oneshot;
 
 use super::room::Room;
 use super::{ConnectionId, Viewer};
+use crate::bus::InstanceId;
+use crate::fanout::{Fanout, PeerSink};
 
 /// How long the first comment of a batch waits for others to share its frame.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 /// How often changed viewer counts are reported (at most twice a second).
 pub const COUNT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long another instance's viewer counts stand without news from it: an instance that died
+/// stops counting after this.
+pub const PEER_COUNTS_TTL: Duration = Duration::from_secs(3);
 
 /// What a service adds to the hub: state of its own per channel, and what happens when a
 /// connection joins or leaves. The video service adds nothing (`()`); the live service keeps
@@ -71,6 +87,8 @@ pub struct Channel<R> {
     pub viewers: Room,
     /// What the service keeps of its own.
     pub ext: R,
+    /// Resolves once the fan-out knows where the channel's comments start (see the module docs).
+    ready: Option<Shared<oneshot::Receiver<()>>>,
 }
 
 /// The hub actor of a WebSocket service. Start it with [`RoomsHub::new`] and connect it to the
@@ -80,16 +98,28 @@ pub struct RoomsHub<E: HubExtension> {
     ext: E,
     /// What a channel is called in the logs ("video", "room").
     noun: &'static str,
+    /// Where the hub's channels are watched; `None` in tests of the hub alone.
+    fanout: Option<Fanout>,
+    /// The other instances' viewers per channel, and when each was last heard from.
+    peers: HashMap<InstanceId, (Instant, HashMap<ChannelId, u32>)>,
 }
 
 impl<E: HubExtension> RoomsHub<E> {
-    /// A hub with `ext`, whose channels the logs call `noun`.
-    pub fn new(ext: E, noun: &'static str) -> Self {
+    /// A hub with `ext`, whose channels the logs call `noun`, fed by `fanout` (`None`: by
+    /// [`Publish`] messages alone, as the hub's own tests do).
+    pub fn new(ext: E, noun: &'static str, fanout: Option<Fanout>) -> Self {
         Self {
             channels: HashMap::new(),
             ext,
             noun,
+            fanout,
+            peers: HashMap::new(),
         }
+    }
+
+    /// The fan-out, if any.
+    pub fn fanout(&self) -> Option<&Fanout> {
+        self.fanout.as_ref()
     }
 
     /// The service's extension.
@@ -102,9 +132,18 @@ impl<E: HubExtension> RoomsHub<E> {
         self.channels.get_mut(channel)
     }
 
-    /// `channel`, made if nobody watched it yet.
+    /// `channel`, made (and watched through the fan-out) if nobody watched it yet.
     pub fn channel_entry(&mut self, channel: ChannelId) -> &mut Channel<E::Room> {
-        self.channels.entry(channel).or_default()
+        entry(&mut self.channels, self.fanout.as_ref(), channel)
+    }
+
+    /// The other instances' viewers of `channel`.
+    fn peer_viewers(&self, channel: &ChannelId) -> usize {
+        self.peers
+            .values()
+            .filter_map(|(_, counts)| counts.get(channel))
+            .map(|&n| n as usize)
+            .sum()
     }
 
     /// Sends `channel`'s queued comments as one frame.
@@ -120,17 +159,59 @@ impl<E: HubExtension> RoomsHub<E> {
         }
     }
 
-    /// Tells every channel whose count changed, and forgets channels nobody needs.
+    /// Tells the other instances this one's counts, tells every channel whose total changed,
+    /// and forgets channels nobody needs.
     fn report_counts(&mut self) {
-        for channel in self.channels.values_mut() {
-            if let Some(update) = channel.viewers.take_count_update() {
+        let now = Instant::now();
+        self.peers
+            .retain(|_, (heard, _)| now.duration_since(*heard) < PEER_COUNTS_TTL);
+        if let Some(fanout) = self.fanout.as_ref().filter(|f| f.clustered()) {
+            let counts = self
+                .channels
+                .iter()
+                .filter(|(_, channel)| channel.viewers.viewer_count() > 0)
+                .map(|(id, channel)| {
+                    let n = u32::try_from(channel.viewers.viewer_count()).unwrap_or(u32::MAX);
+                    (id.clone(), n)
+                })
+                .collect();
+            fanout.tell_viewers(counts);
+        }
+        let others: HashMap<ChannelId, usize> = self
+            .channels
+            .keys()
+            .map(|id| (id.clone(), self.peer_viewers(id)))
+            .collect();
+        for (id, channel) in &mut self.channels {
+            let others = others.get(id).copied().unwrap_or(0);
+            if let Some(update) = channel.viewers.take_count_update(others) {
                 channel.viewers.broadcast(&update);
             }
         }
-        let ext = &self.ext;
-        self.channels
-            .retain(|_, channel| !channel.viewers.is_idle() || ext.keeps(&channel.ext));
+        let (ext, fanout) = (&self.ext, &self.fanout);
+        self.channels.retain(|id, channel| {
+            let keep = !channel.viewers.is_idle() || ext.keeps(&channel.ext);
+            if !keep && let Some(fanout) = fanout {
+                fanout.unwatch(id);
+            }
+            keep
+        });
     }
+}
+
+/// `channel` in `channels`, made (and watched through `fanout`) if missing.
+fn entry<'a, R: Default>(
+    channels: &'a mut HashMap<ChannelId, Channel<R>>,
+    fanout: Option<&Fanout>,
+    channel: ChannelId,
+) -> &'a mut Channel<R> {
+    channels
+        .entry(channel)
+        .or_insert_with_key(|channel| Channel {
+            ready: fanout.map(|f| f.watch(channel).shared()),
+            viewers: Room::default(),
+            ext: R::default(),
+        })
 }
 
 impl<E: HubExtension> Actor for RoomsHub<E> {
@@ -165,12 +246,47 @@ pub struct Joined<J> {
 }
 
 impl<E: HubExtension> Handler<Join<E>> for RoomsHub<E> {
-    type Result = MessageResult<Join<E>>;
+    type Result = ResponseFuture<Joined<E::Joined>>;
     fn handle(&mut self, msg: Join<E>, _ctx: &mut Context<Self>) -> Self::Result {
-        let channel = self.channels.entry(msg.channel).or_default();
-        let viewers = channel.viewers.join(msg.viewer.clone());
+        let others = self.peer_viewers(&msg.channel);
+        let channel = entry(&mut self.channels, self.fanout.as_ref(), msg.channel);
+        let viewers = channel.viewers.join(msg.viewer.clone()) + others;
+        let ready = channel.ready.clone();
         let ext = self.ext.joined(channel, &msg.viewer, msg.join_as);
-        MessageResult(Joined { viewers, ext })
+        Box::pin(async move {
+            if let Some(ready) = ready {
+                // An error means the fan-out is gone (shutting down): nothing more will come.
+                let _ = ready.await;
+            }
+            Joined { viewers, ext }
+        })
+    }
+}
+
+/// Another instance's viewers per channel (all its channels with any).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerViewers {
+    /// The instance.
+    pub from: InstanceId,
+    /// Its viewers per channel.
+    pub counts: Vec<(ChannelId, u32)>,
+}
+
+impl<E: HubExtension> Handler<PeerViewers> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, msg: PeerViewers, _ctx: &mut Context<Self>) {
+        self.peers
+            .insert(msg.from, (Instant::now(), msg.counts.into_iter().collect()));
+    }
+}
+
+impl<E: HubExtension> PeerSink for actix::Addr<RoomsHub<E>> {
+    fn viewers(&self, from: InstanceId, counts: &[(ChannelId, u32)]) {
+        self.do_send(PeerViewers {
+            from,
+            counts: counts.to_vec(),
+        });
     }
 }
 
@@ -224,11 +340,14 @@ pub struct Shutdown;
 impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
     type Result = ();
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
-        for channel in self.channels.values_mut() {
+        for (id, channel) in &mut self.channels {
             channel.viewers.flush();
             channel
                 .viewers
                 .close_all(close::GOING_AWAY, "the server is shutting down");
+            if let Some(fanout) = &self.fanout {
+                fanout.unwatch(id);
+            }
         }
         self.channels.clear();
     }
@@ -319,7 +438,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn comments_published_together_go_out_as_one_frame_in_id_order_to_their_channel_only() {
-        let hub = RoomsHub::new((), "video").start();
+        let hub = RoomsHub::new((), "video", None).start();
         let (a, a_frames) = viewer(1);
         let (b, b_frames) = viewer(2);
         let a_channel = ChannelId::parse("a").unwrap();
@@ -367,7 +486,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn viewer_counts_are_reported_after_joins_and_shutdown_closes_with_1001() {
-        let hub = RoomsHub::new((), "room").start();
+        let hub = RoomsHub::new((), "room", None).start();
         let (first, frames) = viewer(1);
         let (second, _) = viewer(2);
         for viewer in [first, second] {

@@ -17,23 +17,20 @@ pub struct Room {
     viewers: HashMap<ConnectionId, Viewer>,
     /// Comments stored since the last flush, oldest first.
     pending: Vec<Danmaku>,
-    /// The viewer count changed since it was last reported.
-    count_changed: bool,
+    /// The count last reported (this instance's viewers and the others').
+    reported: Option<usize>,
 }
 
 impl Room {
     /// Adds a viewer; returns the count, this viewer included.
     pub fn join(&mut self, viewer: Viewer) -> usize {
         self.viewers.insert(viewer.id, viewer);
-        self.count_changed = true;
         self.viewers.len()
     }
 
     /// Removes a viewer (it is fine if it already left).
     pub fn leave(&mut self, id: ConnectionId) {
-        if self.viewers.remove(&id).is_some() {
-            self.count_changed = true;
-        }
+        self.viewers.remove(&id);
     }
 
     /// Viewers now.
@@ -74,11 +71,7 @@ impl Room {
                 items: items.clone(),
             })
         });
-        let dropped = before - self.viewers.len();
-        if dropped > 0 {
-            self.count_changed = true;
-        }
-        dropped
+        before - self.viewers.len()
     }
 
     /// Whether `id` watches this room.
@@ -105,18 +98,14 @@ impl Room {
         let before = self.viewers.len();
         self.viewers
             .retain(|_, viewer| !to(viewer) || viewer.push(frame.clone()));
-        let dropped = before - self.viewers.len();
-        if dropped > 0 {
-            self.count_changed = true;
-        }
-        dropped
+        before - self.viewers.len()
     }
 
-    /// The `viewers` frame to send if the count changed since the last call.
-    pub fn take_count_update(&mut self) -> Option<ServerMessage> {
-        std::mem::take(&mut self.count_changed).then_some(ServerMessage::Viewers {
-            count: self.viewers.len(),
-        })
+    /// The `viewers` frame to send if the total (these viewers and `others` elsewhere) changed
+    /// since the last call.
+    pub fn take_count_update(&mut self, others: usize) -> Option<ServerMessage> {
+        let count = self.viewers.len() + others;
+        (self.reported.replace(count) != Some(count)).then_some(ServerMessage::Viewers { count })
     }
 
     /// Tells every viewer to close (shutdown) and forgets them.

@@ -856,6 +856,7 @@ mod tests {
         let outcome = ImportOutcome {
             added: 8,
             duplicates: 1,
+            ids: Some((1, 8)),
         };
         assert_eq!(
             serde_json::to_value(ImportReport::new(4, 3, outcome)).unwrap(),

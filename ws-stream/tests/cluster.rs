@@ -1,0 +1,372 @@
+//! Several real `ws-stream` processes on one store and one Redis behave as one service: every
+//! viewer, on whichever instance, gets every acknowledged comment exactly once and in id order,
+//! also while senders on every instance post at once, when an instance dies under its viewers,
+//! and when Redis itself goes away and comes back.
+//!
+//! These need Redis (`DANMAKU_TEST_REDIS`, or `redis-server` for the test's own); without it they
+//! say they skipped, except under `CI=true`, where they fail.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use helpers::{http, ids};
+use serde_json::{Value, json};
+use service_kit::testing::{
+    Binary, OwnRedis, RELAXED, TestStore, WsClient, cluster_bus, get_json, wait_for_json,
+};
+use tokio::time::{Instant, timeout};
+
+/// How long a viewer may wait for what it must receive.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Starts an instance on `store` with the bus settings `bus`.
+fn instance(store: &TestStore, bus: &[String]) -> Binary {
+    let mut args: Vec<&str> = RELAXED.to_vec();
+    args.extend(["--max-connections-per-client", "1000", "--workers", "1"]);
+    args.extend(bus.iter().map(String::as_str));
+    Binary::start(env!("CARGO_BIN_EXE_ws-stream"), store, &args)
+}
+
+/// Waits until every instance's `/healthz` says its bus is connected.
+async fn wait_until_connected(instances: &[&Binary]) {
+    for instance in instances {
+        wait_for_json(
+            &format!("{}/healthz", instance.base),
+            "the bus connected",
+            |health| health["status"] == "ok" && health["bus"]["connected"] == true,
+        )
+        .await;
+    }
+}
+
+/// A room made through `instance`.
+async fn new_room(instance: &Binary) -> String {
+    let created: Value = http()
+        .post(format!("{}/api/rooms", instance.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["room"].as_str().unwrap().to_owned()
+}
+
+/// What one viewer saw: the comment ids in the order they came (history and pushes), and the
+/// last viewer count it was told.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    ids: Vec<i64>,
+    viewers: Option<u64>,
+}
+
+impl Seen {
+    fn take(&mut self, frame: &Value) {
+        match frame["type"].as_str() {
+            Some("welcome") => {
+                self.ids.extend(ids(&frame["history"]));
+                self.viewers = frame["viewers"].as_u64();
+            }
+            Some("danmaku") => self.ids.extend(ids(&frame["items"])),
+            Some("viewers") => self.viewers = frame["count"].as_u64(),
+            _ => {}
+        }
+    }
+
+    fn has_all(&self, wanted: &HashSet<i64>) -> bool {
+        let seen: HashSet<i64> = self.ids.iter().copied().collect();
+        wanted.is_subset(&seen)
+    }
+}
+
+/// Joins `room` on `base` as `name` (resuming after `since` when given); returns the client and
+/// what its welcome held.
+async fn join(base: &str, room: &str, name: &str, since: Option<i64>) -> (WsClient, Value) {
+    let since = since.map(|id| format!("&since={id}")).unwrap_or_default();
+    let mut client = WsClient::connect(&format!("{base}/ws/live/{room}?name={name}{since}")).await;
+    let welcome = client.recv_type("welcome").await;
+    (client, welcome)
+}
+
+/// Reads `client` until `done` says so about what it saw, or the connection ends, or
+/// [`PATIENCE`] passes; returns what it saw and whether the connection is still open.
+async fn watch(client: &mut WsClient, seen: &mut Seen, done: impl Fn(&Seen) -> bool) -> bool {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + PATIENCE;
+    while !done(seen) && Instant::now() < deadline {
+        // `done` may change its mind without a frame: look again every so often.
+        match timeout(Duration::from_millis(200), client.stream.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(text)))) => {
+                seen.take(&serde_json::from_str(&text).expect("the server sends JSON"));
+            }
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return false,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    true
+}
+
+/// Sends `count` comments through `base` as `name`, one after another; their ids.
+async fn send_all(base: String, room: String, name: String, count: usize) -> Vec<i64> {
+    let (mut client, _) = join(&base, &room, &name, None).await;
+    let mut acked = Vec::new();
+    for n in 0..count {
+        let text = format!("{name}-{n}");
+        client
+            .send_json(&json!({"type": "send", "text": text, "ref": text}))
+            .await;
+        loop {
+            let frame = client.recv_json().await;
+            if frame["type"] == "ack" && frame["ref"] == text.as_str() {
+                acked.push(frame["item"]["id"].as_i64().unwrap());
+                break;
+            }
+            assert_ne!(frame["type"], "error", "{frame}");
+        }
+    }
+    acked
+}
+
+/// Every viewer saw exactly `wanted`, each once, in id order.
+fn assert_exactly_once_in_order(seen: &[Seen], wanted: &HashSet<i64>) {
+    let mut expected: Vec<i64> = wanted.iter().copied().collect();
+    expected.sort_unstable();
+    for (n, viewer) in seen.iter().enumerate() {
+        assert_eq!(
+            viewer.ids, expected,
+            "viewer {n} did not see every comment exactly once in id order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_on_three_instances_see_every_comment_once_in_id_order() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    let instances: Vec<Binary> = (0..3).map(|_| instance(&store, &bus)).collect();
+    wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
+    let room = new_room(&instances[0]).await;
+
+    // 30 viewers, 10 on each instance.
+    let mut viewers = Vec::new();
+    for n in 0..30 {
+        let base = &instances[n % 3].ws_base;
+        let (client, welcome) = join(base, &room, &format!("v{n}"), None).await;
+        let mut seen = Seen::default();
+        seen.take(&welcome);
+        viewers.push((client, seen));
+    }
+    // Senders on all three at once.
+    let senders: Vec<_> = instances
+        .iter()
+        .enumerate()
+        .map(|(n, instance)| {
+            tokio::spawn(send_all(
+                instance.ws_base.clone(),
+                room.clone(),
+                format!("s{n}"),
+                40,
+            ))
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap());
+    }
+    assert_eq!(acked.len(), 120);
+
+    let watching: Vec<_> = viewers
+        .into_iter()
+        .map(|(mut client, mut seen)| {
+            let wanted = acked.clone();
+            tokio::spawn(async move {
+                watch(&mut client, &mut seen, |s| s.has_all(&wanted)).await;
+                // Anything more (a repeat) would arrive right behind.
+                for frame in client.drain_for(Duration::from_millis(300)).await {
+                    seen.take(&frame);
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for viewer in watching {
+        seen.push(viewer.await.unwrap());
+    }
+    assert_exactly_once_in_order(&seen, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_of_a_killed_instance_resume_elsewhere_with_since_and_counts_settle() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    let mut instances: Vec<Option<Binary>> = (0..3).map(|_| Some(instance(&store, &bus))).collect();
+    let live: Vec<&Binary> = instances.iter().flatten().collect();
+    wait_until_connected(&live).await;
+    let bases: Vec<String> = live.iter().map(|i| i.ws_base.clone()).collect();
+    let room = new_room(live[0]).await;
+
+    let mut viewers = Vec::new();
+    for n in 0..12 {
+        let (client, welcome) = join(&bases[n % 3], &room, &format!("v{n}"), None).await;
+        let mut seen = Seen::default();
+        seen.take(&welcome);
+        viewers.push((n % 3, client, seen));
+    }
+    // Senders on the instances that stay, sending while the third dies.
+    let senders: Vec<_> = (0..2)
+        .map(|n| {
+            let (base, room) = (bases[n].clone(), room.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for round in 0..6 {
+                    acked.extend(
+                        send_all(base.clone(), room.clone(), format!("s{n}r{round}"), 10).await,
+                    );
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    instances[2].take().expect("running").kill9();
+
+    // What the viewers must end with, once the senders are done.
+    let wanted: Arc<Mutex<Option<HashSet<i64>>>> = Arc::default();
+    let watching: Vec<_> = viewers
+        .into_iter()
+        .map(|(mut on, mut client, mut seen)| {
+            let (bases, room, wanted) = (bases.clone(), room.clone(), wanted.clone());
+            tokio::spawn(async move {
+                let done = |s: &Seen| {
+                    let wanted = wanted.lock().unwrap();
+                    wanted.as_ref().is_some_and(|w| s.has_all(w))
+                };
+                while !watch(&mut client, &mut seen, done).await {
+                    // Its instance died: resume on another (through the same address, in a
+                    // deployment behind a proxy) after the last comment it saw.
+                    on = (on + 1) % 2;
+                    let since = seen.ids.last().copied().unwrap_or(0);
+                    let (next, welcome) = join(&bases[on], &room, "again", Some(since)).await;
+                    assert_eq!(welcome["recovered"], true, "{welcome}");
+                    seen.take(&welcome);
+                    client = next;
+                }
+                for frame in client.drain_for(Duration::from_millis(300)).await {
+                    seen.take(&frame);
+                }
+                (client, seen)
+            })
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap());
+    }
+    assert_eq!(acked.len(), 120);
+    *wanted.lock().unwrap() = Some(acked.clone());
+    let mut seen = Vec::new();
+    let mut clients = Vec::new();
+    for viewer in watching {
+        let (client, viewer) = viewer.await.unwrap();
+        clients.push(client);
+        seen.push(viewer);
+    }
+    assert_exactly_once_in_order(&seen, &acked);
+    // The dead instance's viewers stopped counting: a newcomer is told the total of the 12
+    // viewers (still connected) and itself, whichever instance it joins.
+    for base in &bases[..2] {
+        let url = format!("{base}/ws/live/{room}?name=counter");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut client = WsClient::connect(&url).await;
+            let welcome = client.recv_type("welcome").await;
+            if welcome["viewers"] == 13 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counts did not settle: {welcome}"
+            );
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn comments_sent_while_redis_is_down_are_stored_and_reach_everyone_once_it_is_back() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let bus = redis.bus_args();
+    let store = TestStore::new("live");
+    let (a, b) = (instance(&store, &bus), instance(&store, &bus));
+    wait_until_connected(&[&a, &b]).await;
+    let room = new_room(&a).await;
+    let mut viewers = Vec::new();
+    for (n, base) in [&a.ws_base, &b.ws_base, &a.ws_base, &b.ws_base]
+        .iter()
+        .enumerate()
+    {
+        let (client, welcome) = join(base, &room, &format!("v{n}"), None).await;
+        let mut seen = Seen::default();
+        seen.take(&welcome);
+        viewers.push((client, seen));
+    }
+    let mut acked: HashSet<i64> = send_all(a.ws_base.clone(), room.clone(), "before".into(), 5)
+        .await
+        .into_iter()
+        .collect();
+
+    redis.stop();
+    for instance in [&a, &b] {
+        wait_for_json(
+            &format!("{}/healthz", instance.base),
+            "the bus reported lost",
+            |health| health["status"] == "degraded" && health["bus"]["connected"] == false,
+        )
+        .await;
+    }
+    // Stored and acknowledged on A alone: the database is the record.
+    acked.extend(send_all(a.ws_base.clone(), room.clone(), "during".into(), 5).await);
+
+    redis.resume();
+    wait_until_connected(&[&a, &b]).await;
+    acked.extend(send_all(b.ws_base.clone(), room.clone(), "after".into(), 5).await);
+
+    let mut seen = Vec::new();
+    for (mut client, mut viewer) in viewers {
+        let wanted = acked.clone();
+        watch(&mut client, &mut viewer, |s| s.has_all(&wanted)).await;
+        for frame in client.drain_for(Duration::from_millis(300)).await {
+            viewer.take(&frame);
+        }
+        seen.push(viewer);
+    }
+    assert_eq!(acked.len(), 15);
+    assert_exactly_once_in_order(&seen, &acked);
+    let health = get_json(&format!("{}/healthz", b.base)).await;
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_bus_an_instance_reports_plain_health() {
+    // The embedded default: no bus, no `bus` in the health answer.
+    let store = TestStore::new("live");
+    let alone = Binary::start(env!("CARGO_BIN_EXE_ws-stream"), &store, RELAXED);
+    let health = timeout(
+        Duration::from_secs(10),
+        get_json(&format!("{}/healthz", alone.base)),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(health, json!({"status": "ok"}));
+}
