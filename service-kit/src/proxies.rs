@@ -137,11 +137,14 @@ impl fmt::Display for TrustedProxies {
     }
 }
 
+/// Reads one line of a forwarding header into its entries (see [`forwarded_chain`]).
+type ChainParser = fn(&str) -> Vec<Option<IpAddr>>;
+
 /// The forwarding chain of `headers`, leftmost (the farthest hop) first, `None` for an entry
 /// that is not an address: `X-Forwarded-For` if present, else `Forwarded`, else nothing. Several
 /// lines of one header make one list, in order.
 fn forwarded_chain(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
-    let readers: [(HeaderName, fn(&str) -> Vec<Option<IpAddr>>); 2] = [
+    let readers: [(HeaderName, ChainParser); 2] = [
         (header::X_FORWARDED_FOR, parse_x_forwarded_for),
         (header::FORWARDED, parse_forwarded),
     ];
