@@ -39,6 +39,9 @@ impl FromStr for TrustedProxy {
 
     fn from_str(entry: &str) -> Result<Self, Self::Err> {
         let entry = entry.trim();
+        if entry.is_empty() {
+            return Err("an empty entry (to trust no proxy, leave the setting out)".to_owned());
+        }
         let net = match entry.parse::<IpNet>() {
             Ok(net) => net.trunc(),
             Err(_) => entry.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
@@ -302,8 +305,8 @@ mod tests {
         );
         assert_eq!(parsed("::1").unwrap(), "::1");
         assert_eq!(parsed("fd00::/8").unwrap(), "fd00::/8");
+        assert!(parsed(" ").unwrap_err().contains("an empty entry"));
         for bad in [
-            "",
             "localhost",
             "10.0.0.0/33",
             "::1/129",
