@@ -186,6 +186,15 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<crate::hosts::AllowedHost>,
 
+    /// Reverse proxies (IP addresses and CIDR networks, IPv4 or IPv6, comma-separated, such
+    /// as 127.0.0.1,10.0.0.0/8,::1) whose X-Forwarded-For, or else Forwarded, header names the
+    /// client. A request from one of them is its client's (the rightmost address of the header
+    /// that is not a listed proxy) for budgets, connection caps, check-in guesses and the log;
+    /// a request from any other address is its own, whatever it sends. None by default: list
+    /// only the proxies' addresses, never the clients'.
+    #[arg(long, env = "DANMAKU_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::proxies::TrustedProxy>,
+
     /// Serve the pages from this folder instead of the copy built into the binary (for editing
     /// the pages without rebuilding).
     #[arg(long, env = "DANMAKU_WEB_DIR")]
@@ -608,6 +617,31 @@ mod tests {
         assert!(
             matches!(err, ConfigError::Invalid { variable: None, .. }),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_none_by_default_and_a_bad_one_names_the_setting() {
+        let c: TestConfig = parse_from(&DEFAULTS, ["svc"]).unwrap();
+        assert!(c.server.trusted_proxies.is_empty());
+        let c: TestConfig = parse_from(
+            &DEFAULTS,
+            ["svc", "--trusted-proxies", "127.0.0.1, 10.0.0.0/8,::1"],
+        )
+        .unwrap();
+        let listed = crate::proxies::TrustedProxies::from_args(&c.server);
+        assert_eq!(listed.to_string(), "127.0.0.1, 10.0.0.0/8, ::1");
+        let err = parse_from::<TestConfig, _, _>(
+            &DEFAULTS,
+            ["svc", "--trusted-proxies", "127.0.0.1,proxy.example"],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--trusted-proxies"), "{text}");
+        assert!(text.contains("DANMAKU_TRUSTED_PROXIES"), "{text}");
+        assert!(
+            text.contains("\"proxy.example\" is not an IP address"),
+            "{text}"
         );
     }
 

@@ -11,6 +11,7 @@
 //! - [`fanout`]: the one path by which committed comments reach the clients waiting for them.
 //! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
 //! - [`hosts`]: the `Host` names a service answers to (against DNS rebinding).
+//! - [`proxies`]: who the client is behind a trusted reverse proxy (`--trusted-proxies`).
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod fanout;
 pub mod headers;
 pub mod hosts;
+pub mod proxies;
 pub mod rate;
 pub mod server;
 pub mod shutdown;

@@ -31,6 +31,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use shared_model::{ApiError, ErrorCode};
 
 use crate::error::HttpError;
+use crate::proxies::TrustedProxies;
 
 /// How many checks between sweeps of clients whose buckets are full again (which hold no
 /// information and would otherwise grow the map forever).
@@ -118,7 +119,7 @@ impl ClientRateLimiter {
         }
     }
 
-    /// Takes one token for the client of `req` (its TCP peer address), or refuses with
+    /// Takes one token for the client of `req` (see [`peer_ip`]), or refuses with
     /// `429 rate_limited` and a `Retry-After`. A request without a peer address (a test
     /// request) is not limited.
     pub fn check_request(&self, req: &HttpRequest) -> Result<(), HttpError> {
@@ -302,10 +303,19 @@ impl ReadTicket {
     }
 }
 
-/// The client of `req`: its TCP peer address. `None` for a request without one (built in a
-/// test), which no budget limits.
+/// The client of `req`, the one address every budget, connection cap, check-in count and the
+/// access log use: its TCP peer address, or, when that peer is a trusted proxy (the service's
+/// `web::Data<TrustedProxies>`, `--trusted-proxies`), the client the proxy forwarded for (see
+/// [`crate::proxies`]). `None` for a request without a peer (built in a test), which no budget
+/// limits.
 pub fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|peer| peer.ip())
+    let peer = req.peer_addr()?.ip();
+    Some(
+        match req.app_data::<actix_web::web::Data<TrustedProxies>>() {
+            Some(trusted) => trusted.client(peer, req.headers()),
+            None => peer,
+        },
+    )
 }
 
 /// What each client may spend on this instance, shared by every route and connection.

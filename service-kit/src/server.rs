@@ -17,16 +17,22 @@ use shared_model::api::Health;
 use crate::assets::Pages;
 use crate::config::{ServerArgs, ServiceInfo, Settings, StoreLocation, WsArgs};
 use crate::hosts::{self, AllowedHosts};
-use crate::{error, headers};
+use crate::proxies::TrustedProxies;
+use crate::{error, headers, rate};
 
-/// The access log line: the client, the request line with the path only, the status, the size,
+/// The access log line: the client (as [`rate::peer_ip`] resolves it: behind a trusted proxy,
+/// the address it forwarded for), the request line with the path only, the status, the size,
 /// the user agent and the time taken. Never a query string, nor the `Referer`'s: the query may
 /// carry a secret (a host token) and logs are kept and shared more widely than requests.
-const ACCESS_LOG_FORMAT: &str = r#"%a "%{request}xi" %s %b "%{referer}xi" "%{User-Agent}i" %T"#;
+const ACCESS_LOG_FORMAT: &str =
+    r#"%{client}xi "%{request}xi" %s %b "%{referer}xi" "%{User-Agent}i" %T"#;
 
 /// The access log, at debug level (`RUST_LOG=actix_web::middleware::logger=debug`).
 fn access_log() -> Logger {
     Logger::new(ACCESS_LOG_FORMAT)
+        .custom_request_replace("client", |req: &ServiceRequest| {
+            rate::peer_ip(req.request()).map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+        })
         .custom_request_replace("request", |req: &ServiceRequest| {
             format!("{} {} {:?}", req.method(), req.path(), req.version())
         })
@@ -102,9 +108,18 @@ where
     );
     let allowed_hosts = web::Data::new(AllowedHosts::from_args(args));
     log::info!("answering to the hosts {}", allowed_hosts.as_ref());
+    let trusted_proxies = web::Data::new(TrustedProxies::from_args(args));
+    if !trusted_proxies.is_empty() {
+        log::info!(
+            "clients forwarded by the trusted proxies {} are known by X-Forwarded-For or \
+             Forwarded",
+            trusted_proxies.as_ref()
+        );
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(allowed_hosts.clone())
+            .app_data(trusted_proxies.clone())
             // Innermost of the wraps: a refused host is still logged and gets the headers.
             .wrap(from_fn(hosts::refuse_other_hosts))
             .wrap(access_log())

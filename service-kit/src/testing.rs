@@ -585,11 +585,21 @@ mod ws_client {
             url: &str,
             origin: Option<&str>,
         ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+            let origin = origin.map(|origin| ("origin", origin));
+            Self::try_connect_with_headers(url, origin.as_slice()).await
+        }
+
+        /// Connects with these extra headers (say, the `X-Forwarded-For` a proxy would add);
+        /// the error when the server refuses.
+        pub async fn try_connect_with_headers(
+            url: &str,
+            headers: &[(&'static str, &str)],
+        ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
             let mut request = url.into_client_request()?;
-            if let Some(origin) = origin {
+            for (name, value) in headers {
                 request
                     .headers_mut()
-                    .insert("origin", origin.parse().expect("a valid header value"));
+                    .append(*name, value.parse().expect("a valid header value"));
             }
             let (stream, _response) = tokio_tungstenite::connect_async(request).await?;
             Ok(Self { stream })

@@ -140,10 +140,10 @@ async fn watch(
     Ok(response)
 }
 
-/// The client's address (the TCP peer); unspecified for a test request that has none.
+/// The client's address (see [`peer_ip`]: the TCP peer, or the client a trusted proxy forwarded
+/// for); unspecified for a test request that has none.
 fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
+    peer_ip(req).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The bearer token of a request, if it has one.

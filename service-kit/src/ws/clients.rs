@@ -23,7 +23,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// The client of `req` (its TCP peer address), spending `budget`.
+    /// The client of `req` (its address as [`peer_ip`] resolves it), spending `budget`.
     pub fn of(req: &HttpRequest, budget: &ClientBudget) -> Self {
         Self {
             ip: peer_ip(req),
@@ -31,7 +31,7 @@ impl Client {
         }
     }
 
-    /// The peer address; `None` only for a request without one (an in-process test request),
+    /// The client's address; `None` only for a request without one (an in-process test request),
     /// which is not limited.
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip
