@@ -279,7 +279,10 @@ mod tests {
         assert_ne!(codes.code(step), codes.code(step - 1));
         assert_eq!(
             codes.code(step),
-            format!("{:06}", hotp(&secret, step | REPEAT_COUNTER_BIT, CODE_DIGITS))
+            format!(
+                "{:06}",
+                hotp(&secret, step | REPEAT_COUNTER_BIT, CODE_DIGITS)
+            )
         );
     }
 }

@@ -548,7 +548,10 @@ mod tests {
         let (current, previous) = (codes.code(3), codes.code(2));
         let codes_before_previous = codes.code(1);
         for wrong in ["000000", "000001"] {
-            assert!(wrong != current && wrong != previous, "pick other wrong codes");
+            assert!(
+                wrong != current && wrong != previous,
+                "pick other wrong codes"
+            );
         }
         let mut checkin = ActiveCheckin {
             id: 1,
