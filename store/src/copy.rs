@@ -5,8 +5,10 @@
 //! to PostgreSQL in a transaction of its own with `INSERT ... ON CONFLICT DO NOTHING`:
 //!
 //! 1. rooms (title, host token digest, created time), by room id;
-//! 2. check-ins, with their ids (`OVERRIDING SYSTEM VALUE`), times and closed flag, by id; the
-//!    identity sequence of `checkins.id` is then advanced past the largest copied id, so the
+//! 2. check-ins, with their ids (`OVERRIDING SYSTEM VALUE`), times, closed flag, kept attended
+//!    count and secret (from which the live service derives the codes: a check-in open during
+//!    the move keeps its codes; one from a source older than schema version 5 has none and gets
+//!    a fresh one), by id; the identity sequence of `checkins.id` is then advanced past the largest copied id, so the
 //!    next check-in opened on PostgreSQL gets a fresh id;
 //! 3. attendance, by check-in and position, positions (`seq`) kept, so the order is kept;
 //! 4. comments, by channel and id, with their ids (so clients' `after`/`since` cursors stay
@@ -41,7 +43,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::ToSql;
 
 use super::postgres::pg_error;
-use super::{PgOptions, PgStore, StoreError};
+use super::{CheckinSecret, PgOptions, PgStore, StoreError};
 use shared_model::time;
 
 /// Rows per batch by default ([`CopyOptions::batch_rows`]).
@@ -51,7 +53,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 4;
+const NEWEST_SOURCE_VERSION: i64 = 5;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -285,6 +287,10 @@ struct CheckinRow {
     opened_at: DateTime<Utc>,
     closes_at: DateTime<Utc>,
     closed: bool,
+    /// `None` before schema version 5.
+    secret: Option<Vec<u8>>,
+    /// The count the first close kept; `None` before schema version 5 or while open.
+    attended: Option<i32>,
 }
 
 struct AttendanceRow {
@@ -310,7 +316,8 @@ struct CommentRow {
 struct Source {
     path: PathBuf,
     conn: Connection,
-    /// `PRAGMA user_version`: 1 has comments only, 2 adds `origin`, 3 adds rooms.
+    /// `PRAGMA user_version`: 1 has comments only, 2 adds `origin`, 3 adds rooms, 5 adds the
+    /// check-ins' secrets and kept counts.
     version: i64,
 }
 
@@ -431,10 +438,15 @@ impl Source {
                     Cursor::Id(id) => *id,
                     _ => i64::MIN,
                 };
-                let mut stmt = prepare(
-                    "SELECT id, room, interval_secs, opened_at, closes_at, closed FROM checkins
-                     WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )?;
+                let added = if self.version >= 5 {
+                    "secret, attended"
+                } else {
+                    "NULL, NULL"
+                };
+                let mut stmt = prepare(&format!(
+                    "SELECT id, room, interval_secs, opened_at, closes_at, closed, {added}
+                     FROM checkins WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))?;
                 let params: &[&dyn rusqlite::ToSql] = &[&after, &limit];
                 let rows = stmt
                     .query_map(params, |r| {
@@ -445,6 +457,8 @@ impl Source {
                             opened_at: time_at(r, 3)?,
                             closes_at: time_at(r, 4)?,
                             closed: r.get(5)?,
+                            secret: r.get(6)?,
+                            attended: r.get(7)?,
                         })
                     })
                     .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
@@ -690,6 +704,8 @@ async fn write_checkins(
     let mut opened = Vec::with_capacity(len);
     let mut closes = Vec::with_capacity(len);
     let mut closed = Vec::with_capacity(len);
+    let mut secrets = Vec::with_capacity(len);
+    let mut attended = Vec::with_capacity(len);
     for row in rows {
         ids.push(row.id);
         rooms.push(row.room);
@@ -697,17 +713,24 @@ async fn write_checkins(
         opened.push(row.opened_at);
         closes.push(row.closes_at);
         closed.push(row.closed);
+        secrets.push(
+            row.secret
+                .unwrap_or_else(|| CheckinSecret::generate().expose().to_vec()),
+        );
+        attended.push(row.attended);
     }
-    // The closed flag is left out of the comparison: a check-in only goes from open to closed,
-    // so one closed on the source since the last run is closed here below.
+    // The closed flag and the kept count are left out of the comparison: a check-in only goes
+    // from open to closed, so one closed on the source since the last run is closed here below.
+    // So is the secret: one copied from a source too old to have one got a fresh one here.
     let written = insert_checked(
         tx,
         "WITH input AS (
              SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::INTEGER[], $4::TIMESTAMPTZ[],
-                 $5::TIMESTAMPTZ[], $6::BOOLEAN[])
-                 AS r(id, room, interval_secs, opened_at, closes_at, closed)
+                 $5::TIMESTAMPTZ[], $6::BOOLEAN[], $7::BYTEA[], $8::INTEGER[])
+                 AS r(id, room, interval_secs, opened_at, closes_at, closed, secret, attended)
          ), added AS (
-             INSERT INTO checkins (id, room, interval_secs, opened_at, closes_at, closed)
+             INSERT INTO checkins
+                 (id, room, interval_secs, opened_at, closes_at, closed, secret, attended)
              OVERRIDING SYSTEM VALUE
              SELECT * FROM input ON CONFLICT DO NOTHING RETURNING id
          )
@@ -719,7 +742,9 @@ async fn write_checkins(
          FROM input i
          WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.id = i.id)
          ORDER BY i.id",
-        &[&ids, &rooms, &intervals, &opened, &closes, &closed],
+        &[
+            &ids, &rooms, &intervals, &opened, &closes, &closed, &secrets, &attended,
+        ],
         len,
         |row| format!("check-in {}", row.get::<_, i64>(0)),
     )
@@ -729,10 +754,11 @@ async fn write_checkins(
     };
     let closed_since = tx
         .execute(
-            "UPDATE checkins c SET closed = TRUE
-             FROM unnest($1::BIGINT[], $2::BOOLEAN[]) AS r(id, closed)
-             WHERE c.id = r.id AND r.closed AND NOT c.closed",
-            &[&ids, &closed],
+            "UPDATE checkins c SET closed = TRUE, attended = COALESCE(c.attended, r.attended)
+             FROM unnest($1::BIGINT[], $2::BOOLEAN[], $3::INTEGER[]) AS r(id, closed, attended)
+             WHERE c.id = r.id AND r.closed
+               AND (NOT c.closed OR (c.attended IS NULL AND r.attended IS NOT NULL))",
+            &[&ids, &closed, &attended],
         )
         .await
         .map_err(pg_error)?;

@@ -44,7 +44,10 @@ pub mod testing;
 use async_trait::async_trait;
 
 pub use postgres::{PgOptions, PgStore, redact_url};
-pub use rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+pub use rooms::{
+    Attendance, AttendanceOutcome, CHECKIN_SECRET_BYTES, CheckinOpening, CheckinRecord,
+    CheckinSecret, RoomRecord, RoomStore,
+};
 #[cfg(any(test, feature = "testing"))]
 pub use sqlite::Faults;
 pub use sqlite::{SqliteOptions, SqliteStore};

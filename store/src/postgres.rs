@@ -61,7 +61,7 @@
 //! [`MIGRATIONS`] are applied at [`PgStore::connect`], each step in a transaction of its own that
 //! first takes a transaction-scoped advisory lock ([`MIGRATION_LOCK`]) and then checks
 //! `schema_migrations`, so instances starting at once apply each step exactly once. Steps are
-//! only ever added, never edited.
+//! only ever added, never edited. After them, check-ins from before version 2 get a secret.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -100,7 +100,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MIGRATION_LOCK: i64 = 0x0064_616e_6d61_6b75;
 
 /// The schema version this code writes: the number of steps in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema, one step per version: step `n` (from 0) brings version `n` to `n + 1`, and is
 /// recorded as `n + 1` in `schema_migrations`. Databases in the field ran the old steps, so steps
@@ -155,6 +155,11 @@ pub const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          PRIMARY KEY (checkin, name),
          UNIQUE (checkin, seq)
      );",
+    // Version 2 (SQLite's version 5): a check-in's secret, from which every instance derives
+    // the same codes (32 random bytes written by the store; rows from before get one at connect,
+    // see `postgres_rooms::fill_missing_secrets`), and the attended count its first close kept.
+    "ALTER TABLE checkins ADD COLUMN secret BYTEA CHECK (length(secret) = 32);
+     ALTER TABLE checkins ADD COLUMN attended INTEGER;",
 ];
 
 /// Tuning of [`PgStore`].
@@ -393,6 +398,7 @@ impl PgStore {
             }
             e => StoreError::Database(format!("migrating PostgreSQL at {shown}: {e}")),
         })?;
+        super::postgres_rooms::fill_missing_secrets(&client).await?;
         drop(client);
 
         let (appends, queue) = mpsc::unbounded_channel();

@@ -10,8 +10,10 @@
 //! - one open check-in per room: [`RoomStore::open_checkin`] locks the room's row
 //!   (`FOR NO KEY UPDATE`) before it looks for an open check-in and inserts, so two hosts
 //!   opening at once (on any instances) are served one after the other;
-//! - the attendance order: [`RoomStore::record_attendance`] locks the check-in's row before it
-//!   reads the next position.
+//! - the attendance order, and no attendance after the close: [`RoomStore::record_attendance`]
+//!   locks the check-in's row before it reads whether it is closed and the next position, and
+//!   [`RoomStore::close_checkin`] updates that row, so a close and an attendance are served one
+//!   after the other and the count the close keeps is final.
 //!
 //! Opening a check-in in a room that was never created, or recording attendance for a check-in
 //! that does not exist, fails with [`StoreError::Database`] and stores nothing.
@@ -21,7 +23,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::postgres::pg_error;
-use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+use super::rooms::{
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, RoomRecord,
+    RoomStore,
+};
 use super::{PgStore, StoreError};
 use shared_model::comment::ChannelId;
 use shared_model::time;
@@ -30,7 +35,7 @@ use shared_model::time;
 const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
 
 /// The columns every check-in query selects, in the order [`row_to_checkin`] reads them.
-const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed";
+const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed, secret";
 
 /// Reads a room id from column `col`; the store only ever wrote valid ones.
 fn room_at(row: &Row, col: usize) -> Result<ChannelId, StoreError> {
@@ -62,7 +67,43 @@ fn row_to_checkin(row: &Row) -> Result<CheckinRecord, StoreError> {
         opened_at: row.try_get(3).map_err(pg_error)?,
         closes_at: row.try_get(4).map_err(pg_error)?,
         closed: row.try_get(5).map_err(pg_error)?,
+        // Every row has one once a store connected (see [`fill_missing_secrets`]).
+        secret: row
+            .try_get::<_, Option<&[u8]>>(6)
+            .map_err(pg_error)?
+            .and_then(CheckinSecret::from_slice)
+            .ok_or_else(|| StoreError::Database("a check-in without a secret".into()))?,
     })
+}
+
+/// Gives every check-in without a secret (opened before migration step 2) a fresh one; run at
+/// each connect, after migrating. Instances doing it at once each set a row only while it has
+/// none, so a row gets one secret.
+pub(super) async fn fill_missing_secrets(
+    client: &tokio_postgres::Client,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM checkins WHERE secret IS NULL", &[])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut filled = 0;
+    for id in ids {
+        let secret = CheckinSecret::generate();
+        filled += client
+            .execute(
+                "UPDATE checkins SET secret = $2 WHERE id = $1 AND secret IS NULL",
+                &[&id, &secret.expose().as_slice()],
+            )
+            .await
+            .map_err(pg_error)?;
+    }
+    if filled > 0 {
+        log::info!("gave {filled} check-ins from before migration step 2 a secret");
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -123,6 +164,7 @@ impl RoomStore for PgStore {
         let interval = i32::try_from(interval_secs).map_err(|_| {
             StoreError::Database(format!("a check-in interval of {interval_secs} s"))
         })?;
+        let secret = CheckinSecret::generate();
         self.run("opening a check-in", move |client| {
             Box::pin(async move {
                 let tx = client.transaction().await.map_err(pg_error)?;
@@ -156,11 +198,18 @@ impl RoomStore for PgStore {
                 let row = tx
                     .query_one(
                         &format!(
-                            "INSERT INTO checkins (room, interval_secs, opened_at, closes_at)
-                             VALUES ($1, $2, $3, $4)
+                            "INSERT INTO checkins
+                                 (room, interval_secs, opened_at, closes_at, secret)
+                             VALUES ($1, $2, $3, $4, $5)
                              RETURNING {CHECKIN_COLUMNS}"
                         ),
-                        &[&room, &interval, &opened_at, &closes_at],
+                        &[
+                            &room,
+                            &interval,
+                            &opened_at,
+                            &closes_at,
+                            &secret.expose().as_slice(),
+                        ],
                     )
                     .await
                     .map_err(pg_error)?;
@@ -206,21 +255,68 @@ impl RoomStore for PgStore {
         .await
     }
 
-    /// An id that was never opened closes nothing and counts 0.
+    async fn current_checkin(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CheckinRecord>, StoreError> {
+        let room = room.as_str().to_owned();
+        let at = time::to_millis(at);
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {CHECKIN_COLUMNS} FROM checkins
+                         WHERE room = $1 AND NOT closed AND closes_at > $2
+                         ORDER BY id DESC LIMIT 1"
+                    ))
+                    .await
+                    .map_err(pg_error)?;
+                let row = client
+                    .query_opt(&stmt, &[&room, &at])
+                    .await
+                    .map_err(pg_error)?;
+                row.as_ref().map(row_to_checkin).transpose()
+            })
+        })
+        .await
+    }
+
+    /// The first close keeps the count (`attended`); one copied closed without a count gets it
+    /// at its next close.
     async fn close_checkin(&self, id: i64) -> Result<usize, StoreError> {
         self.run("closing a check-in", move |client| {
             Box::pin(async move {
                 let tx = client.transaction().await.map_err(pg_error)?;
-                // The update locks the check-in's row, so no attendance lands between it and
-                // the count.
-                tx.execute("UPDATE checkins SET closed = TRUE WHERE id = $1", &[&id])
-                    .await
-                    .map_err(pg_error)?;
-                let count: i64 = tx
-                    .query_one("SELECT COUNT(*) FROM attendance WHERE checkin = $1", &[&id])
+                // Lock the check-in's row first: attendance waits for it (see the module docs),
+                // and the statements after this see every attendance committed before it (a
+                // count inside the locking statement would be of its older snapshot). A close
+                // that waited for another's lock finds the count kept and changes nothing.
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT attended FROM checkins WHERE id = $1 FOR NO KEY UPDATE",
+                        &[&id],
+                    )
                     .await
                     .map_err(pg_error)?
-                    .get(0);
+                else {
+                    return Ok(0);
+                };
+                let count: i32 = match row.get::<_, Option<i32>>(0) {
+                    Some(kept) => kept,
+                    None => tx
+                        .query_one(
+                            "UPDATE checkins
+                             SET closed = TRUE,
+                                 attended = (SELECT COUNT(*) FROM attendance WHERE checkin = $1)
+                             WHERE id = $1
+                             RETURNING attended",
+                            &[&id],
+                        )
+                        .await
+                        .map_err(pg_error)?
+                        .get(0),
+                };
                 tx.commit().await.map_err(pg_error)?;
                 usize::try_from(count)
                     .map_err(|_| StoreError::Database(format!("an attendance count of {count}")))
@@ -234,23 +330,25 @@ impl RoomStore for PgStore {
         id: i64,
         name: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<AttendanceOutcome, StoreError> {
         let name = name.to_owned();
         let at = time::to_millis(at);
         self.run("recording attendance", move |client| {
             Box::pin(async move {
                 let tx = client.transaction().await.map_err(pg_error)?;
-                // The check-in's row lock orders its attendance writers, so each reads the
-                // position the previous one committed.
-                let exists = tx
+                // The check-in's row lock orders its attendance writers and its close, so each
+                // reads the position the previous one committed, and none lands after the close.
+                let closed: bool = tx
                     .query_opt(
-                        "SELECT 1 FROM checkins WHERE id = $1 FOR NO KEY UPDATE",
+                        "SELECT closed FROM checkins WHERE id = $1 FOR NO KEY UPDATE",
                         &[&id],
                     )
                     .await
-                    .map_err(pg_error)?;
-                if exists.is_none() {
-                    return Err(StoreError::Database(format!("no check-in {id}")));
+                    .map_err(pg_error)?
+                    .ok_or_else(|| StoreError::Database(format!("no check-in {id}")))?
+                    .get(0);
+                if closed {
+                    return Ok(AttendanceOutcome::Closed);
                 }
                 // A repeat conflicts on `(checkin, name)` and changes nothing, so the first
                 // time stays.
@@ -265,7 +363,11 @@ impl RoomStore for PgStore {
                     .await
                     .map_err(pg_error)?;
                 tx.commit().await.map_err(pg_error)?;
-                Ok(added == 1)
+                Ok(if added == 1 {
+                    AttendanceOutcome::New
+                } else {
+                    AttendanceOutcome::Again
+                })
             })
         })
         .await

@@ -3,8 +3,11 @@
 //! A room created through the API has a host, who proves it with a token; the store keeps only
 //! the token's SHA-256 digest, so a copy of the database does not hand out host rights. A
 //! check-in belongs to a room, is open from `opened_at` to `closes_at`, and collects one
-//! attendance per name. Wrong codes are counted per name so that a name that guessed too often can
-//! be refused, and everything survives a restart.
+//! attendance per name; everything survives a restart.
+//!
+//! Each check-in has a [`CheckinSecret`], 32 random bytes made when it opens, from which every
+//! instance of the live service derives the same codes (see `ws-stream`'s `codes`). It stays in
+//! the database: it is kept out of `Debug` output, and no API response carries it.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,6 +28,45 @@ pub struct RoomRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Bytes in a [`CheckinSecret`].
+pub const CHECKIN_SECRET_BYTES: usize = 32;
+
+/// The secret a check-in's codes are derived from: [`CHECKIN_SECRET_BYTES`] bytes from a
+/// cryptographically secure generator (`rand`'s thread-local generator: ChaCha, seeded from the
+/// operating system). Anyone holding it can compute every code, so its `Debug` shows nothing of
+/// it and it has no `Display` or serde form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CheckinSecret([u8; CHECKIN_SECRET_BYTES]);
+
+impl CheckinSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Self {
+        use rand::Rng;
+        Self(rand::rng().random())
+    }
+
+    /// The secret made of `bytes` (as stored).
+    pub fn from_bytes(bytes: [u8; CHECKIN_SECRET_BYTES]) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret from stored bytes, which must be [`CHECKIN_SECRET_BYTES`] long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The bytes: to derive codes from, or to store.
+    pub fn expose(&self) -> &[u8; CHECKIN_SECRET_BYTES] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CheckinSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckinSecret(<redacted>)")
+    }
+}
+
 /// A check-in of a room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckinRecord {
@@ -40,6 +82,8 @@ pub struct CheckinRecord {
     pub closes_at: DateTime<Utc>,
     /// Whether it has been closed (its end was reached and the host was told).
     pub closed: bool,
+    /// What its codes are derived from; never shown (see [`CheckinSecret`]).
+    pub secret: CheckinSecret,
 }
 
 /// What [`RoomStore::open_checkin`] did.
@@ -58,6 +102,24 @@ impl CheckinOpening {
             Self::Opened(record) => Some(record),
             Self::AlreadyOpen(_) => None,
         }
+    }
+}
+
+/// What [`RoomStore::record_attendance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttendanceOutcome {
+    /// The name is now on the list.
+    New,
+    /// The name was on the list already; the first time is kept.
+    Again,
+    /// The check-in is closed: nothing was recorded (its count is final).
+    Closed,
+}
+
+impl AttendanceOutcome {
+    /// Whether the name was added.
+    pub fn is_new(self) -> bool {
+        self == Self::New
     }
 }
 
@@ -101,17 +163,27 @@ pub trait RoomStore: Send + Sync + 'static {
     /// Every check-in not yet closed, oldest first (to resume them after a restart).
     async fn unclosed_checkins(&self) -> Result<Vec<CheckinRecord>, StoreError>;
 
-    /// Marks the check-in closed; returns how many names attended. Closing twice is harmless.
+    /// The check-in of `room` open at `at` (not closed, closing after `at`), if any: how an
+    /// instance learns of one opened through another.
+    async fn current_checkin(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CheckinRecord>, StoreError>;
+
+    /// Marks the check-in closed; returns how many names attended. The first close counts them
+    /// and keeps the count, and attendance stops there ([`AttendanceOutcome::Closed`]), so every
+    /// later close (by any instance) returns the same number. An id never opened counts 0.
     async fn close_checkin(&self, id: i64) -> Result<usize, StoreError>;
 
-    /// Records that `name` checked in at `at`. `true` when it is new, `false` when the name had
-    /// already checked in (the first time is kept).
+    /// Records that `name` checked in at `at`, unless it already did (the first time is kept)
+    /// or the check-in is closed.
     async fn record_attendance(
         &self,
         id: i64,
         name: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<AttendanceOutcome, StoreError>;
 
     /// Everyone who checked in, in the order they did.
     async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError>;

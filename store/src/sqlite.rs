@@ -61,7 +61,7 @@ const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -511,6 +511,7 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     migrate(&conn)?;
+    super::sqlite_rooms::fill_missing_secrets(&conn)?;
     // After migrating: SQLite's advice is to alter tables with enforcement off. Only the writer
     // needs it on, as only the writer writes.
     conn.pragma_update(None, "foreign_keys", true)?;
@@ -534,7 +535,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// Runs the steps of [`MIGRATIONS`] that `conn` lacks, up to version `target`. Each step runs in
 /// a `BEGIN IMMEDIATE` transaction that reads the version again, so two processes opening the same
 /// file at once never run a step twice.
-fn migrate_to(conn: &Connection, target: i64) -> rusqlite::Result<()> {
+pub(super) fn migrate_to(conn: &Connection, target: i64) -> rusqlite::Result<()> {
     let version = user_version(conn)?;
     if version > SCHEMA_VERSION {
         log::warn!("the database has schema version {version}, newer than this build's");
@@ -615,6 +616,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // Version 4: wrong check-in codes are counted per client address in the service's memory
     // (a wrong guess writes nothing, so a guessing flood cannot slow the comments' writes).
     "DROP TABLE wrong_codes;",
+    // Version 5: a check-in's secret, from which every instance derives the same codes (32
+    // random bytes written by the store; rows from before get one when the store opens, see
+    // `sqlite_rooms::fill_missing_secrets`), and the attended count its first close kept.
+    "ALTER TABLE checkins ADD COLUMN secret BLOB CHECK (secret IS NULL OR length(secret) = 32);
+     ALTER TABLE checkins ADD COLUMN attended INTEGER;",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone

@@ -1,5 +1,6 @@
-//! [`RoomStore`] for [`SqliteStore`]: rooms, check-ins, attendance and wrong codes, in the same
-//! file as the comments (tables from schema version 3, see `sqlite::MIGRATIONS`).
+//! [`RoomStore`] for [`SqliteStore`]: rooms, check-ins and attendance, in the same file as the
+//! comments (tables from schema version 3, check-in secrets and kept counts from version 5, see
+//! `sqlite::MIGRATIONS`).
 //!
 //! Every write goes through the store's one writer thread as a transaction of its own and is
 //! answered after its commit; queries run on the reader threads. Times are stored as RFC 3339 UTC
@@ -14,9 +15,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use super::rooms::{Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore};
+use super::rooms::{
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, RoomRecord,
+    RoomStore,
+};
 use super::sqlite::time_at;
 use super::{SqliteStore, StoreError};
 use shared_model::comment::ChannelId;
@@ -26,7 +30,7 @@ use shared_model::time;
 const ROOM_COLUMNS: &str = "room, title, token_digest, created_at";
 
 /// The columns every check-in query selects, in the order [`row_to_checkin`] reads them.
-const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed";
+const CHECKIN_COLUMNS: &str = "id, room, interval_secs, opened_at, closes_at, closed, secret";
 
 /// Reads a room id from column `col`; the store only ever wrote valid ones.
 fn room_at(row: &Row<'_>, col: usize) -> rusqlite::Result<ChannelId> {
@@ -52,7 +56,41 @@ fn row_to_checkin(row: &Row<'_>) -> rusqlite::Result<CheckinRecord> {
         opened_at: time_at(row, 3)?,
         closes_at: time_at(row, 4)?,
         closed: row.get(5)?,
+        // Every row has one once the store opened (see [`fill_missing_secrets`]).
+        secret: row
+            .get::<_, Option<[u8; 32]>>(6)?
+            .map(CheckinSecret::from_bytes)
+            .ok_or_else(|| rusqlite::Error::InvalidColumnType(6, "secret".into(), Type::Null))?,
     })
+}
+
+/// Gives every check-in without a secret (opened before schema version 5) a fresh one; run each
+/// time the writer opens the file, after migrating. Another process doing the same at once
+/// waits for this one's transaction and then finds nothing left to fill.
+pub(super) fn fill_missing_secrets(conn: &Connection) -> rusqlite::Result<()> {
+    let missing = |conn: &Connection| -> rusqlite::Result<Vec<i64>> {
+        conn.prepare("SELECT id FROM checkins WHERE secret IS NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    };
+    // Only take the write lock when there is something to write.
+    if missing(conn)?.is_empty() {
+        return Ok(());
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let ids = missing(&tx)?;
+    for id in &ids {
+        tx.execute(
+            "UPDATE checkins SET secret = ?2 WHERE id = ?1 AND secret IS NULL",
+            params![id, CheckinSecret::generate().expose()],
+        )?;
+    }
+    tx.commit()?;
+    log::info!(
+        "gave {} check-ins from before schema version 5 a secret",
+        ids.len()
+    );
+    Ok(())
 }
 
 #[async_trait]
@@ -101,6 +139,7 @@ impl RoomStore for SqliteStore {
     ) -> Result<CheckinOpening, StoreError> {
         let room = room.clone();
         let (opened_at, closes_at) = (time::rfc3339(opened_at), time::rfc3339(closes_at));
+        let secret = CheckinSecret::generate();
         self.write(move |tx| {
             // Times are stored in one fixed-width UTC format, so text order is time order.
             let running = tx
@@ -119,11 +158,17 @@ impl RoomStore for SqliteStore {
             }
             tx.query_row(
                 &format!(
-                    "INSERT INTO checkins (room, interval_secs, opened_at, closes_at)
-                     VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO checkins (room, interval_secs, opened_at, closes_at, secret)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      RETURNING {CHECKIN_COLUMNS}"
                 ),
-                params![room.as_str(), interval_secs, opened_at, closes_at],
+                params![
+                    room.as_str(),
+                    interval_secs,
+                    opened_at,
+                    closes_at,
+                    secret.expose()
+                ],
                 row_to_checkin,
             )
             .map(CheckinOpening::Opened)
@@ -153,15 +198,43 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    /// An id that was never opened closes nothing and counts 0.
+    async fn current_checkin(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CheckinRecord>, StoreError> {
+        let room = room.clone();
+        let at = time::rfc3339(at);
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {CHECKIN_COLUMNS} FROM checkins
+                 WHERE room = ?1 AND closed = 0 AND closes_at > ?2
+                 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row(params![room.as_str(), at], row_to_checkin)
+            .optional()
+        })
+        .await
+    }
+
+    /// The first close keeps the count (`attended`); a check-in closed before schema version 5
+    /// has none yet and gets it at its next close.
     async fn close_checkin(&self, id: i64) -> Result<usize, StoreError> {
         self.write(move |tx| {
-            tx.execute("UPDATE checkins SET closed = 1 WHERE id = ?1", [id])?;
-            let count: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM attendance WHERE checkin = ?1",
+            tx.execute(
+                "UPDATE checkins
+                 SET closed = 1,
+                     attended = (SELECT COUNT(*) FROM attendance WHERE checkin = ?1)
+                 WHERE id = ?1 AND attended IS NULL",
                 [id],
-                |r| r.get(0),
             )?;
+            let count: Option<i64> = tx
+                .query_row("SELECT attended FROM checkins WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .flatten();
+            let count = count.unwrap_or(0);
             usize::try_from(count).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, count))
         })
         .await
@@ -172,10 +245,18 @@ impl RoomStore for SqliteStore {
         id: i64,
         name: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<AttendanceOutcome, StoreError> {
         let name = name.to_owned();
         let at = time::rfc3339(at);
         self.write(move |tx| {
+            // An unknown id reads nothing here and fails the insert on its foreign key.
+            let closed: Option<bool> = tx
+                .prepare_cached("SELECT closed FROM checkins WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if closed == Some(true) {
+                return Ok(AttendanceOutcome::Closed);
+            }
             // `seq` is the check-in's next position, read in the same transaction; a repeat
             // conflicts on `(checkin, name)` and changes nothing, so the first time stays.
             let added = tx
@@ -186,7 +267,11 @@ impl RoomStore for SqliteStore {
                      ON CONFLICT (checkin, name) DO NOTHING",
                 )?
                 .execute(params![id, name, at])?;
-            Ok(added == 1)
+            Ok(if added == 1 {
+                AttendanceOutcome::New
+            } else {
+                AttendanceOutcome::Again
+            })
         })
         .await
     }
@@ -278,7 +363,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
             .await
             .unwrap()
@@ -311,6 +396,7 @@ mod tests {
                 .record_attendance(checkin.id, "ann", noon())
                 .await
                 .unwrap()
+                .is_new()
         );
         drop(store);
 
@@ -318,5 +404,48 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.attendance(checkin.id).await.unwrap().len(), 1);
         assert_eq!(Store::last_id(&store, &room("live")).await.unwrap(), 3);
+    }
+
+    /// A version 4 database (before check-in secrets) with an open and a closed check-in, made by
+    /// the migration steps of that time (steps are never edited).
+    fn write_version_4_database(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        crate::sqlite::migrate_to(&conn, 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO rooms VALUES ('live', NULL, zeroblob(32), '2025-03-01T11:00:00.000Z');
+             INSERT INTO rooms VALUES ('other', NULL, zeroblob(32), '2025-03-01T11:00:00.000Z');
+             INSERT INTO checkins (room, interval_secs, opened_at, closes_at, closed) VALUES
+                 ('other', 5, '2025-03-01T11:00:00.000Z', '2025-03-01T11:01:00.000Z', 1),
+                 ('live', 5, '2025-03-01T12:00:00.000Z', '2025-03-01T13:00:00.000Z', 0);
+             INSERT INTO attendance VALUES (1, 'ann', '2025-03-01T11:00:30.000Z', 1),
+                                           (1, 'bob', '2025-03-01T11:00:31.000Z', 2);",
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn check_ins_from_before_version_5_get_a_secret_once_and_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        write_version_4_database(&path);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let open = store.unclosed_checkins().await.unwrap();
+        assert_eq!(open.len(), 1);
+        let closed = store.checkin(1).await.unwrap().unwrap();
+        assert!(closed.closed);
+        assert_ne!(open[0].secret, closed.secret, "each its own");
+        assert_ne!(open[0].secret.expose(), &[0; 32]);
+        // The close from before the count was kept counts once and keeps it.
+        assert_eq!(store.close_checkin(1).await.unwrap(), 2);
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.unclosed_checkins().await.unwrap(),
+            open,
+            "not given another"
+        );
+        assert_eq!(store.close_checkin(1).await.unwrap(), 2);
     }
 }

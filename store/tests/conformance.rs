@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
-    Attendance, CheckinOpening, CheckinRecord, Committed, ImportOutcome, ImportedDanmaku,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, Committed, ImportOutcome,
+    ImportedDanmaku,
     PgOptions, PgStore, RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, Mode, NewDanmaku, TimeRule};
@@ -155,6 +156,11 @@ conformance!(
     attendance_recorded_at_once_on_separate_instances_keeps_one_order,
     unclosed_checkins_and_their_attendance_survive_reopening,
     appends_stay_dense_and_in_commit_order_among_room_writes,
+    each_checkin_keeps_its_own_random_secret_for_every_instance,
+    the_secret_stays_out_of_debug_output,
+    the_first_close_keeps_the_count_and_attendance_stops_there,
+    closes_on_separate_instances_at_once_all_report_the_same_count,
+    the_current_checkin_of_a_room_is_found_until_it_closes,
 );
 
 fn channel(name: &str) -> ChannelId {
@@ -494,8 +500,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [4]),
-        Db::Postgres(_) => assert_eq!(versions, [1], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [5]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2], "each step recorded once"),
     }
 }
 
@@ -585,10 +591,13 @@ async fn a_checkin_opens_reads_back_and_closes_once(db: Db) {
     assert_eq!(store.checkin(opened.id + 1).await.unwrap(), None);
 
     for name in ["ann", "bob"] {
-        store
-            .record_attendance(opened.id, name, noon())
-            .await
-            .unwrap();
+        assert_eq!(
+            store
+                .record_attendance(opened.id, name, noon())
+                .await
+                .unwrap(),
+            AttendanceOutcome::New
+        );
     }
     assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
     assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
@@ -708,19 +717,20 @@ async fn a_checkin_in_a_room_never_created_is_refused_and_stores_nothing(db: Db)
 async fn attendance_is_idempotent_keeps_the_first_time_and_the_order(db: Db) {
     let (store, checkin) = store_with_checkin(&db).await;
     let at = |secs| noon() + chrono::Duration::seconds(secs);
-    for (name, secs, new) in [
-        ("zoe", 1, true),
-        ("amy", 2, true),
-        ("zoe", 3, false),
-        ("毛", 4, true),
-        ("amy", 5, false),
+    let (new, again) = (AttendanceOutcome::New, AttendanceOutcome::Again);
+    for (name, secs, outcome) in [
+        ("zoe", 1, new),
+        ("amy", 2, new),
+        ("zoe", 3, again),
+        ("毛", 4, new),
+        ("amy", 5, again),
     ] {
         assert_eq!(
             store
                 .record_attendance(checkin.id, name, at(secs))
                 .await
                 .unwrap(),
-            new,
+            outcome,
             "{name} at {secs}"
         );
     }
@@ -751,7 +761,13 @@ async fn attendance_order_is_per_checkin(db: Db) {
         (first.id, "c"),
         (second.id, "a"),
     ] {
-        assert!(store.record_attendance(id, name, noon()).await.unwrap());
+        assert!(
+            store
+                .record_attendance(id, name, noon())
+                .await
+                .unwrap()
+                .is_new()
+        );
     }
     let names = |list: Vec<Attendance>| list.into_iter().map(|a| a.name).collect::<Vec<_>>();
     assert_eq!(names(store.attendance(first.id).await.unwrap()), ["a", "c"]);
@@ -779,6 +795,7 @@ async fn attendance_recorded_at_once_on_separate_instances_keeps_one_order(db: D
                     .record_attendance(checkin.id, &name, noon())
                     .await
                     .unwrap()
+                    .is_new()
             })
         })
         .collect();
@@ -875,6 +892,7 @@ async fn appends_stay_dense_and_in_commit_order_among_room_writes(db: Db) {
                         .record_attendance(checkin.id, &name, noon())
                         .await
                         .unwrap()
+                        .is_new()
                 );
                 store
                     .create_room(&channel(&format!("room{n}")), None, [0; 32])
@@ -897,4 +915,165 @@ async fn appends_stay_dense_and_in_commit_order_among_room_writes(db: Db) {
     assert_eq!(*heard.lock().unwrap(), (1..=100).collect::<Vec<i64>>());
     let attended = store.attendance(checkin.id).await.unwrap();
     assert_eq!(attended.len(), 50);
+}
+
+// ---------------------------------------------------------------------- check-in secrets
+
+/// Every check-in gets a secret of its own when it opens, and every instance (and every later
+/// run) reads the same one: the live service derives the codes from it.
+async fn each_checkin_keeps_its_own_random_secret_for_every_instance(db: Db) {
+    let (first, opened) = store_with_checkin(&db).await;
+    first
+        .create_room(&channel("other"), None, [0; 32])
+        .await
+        .unwrap();
+    let other = first
+        .open_checkin(&channel("other"), 5, noon(), first_closes())
+        .await
+        .unwrap()
+        .opened()
+        .expect("no other check-in is open in the room");
+    assert_ne!(opened.secret, other.secret);
+    assert_ne!(opened.secret.expose(), &[0; 32]);
+    let second = db.open().await;
+    assert_eq!(second.checkin(opened.id).await.unwrap().unwrap(), opened);
+    assert_eq!(
+        second.unclosed_checkins().await.unwrap(),
+        vec![opened.clone(), other.clone()]
+    );
+    assert_eq!(
+        second
+            .current_checkin(&channel("live"), noon())
+            .await
+            .unwrap()
+            .map(|c| c.secret),
+        Some(opened.secret.clone())
+    );
+    // A second host's try is refused with the running check-in, secret and all.
+    let refused = second
+        .open_checkin(&channel("live"), 5, noon(), first_closes())
+        .await
+        .unwrap();
+    assert_eq!(refused, CheckinOpening::AlreadyOpen(opened.clone()));
+    drop((first, second));
+    let reopened = db.open().await;
+    assert_eq!(reopened.checkin(other.id).await.unwrap().unwrap(), other);
+}
+
+async fn the_secret_stays_out_of_debug_output(db: Db) {
+    let (_store, opened) = store_with_checkin(&db).await;
+    let shown = format!("{opened:?} {:?}", CheckinOpening::Opened(opened.clone()));
+    let bytes = opened.secret.expose();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!shown.contains(&format!("{bytes:?}")), "{shown}");
+    assert!(!shown.contains(&hex), "{shown}");
+    assert!(!shown.contains(&format!("{}, {}, {}", bytes[0], bytes[1], bytes[2])));
+    assert!(shown.contains("redacted"), "{shown}");
+}
+
+/// Every instance that holds a check-in closes it when its time is up: the first close counts,
+/// later ones report that count, and a name arriving after it is not recorded, so every instance
+/// tells its viewers the same number.
+async fn the_first_close_keeps_the_count_and_attendance_stops_there(db: Db) {
+    let (store, opened) = store_with_checkin(&db).await;
+    for name in ["ann", "bob"] {
+        store
+            .record_attendance(opened.id, name, noon())
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .record_attendance(opened.id, "late", first_closes())
+            .await
+            .unwrap(),
+        AttendanceOutcome::Closed
+    );
+    assert_eq!(
+        store
+            .record_attendance(opened.id, "ann", first_closes())
+            .await
+            .unwrap(),
+        AttendanceOutcome::Closed
+    );
+    let other = db.open().await;
+    assert_eq!(other.close_checkin(opened.id).await.unwrap(), 2);
+    assert_eq!(store.close_checkin(opened.id).await.unwrap(), 2);
+    let names: Vec<_> = other
+        .attendance(opened.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["ann", "bob"]);
+}
+
+/// Instances closing one check-in at once while names still arrive: all report one count, and
+/// it is the number of names the list holds.
+async fn closes_on_separate_instances_at_once_all_report_the_same_count(db: Db) {
+    let (first, checkin) = store_with_checkin(&db).await;
+    let mut instances = vec![first];
+    for _ in 0..3 {
+        instances.push(db.open().await);
+    }
+    let attends: Vec<_> = (0..40)
+        .map(|n| {
+            let store = instances[n % instances.len()].clone();
+            tokio::spawn(async move {
+                store
+                    .record_attendance(checkin.id, &format!("v{n}"), noon())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let closes: Vec<_> = (0..8)
+        .map(|n| {
+            let store = instances[n % instances.len()].clone();
+            tokio::spawn(async move { store.close_checkin(checkin.id).await.unwrap() })
+        })
+        .collect();
+    let mut recorded = 0;
+    for attend in attends {
+        if attend.await.unwrap() == AttendanceOutcome::New {
+            recorded += 1;
+        }
+    }
+    let mut counts = Vec::new();
+    for close in closes {
+        counts.push(close.await.unwrap());
+    }
+    assert!(counts.iter().all(|c| *c == counts[0]), "{counts:?}");
+    assert_eq!(counts[0], recorded);
+    assert_eq!(
+        instances[1].attendance(checkin.id).await.unwrap().len(),
+        recorded
+    );
+}
+
+async fn the_current_checkin_of_a_room_is_found_until_it_closes(db: Db) {
+    let (store, opened) = store_with_checkin(&db).await;
+    let current = |at| {
+        let store = store.clone();
+        async move {
+            store
+                .current_checkin(&channel("live"), at)
+                .await
+                .unwrap()
+                .map(|c| c.id)
+        }
+    };
+    assert_eq!(current(noon()).await, Some(opened.id));
+    assert_eq!(current(first_closes()).await, None, "its time is over");
+    assert_eq!(
+        store
+            .current_checkin(&channel("nowhere"), noon())
+            .await
+            .unwrap(),
+        None
+    );
+    store.close_checkin(opened.id).await.unwrap();
+    assert_eq!(current(noon()).await, None, "closed");
 }

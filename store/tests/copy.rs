@@ -14,7 +14,8 @@ use danmaku_store::copy::{
 };
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
-    CheckinOpening, ImportedDanmaku, PgOptions, PgStore, RoomStore, SqliteStore, Store,
+    AttendanceOutcome, CheckinOpening, ImportedDanmaku, PgOptions, PgStore, RoomStore, SqliteStore,
+    Store,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, NewDanmaku, TimeRule};
 
@@ -136,6 +137,7 @@ async fn fill_source(path: &Path) -> Vec<i64> {
                 .record_attendance(ids[0], name, at(n as i64 + 10))
                 .await
                 .unwrap()
+                .is_new()
         );
     }
     store
@@ -199,6 +201,7 @@ async fn assert_same_answers(sqlite: &SqliteStore, pg: &PgStore, checkins: &[i64
         assert_eq!(room, pg.room(&channel(name)).await.unwrap());
     }
     for &id in checkins {
+        // The whole record, secret included: an open check-in's codes go on unchanged.
         let record = sqlite.checkin(id).await.unwrap();
         assert!(record.is_some());
         assert_eq!(record, pg.checkin(id).await.unwrap());
@@ -219,6 +222,14 @@ async fn assert_same_answers(sqlite: &SqliteStore, pg: &PgStore, checkins: &[i64
         .map(|a| a.name)
         .collect();
     assert_eq!(order, ["zed", "amy", "bob"], "the order of arrival is kept");
+    // The closed check-in's count was kept, and it takes no more names.
+    assert_eq!(
+        pg.record_attendance(checkins[0], "late", at(99))
+            .await
+            .unwrap(),
+        AttendanceOutcome::Closed
+    );
+    assert_eq!(pg.close_checkin(checkins[0]).await.unwrap(), 3);
 }
 
 /// Everything the database holds, as text: every row of every table (in key order), the

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use danmaku_store::testing;
-use danmaku_store::{PgOptions, PgStore, Store, StoreError};
+use danmaku_store::{PgOptions, PgStore, RoomStore, Store, StoreError};
 use shared_model::comment::{ChannelId, DraftDanmaku, NewDanmaku, TimeRule};
 
 fn channel(name: &str) -> ChannelId {
@@ -195,3 +195,97 @@ async fn lost_connections_are_replaced_and_no_call_hangs() {
     assert_eq!(stored, [2, 3, 4], "no id lost or reused");
     store.health().await.unwrap();
 }
+
+/// A database as migration step 1 left it (written by hand, so that a later edit of the steps
+/// cannot quietly change what is being migrated), with an open and a closed check-in: connecting
+/// migrates it and gives each check-in a secret of its own, once.
+#[tokio::test]
+async fn checkins_from_before_step_2_get_a_secret_once_and_keep_it() {
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    let side = side_connection(db.url()).await;
+    side.batch_execute(STEP_1).await.unwrap();
+    side.batch_execute(
+        "CREATE TABLE schema_migrations (
+             version    INTEGER     PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );
+         INSERT INTO schema_migrations (version) VALUES (1);
+         INSERT INTO rooms VALUES ('live', NULL, decode(repeat('00', 32), 'hex'), now()),
+                                  ('other', NULL, decode(repeat('00', 32), 'hex'), now());
+         INSERT INTO checkins (room, interval_secs, opened_at, closes_at, closed) VALUES
+             ('other', 5, now() - interval '2 hours', now() - interval '1 hour', TRUE),
+             ('live', 5, now(), now() + interval '1 hour', FALSE);
+         INSERT INTO attendance VALUES (1, 'ann', now(), 1), (1, 'bob', now(), 2);",
+    )
+    .await
+    .unwrap();
+
+    let store = PgStore::connect(db.url(), options(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let open = store.unclosed_checkins().await.unwrap();
+    assert_eq!(open.len(), 1);
+    let closed = store.checkin(1).await.unwrap().unwrap();
+    assert!(closed.closed);
+    assert_ne!(open[0].secret, closed.secret, "each its own");
+    // The close from before the count was kept counts once and keeps it.
+    assert_eq!(store.close_checkin(1).await.unwrap(), 2);
+    drop(store);
+
+    let again = PgStore::connect(db.url(), options(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.unclosed_checkins().await.unwrap(),
+        open,
+        "not given another"
+    );
+    assert_eq!(again.close_checkin(1).await.unwrap(), 2);
+}
+
+/// Migration step 1, as it was.
+const STEP_1: &str = "CREATE TABLE danmaku (
+         channel TEXT             NOT NULL,
+         id      BIGINT           NOT NULL,
+         author  TEXT             NOT NULL,
+         text    TEXT             NOT NULL,
+         color   TEXT             NOT NULL,
+         mode    TEXT             NOT NULL,
+         time    DOUBLE PRECISION,
+         sent_at TIMESTAMPTZ      NOT NULL,
+         origin  TEXT,
+         PRIMARY KEY (channel, id)
+     );
+     CREATE INDEX danmaku_by_time ON danmaku (channel, time);
+     CREATE UNIQUE INDEX danmaku_by_origin ON danmaku (channel, origin)
+         WHERE origin IS NOT NULL;
+     CREATE TABLE channel_counters (
+         channel TEXT   PRIMARY KEY,
+         last_id BIGINT NOT NULL
+     );
+     CREATE TABLE rooms (
+         room         TEXT        PRIMARY KEY,
+         title        TEXT,
+         token_digest BYTEA       NOT NULL CHECK (length(token_digest) = 32),
+         created_at   TIMESTAMPTZ NOT NULL
+     );
+     CREATE TABLE checkins (
+         id            BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         room          TEXT        NOT NULL REFERENCES rooms (room),
+         interval_secs INTEGER     NOT NULL,
+         opened_at     TIMESTAMPTZ NOT NULL,
+         closes_at     TIMESTAMPTZ NOT NULL,
+         closed        BOOLEAN     NOT NULL DEFAULT FALSE
+     );
+     CREATE INDEX checkins_unclosed ON checkins (id) WHERE NOT closed;
+     CREATE INDEX checkins_by_room ON checkins (room, id);
+     CREATE TABLE attendance (
+         checkin BIGINT      NOT NULL REFERENCES checkins (id),
+         name    TEXT        NOT NULL,
+         at      TIMESTAMPTZ NOT NULL,
+         seq     INTEGER     NOT NULL,
+         PRIMARY KEY (checkin, name),
+         UNIQUE (checkin, seq)
+     );";

@@ -2,9 +2,15 @@
 //! live room has, through its extension [`Checkins`]: the room's host connections and its open
 //! check-in's codes.
 //!
-//! A check-in's codes live only here: a fresh one every interval ([`crate::codes::new_code`]),
-//! pushed to the host's connections alone; viewers are told that a check-in is open, never its
-//! code. The hub closes a check-in when its time is up (in the store, then it tells the room).
+//! A check-in's codes are derived from its stored secret and the time ([`CodeSchedule`]), so
+//! every instance holding it computes the same ones. The hub pushes the code to the host's
+//! connections alone at each step boundary, `opened_at + k * interval` by the clock (not every
+//! interval from when this process happened to start it), so every instance shows a new code at
+//! the same moment; viewers are told that a check-in is open, never its code. A check-in opened
+//! through another instance is loaded from the store when a guess for it arrives, or when its
+//! room is first joined here (see [`LiveJoined::check_store`]). Every instance holding a
+//! check-in closes it when its time is up: the store closes it once and keeps the count, so each
+//! instance tells its room the same number.
 //!
 //! Guesses are judged here too ([`Guess`]), in one place and one at a time, so the limits on
 //! wrong codes cannot be raced: each client (by [`client_key`]) may give
@@ -30,7 +36,7 @@ use service_kit::ws::hub::{Channel, HubExtension, RoomsHub};
 use service_kit::ws::{ByteString, ConnectionId, Viewer};
 use shared_model::{ChannelId, ServerMessage};
 
-use crate::codes::{codes_match, new_code};
+use crate::codes::CodeSchedule;
 use crate::config::GuessLimits;
 
 /// Owns every live room: the shared hub with [`Checkins`].
@@ -69,16 +75,18 @@ pub struct LiveRoom {
     hosts: HashSet<ConnectionId>,
     /// The open check-in, if any.
     checkin: Option<ActiveCheckin>,
+    /// Whether the store was asked for this room's open check-in (or the hub started one), so
+    /// that only the first join of a room the hub does not hold reads the store.
+    store_checked: bool,
 }
 
 /// An open check-in's state.
 struct ActiveCheckin {
     id: i64,
     closes_at: DateTime<Utc>,
-    current: String,
-    previous: Option<String>,
-    valid_until: DateTime<Utc>,
-    interval: Duration,
+    /// Its codes, from its secret and the time.
+    codes: CodeSchedule,
+    /// The timer that pushes the next step's code.
     rotation: SpawnHandle,
     /// Wrong codes so far per client ([`client_key`]). An entry is made only by a wrong guess
     /// that the check-in-wide budget paid for, so the map holds at most that budget's worth.
@@ -142,12 +150,12 @@ impl WrongGuessBudget {
 }
 
 impl ActiveCheckin {
-    /// The frame that shows the current code on the host's screen.
-    fn code_frame(&self) -> ServerMessage {
+    /// The frame that shows `step`'s code on the host's screen, valid until the step ends.
+    fn code_frame(&self, step: u64) -> ServerMessage {
         ServerMessage::CheckinCode {
             checkin: self.id,
-            code: self.current.clone(),
-            valid_until: self.valid_until,
+            code: self.codes.code(step),
+            valid_until: self.codes.step_end(step),
         }
     }
 }
@@ -159,6 +167,10 @@ pub struct LiveJoined {
     pub open_checkin: Option<(i64, DateTime<Utc>)>,
     /// For a host: the current code frame.
     pub code: Option<ServerMessage>,
+    /// The hub held nothing of this room yet: the joining connection should ask the store
+    /// whether a check-in is open there (opened through another instance) and, if so, hand it
+    /// to the hub with [`StartCheckin`], which tells the room (this connection included).
+    pub check_store: bool,
 }
 
 impl HubExtension for Checkins {
@@ -177,13 +189,16 @@ impl HubExtension for Checkins {
         if host {
             live.hosts.insert(viewer.id);
         }
+        let now = Utc::now();
         LiveJoined {
             open_checkin: live.checkin.as_ref().map(|c| (c.id, c.closes_at)),
             code: live
                 .checkin
                 .as_ref()
                 .filter(|_| host)
-                .map(ActiveCheckin::code_frame),
+                .map(|c| c.code_frame(c.codes.step_at(now))),
+            check_store: !std::mem::replace(&mut live.store_checked, true)
+                && live.checkin.is_none(),
         }
     }
 
@@ -208,23 +223,41 @@ fn tell_hosts(channel: &mut Channel<LiveRoom>, message: &ServerMessage) {
     channel.ext.hosts.retain(|id| viewers.has_viewer(*id));
 }
 
-/// A fresh code for the room's check-in, pushed to its hosts.
-fn rotate(hub: &mut LiveHub, room: &ChannelId) {
+/// Step `step` of check-in `id` began: push its code to the room's hosts, and set the timer for
+/// the next step's. A timer that fired late (the actor was busy) pushes the step the clock is at.
+fn rotate(hub: &mut LiveHub, room: &ChannelId, id: i64, step: u64, ctx: &mut Context<LiveHub>) {
     let Some(channel) = hub.channel_mut(room) else {
         return;
     };
-    let Some(checkin) = channel.ext.checkin.as_mut() else {
+    let Some(checkin) = channel.ext.checkin.as_mut().filter(|c| c.id == id) else {
         return;
     };
-    let next = new_code(Some(&checkin.current));
-    checkin.previous = Some(std::mem::replace(&mut checkin.current, next));
-    checkin.valid_until = Utc::now() + chrono_duration(checkin.interval);
-    let frame = checkin.code_frame();
+    let now = Utc::now();
+    let step = step.max(checkin.codes.step_at(now));
+    let frame = checkin.code_frame(step);
+    checkin.rotation = next_rotation(ctx, room, id, &checkin.codes, step + 1, now);
     tell_hosts(channel, &frame);
 }
 
-/// Ends the room's check-in `id`: no more codes; the store marks it closed, then everyone in the
-/// room is told how many attended.
+/// The timer that runs [`rotate`] for `step` when it starts by the clock.
+fn next_rotation(
+    ctx: &mut Context<LiveHub>,
+    room: &ChannelId,
+    id: i64,
+    codes: &CodeSchedule,
+    step: u64,
+    now: DateTime<Utc>,
+) -> SpawnHandle {
+    let wait = (codes.step_start(step) - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    let room = room.clone();
+    ctx.run_later(wait, move |hub, ctx| rotate(hub, &room, id, step, ctx))
+}
+
+/// Ends the room's check-in `id`: no more codes; the store marks it closed (or, when another
+/// instance did first, answers the count that close kept), then everyone in the room is told how
+/// many attended.
 fn close(hub: &mut LiveHub, room: &ChannelId, id: i64, ctx: &mut Context<LiveHub>) {
     let Some(channel) = hub.channel_mut(room) else {
         return;
@@ -260,12 +293,10 @@ fn close(hub: &mut LiveHub, room: &ChannelId, id: i64, ctx: &mut Context<LiveHub
     );
 }
 
-/// `interval` for chrono's arithmetic (intervals are seconds, far inside its range).
-fn chrono_duration(interval: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero())
-}
-
-/// A check-in was stored (or found unclosed after a restart): start its codes.
+/// A check-in was stored, found unclosed after a restart, or found open in the store (opened
+/// through another instance): start pushing its codes and closing it in time. A check-in the
+/// hub already runs (or an older one than it runs in that room) changes nothing, so loading the
+/// same check-in twice is harmless.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StartCheckin {
@@ -278,31 +309,30 @@ impl Handler<StartCheckin> for LiveHub {
     fn handle(&mut self, msg: StartCheckin, ctx: &mut Context<Self>) {
         let record = msg.record;
         let (id, room) = (record.id, record.room.clone());
-        let interval = Duration::from_secs(record.interval_secs.into());
-        let rotation = {
-            let room = room.clone();
-            ctx.run_interval(interval, move |hub, _| rotate(hub, &room))
-        };
         let limits = self.ext().limits;
         let channel = self.channel_entry(room.clone());
+        channel.ext.store_checked = true;
+        if channel.ext.checkin.as_ref().is_some_and(|c| c.id >= id) {
+            return;
+        }
         // One check-in per room (the store refuses a second); a restart may still hand over one
         // that replaces another whose time is over.
         let replaced = channel.ext.checkin.take();
         if let Some(old) = &replaced {
             ctx.cancel_future(old.rotation);
         }
+        let codes = CodeSchedule::new(&record);
+        let now = Utc::now();
+        let step = codes.step_at(now);
         let checkin = ActiveCheckin {
             id,
             closes_at: record.closes_at,
-            current: new_code(None),
-            previous: None,
-            valid_until: Utc::now() + chrono_duration(interval),
-            interval,
-            rotation,
+            rotation: next_rotation(ctx, &room, id, &codes, step + 1, now),
+            codes,
             wrong_by_client: HashMap::new(),
             wrong_budget: WrongGuessBudget::new(limits.burst, limits.refill, Instant::now()),
         };
-        let code = checkin.code_frame();
+        let code = checkin.code_frame(step);
         channel.ext.checkin = Some(checkin);
         channel.viewers.broadcast(&ServerMessage::CheckinOpen {
             checkin: id,
@@ -319,7 +349,10 @@ impl Handler<StartCheckin> for LiveHub {
         let left = (record.closes_at - Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
-        log::info!("room {room}: check-in {id} open for {left:?}, a code every {interval:?}");
+        log::info!(
+            "room {room}: check-in {id} open for {left:?}, a code every {} s (now step {step})",
+            record.interval_secs
+        );
         ctx.run_later(left, move |hub, ctx| close(hub, &room, id, ctx));
     }
 }
@@ -369,6 +402,7 @@ impl Handler<Guess> for LiveHub {
     type Result = MessageResult<Guess>;
     fn handle(&mut self, msg: Guess, _ctx: &mut Context<Self>) -> Self::Result {
         let limits = self.ext().limits;
+        let now = Utc::now();
         let Some(room) = self.ext().open.borrow().get(&msg.checkin).cloned() else {
             return MessageResult(GuessOutcome::NotOpen);
         };
@@ -378,7 +412,7 @@ impl Handler<Guess> for LiveHub {
         let Some(checkin) = self
             .channel_mut(&room)
             .and_then(|channel| channel.ext.checkin.as_mut())
-            .filter(|checkin| checkin.id == msg.checkin && Utc::now() < checkin.closes_at)
+            .filter(|checkin| checkin.id == msg.checkin && now < checkin.closes_at)
         else {
             return MessageResult(GuessOutcome::NotOpen);
         };
@@ -388,18 +422,20 @@ impl Handler<Guess> for LiveHub {
             client_key(msg.client),
             &msg.code,
             room,
+            now,
         ))
     }
 }
 
-/// The rules of a guess, in order: the client's own limit, then the check-in's budget, then
-/// the code itself. Only a wrong code is counted.
+/// The rules of a guess at `now`, in order: the client's own limit, then the check-in's budget,
+/// then the code itself (the current step's or the one before). Only a wrong code is counted.
 fn judge(
     checkin: &mut ActiveCheckin,
     limits: GuessLimits,
     client: IpAddr,
     code: &str,
     room: ChannelId,
+    now: DateTime<Utc>,
 ) -> GuessOutcome {
     let wrong_so_far = checkin.wrong_by_client.get(&client).copied().unwrap_or(0);
     if wrong_so_far >= limits.per_client {
@@ -413,12 +449,7 @@ fn judge(
     {
         return GuessOutcome::Throttled { retry_after };
     }
-    let current = codes_match(code, &checkin.current);
-    let previous = checkin
-        .previous
-        .as_deref()
-        .is_some_and(|p| codes_match(code, p));
-    if current | previous {
+    if checkin.codes.accepts(code, now) {
         return GuessOutcome::Right { room };
     }
     checkin.wrong_budget.spend();
@@ -504,13 +535,30 @@ mod tests {
 
     #[test]
     fn a_right_code_spends_nothing_and_a_clients_wrong_codes_are_capped() {
+        let opened_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let codes = CodeSchedule::new(&CheckinRecord {
+            id: 1,
+            room: ChannelId::parse("r").unwrap(),
+            interval_secs: 5,
+            opened_at,
+            closes_at: opened_at + chrono::Duration::seconds(60),
+            closed: false,
+            secret: danmaku_store::CheckinSecret::from_bytes([4; 32]),
+        });
+        // In step 3: its code and step 2's are taken.
+        let now = opened_at + chrono::Duration::seconds(17);
+        let (current, previous) = (codes.code(3), codes.code(2));
+        let codes_before_previous = codes.code(1);
+        for wrong in ["000000", "000001"] {
+            assert!(
+                wrong != current && wrong != previous,
+                "pick other wrong codes"
+            );
+        }
         let mut checkin = ActiveCheckin {
             id: 1,
-            closes_at: Utc::now() + chrono::Duration::seconds(60),
-            current: "123456".into(),
-            previous: Some("654321".into()),
-            valid_until: Utc::now(),
-            interval: Duration::from_secs(5),
+            closes_at: opened_at + chrono::Duration::seconds(60),
+            codes,
             rotation: SpawnHandle::default(),
             wrong_by_client: HashMap::new(),
             wrong_budget: WrongGuessBudget::new(100, Duration::from_secs(1), Instant::now()),
@@ -525,12 +573,19 @@ mod tests {
         let ann_again: IpAddr = "2001:db8::1".parse().unwrap();
         let ann_same_64: IpAddr = "2001:db8::2".parse().unwrap();
         let mut guess = |client: IpAddr, code: &str| {
-            judge(&mut checkin, limits, client_key(client), code, room.clone())
+            judge(
+                &mut checkin,
+                limits,
+                client_key(client),
+                code,
+                room.clone(),
+                now,
+            )
         };
         assert_eq!(guess(ann, "000000"), GuessOutcome::Wrong { tries_left: 1 });
         assert_eq!(guess(ann, "000001"), GuessOutcome::Wrong { tries_left: 0 });
         assert_eq!(
-            guess(ann, "123456"),
+            guess(ann, &current),
             GuessOutcome::TooManyFromClient { limit: 2 },
             "past its limit, even the right code is not compared"
         );
@@ -545,13 +600,18 @@ mod tests {
         );
         let bob: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(
-            guess(bob, "654321"),
+            guess(bob, &previous),
             GuessOutcome::Right { room: room.clone() }
         );
         assert_eq!(
-            guess(bob, "123456"),
+            guess(bob, &current),
             GuessOutcome::Right { room: room.clone() }
         );
-        assert_eq!(checkin.wrong_by_client.len(), 2);
+        assert_eq!(
+            guess(bob, &codes_before_previous),
+            GuessOutcome::Wrong { tries_left: 1 },
+            "two steps old"
+        );
+        assert_eq!(checkin.wrong_by_client.len(), 3);
     }
 }

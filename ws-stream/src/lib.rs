@@ -13,7 +13,8 @@
 //!   limits on guessing them ([`hub::LiveHub`]).
 //! - [`recent`]: each room's newest comments in memory, kept current by the fan-out
 //!   ([`recent::LiveSink`]).
-//! - [`codes`]: check-in codes and host tokens, pure.
+//! - [`codes`]: check-in codes (TOTP-style, from each check-in's stored secret, the same on every
+//!   instance) and host tokens, pure.
 //! - [`state`]: what the handlers share.
 //!
 //! [`build_with_listener`] makes the server from a [`Config`] on a bound listener; `main` (through
@@ -50,7 +51,8 @@ use crate::state::LiveState;
 pub const INDEX_PAGE: &str = "live.html";
 
 /// Builds the server on an already-bound listener (tests bind port 0 themselves). Check-ins
-/// left open by a previous run resume (with fresh codes) until they close.
+/// left open by a previous run resume, with the same codes (they derive from each check-in's
+/// stored secret and the time), until they close.
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,

@@ -15,7 +15,8 @@ use std::time::Duration;
 use actix::Addr;
 use chrono::Utc;
 use danmaku_store::{
-    Attendance, CheckinOpening, CheckinRecord, RoomRecord, RoomStore, Store, StoreError,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, RoomRecord, RoomStore, Store,
+    StoreError,
 };
 use rand::Rng;
 use service_kit::rate::{ClientBudget, retry_after_secs};
@@ -56,6 +57,19 @@ fn store_failed(doing: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
         log::error!("{doing} failed: {e}");
         e.client_error()
     }
+}
+
+/// `checkin_closed` for check-in `id`.
+fn closed(id: i64) -> ApiError {
+    ApiError::new(ErrorCode::CheckinClosed, format!("check-in {id} is closed"))
+}
+
+/// `checkin_closed` for check-in `id`, saying when.
+fn closed_at(id: i64, at: chrono::DateTime<Utc>) -> ApiError {
+    ApiError::new(
+        ErrorCode::CheckinClosed,
+        format!("check-in {id} closed at {}", rfc3339(at)),
+    )
 }
 
 /// The chat box a connection starts with.
@@ -243,7 +257,9 @@ impl LiveRooms {
     /// past its limit is `too_many_attempts`, and while the check-in's budget is spent guesses
     /// are `rate_limited` without being compared. A connection checks in only to its own
     /// room's check-ins (`from_room`); another room's is `not_found`, as if it did not exist.
-    /// Returns the name as checked.
+    /// A check-in this instance's hub does not run but the store says is open (opened through
+    /// another instance) is handed to the hub first, so the code on the host's screen works on
+    /// every instance. Returns the name as checked.
     pub async fn attend(
         &self,
         id: i64,
@@ -259,19 +275,22 @@ impl LiveRooms {
             ));
         }
         let name = validate_author(name)?;
-        let outcome = self
-            .hub
-            .send(Guess {
-                checkin: id,
-                from_room: from_room.cloned(),
-                client,
-                code: code.to_owned(),
-            })
-            .await
-            .map_err(|e| {
-                log::error!("asking the hub about a check-in failed: {e}");
-                ApiError::internal()
-            })?;
+        let guess = || Guess {
+            checkin: id,
+            from_room: from_room.cloned(),
+            client,
+            code: code.to_owned(),
+        };
+        let mut outcome = self.ask_hub(guess()).await?;
+        if outcome == GuessOutcome::NotOpen {
+            let record = self.open_in_store(id, from_room).await?;
+            log::info!(
+                "room {}: check-in {id} was opened elsewhere; its codes start here",
+                record.room
+            );
+            self.ask_hub(StartCheckin { record }).await?;
+            outcome = self.ask_hub(guess()).await?;
+        }
         let room = match outcome {
             GuessOutcome::Right { room } => room,
             GuessOutcome::Wrong { tries_left } => {
@@ -300,15 +319,20 @@ impl LiveRooms {
                     retry_after,
                 ));
             }
-            GuessOutcome::NotOpen => return Err(self.not_open(id, from_room).await?.into()),
+            // Open in the store a moment ago, yet not now: its time just ran out.
+            GuessOutcome::NotOpen => return Err(closed(id).into()),
         };
         let at = Utc::now();
-        let new = self
+        let recorded = self
             .rooms
             .record_attendance(id, &name, at)
             .await
             .map_err(store_failed("recording attendance"))?;
-        if new {
+        if recorded == AttendanceOutcome::Closed {
+            // Another instance closed it between the hub's judgement and this write.
+            return Err(closed(id).into());
+        }
+        if recorded.is_new() {
             self.hub.do_send(Attended {
                 room,
                 checkin: id,
@@ -319,27 +343,57 @@ impl LiveRooms {
         Ok(name)
     }
 
-    /// Why the hub has no open check-in `id` (in `from_room`), from the store.
-    async fn not_open(&self, id: i64, from_room: Option<&ChannelId>) -> Result<ApiError, ApiError> {
+    /// Sends `message` to the hub; a hub that is gone is an internal error (logged).
+    async fn ask_hub<M>(&self, message: M) -> Result<M::Result, ApiError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        LiveHub: actix::Handler<M>,
+    {
+        self.hub.send(message).await.map_err(|e| {
+            log::error!("asking the hub about a check-in failed: {e}");
+            ApiError::internal()
+        })
+    }
+
+    /// Check-in `id` from the store, when it is open (in `from_room`) although the hub does not
+    /// run it: opened through another instance. Otherwise why not: `not_found` or
+    /// `checkin_closed`.
+    async fn open_in_store(
+        &self,
+        id: i64,
+        from_room: Option<&ChannelId>,
+    ) -> Result<CheckinRecord, ApiError> {
         let checkin = self.checkin(id).await?;
         if from_room.is_some_and(|room| *room != checkin.room) {
-            return Ok(ApiError::new(
+            return Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!("no check-in {id} in this room"),
             ));
         }
         if checkin.closed || Utc::now() >= checkin.closes_at {
-            return Ok(ApiError::new(
-                ErrorCode::CheckinClosed,
-                format!("check-in {id} closed at {}", rfc3339(checkin.closes_at)),
-            ));
+            return Err(closed_at(id, checkin.closes_at));
         }
-        // Open in the store, but its codes are not running yet (the service is starting): no
-        // code typed now can be one of them, and it is not counted.
-        Ok(ApiError::new(
-            ErrorCode::WrongCode,
-            "that is not the code on the host's screen (its codes are just starting)",
-        ))
+        Ok(checkin)
+    }
+
+    /// Hands `room`'s open check-in to the hub if the store has one (opened through another
+    /// instance): the hub tells the room's connections, hosts get its code. Called by the first
+    /// connection to join a room the hub holds nothing of; a failed read is logged, and the room
+    /// learns of the check-in with the first guess for it.
+    pub async fn discover_checkin(&self, room: &ChannelId) {
+        match self.rooms.current_checkin(room, Utc::now()).await {
+            Ok(Some(record)) => {
+                log::info!(
+                    "room {room}: check-in {} was opened elsewhere; its codes start here",
+                    record.id
+                );
+                // A hub that is gone was logged by the caller's join already.
+                let _ = self.hub.send(StartCheckin { record }).await;
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("room {room}: looking for an open check-in failed: {e}"),
+        }
     }
 
     /// The chat box (the last [`HISTORY_ITEMS`]), or with `since` exactly what was missed after

@@ -58,6 +58,12 @@ impl SessionLogic for LiveSession {
                     };
                 }
             };
+            // The first to join a room the hub holds nothing of asks the store whether a
+            // check-in is open there (opened through another instance); the hub then tells the
+            // room, this connection too, right after its welcome.
+            if joined.ext.check_store {
+                live.discover_checkin(&room).await;
+            }
             // A failed read was logged; the connection goes on with an empty chat box.
             let history = live.history(&room, since).await.unwrap_or(History {
                 items: Vec::new(),
