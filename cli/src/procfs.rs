@@ -46,6 +46,31 @@ pub fn sample(pid: Option<u32>) -> ProcResult<ProcSample> {
         .ok_or_else(|| ProcError::Other(format!("process {} has no memory figures", process.pid)))
 }
 
+/// Reads every process of `pids` and sums the readings: CPU time, resident memory, and the
+/// peaks (each process's own peak, added up: an upper bound on the group's peak). An error when
+/// `pids` is empty or any one of them cannot be read, so a group with a process gone reads as
+/// gone.
+pub fn sample_sum(pids: &[u32]) -> ProcResult<ProcSample> {
+    if pids.is_empty() {
+        return Err(ProcError::Other("no process to read".into()));
+    }
+    pids.iter().try_fold(
+        ProcSample {
+            cpu: Duration::ZERO,
+            rss_kib: 0,
+            peak_rss_kib: 0,
+        },
+        |sum, &pid| {
+            let one = sample(Some(pid))?;
+            Ok(ProcSample {
+                cpu: sum.cpu + one.cpu,
+                rss_kib: sum.rss_kib + one.rss_kib,
+                peak_rss_kib: sum.peak_rss_kib + one.peak_rss_kib,
+            })
+        },
+    )
+}
+
 /// One thread's CPU time so far, from a [`threads`] reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadSample {
@@ -332,6 +357,26 @@ mod tests {
         assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib);
         assert!(sample(Some(u32::MAX)).is_err());
         assert!(sample(Some(std::process::id())).is_ok());
+    }
+
+    #[test]
+    fn a_group_of_processes_reads_as_the_sum_or_not_at_all() {
+        let me = std::process::id();
+        let once = sample(Some(me)).unwrap();
+        let twice = sample_sum(&[me, me]).unwrap();
+        // The high-water mark and CPU time only grow, so two later readings add up to at least
+        // twice the earlier one.
+        assert!(
+            twice.peak_rss_kib >= 2 * once.peak_rss_kib,
+            "{once:?} {twice:?}"
+        );
+        assert!(twice.cpu >= once.cpu * 2, "{once:?} {twice:?}");
+        assert!(twice.rss_kib > once.rss_kib, "{once:?} {twice:?}");
+        assert!(sample_sum(&[]).is_err());
+        assert!(
+            sample_sum(&[me, u32::MAX]).is_err(),
+            "one gone: the group reads as gone"
+        );
     }
 
     fn used(client: u64, server: Option<u64>, busiest: Option<u64>) -> CpuUse {

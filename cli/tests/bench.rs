@@ -226,3 +226,149 @@ fn bench_reports_a_killed_server_as_errors_instead_of_hanging() {
     assert_eq!(report["server"]["exited"], true, "{report:#}");
     assert!(report["sent"].as_u64().unwrap() < 600, "{report:#}");
 }
+
+/// The viewer and sender names that connected to `server`'s room `room`, from its log
+/// (`connection N opened (room ROOM, viewer NAME)`), sorted.
+fn names_connected(server: &Binary, room: &str) -> Vec<String> {
+    let needle = format!(" opened (room {room}, viewer ");
+    let mut names: Vec<String> = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line.split(&needle).nth(1))
+        .map(|rest| rest.trim_end_matches(')').to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn bench_spreads_viewers_and_senders_round_robin_over_several_instances() {
+    // Two instances of one service: one store, one bus.
+    let Some(bus) = service_kit::testing::cluster_bus() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = service_binary("ws-stream");
+    let exe = exe.to_str().unwrap();
+    let mut args: Vec<&str> = RELAXED.to_vec();
+    args.extend(bus.iter().map(String::as_str));
+    let store = dir.path().join("spread.db");
+    let a = Binary::start(exe, &store, &args);
+    let b = Binary::start(exe, &store, &args);
+    for instance in [&a, &b] {
+        let addr: std::net::SocketAddr = instance.base["http://".len()..].parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !service_kit::testing::raw_http(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .is_some_and(|r| r.json()["bus"]["connected"] == true)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bus did not connect"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let pids = format!("{},{}", a.child.id(), b.child.id());
+    // 4 viewers and 3 senders over [a, b]: viewers 0, 2 and senders 0, 2 on a; viewers 1, 3 and
+    // sender 1 on b. 30 comments, 10 per sender: a takes 20 of them, b 10.
+    let output = run_danmaku(
+        &[
+            "bench",
+            "--url",
+            &a.ws_base,
+            "--url",
+            &b.ws_base,
+            "--live",
+            "spread",
+            "--viewers",
+            "4",
+            "--senders",
+            "3",
+            "--rate",
+            "15",
+            "--duration",
+            "2",
+            "--ramp",
+            "0",
+            "--drain",
+            "2",
+            "--server-pid",
+            &pids,
+            "--json",
+        ],
+        WAIT,
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+
+    // Both servers got their share of the connections, in round-robin order.
+    assert_eq!(
+        names_connected(&a, "spread"),
+        ["sender-0", "sender-2", "viewer-0", "viewer-2"],
+        "{report:#}"
+    );
+    assert_eq!(
+        names_connected(&b, "spread"),
+        ["sender-1", "viewer-1", "viewer-3"],
+        "{report:#}"
+    );
+    let target = report["target"].as_str().unwrap();
+    let (a_addr, b_addr) = (&a.ws_base["ws://".len()..], &b.ws_base["ws://".len()..]);
+    assert_eq!(target, format!("live room spread at {a_addr}, {b_addr}"));
+
+    assert_eq!(report["viewers_connected"], 4, "{report:#}");
+    assert_eq!(report["senders_connected"], 3, "{report:#}");
+    assert_eq!(report["sent"], 30, "{report:#}");
+    assert_eq!(report["acked"], 30, "{report:#}");
+    assert_eq!(report["expected_deliveries"], 120, "{report:#}");
+    assert_eq!(report["duplicated"], 0, "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report:#}");
+    // Through the bus every viewer gets every comment, whichever instance took it.
+    assert_eq!(report["received"], 120, "{report:#}");
+    assert_eq!(report["lost"], 0, "{report:#}");
+    assert_eq!(report["latency"]["count"], 120, "{report:#}");
+    assert_eq!(output.status.code(), Some(0), "a clean run");
+
+    // The server figures cover both processes, added up.
+    let server = &report["server"];
+    assert_eq!(
+        server["pids"],
+        serde_json::json!([a.child.id(), b.child.id()]),
+        "{server}"
+    );
+    assert_eq!(server["pid"], a.child.id(), "{server}");
+    assert_eq!(server["exited"], false, "{server}");
+    let rss = |binary: &Binary| {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", binary.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("VmHWM in /proc/PID/status")
+    };
+    // Each peak only grows, so the sum read during the run is at most the sum read now, and
+    // above either one alone.
+    let peak = server["peak_rss_kib"].as_u64().unwrap();
+    let (peak_a, peak_b) = (rss(&a), rss(&b));
+    assert!(
+        peak > peak_a.max(peak_b) && peak <= peak_a + peak_b,
+        "{server}"
+    );
+}

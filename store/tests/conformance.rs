@@ -17,8 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
     Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, Committed, ImportOutcome,
-    ImportedDanmaku,
-    PgOptions, PgStore, RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
+    ImportedDanmaku, PgOptions, PgStore, RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, Mode, NewDanmaku, TimeRule};
 use shared_model::time;

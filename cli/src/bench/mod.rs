@@ -53,6 +53,8 @@ const TICK: Duration = Duration::from_millis(100);
   danmaku bench --viewers 1000 --rate 100 --duration 20 --ramp 10
   danmaku bench --viewers 10000 --senders 4 --rate 10 --duration 30 --ramp 20 --json
   danmaku bench --url ws://127.0.0.1:8083 --live lobby --server-pid $(pgrep -n ws-stream)
+  danmaku bench --url ws://127.0.0.1:9183,ws://127.0.0.1:9283 --senders 2 \
+      --server-pid 4101 --server-pid 4102     # two instances of one service, both measured
 
 Without --url the tool starts ws-stream (or ws-video with --video) from its own folder on an
 ephemeral port, with the comment rate limit raised (--rate-per-sec/--rate-burst 1000000) and
@@ -60,6 +62,10 @@ the connections per client too (--max-connections-per-client 1000000), and reads
 memory. Against a running service, raise its limits yourself (DANMAKU_RATE_PER_SEC,
 DANMAKU_RATE_BURST, and DANMAKU_MAX_CONNECTIONS_PER_CLIENT above the viewers and senders, who
 all come from this machine): each sender posts rate/senders comments per second.
+Several --url (repeated or comma-separated) name instances of one service: viewer and sender n
+connect to URL n mod count, so both spread round-robin (give at least as many senders as URLs
+to send through every instance). --server-pid repeats too, and the server figures are then the
+sums over those processes.
 Exit status 0 when everyone connected and nothing was lost, repeated or refused; 1 otherwise.")]
 pub struct BenchArgs {
     /// The live room to load (default: bench).
@@ -68,9 +74,11 @@ pub struct BenchArgs {
     /// A video to load instead of a live room.
     #[arg(long, value_name = "VIDEO", group = "channel")]
     pub video: Option<String>,
-    /// The service's address (ws://host:port); without it the tool starts the service itself.
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
+    /// The service's address (ws://host:port); repeat it (or separate with commas) for several
+    /// instances of one service, which viewers and senders spread over round-robin. Without
+    /// it the tool starts the service itself.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Viewers (connections that only receive).
     #[arg(long, default_value = "100")]
     pub viewers: usize,
@@ -97,9 +105,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "40")]
     pub text_len: usize,
     /// The server's process id, for its CPU time and memory (known already when the tool
-    /// started the server).
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// started the server); repeat it (or separate with commas) to measure several instances,
+    /// whose figures are then added up.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// A flag for the service the tool starts, e.g. --server-arg=--workers=2 (repeatable).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
@@ -139,14 +148,23 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
 pub async fn bench(args: &BenchArgs) -> Result<BenchReport, CliError> {
     let plan = Plan::from_args(args)?;
     ensure_open_files(plan.connections())?;
-    let (local, base) = server(args, plan.kind)?;
-    let pid = args.server_pid.or(local.as_ref().map(|s| s.pid));
-    let target = format!("{} {} at {base}", plan.kind.noun(), plan.channel);
+    let (local, bases) = server(args, plan.kind)?;
+    let pids = match &local {
+        Some(service) if args.server_pid.is_empty() => vec![service.pid],
+        _ => args.server_pid.clone(),
+    };
+    let addresses: Vec<String> = bases.iter().map(Base::to_string).collect();
+    let target = format!(
+        "{} {} at {}",
+        plan.kind.noun(),
+        plan.channel,
+        addresses.join(", ")
+    );
     if !args.json {
         announce(&plan, &target, local.as_ref());
     }
 
-    let run = Run::new(plan, base, pid, args.quiet || args.json);
+    let run = Run::new(plan, bases, pids, args.quiet || args.json);
     let server_before = run.server_sample();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (schedule_tx, schedule_rx) = watch::channel(None::<Schedule>);
@@ -255,17 +273,21 @@ fn ensure_open_files(connections: u64) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The service under load: the one at `--url`, or `kind`'s service started here (stopped when
-/// the returned [`LocalService`] is dropped, so keep it until the last reading).
-fn server(args: &BenchArgs, kind: Kind) -> Result<(Option<LocalService>, Base), CliError> {
-    match &args.url {
-        Some(url) => Ok((None, Base::parse(url)?)),
-        None => {
-            let service = LocalService::start(kind.service(), &args.server_arg, args.server_log)?;
-            let base = service.base.clone();
-            Ok((Some(service), base))
-        }
+/// The service under load: the instances at `--url` (one or more, in the order given), or
+/// `kind`'s service started here (stopped when the returned [`LocalService`] is dropped, so keep
+/// it until the last reading).
+fn server(args: &BenchArgs, kind: Kind) -> Result<(Option<LocalService>, Vec<Base>), CliError> {
+    if args.url.is_empty() {
+        let service = LocalService::start(kind.service(), &args.server_arg, args.server_log)?;
+        let base = service.base.clone();
+        return Ok((Some(service), vec![base]));
     }
+    let bases = args
+        .url
+        .iter()
+        .map(|url| Base::parse(url))
+        .collect::<Result<_, _>>()?;
+    Ok((None, bases))
 }
 
 /// Says on stderr what is about to be loaded, and which server this tool started.
@@ -280,15 +302,15 @@ fn announce(plan: &Plan, target: &str, local: Option<&LocalService>) {
     );
 }
 
-/// A bench under way: the plan, the state every task shares, the server's pid (when known) and
+/// A bench under way: the plan, the state every task shares, the servers' pids (when known) and
 /// the progress bar. Its methods are the phases, called once each and in order.
 struct Run {
     /// The checked flags.
     plan: Plan,
     /// What the viewer and sender tasks share; its epoch is the run's start.
     shared: Arc<Shared>,
-    /// The server's process, for its CPU and memory.
-    pid: Option<u32>,
+    /// The server's processes, for their CPU and memory (summed); empty when unknown.
+    pids: Vec<u32>,
     /// Redrawn every [`TICK`] until [`Run::finish`].
     progress: ProgressBar,
 }
@@ -335,29 +357,34 @@ struct Ended {
 }
 
 /// CPU and memory at one moment: this tool, the machine, and the server and its threads when
-/// the server's pid is known. A reading that failed is `None`.
+/// the server's pids are known (several instances read as their sum, and their threads
+/// together). A reading that failed is `None`.
 struct Readings {
     /// This tool.
     client: Option<ProcSample>,
     /// The whole machine's CPU counters.
     machine: Option<MachineSample>,
-    /// The server.
+    /// The server (the sum over its processes).
     server: Option<ProcSample>,
-    /// The server's threads; `None` when the server itself could not be read.
+    /// The threads of every server process; `None` when the server itself could not be read.
     threads: Option<Vec<ThreadSample>>,
 }
 
 impl Readings {
     /// Reads everything now (this tool first, the server's threads last).
-    fn take(pid: Option<u32>) -> Self {
+    fn take(pids: &[u32]) -> Self {
         let client = procfs::sample(None).ok();
         let machine = procfs::machine().ok();
-        let server = pid.and_then(|pid| procfs::sample(Some(pid)).ok());
+        let server = procfs::sample_sum(pids).ok();
         // A process that is gone (or a zombie, which has no memory figures) has no threads to
         // read.
-        let threads = pid
-            .filter(|_| server.is_some())
-            .and_then(|pid| procfs::threads(pid).ok());
+        let threads = server.and_then(|_| {
+            pids.iter()
+                .map(|&pid| procfs::threads(pid))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .map(|threads| threads.concat())
+        });
         Self {
             client,
             machine,
@@ -369,11 +396,11 @@ impl Readings {
 
 impl Run {
     /// Starts the clock (the run's epoch) and the progress bar, hidden when `quiet`.
-    fn new(plan: Plan, base: Base, pid: Option<u32>, quiet: bool) -> Self {
+    fn new(plan: Plan, bases: Vec<Base>, pids: Vec<u32>, quiet: bool) -> Self {
         let epoch = Instant::now();
         let planned = Schedule::new(epoch, epoch, plan.rate, plan.duration).planned;
         let shared = Arc::new(Shared {
-            base,
+            bases,
             kind: plan.kind,
             channel: plan.channel.clone(),
             run: rand::random(),
@@ -395,14 +422,15 @@ impl Run {
         Self {
             plan,
             shared,
-            pid,
+            pids,
             progress,
         }
     }
 
-    /// The server's CPU and memory now; `None` without a pid or when it cannot be read.
+    /// The server's CPU and memory now, summed over its processes; `None` without a pid or
+    /// when one cannot be read.
     fn server_sample(&self) -> Option<ProcSample> {
-        self.pid.and_then(|pid| procfs::sample(Some(pid)).ok())
+        procfs::sample_sum(&self.pids).ok()
     }
 
     /// **Connect.** Spawns the viewers, each due at its share of the ramp, and the senders, due
@@ -451,7 +479,7 @@ impl Run {
         let start = Instant::now() + Duration::from_millis(200);
         let schedule = Schedule::new(self.shared.epoch, start, plan.rate, plan.duration);
         let viewers_at_start = self.shared.counts.viewers_connected.load(Ordering::Relaxed);
-        let readings = Readings::take(self.pid);
+        let readings = Readings::take(&self.pids);
         let _ = schedule_tx.send(Some(schedule));
         let end = start + plan.duration;
         let mut stopped_early = false;
@@ -498,7 +526,7 @@ impl Run {
     /// stopped so the tool's own teardown is not counted, and the progress bar cleared.
     fn finish(&self) -> Ended {
         let at = Instant::now();
-        let readings = Readings::take(self.pid);
+        let readings = Readings::take(&self.pids);
         self.progress.finish_and_clear();
         Ended { at, readings }
     }
@@ -551,9 +579,9 @@ impl Run {
         let traffic = shared.traffic.snapshot();
         let viewers_connected = counts.viewers_connected.load(Ordering::Relaxed);
         let senders_connected = counts.senders_connected.load(Ordering::Relaxed);
-        let server = self.pid.map(|pid| {
+        let server = (!self.pids.is_empty()).then(|| {
             server_usage(
-                pid,
+                &self.pids,
                 [
                     baseline.before,
                     baseline.connected,
@@ -638,10 +666,10 @@ fn cpu_verdict(window: Duration, start: &Readings, end: &Readings) -> CpuVerdict
     )
 }
 
-/// The server's CPU and memory from readings taken before connecting, once connected, at the
-/// start of sending and at the end.
+/// The server's CPU and memory (summed over `pids`, which is not empty) from readings taken
+/// before connecting, once connected, at the start of sending and at the end.
 fn server_usage(
-    pid: u32,
+    pids: &[u32],
     [before, connected, start, end]: [Option<ProcSample>; 4],
     delivered: u64,
     connections: u64,
@@ -657,7 +685,8 @@ fn server_usage(
         _ => None,
     };
     ServerUsage {
-        pid,
+        pid: pids[0],
+        pids: pids.to_vec(),
         cpu_secs: cpu.map(|c| c.as_secs_f64()),
         cpu_micros_per_delivery: cpu
             .filter(|_| delivered > 0)

@@ -57,17 +57,20 @@ pub struct BenchReport {
     pub errors: BTreeMap<String, u64>,
     /// Whether the run stopped early because every connection was gone.
     pub stopped_early: bool,
-    /// The server's CPU and memory, when its pid was known.
+    /// The server's CPU and memory, when its pid was known (with several pids, their sums).
     pub server: Option<ServerUsage>,
     /// Who used the CPU.
     pub cpu: CpuVerdict,
 }
 
-/// The server's use of the machine during a bench.
+/// The server's use of the machine during a bench. With several processes (instances of one
+/// service), every figure is the sum over them.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerUsage {
-    /// Its process id.
+    /// Its process id (the first of [`ServerUsage::pids`]).
     pub pid: u32,
+    /// Every process measured, in the order given.
+    pub pids: Vec<u32>,
     /// CPU seconds over the measured window (sending and drain); unknown when it exited.
     pub cpu_secs: Option<f64>,
     /// CPU microseconds per first delivery.
@@ -78,11 +81,12 @@ pub struct ServerUsage {
     pub rss_before_kib: Option<u64>,
     /// Resident memory once every connection was open, KiB.
     pub rss_connected_kib: Option<u64>,
-    /// The most resident memory the process ever had, KiB (`VmHWM`).
+    /// The most resident memory the process ever had, KiB (`VmHWM`; with several processes, the
+    /// sum of each one's peak).
     pub peak_rss_kib: Option<u64>,
     /// Memory added per open connection, KiB: (connected − before) / connections.
     pub rss_per_connection_kib: Option<f64>,
-    /// Whether the process was gone by the end of the run.
+    /// Whether the process (any one of them) was gone by the end of the run.
     pub exited: bool,
 }
 
@@ -178,7 +182,11 @@ impl BenchReport {
 
 impl ServerUsage {
     fn render(&self) -> String {
-        let mut parts = vec![format!("pid {}", self.pid)];
+        let pids: Vec<String> = self.pids.iter().map(u32::to_string).collect();
+        let mut parts = vec![match pids.as_slice() {
+            [_, _, ..] => format!("pids {} (summed)", pids.join(", ")),
+            _ => format!("pid {}", self.pid),
+        }];
         if let Some(cpu) = self.cpu_secs {
             parts.push(format!("CPU {cpu:.2} s in the window"));
         }

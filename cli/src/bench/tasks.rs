@@ -22,8 +22,9 @@ const VIDEO_TIME_SECS: f64 = 1.0;
 
 /// What every task of a run shares.
 pub struct Shared {
-    /// The service.
-    pub base: Base,
+    /// The service's instances: viewer and sender `n` connect to `bases[n % len]`, so both
+    /// spread round-robin. Never empty.
+    pub bases: Vec<Base>,
     /// Live room or video.
     pub kind: Kind,
     /// The channel under load.
@@ -51,6 +52,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The instance connection `number` (a viewer's or a sender's) uses: round-robin over
+    /// [`Shared::bases`].
+    pub fn base_for(&self, number: usize) -> &Base {
+        &self.bases[number % self.bases.len()]
+    }
+
     /// Counts one failure of kind `what`.
     pub fn error(&self, what: impl Into<String>) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +140,7 @@ pub async fn viewer(
     };
     tokio::time::sleep_until(connect_at.into()).await;
     let name = format!("viewer-{number}");
-    let Some(mut socket) = join(&shared, &name).await else {
+    let Some(mut socket) = join(&shared, shared.base_for(number), &name).await else {
         return outcome;
     };
     shared
@@ -194,8 +201,9 @@ pub async fn viewer(
     outcome
 }
 
-/// Connects `name` to the channel and waits for its greeting; counts the attempt either way.
-async fn join(shared: &Shared, name: &str) -> Option<WsStream> {
+/// Connects `name` to the channel at `base` and waits for its greeting; counts the attempt
+/// either way.
+async fn join(shared: &Shared, base: &Base, name: &str) -> Option<WsStream> {
     let query = match shared.kind {
         Kind::Live => format!("name={name}"),
         _ => String::new(),
@@ -205,8 +213,7 @@ async fn join(shared: &Shared, name: &str) -> Option<WsStream> {
         _ => format!("/ws/live/{}?{query}", shared.channel),
     };
     let attempt = async {
-        let mut socket =
-            ws::connect(&shared.base, &path, &shared.traffic, ws::lean_config()).await?;
+        let mut socket = ws::connect(base, &path, &shared.traffic, ws::lean_config()).await?;
         ws::first_frame(&mut socket, shared.connect_timeout).await?;
         Ok::<_, crate::CliError>(socket)
     };
@@ -255,7 +262,7 @@ pub async fn sender(
 ) {
     tokio::time::sleep_until(connect_at.into()).await;
     let name = format!("sender-{number}");
-    let Some(socket) = join(&shared, &name).await else {
+    let Some(socket) = join(&shared, shared.base_for(number), &name).await else {
         return;
     };
     shared
