@@ -11,6 +11,7 @@
 //!   ([`rooms::LiveRooms`]).
 //! - [`hub`]: the shared rooms hub plus what only live rooms have: hosts, check-in codes and the
 //!   limits on guessing them ([`hub::LiveHub`]).
+//! - [`peers`]: what the instances tell each other of check-ins ([`peers::LiveEvent`]).
 //! - [`recent`]: each room's newest comments in memory, kept current by the fan-out
 //!   ([`recent::LiveSink`]).
 //! - [`codes`]: check-in codes (TOTP-style, from each check-in's stored secret, the same on every
@@ -23,6 +24,7 @@
 pub mod codes;
 pub mod config;
 pub mod hub;
+pub mod peers;
 pub mod recent;
 pub mod rooms;
 pub mod routes;
@@ -76,7 +78,10 @@ pub fn build_with_listener(
         recent: recent.clone(),
         hub: hub.clone(),
     });
-    fanout.connect_peers(Arc::new(hub.clone()));
+    fanout.connect_peers(Arc::new(peers::LivePeers {
+        rooms: rooms.clone(),
+        hub: hub.clone(),
+    }));
     {
         let (rooms, hub) = (rooms.clone(), hub.clone());
         actix_rt::spawn(async move {
@@ -98,6 +103,7 @@ pub fn build_with_listener(
             rooms,
             hub: hub.clone(),
             budget: ws.budget.clone(),
+            fanout: fanout.clone(),
         },
         ws,
     });

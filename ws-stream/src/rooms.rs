@@ -19,6 +19,7 @@ use danmaku_store::{
     StoreError,
 };
 use rand::Rng;
+use service_kit::fanout::Fanout;
 use service_kit::rate::{ClientBudget, retry_after_secs};
 use shared_model::comment::{TimeRule, validate_author};
 use shared_model::time::rfc3339;
@@ -26,6 +27,7 @@ use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode};
 
 use crate::codes::{new_host_token, token_digest, token_matches};
 use crate::hub::{Attended, Guess, GuessOutcome, LiveHub, StartCheckin};
+use crate::peers::LiveEvent;
 use crate::recent::RecentComments;
 
 /// Seconds between two codes, as the host may choose.
@@ -128,6 +130,8 @@ pub struct LiveRooms {
     /// Each client's budget (the service's one, shared with the session and every route):
     /// every check-in guess spends one `writes` token.
     pub budget: ClientBudget,
+    /// Where the other instances hear of check-ins opened and attended here.
+    pub fanout: Fanout,
 }
 
 impl LiveRooms {
@@ -221,6 +225,7 @@ impl LiveRooms {
                 self.hub.do_send(StartCheckin {
                     record: record.clone(),
                 });
+                LiveEvent::CheckinOpened { checkin: record.id }.tell(&self.fanout);
                 Ok(record)
             }
             CheckinOpening::AlreadyOpen(running) => Err(ApiError::new(
@@ -333,6 +338,13 @@ impl LiveRooms {
             return Err(closed(id).into());
         }
         if recorded.is_new() {
+            LiveEvent::Attended {
+                room: room.clone(),
+                checkin: id,
+                name: name.clone(),
+                at,
+            }
+            .tell(&self.fanout);
             self.hub.do_send(Attended {
                 room,
                 checkin: id,

@@ -370,3 +370,87 @@ async fn without_a_bus_an_instance_reports_plain_health() {
     .expect("an answer");
     assert_eq!(health, json!({"status": "ok"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkin_hosted_on_one_instance_shows_live_on_the_others_and_attendance_on_the_host() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    let instances: Vec<Binary> = (0..3).map(|_| instance(&store, &bus)).collect();
+    wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
+    let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
+    let created: Value = http()
+        .post(format!("{}/api/rooms", a.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (room, token) = (
+        created["room"].as_str().unwrap().to_owned(),
+        created["host_token"].as_str().unwrap().to_owned(),
+    );
+    // The host's screen on A; students already in the room on B and C before it opens, so
+    // their instances hold the room and hear of the check-in only through the bus.
+    let mut host = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}/ws/live/{room}?name=teacher", a.ws_base)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut host = WsClient::from_stream(stream);
+        assert_eq!(host.recv_type("welcome").await["host"], true);
+        host
+    };
+    let (mut on_b, _) = join(&b.ws_base, &room, "bo", None).await;
+    let (mut on_c, _) = join(&c.ws_base, &room, "cy", None).await;
+
+    let opened = http()
+        .post(format!("{}/api/rooms/{room}/checkins", a.base))
+        .bearer_auth(&token)
+        .json(&json!({"interval_secs": 60, "duration_secs": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 201);
+    let checkin = opened.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let code = host.recv_type("checkin_code").await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for student in [&mut on_b, &mut on_c] {
+        let open = student.recv_type("checkin_open").await;
+        assert_eq!(open["checkin"], checkin, "{open}");
+    }
+
+    // A wrong code on B is refused; the host's code checks in on B (WebSocket) and on C (HTTP).
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    on_b.send_json(&json!({"type": "checkin", "checkin": checkin, "code": wrong}))
+        .await;
+    assert_eq!(on_b.recv_type("error").await["code"], "wrong_code");
+    on_b.send_json(&json!({"type": "checkin", "checkin": checkin, "code": code}))
+        .await;
+    assert_eq!(on_b.recv_type("checked_in").await["name"], "bo");
+    let attended = http()
+        .post(format!("{}/api/checkins/{checkin}/attend", c.base))
+        .json(&json!({"name": "cy", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attended.status(), 200, "{:?}", attended.text().await);
+
+    // Both appear live on the host's screen on A.
+    let mut names = HashSet::new();
+    while names.len() < 2 {
+        let frame = host.recv_type("attendee").await;
+        assert_eq!(frame["checkin"], checkin);
+        names.insert(frame["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(names, HashSet::from(["bo".to_owned(), "cy".to_owned()]));
+}
