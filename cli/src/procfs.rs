@@ -361,18 +361,35 @@ mod tests {
 
     #[test]
     fn a_group_of_processes_reads_as_the_sum_or_not_at_all() {
-        let me = std::process::id();
-        let once = sample(Some(me)).unwrap();
-        let twice = sample_sum(&[me, me]).unwrap();
-        // The high-water mark and CPU time only grow, so two later readings add up to at least
-        // twice the earlier one.
-        assert!(
-            twice.peak_rss_kib >= 2 * once.peak_rss_kib,
+        // An idle child: its memory and CPU time stay put between readings (this test process's
+        // own do not: other tests run beside it).
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = idle.id();
+        // Let it finish starting (exec, page-ins), so its figures are settled.
+        let mut once = sample(Some(pid)).unwrap();
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(20));
+            let again = sample(Some(pid)).unwrap();
+            if again == once {
+                break;
+            }
+            once = again;
+        }
+        let twice = sample_sum(&[pid, pid]).unwrap();
+        let _ = idle.kill();
+        let _ = idle.wait();
+        assert_eq!(
+            twice.peak_rss_kib,
+            2 * once.peak_rss_kib,
             "{once:?} {twice:?}"
         );
-        assert!(twice.cpu >= once.cpu * 2, "{once:?} {twice:?}");
-        assert!(twice.rss_kib > once.rss_kib, "{once:?} {twice:?}");
+        assert_eq!(twice.rss_kib, 2 * once.rss_kib, "{once:?} {twice:?}");
+        assert_eq!(twice.cpu, 2 * once.cpu, "{once:?} {twice:?}");
         assert!(sample_sum(&[]).is_err());
+        let me = std::process::id();
         assert!(
             sample_sum(&[me, u32::MAX]).is_err(),
             "one gone: the group reads as gone"
