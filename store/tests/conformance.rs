@@ -360,7 +360,7 @@ async fn imports_are_idempotent_by_origin_and_keep_their_send_time(db: Db) {
         ImportOutcome {
             added: 3,
             duplicates: 0,
-            ids: Some((1, 3)),
+            ids: Some((2, 4)),
         }
     );
     let again = store
@@ -372,7 +372,7 @@ async fn imports_are_idempotent_by_origin_and_keep_their_send_time(db: Db) {
         ImportOutcome {
             added: 1,
             duplicates: 4,
-            ids: Some((4, 4)),
+            ids: Some((5, 5)),
         },
         "known origins, and one repeated within the archive, are skipped"
     );
