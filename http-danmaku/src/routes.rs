@@ -41,7 +41,7 @@ async fn post_danmaku(
     let room = ChannelId::parse(&room)?;
     let new = body.into_inner().validate(TimeRule::Absent)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    state.budget.writes.check_request(&req)?;
+    state.budget.writes.take_request(&req, 1).await?;
     let item = state.store.append(&room, new).await?;
     log::debug!("room {room}: stored comment {}", item.id);
     Ok(HttpResponse::Created().json(item))

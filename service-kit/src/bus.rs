@@ -69,6 +69,13 @@ impl std::str::FromStr for BusUrl {
     }
 }
 
+impl BusUrl {
+    /// The URL itself (with its password: for connecting, never for showing).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for BusUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&danmaku_store::redact_url(&self.0))

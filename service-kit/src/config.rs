@@ -247,6 +247,15 @@ impl ServerArgs {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// The limits shared by every instance on the bus, if there is one (keys under the bus
+    /// channel, or `danmaku` by default: every service of a deployment shares a client's write
+    /// budget).
+    pub fn shared_limits(&self) -> Option<crate::shared_limits::SharedLimits> {
+        let url = self.bus.as_ref()?;
+        let prefix = self.bus_channel.as_deref().unwrap_or("danmaku");
+        Some(crate::shared_limits::SharedLimits::new(url, prefix))
+    }
+
     /// The deadline of every database call.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms.get().into())

@@ -14,6 +14,7 @@
 //! - [`proxies`]: who the client is behind a trusted reverse proxy (`--trusted-proxies`).
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
+//! - [`shared_limits`]: limits kept in Redis, so that instances on one bus enforce them as one.
 //! - [`shutdown`]: waiting for SIGTERM or Ctrl-C.
 //! - `testing` (feature `testing`, for dev-dependencies only): the real service on an ephemeral
 //!   port and clients with timeouts, for integration tests.
@@ -30,6 +31,7 @@ pub mod hosts;
 pub mod proxies;
 pub mod rate;
 pub mod server;
+pub mod shared_limits;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -32,6 +32,7 @@ use shared_model::{ApiError, ErrorCode};
 
 use crate::error::HttpError;
 use crate::proxies::TrustedProxies;
+use crate::shared_limits::SharedLimits;
 
 /// How many checks between sweeps of clients whose buckets are full again (which hold no
 /// information and would otherwise grow the map forever).
@@ -72,8 +73,11 @@ pub struct ClientRateLimiter {
     debts: Arc<Mutex<HashMap<IpAddr, Debt>>>,
     checks: Arc<AtomicU64>,
     per_sec: NonZeroU32,
+    burst: NonZeroU32,
     /// What the tokens pay for, in refusals ("comments and check-in guesses").
     what: &'static str,
+    /// With a bus: where the cluster keeps this budget ([`Self::take_for`]), and its name there.
+    shared: Option<(SharedLimits, &'static str)>,
 }
 
 impl std::fmt::Debug for ClientRateLimiter {
@@ -95,8 +99,47 @@ impl ClientRateLimiter {
             debts: Arc::default(),
             checks: Arc::new(AtomicU64::new(0)),
             per_sec,
+            burst,
             what,
+            shared: None,
         }
+    }
+
+    /// This budget, kept for the whole cluster in `shared` under `name` by [`Self::take_for`].
+    pub fn shared(mut self, shared: Option<SharedLimits>, name: &'static str) -> Self {
+        self.shared = shared.map(|limits| (limits, name));
+        self
+    }
+
+    /// Like [`Self::spend_for`], but for the whole cluster when the budget is shared (one
+    /// Redis round trip; the local bucket decides while Redis does not answer).
+    pub async fn take_for(
+        &self,
+        client: Option<IpAddr>,
+        cost: u32,
+        what: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let Some(client) = client else { return Ok(()) };
+        if let Some((limits, name)) = &self.shared {
+            let verdict = limits
+                .spend(
+                    name,
+                    client_key(client),
+                    self.per_sec.get(),
+                    self.burst.get(),
+                    cost,
+                )
+                .await;
+            if let Some(verdict) = verdict {
+                return verdict.map_err(|wait| self.refusal(wait, what));
+            }
+        }
+        self.spend_for(Some(client), cost, what)
+    }
+
+    /// [`Self::take_for`] for the client of `req`.
+    pub async fn take_request(&self, req: &HttpRequest, cost: u32) -> Result<(), HttpError> {
+        self.take_for(peer_ip(req), cost, None).await
     }
 
     /// Takes one token for `client`, or says how long until one is free.
@@ -141,23 +184,27 @@ impl ClientRateLimiter {
         what: Option<&str>,
     ) -> Result<(), HttpError> {
         let Some(client) = client else { return Ok(()) };
-        self.spend(client, cost).map_err(|wait| {
-            let secs = retry_after_secs(wait);
-            let message = match what {
-                Some(what) => format!(
-                    "{what}: more {} than your address may have now; try again in {secs} s",
-                    self.what
-                ),
-                None => format!(
-                    "too many {} from your address; try again in {secs} s",
-                    self.what
-                ),
-            };
-            HttpError {
-                error: ApiError::new(ErrorCode::RateLimited, message),
-                retry_after_secs: Some(secs),
-            }
-        })
+        self.spend(client, cost)
+            .map_err(|wait| self.refusal(wait, what))
+    }
+
+    /// The `429 rate_limited` for a wait of `wait`, naming `what` was refused.
+    fn refusal(&self, wait: Duration, what: Option<&str>) -> HttpError {
+        let secs = retry_after_secs(wait);
+        let message = match what {
+            Some(what) => format!(
+                "{what}: more {} than your address may have now; try again in {secs} s",
+                self.what
+            ),
+            None => format!(
+                "too many {} from your address; try again in {secs} s",
+                self.what
+            ),
+        };
+        HttpError {
+            error: ApiError::new(ErrorCode::RateLimited, message),
+            retry_after_secs: Some(secs),
+        }
     }
 
     /// Admits one read of `client` (say, "a range"): pays what the client still owes from its
@@ -318,7 +365,8 @@ pub fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
     )
 }
 
-/// What each client may spend on this instance, shared by every route and connection.
+/// What each client may spend, shared by every route and connection: `writes` across the
+/// cluster when there is a bus ([`ClientRateLimiter::take_for`]), `reads` on this instance.
 #[derive(Clone, Debug)]
 pub struct ClientBudget {
     /// Comments on every transport, and check-in guesses: one token each
@@ -330,14 +378,15 @@ pub struct ClientBudget {
 }
 
 impl ClientBudget {
-    /// The budgets the settings give every client.
+    /// The budgets the settings give every client. With a bus, `writes` is the cluster's.
     pub fn from_args(args: &crate::config::ServerArgs) -> Self {
         Self {
             writes: ClientRateLimiter::new(
                 "comments and check-in guesses",
                 args.rate_per_sec,
                 args.rate_burst,
-            ),
+            )
+            .shared(args.shared_limits(), "writes"),
             reads: ClientRateLimiter::new(
                 "rows read",
                 args.read_rows_per_sec,

@@ -369,6 +369,9 @@ pub struct Guess {
     pub client: IpAddr,
     /// What was typed.
     pub code: String,
+    /// Whether the limits on wrong codes were applied already (the cluster's, in Redis): the hub
+    /// then only compares the code, and a `Wrong` answer's `tries_left` is the caller's to fill.
+    pub limits_applied: bool,
 }
 
 /// The hub's judgement of a [`Guess`].
@@ -416,6 +419,13 @@ impl Handler<Guess> for LiveHub {
         else {
             return MessageResult(GuessOutcome::NotOpen);
         };
+        if msg.limits_applied {
+            return MessageResult(if checkin.codes.accepts(&msg.code, now) {
+                GuessOutcome::Right { room }
+            } else {
+                GuessOutcome::Wrong { tries_left: 0 }
+            });
+        }
         MessageResult(judge(
             checkin,
             limits,

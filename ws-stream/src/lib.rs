@@ -104,6 +104,8 @@ pub fn build_with_listener(
             hub: hub.clone(),
             budget: ws.budget.clone(),
             fanout: fanout.clone(),
+            guess_limits: config.service.checkin.limits(),
+            shared_limits: config.server.shared_limits(),
         },
         ws,
     });

@@ -20,12 +20,15 @@ use danmaku_store::{
 };
 use rand::Rng;
 use service_kit::fanout::Fanout;
+use service_kit::rate::client_key;
 use service_kit::rate::{ClientBudget, retry_after_secs};
+use service_kit::shared_limits::{SharedLimits, WrongCodeVerdict};
 use shared_model::comment::{TimeRule, validate_author};
 use shared_model::time::rfc3339;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode};
 
 use crate::codes::{new_host_token, token_digest, token_matches};
+use crate::config::GuessLimits;
 use crate::hub::{Attended, Guess, GuessOutcome, LiveHub, StartCheckin};
 use crate::peers::LiveEvent;
 use crate::recent::RecentComments;
@@ -35,6 +38,9 @@ pub const INTERVAL_SECS: RangeInclusive<u32> = 2..=60;
 
 /// How long a check-in stays open, in seconds, as the host may choose.
 pub const DURATION_SECS: RangeInclusive<u32> = 10..=3600;
+
+/// How long the cluster keeps a check-in's counts of wrong codes: past the longest check-in.
+const WRONG_CODES_KEPT: Duration = Duration::from_secs(2 * 3600);
 
 /// Comments in a newcomer's chat box.
 pub const HISTORY_ITEMS: usize = 50;
@@ -132,6 +138,10 @@ pub struct LiveRooms {
     pub budget: ClientBudget,
     /// Where the other instances hear of check-ins opened and attended here.
     pub fanout: Fanout,
+    /// The limits on wrong check-in codes.
+    pub guess_limits: GuessLimits,
+    /// With a bus: where the cluster keeps those limits.
+    pub shared_limits: Option<SharedLimits>,
 }
 
 impl LiveRooms {
@@ -255,6 +265,46 @@ impl LiveRooms {
         Ok((checkin, attendance))
     }
 
+    /// Judges `guess` within the limits on wrong codes: the cluster's, kept in Redis, when there
+    /// is a bus that answers (a wrong code is reserved before the hub compares the code, and
+    /// given back when it was right, so guesses racing on several instances cannot slip past a
+    /// limit); otherwise this instance's, kept by the hub.
+    async fn judged(&self, mut guess: Guess) -> Result<GuessOutcome, ApiError> {
+        let Some(shared) = &self.shared_limits else {
+            return self.ask_hub(guess).await;
+        };
+        let (id, client, limits) = (guess.checkin, client_key(guess.client), self.guess_limits);
+        let verdict = shared
+            .reserve_wrong_code(
+                id,
+                client,
+                limits.per_client,
+                limits.burst,
+                limits.refill,
+                WRONG_CODES_KEPT,
+            )
+            .await;
+        let tries_left = match verdict {
+            None => return self.ask_hub(guess).await,
+            Some(WrongCodeVerdict::TooManyFromClient { limit }) => {
+                return Ok(GuessOutcome::TooManyFromClient { limit });
+            }
+            Some(WrongCodeVerdict::Throttled { retry_after }) => {
+                return Ok(GuessOutcome::Throttled { retry_after });
+            }
+            Some(WrongCodeVerdict::Compare { tries_left }) => tries_left,
+        };
+        guess.limits_applied = true;
+        match self.ask_hub(guess).await? {
+            GuessOutcome::Wrong { .. } => Ok(GuessOutcome::Wrong { tries_left }),
+            other => {
+                // Right, or not compared at all: no wrong code was given.
+                shared.right_code(id, client, limits.refill).await;
+                Ok(other)
+            }
+        }
+    }
+
     /// `client` types `code` for check-in `id` under `name`. Every guess spends one token of
     /// the client's `writes` budget. Checking in twice is harmless (the first time is kept).
     /// Each wrong code is `wrong_code` and counts against the client (by address, whatever the
@@ -273,7 +323,8 @@ impl LiveRooms {
         from_room: Option<&ChannelId>,
         client: IpAddr,
     ) -> Result<String, AttendError> {
-        if let Err(wait) = self.budget.writes.check(client) {
+        if let Err(refused) = self.budget.writes.take_for(Some(client), 1, None).await {
+            let wait = Duration::from_secs(refused.retry_after_secs.unwrap_or(1));
             return Err(AttendError::rate_limited(
                 "too many comments and check-in guesses from your address",
                 wait,
@@ -285,8 +336,9 @@ impl LiveRooms {
             from_room: from_room.cloned(),
             client,
             code: code.to_owned(),
+            limits_applied: false,
         };
-        let mut outcome = self.ask_hub(guess()).await?;
+        let mut outcome = self.judged(guess()).await?;
         if outcome == GuessOutcome::NotOpen {
             let record = self.open_in_store(id, from_room).await?;
             log::info!(
@@ -294,7 +346,7 @@ impl LiveRooms {
                 record.room
             );
             self.ask_hub(StartCheckin { record }).await?;
-            outcome = self.ask_hub(guess()).await?;
+            outcome = self.judged(guess()).await?;
         }
         let room = match outcome {
             GuessOutcome::Right { room } => room,

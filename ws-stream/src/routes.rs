@@ -179,7 +179,7 @@ async fn create_room(
         })?
     };
     let title = request.title.as_deref().map(validate_title).transpose()?;
-    state.ws.budget.writes.check_request(&req)?;
+    state.ws.budget.writes.take_request(&req, 1).await?;
     let (created, host_token) = state.live.create_room(title).await?;
     Ok(HttpResponse::Created().json(CreatedRoom {
         room: created.room,

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{http, ids};
+use helpers::{http, http_from, ids};
 use serde_json::{Value, json};
 use service_kit::testing::{
     Binary, OwnRedis, RELAXED, TestStore, WsClient, cluster_bus, get_json, wait_for_json,
@@ -24,7 +24,12 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts an instance on `store` with the bus settings `bus`.
 fn instance(store: &TestStore, bus: &[String]) -> Binary {
-    let mut args: Vec<&str> = RELAXED.to_vec();
+    instance_with(store, bus, RELAXED)
+}
+
+/// Starts an instance on `store` with the bus settings `bus` and `args`.
+fn instance_with(store: &TestStore, bus: &[String], args: &[&str]) -> Binary {
+    let mut args: Vec<&str> = args.to_vec();
     args.extend(["--max-connections-per-client", "1000", "--workers", "1"]);
     args.extend(bus.iter().map(String::as_str));
     Binary::start(env!("CARGO_BIN_EXE_ws-stream"), store, &args)
@@ -453,4 +458,120 @@ async fn a_checkin_hosted_on_one_instance_shows_live_on_the_others_and_attendanc
         names.insert(frame["name"].as_str().unwrap().to_owned());
     }
     assert_eq!(names, HashSet::from(["bo".to_owned(), "cy".to_owned()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clients_write_budget_is_the_clusters_not_each_instances() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    // 4 writes at once, then one every 10 s: each instance alone would take 4.
+    let args = ["--rate-per-sec", "1", "--rate-burst", "4"];
+    let instances: Vec<Binary> = (0..3).map(|_| instance_with(&store, &bus, &args)).collect();
+    wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    // Making a room costs one write: 9 of them, three through each instance.
+    for n in 0..9 {
+        let response = http()
+            .post(format!("{}/api/rooms", instances[n % 3].base))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let made = statuses.iter().filter(|&&s| s == 201).count() as u64;
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(made as usize + refused, 9, "{statuses:?}");
+    // The burst, and at most one more per second it took (per instance: all 9).
+    assert!(
+        made <= 4 + started.elapsed().as_secs() + 1,
+        "{made} writes taken in {:?}: {statuses:?}",
+        started.elapsed()
+    );
+    assert!(made >= 4, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_codes_are_counted_for_the_cluster_per_client_and_per_check_in() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    let mut args: Vec<&str> = RELAXED.to_vec();
+    // 3 wrong codes per client, 6 per check-in (3 kept for clients' first guesses), and no
+    // refill to speak of: each instance alone would take 3 and 6.
+    args.extend([
+        "--checkin-wrong-per-client",
+        "3",
+        "--checkin-wrong-burst",
+        "6",
+        "--checkin-wrong-per-min",
+        "1",
+    ]);
+    let instances: Vec<Binary> = (0..3).map(|_| instance_with(&store, &bus, &args)).collect();
+    wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
+    let created: Value = http()
+        .post(format!("{}/api/rooms", instances[0].base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (room, token) = (
+        created["room"].as_str().unwrap(),
+        created["host_token"].as_str().unwrap(),
+    );
+    let opened: Value = http()
+        .post(format!("{}/api/rooms/{room}/checkins", instances[0].base))
+        .bearer_auth(token)
+        .json(&json!({"interval_secs": 60, "duration_secs": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checkin = opened["id"].as_i64().unwrap();
+    let guess = |from: &'static str, on: usize, code: &'static str| {
+        let url = format!("{}/api/checkins/{checkin}/attend", instances[on].base);
+        async move {
+            let response = http_from(from)
+                .post(url)
+                .json(&json!({"name": from, "code": code}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    // One client, three wrong codes through three instances: the third was its last anywhere.
+    // A six-digit code of letters is never right, and is still compared (422 wrong_code).
+    let mut answers = Vec::new();
+    for on in 0..4 {
+        answers.push(guess("127.0.0.7", on % 3, "000000").await);
+    }
+    let codes: Vec<&str> = answers.iter().map(|(_, code)| code.as_str()).collect();
+    assert!(
+        codes[..3]
+            .iter()
+            .all(|c| *c == "wrong_code" || *c == "checked_in"),
+        "{answers:?}"
+    );
+    assert_eq!(codes[3], "too_many_attempts", "{answers:?}");
+    // The check-in's budget (6, spent 3 so far) takes three more first guesses of other
+    // clients, then refuses new clients on every instance.
+    for (n, from) in ["127.0.0.8", "127.0.0.9", "127.0.0.10"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(guess(from, (n + 1) % 3, "000000").await.1, "wrong_code");
+    }
+    let (status, code) = guess("127.0.0.11", 1, "000000").await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
 }

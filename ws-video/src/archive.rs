@@ -249,7 +249,7 @@ async fn dplayer_post(
     let (video, draft) = post.into_draft()?;
     let new = Timeline::pin(draft)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    state.ws.budget.writes.check_request(&req)?;
+    state.ws.budget.writes.take_request(&req, 1).await?;
     let item = state.timeline.append(&video, new).await?;
     log::debug!("video {video}: stored DPlayer comment {}", item.id);
     Ok(HttpResponse::Ok().json(dplayer::Reply::new(item)))
@@ -316,7 +316,8 @@ async fn import_xml(
         .ws
         .budget
         .writes
-        .spend_for(client, 1, Some("an import costs one comment token"))?;
+        .take_for(client, 1, Some("an import costs one comment token"))
+        .await?;
     imports
         .rows
         .spend_for(client, 1, Some("an import of at least one comment"))?;

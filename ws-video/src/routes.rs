@@ -83,7 +83,7 @@ async fn post(
     let video = ChannelId::parse(&video)?;
     let new = Timeline::pin(body.into_inner())?;
     // Checked after validation, so a typo does not cost the client one of its comments.
-    state.ws.budget.writes.check_request(&req)?;
+    state.ws.budget.writes.take_request(&req, 1).await?;
     let item = state.timeline.append(&video, new).await?;
     Ok(HttpResponse::Created().json(item))
 }

@@ -42,12 +42,22 @@ impl Client {
         self.ip.map(client_key)
     }
 
-    /// Takes `cost` tokens of the client's `writes` budget (comments, check-in guesses,
-    /// malformed frames), or refuses with a `rate_limited` error saying when to try again.
+    /// Takes `cost` tokens of the client's `writes` budget on this instance (malformed frames),
+    /// or refuses with a `rate_limited` error saying when to try again.
     pub fn spend_writes(&self, cost: u32) -> Result<(), ApiError> {
         self.budget
             .writes
             .spend_for(self.ip, cost, None)
+            .map_err(|refused| refused.error)
+    }
+
+    /// Takes `cost` tokens of the client's `writes` budget for the cluster (comments; see
+    /// [`crate::rate::ClientRateLimiter::take_for`]), or refuses like [`Self::spend_writes`].
+    pub async fn take_writes(&self, cost: u32) -> Result<(), ApiError> {
+        self.budget
+            .writes
+            .take_for(self.ip, cost, None)
+            .await
             .map_err(|refused| refused.error)
     }
 

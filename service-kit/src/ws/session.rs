@@ -142,15 +142,6 @@ impl<L: SessionLogic> WsSession<L> {
         }
     }
 
-    fn send_error(
-        ctx: &mut ws::WebsocketContext<Self>,
-        error: ApiError,
-        message: Option<&ClientMessage>,
-    ) {
-        let reference = message.and_then(|m| m.reference().cloned());
-        ctx.text(ServerMessage::error(error, reference).to_json());
-    }
-
     /// A malformed frame: it costs a token of the client's `writes` budget (unless `paid`, as a
     /// `send` is before it is handled), gets its error frame, and after `--max-bad-frames` in a
     /// row closes the connection with [`close::POLICY_VIOLATION`].
@@ -194,11 +185,17 @@ impl<L: SessionLogic> WsSession<L> {
             return Self::send_frames(ctx, vec![ServerMessage::Pong]);
         }
         let paid = matches!(message, ClientMessage::Send { .. });
-        if paid && let Err(error) = self.client.spend_writes(1) {
-            return Self::send_error(ctx, error, Some(&message));
-        }
         let reference = message.reference().cloned();
-        let answer = self.logic.handle(message);
+        let handled = self.logic.handle(message);
+        let client = self.client.clone();
+        // A comment is paid from the client's `writes` budget (the cluster's, with a bus)
+        // before it is handled.
+        let answer = async move {
+            if paid {
+                client.take_writes(1).await?;
+            }
+            handled.await
+        };
         // `wait` holds back this connection's next frames until the answer is sent, so one
         // connection's frames are handled in order.
         ctx.wait(
