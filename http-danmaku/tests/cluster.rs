@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use service_kit::testing::{Binary, RELAXED, TestStore, cluster_bus, http_client, wait_for_json};
+use service_kit::testing::{Binary, RELAXED, TestStore, cluster_bus, http_client, wait_for_bus};
 
 fn instance(store: &TestStore, bus: &[String]) -> Binary {
     let mut args: Vec<&str> = RELAXED.to_vec();
@@ -20,14 +20,7 @@ async fn a_long_poll_on_one_instance_wakes_for_a_comment_posted_on_another() {
     let Some(bus) = cluster_bus() else { return };
     let store = TestStore::new("http");
     let (a, b) = (instance(&store, &bus), instance(&store, &bus));
-    for instance in [&a, &b] {
-        wait_for_json(
-            &format!("{}/healthz", instance.base),
-            "the bus connected",
-            |health| health["bus"]["connected"] == true,
-        )
-        .await;
-    }
+    wait_for_bus(&[&a.base, &b.base]).await;
     let poll = {
         let url = format!("{}/api/rooms/lobby/danmaku?after=0&wait=30", b.base);
         tokio::spawn(async move {

@@ -838,3 +838,14 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// Waits (up to 10 s) until every service at `bases` (`http://127.0.0.1:PORT`) reports its bus
+/// connected on `/healthz`.
+pub async fn wait_for_bus(bases: &[&str]) {
+    for base in bases {
+        wait_for_json(&format!("{base}/healthz"), "the bus connected", |health| {
+            health["bus"]["connected"] == true
+        })
+        .await;
+    }
+}

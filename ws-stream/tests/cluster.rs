@@ -15,7 +15,8 @@ use std::time::Duration;
 use helpers::{http, http_from, ids};
 use serde_json::{Value, json};
 use service_kit::testing::{
-    Binary, OwnRedis, RELAXED, TestStore, WsClient, cluster_bus, get_json, wait_for_json,
+    Binary, OwnRedis, RELAXED, TestStore, WsClient, cluster_bus, get_json, wait_for_bus,
+    wait_for_json,
 };
 use tokio::time::{Instant, timeout};
 
@@ -37,14 +38,8 @@ fn instance_with(store: &TestStore, bus: &[String], args: &[&str]) -> Binary {
 
 /// Waits until every instance's `/healthz` says its bus is connected.
 async fn wait_until_connected(instances: &[&Binary]) {
-    for instance in instances {
-        wait_for_json(
-            &format!("{}/healthz", instance.base),
-            "the bus connected",
-            |health| health["status"] == "ok" && health["bus"]["connected"] == true,
-        )
-        .await;
-    }
+    let bases: Vec<&str> = instances.iter().map(|i| i.base.as_str()).collect();
+    wait_for_bus(&bases).await;
 }
 
 /// A room made through `instance`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use service_kit::testing::{
-    Binary, RELAXED, TestStore, WsClient, cluster_bus, http_client, wait_for_json,
+    Binary, RELAXED, TestStore, WsClient, cluster_bus, http_client, wait_for_bus,
 };
 
 fn instance(store: &TestStore, bus: &[String]) -> Binary {
@@ -23,14 +23,7 @@ async fn video_viewers_on_one_instance_get_what_is_sent_through_another_once() {
     let Some(bus) = cluster_bus() else { return };
     let store = TestStore::new("video");
     let (a, b) = (instance(&store, &bus), instance(&store, &bus));
-    for instance in [&a, &b] {
-        wait_for_json(
-            &format!("{}/healthz", instance.base),
-            "the bus connected",
-            |health| health["bus"]["connected"] == true,
-        )
-        .await;
-    }
+    wait_for_bus(&[&a.base, &b.base]).await;
     let mut viewer = WsClient::connect(&format!("{}/ws/videos/v", b.ws_base)).await;
     viewer.recv_type("hello").await;
     let mut sender = WsClient::connect(&format!("{}/ws/videos/v", a.ws_base)).await;
