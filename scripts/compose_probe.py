@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The client side of scripts/compose-check.sh: talks to the three services as a user would, over
-HTTP and WebSocket, with nothing but Python's standard library (so it runs on a fresh machine).
+"""The client side of scripts/compose-check.sh and scripts/compose-cluster-check.sh: talks to the
+three services as a user would, over HTTP and WebSocket, with nothing but Python's standard library
+(so it runs on a fresh machine).
 
     compose_probe.py wait                 until every service answers GET /healthz (60 s at most)
     compose_probe.py exercise TAG STATE   post and read back comments on all three services, run a
@@ -8,6 +9,19 @@ HTTP and WebSocket, with nothing but Python's standard library (so it runs on a 
     compose_probe.py persisted STATE      check that everything `exercise` stored is still there
     compose_probe.py hold SERVICE OUT     open a WebSocket to ws-video or ws-stream, wait for the
                                           server to close it, write the close code to OUT
+
+Through the cluster's proxy (docker-compose.cluster.yml), where each port leads to two instances:
+
+    compose_probe.py cluster-wait         until every service answers GET /healthz with
+                                          {"status":"ok","bus":{"connected":true,...}} (120 s)
+    compose_probe.py cluster TAG STATE    use every service through the proxy with two clients at
+                                          once, which least_conn puts on different instances: a long
+                                          poll woken by a post, a video comment from one viewer to
+                                          another, a live room with a host and two viewers and a
+                                          check-in; write what to look for later (and in the
+                                          instances' logs) to STATE
+    compose_probe.py cluster-persisted STATE
+                                          check that everything `cluster` stored is still there
 
 Every network wait has a deadline; any failed check exits non-zero with a message.
 """
@@ -18,6 +32,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +173,145 @@ def wait():
             time.sleep(0.25)
 
 
+def cluster_wait():
+    """Each service's /healthz through the proxy, four times in a row on new connections (so both
+    instances answer, whatever the balancing), must be ok with the bus connected."""
+    deadline = time.monotonic() + 120
+    for service, port in PORTS.items():
+        good = 0
+        last = None
+        while good < 4:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=2) as r:
+                    last = json.loads(r.read())
+            except (OSError, ValueError) as e:
+                last = repr(e)
+            if isinstance(last, dict) and last.get("status") == "ok" and \
+                    (last.get("bus") or {}).get("connected") is True:
+                good += 1
+                continue
+            good = 0
+            if time.monotonic() > deadline:
+                fail(f"{service} through the proxy on port {port}: GET /healthz answered {last}")
+            time.sleep(0.5)
+        ok(f"{service} through the proxy: GET /healthz answers {json.dumps(last)}")
+
+
+def cluster(tag, state_file):
+    """See the module docs. The pairs of clients are open at the same time, so least_conn gives the
+    second to the instance the first is not on; the shell script then checks in the instances' logs
+    that each instance of the pair served one of them."""
+    for service, page in [("http-danmaku", "http.html"), ("ws-video", "video.html"),
+                          ("ws-stream", "live.html")]:
+        body = http("GET", service, "/")
+        if "<html" not in body.lower():
+            fail(f"{service}: GET / through the proxy is not a page")
+        ok(f"{service}: GET / through the proxy serves its page ({page})")
+
+    # http-danmaku: a long poll holds one instance; the post goes to the other and must wake it.
+    room = f"cluster-{tag}"
+    first = http("POST", "http-danmaku", f"/api/rooms/{room}/danmaku",
+                 {"author": "cluster-check", "text": f"{tag} http first"}, expect=201)
+    woken = {}
+
+    def long_poll():
+        started = time.monotonic()
+        woken["page"] = http("GET", "http-danmaku",
+                             f"/api/rooms/{room}/danmaku?after={first['id']}&wait=20")
+        woken["secs"] = time.monotonic() - started
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    time.sleep(1.0)  # the long poll must be waiting on its instance before the post
+    text = f"{tag} http"
+    item = http("POST", "http-danmaku", f"/api/rooms/{room}/danmaku",
+                {"author": "cluster-check", "text": text}, expect=201)
+    poller.join(25)
+    if poller.is_alive() or "page" not in woken or texts(woken["page"]["items"]) != [text]:
+        fail(f"http-danmaku: the long poll did not get the post: {woken}")
+    ok(f"http-danmaku: a long poll through the proxy was answered {woken['secs']:.1f} s after it "
+       f"began, by the post of comment {item['id']}")
+    for _ in range(4):
+        page = http("GET", "http-danmaku", f"/api/rooms/{room}/danmaku?after={first['id']}")
+        if texts(page["items"]) != [text]:
+            fail(f"http-danmaku: a poll through the proxy lacks the comment: {page}")
+    ok("http-danmaku: four polls through the proxy (both instances) read it back")
+
+    # ws-video: two viewers of one video; one sends, the other (on the other instance) gets it.
+    video = f"cluster-{tag}"
+    a = WebSocket("ws-video", f"/ws/videos/{video}")
+    a.expect("hello")
+    b = WebSocket("ws-video", f"/ws/videos/{video}")
+    b.expect("hello")
+    vtext = f"{tag} video"
+    a.send({"type": "send", "text": vtext, "time": 2.5, "author": "cluster-check", "ref": "v1"})
+    ack = a.expect("ack")
+    got = b.expect("danmaku")
+    if ack["item"]["id"] not in [i["id"] for i in got["items"]]:
+        fail(f"ws-video: the second viewer did not get the comment: {got}")
+    ok(f"ws-video: video {video}: a comment sent by one viewer reached the other (id {ack['item']['id']})")
+
+    # ws-stream: two viewers (one per instance), a host, a comment, a check-in across them.
+    live = http("POST", "ws-stream", "/api/rooms", {"title": "cluster check"}, expect=201)
+    alice = WebSocket("ws-stream", f"/ws/live/{live['room']}?name=alice")
+    alice.expect("welcome")
+    bob = WebSocket("ws-stream", f"/ws/live/{live['room']}?name=bob")
+    bob.expect("welcome")
+    host = WebSocket("ws-stream", f"/ws/live/{live['room']}?name=host", bearer=live["host_token"])
+    if not host.expect("welcome")["host"]:
+        fail("ws-stream: the host token did not make a host")
+    ltext = f"{tag} live"
+    alice.send({"type": "send", "text": ltext, "ref": "l1"})
+    lack = alice.expect("ack")
+    for name, ws in [("bob", bob), ("host", host)]:
+        seen = ws.expect("danmaku")
+        if ltext not in texts(seen["items"]):
+            fail(f"ws-stream: alice's comment did not reach {name}: {seen}")
+    ok(f"ws-stream: room {live['room']}: alice's comment (id {lack['item']['id']}) reached bob "
+       "and the host")
+    bearer = {"Authorization": f"Bearer {live['host_token']}"}
+    opened = http("POST", "ws-stream", f"/api/rooms/{live['room']}/checkins",
+                  {"interval_secs": 5, "duration_secs": 60}, headers=bearer, expect=201)
+    code = host.expect("checkin_code")
+    for ws in (alice, bob):
+        ws.expect("checkin_open")
+        ws.send({"type": "checkin", "checkin": opened["id"], "code": code["code"]})
+        ws.expect("checked_in")
+    names = sorted(host.expect("attendee")["name"] for _ in range(2))
+    if names != ["alice", "bob"]:
+        fail(f"ws-stream: the host saw the attendees {names}")
+    result = http("GET", "ws-stream", f"/api/checkins/{opened['id']}", headers=bearer)
+    if sorted(x["name"] for x in result["attendees"]) != ["alice", "bob"]:
+        fail(f"ws-stream: the check-in lacks its attendees: {result}")
+    ok(f"ws-stream: check-in {opened['id']}: alice and bob checked in with the host's code, "
+       "the host saw both")
+
+    with open(state_file, "w") as f:
+        json.dump({"http_room": room, "http": text, "video": video, "video_text": vtext,
+                   "room": live["room"], "token": live["host_token"], "live": ltext,
+                   "checkin": opened["id"]}, f)
+
+
+def cluster_persisted(state_file):
+    with open(state_file) as f:
+        state = json.load(f)
+    page = http("GET", "http-danmaku", f"/api/rooms/{state['http_room']}/danmaku")
+    if state["http"] not in texts(page["items"]):
+        fail(f"http-danmaku: the comment is gone after down and up: {page}")
+    window = http("GET", "ws-video", f"/api/videos/{state['video']}/danmaku")
+    if state["video_text"] not in texts(window["items"]):
+        fail(f"ws-video: the comment is gone after down and up: {window}")
+    history = http("GET", "ws-stream", f"/api/rooms/{state['room']}/history")
+    if state["live"] not in texts(history["items"]):
+        fail(f"ws-stream: the comment is gone after down and up: {history}")
+    result = http("GET", "ws-stream", f"/api/checkins/{state['checkin']}",
+                  headers={"Authorization": f"Bearer {state['token']}"})
+    if sorted(a["name"] for a in result["attendees"]) != ["alice", "bob"]:
+        fail(f"ws-stream: the attendance is gone after down and up: {result}")
+    ok("after down and up: the three comments, the room, its host token and the attendance are "
+       "in PostgreSQL")
+
+
 def exercise(tag, state_file):
     for service, page in [("http-danmaku", "http.html"), ("ws-video", "video.html"),
                           ("ws-stream", "live.html")]:
@@ -277,7 +431,8 @@ def hold(service, out):
 
 def main(args):
     commands = {"wait": (wait, 0), "exercise": (exercise, 2), "persisted": (persisted, 1),
-                "hold": (hold, 2)}
+                "hold": (hold, 2), "cluster-wait": (cluster_wait, 0), "cluster": (cluster, 2),
+                "cluster-persisted": (cluster_persisted, 1)}
     if not args or args[0] not in commands or len(args) - 1 != commands[args[0]][1]:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
