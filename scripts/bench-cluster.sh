@@ -13,8 +13,9 @@
 #
 # Writes the raw reports to cli/benchmarks/cluster-*.json and a summary (Markdown rows) to
 # stdout: per run, deliveries/s, p50/p99, server CPU per delivery (summed over the instances),
-# and for the bus runs Redis's CPU per PUBLISH, from Redis's own INFO commandstats and from its
-# process's CPU time over the run.
+# and for the bus runs what Redis did: PUBLISH calls (fan-out) and EVALSHA calls (the shared write
+# budget, one per comment), the time per PUBLISH Redis itself measures (INFO commandstats), and
+# its process's CPU time over the run, per comment sent.
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,32 +92,32 @@ run() {
   pid_list="$(IFS=,; echo "${pids[*]}")"
   "$BIN/danmaku" bench --url "$url_list" --server-pid "$pid_list" --viewers "$VIEWERS" \
     --rate "$RATE" --duration "$DURATION" --ramp "$RAMP" --json >"$OUT/cluster-$name.json" || true
-  local redis_after publishes publish_usec
+  local redis_after stats
   redis_after="$(cpu_secs "$REDIS_PID")"
-  publishes="$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_publish:/ { print $2 }')"
-  publish_usec="$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_publish:/ { print $6 }')"
-  python3 - "$OUT/cluster-$name.json" "$name" "$count" "${publishes:-0}" "${publish_usec:-0}" \
-    "$redis_before" "$redis_after" <<'PY'
-import json, sys
-path, name, count, publishes, publish_usec, before, after = sys.argv[1:]
+  stats="$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r')"
+  python3 - "$OUT/cluster-$name.json" "$name" "$count" "$redis_before" "$redis_after" "$stats" <<'PY'
+import json, re, sys
+path, name, count, before, after, stats = sys.argv[1:]
+calls = {m[0]: (int(m[1]), float(m[2])) for m in re.findall(r"cmdstat_(\w+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)", stats)}
+publishes, publish_usec = calls.get("publish", (0, 0.0))
+evals = calls.get("evalsha", (0, 0.0))[0] + calls.get("eval", (0, 0.0))[0]
 r = json.load(open(path))
 lat = r["latency"]
 server = r.get("server") or {}
 deliveries = r["received"]
 per_delivery = server.get("cpu_micros_per_delivery") or 0.0
-publishes = int(publishes)
 redis_cpu = float(after) - float(before)
-redis_per_publish = redis_cpu / publishes * 1e6 if publishes else 0
+redis_per_comment = redis_cpu / r["acked"] * 1e6 if r["acked"] and publishes else 0
 print(f"| {name} | {count} | {r['received']:,} / {r['expected_deliveries']:,} | {r['lost']} | {r['duplicated']} "
       f"| {r.get('deliveries_per_sec', 0):,.0f} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} "
-      f"| {per_delivery:.2f} | {publishes:,} | {float(publish_usec):.1f} | {redis_per_publish:.1f} "
+      f"| {per_delivery:.2f} | {publishes:,} / {evals:,} | {publish_usec:.1f} | {redis_cpu:.2f} | {redis_per_comment:.0f} "
       f"| {r['cpu']['other_cores_busy']:.2f} |")
 PY
   for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 }
 
-echo "| run | instances | received / expected | lost | dup | deliveries/s | p50 ms | p99 ms | server µs CPU / delivery | PUBLISH calls | Redis µs / PUBLISH (INFO) | Redis process µs CPU / PUBLISH | other cores |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| run | instances | received / expected | lost | dup | deliveries/s | p50 ms | p99 ms | server µs CPU / delivery | Redis PUBLISH / EVALSHA calls | µs per PUBLISH (Redis INFO) | Redis CPU s | Redis µs CPU / comment | other cores |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 run alone 1 no
 run one-on-bus 1 yes
 run three-on-bus 3 yes
