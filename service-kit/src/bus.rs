@@ -22,14 +22,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use shared_model::{ChannelId, Danmaku};
 use tokio::sync::mpsc;
 
-/// How often an instance publishes a heartbeat (and so hears from itself at least).
+/// How often an instance publishes something at least: a heartbeat when it had nothing else to
+/// say (so it hears from itself at least that often).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How long the listener waits without a message before it takes the connection for dead.
@@ -165,6 +166,8 @@ struct Shared {
     /// [`BusEvent::Committed`] once publishing works again. A std mutex: held for a map call.
     unsent: Mutex<HashMap<ChannelId, i64>>,
     last_error: Mutex<Option<String>>,
+    /// When a message last went out: a heartbeat is sent only after a quiet [`HEARTBEAT`].
+    last_sent: Mutex<Instant>,
 }
 
 impl Shared {
@@ -224,6 +227,7 @@ impl Bus {
             publishing: AtomicBool::new(false),
             unsent: Mutex::default(),
             last_error: Mutex::default(),
+            last_sent: Mutex::new(Instant::now()),
         });
         let (queue, events) = mpsc::channel(QUEUE);
         tokio::spawn(publish(
@@ -242,14 +246,20 @@ impl Bus {
             shared.clone(),
             queue.downgrade(),
         ));
-        // Both tasks end once the last handle of this bus is dropped.
+        // Both tasks end once the last handle of this bus is dropped. A heartbeat goes out only
+        // when nothing else did for a while: any message tells the others (and this instance's
+        // own listener) that it is alive.
         let beat = queue.downgrade();
+        let quiet = shared.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(HEARTBEAT);
+            let mut every = tokio::time::interval(HEARTBEAT / 2);
             loop {
                 every.tick().await;
                 let Some(queue) = beat.upgrade() else { return };
-                let _ = queue.try_send(BusEvent::Heartbeat);
+                let last = *quiet.last_sent.lock().unwrap_or_else(PoisonError::into_inner);
+                if last.elapsed() >= HEARTBEAT {
+                    let _ = queue.try_send(BusEvent::Heartbeat);
+                }
             }
         });
         Self { id, queue, shared }
@@ -355,6 +365,7 @@ async fn publish(
                 .arg(payload)
                 .query_async(&mut conn)
                 .await;
+            *shared.last_sent.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
             if let Err(e) = sent {
                 shared.publishing.store(false, Ordering::Relaxed);
                 shared.failed("publishing failed", e);
@@ -479,6 +490,7 @@ mod tests {
             publishing: AtomicBool::new(false),
             unsent: Mutex::default(),
             last_error: Mutex::default(),
+            last_sent: Mutex::new(Instant::now()),
         };
         let lobby = ChannelId::parse("lobby").unwrap();
         shared.remember_unsent(&[

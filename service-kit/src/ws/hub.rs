@@ -2,7 +2,7 @@
 //! video or a live room) and fans new comments out to them.
 //!
 //! Both WebSocket services run this same actor. It owns the viewers of every channel, the
-//! batching of comments into shared frames ([`BATCH_WINDOW`]), the viewer counts
+//! batching of comments into shared frames (naturally: see [`Publish`]), the viewer counts
 //! ([`COUNT_INTERVAL`]), and the shutdown. What a service keeps per channel beside its viewers
 //! (the live service's hosts and check-in) is its [`HubExtension`]; its own messages are
 //! handlers on `RoomsHub<ItsExtension>` in its own crate, using [`RoomsHub::channel_mut`] and
@@ -15,7 +15,7 @@
 //! and what it is pushed meet without a gap.
 //!
 //! Viewer counts are the room's total over every instance: the hub tells the others its own
-//! counts through the fan-out's bus every [`COUNT_INTERVAL`], and adds theirs
+//! counts through the fan-out's bus when they change (and every second at least), and adds theirs
 //! ([`PeerViewers`]); an instance not heard from for [`PEER_COUNTS_TTL`] no longer counts.
 
 use std::collections::HashMap;
@@ -32,9 +32,6 @@ use super::room::Room;
 use super::{ConnectionId, Viewer};
 use crate::bus::InstanceId;
 use crate::fanout::{Fanout, PeerSink};
-
-/// How long the first comment of a batch waits for others to share its frame.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 /// How often changed viewer counts are reported (at most twice a second).
 pub const COUNT_INTERVAL: Duration = Duration::from_millis(500);
@@ -102,6 +99,8 @@ pub struct RoomsHub<E: HubExtension> {
     fanout: Option<Fanout>,
     /// The other instances' viewers per channel, and when each was last heard from.
     peers: HashMap<InstanceId, (Instant, HashMap<ChannelId, u32>)>,
+    /// The counts last told to the other instances, and when.
+    told: Option<(Instant, Vec<(ChannelId, u32)>)>,
 }
 
 impl<E: HubExtension> RoomsHub<E> {
@@ -114,6 +113,7 @@ impl<E: HubExtension> RoomsHub<E> {
             noun,
             fanout,
             peers: HashMap::new(),
+            told: None,
         }
     }
 
@@ -166,7 +166,7 @@ impl<E: HubExtension> RoomsHub<E> {
         self.peers
             .retain(|_, (heard, _)| now.duration_since(*heard) < PEER_COUNTS_TTL);
         if let Some(fanout) = self.fanout.as_ref().filter(|f| f.clustered()) {
-            let counts = self
+            let mut counts: Vec<(ChannelId, u32)> = self
                 .channels
                 .iter()
                 .filter(|(_, channel)| channel.viewers.viewer_count() > 0)
@@ -175,7 +175,16 @@ impl<E: HubExtension> RoomsHub<E> {
                     (id.clone(), n)
                 })
                 .collect();
-            fanout.tell_viewers(counts);
+            counts.sort_unstable();
+            // Told when they change, and at least every `PEER_COUNTS_TTL / 3` so the others keep
+            // counting this instance (and it stays heard on the bus without heartbeats).
+            let stale = self.told.as_ref().is_none_or(|(at, told)| {
+                *told != counts || now.duration_since(*at) >= PEER_COUNTS_TTL / 3
+            });
+            if stale {
+                fanout.tell_viewers(counts.clone());
+                self.told = Some((now, counts));
+            }
         }
         let others: HashMap<ChannelId, usize> = self
             .channels
@@ -318,6 +327,11 @@ pub struct Publish {
     pub item: Danmaku,
 }
 
+/// Batching is natural, with no waiting window: the first comment of a batch asks the hub to
+/// flush its channel ([`ctx.notify`](AsyncContext::notify)), which the hub does once it has
+/// handled the messages already in its mailbox. A quiet room's comment goes out the moment it
+/// arrives; in a busy room, whatever arrived while the hub was busy with the previous frame goes
+/// out together, as one frame serialized once.
 impl<E: HubExtension> Handler<Publish> for RoomsHub<E> {
     type Result = ();
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
@@ -326,8 +340,22 @@ impl<E: HubExtension> Handler<Publish> for RoomsHub<E> {
             return; // nobody watching
         };
         if found.viewers.queue(msg.item) {
-            ctx.run_later(BATCH_WINDOW, move |hub, _| hub.flush(&channel));
+            ctx.notify(Flush { channel });
         }
+    }
+}
+
+/// Sends a channel's queued comments as one frame (the hub asks itself; see [`Publish`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush {
+    channel: ChannelId,
+}
+
+impl<E: HubExtension> Handler<Flush> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, msg: Flush, _ctx: &mut Context<Self>) {
+        self.flush(&msg.channel);
     }
 }
 
@@ -432,7 +460,7 @@ mod tests {
                 return found.clone();
             }
             assert!(std::time::Instant::now() < deadline, "no such frame");
-            actix_rt::time::sleep(BATCH_WINDOW).await;
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -463,7 +491,8 @@ mod tests {
                 item: comment("a", id),
             });
         }
-        // Published within the batch window: the first frame holds all three, sorted.
+        // Published while the hub was busy (all three were in its mailbox before it flushed):
+        // the first frame holds all three, sorted.
         let batch = first_frame(&a_frames, |f| f["type"] == "danmaku").await;
         let ids: Vec<_> = batch["items"]
             .as_array()
