@@ -256,7 +256,10 @@ impl Bus {
             loop {
                 every.tick().await;
                 let Some(queue) = beat.upgrade() else { return };
-                let last = *quiet.last_sent.lock().unwrap_or_else(PoisonError::into_inner);
+                let last = *quiet
+                    .last_sent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if last.elapsed() >= HEARTBEAT {
                     let _ = queue.try_send(BusEvent::Heartbeat);
                 }
@@ -365,7 +368,10 @@ async fn publish(
                 .arg(payload)
                 .query_async(&mut conn)
                 .await;
-            *shared.last_sent.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            *shared
+                .last_sent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
             if let Err(e) = sent {
                 shared.publishing.store(false, Ordering::Relaxed);
                 shared.failed("publishing failed", e);
