@@ -44,6 +44,11 @@ async fn wait_until_connected(instances: &[&Binary]) {
 
 /// A room made through `instance`.
 async fn new_room(instance: &Binary) -> String {
+    new_hosted_room(instance).await.0
+}
+
+/// A room made through `instance`: its id and host token.
+async fn new_hosted_room(instance: &Binary) -> (String, String) {
     let created: Value = http()
         .post(format!("{}/api/rooms", instance.base))
         .json(&json!({}))
@@ -53,7 +58,10 @@ async fn new_room(instance: &Binary) -> String {
         .json()
         .await
         .unwrap();
-    created["room"].as_str().unwrap().to_owned()
+    (
+        created["room"].as_str().unwrap().to_owned(),
+        created["host_token"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// What one viewer saw: the comment ids in the order they came (history and pushes), and the
@@ -378,19 +386,7 @@ async fn a_checkin_hosted_on_one_instance_shows_live_on_the_others_and_attendanc
     let instances: Vec<Binary> = (0..3).map(|_| instance(&store, &bus)).collect();
     wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
     let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
-    let created: Value = http()
-        .post(format!("{}/api/rooms", a.base))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (room, token) = (
-        created["room"].as_str().unwrap().to_owned(),
-        created["host_token"].as_str().unwrap().to_owned(),
-    );
+    let (room, token) = new_hosted_room(a).await;
     // The host's screen on A; students already in the room on B and C before it opens, so
     // their instances hold the room and hear of the check-in only through the bus.
     let mut host = {
@@ -504,22 +500,10 @@ async fn wrong_codes_are_counted_for_the_cluster_per_client_and_per_check_in() {
     ]);
     let instances: Vec<Binary> = (0..3).map(|_| instance_with(&store, &bus, &args)).collect();
     wait_until_connected(&instances.iter().collect::<Vec<_>>()).await;
-    let created: Value = http()
-        .post(format!("{}/api/rooms", instances[0].base))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (room, token) = (
-        created["room"].as_str().unwrap(),
-        created["host_token"].as_str().unwrap(),
-    );
+    let (room, token) = new_hosted_room(&instances[0]).await;
     let opened: Value = http()
         .post(format!("{}/api/rooms/{room}/checkins", instances[0].base))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"interval_secs": 60, "duration_secs": 600}))
         .send()
         .await
