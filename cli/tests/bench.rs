@@ -86,6 +86,58 @@ fn bench_on_a_small_live_room_loses_nothing_and_reports_sane_percentiles() {
     );
 }
 
+/// A burst of viewers joining a busy room: each is welcomed with the room's history, the
+/// joins are timed, and the viewers already there are measured for the comments sent meanwhile;
+/// the burst counts towards neither the viewers nor the deliveries.
+#[test]
+fn bench_burst_joins_a_busy_room_and_reports_welcomes_and_latency_meanwhile() {
+    let app = spawn_live();
+    let output = run_danmaku(
+        &[
+            "bench",
+            "--url",
+            &app.ws_base,
+            "--live",
+            "burst",
+            "--viewers",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "3",
+            "--ramp",
+            "0.2",
+            "--burst",
+            "60",
+            "--burst-at",
+            "1",
+            "--burst-over",
+            "0.5",
+            "--json",
+        ],
+        WAIT,
+    );
+    let report = success_json(&output);
+    assert_eq!(report["viewers_connected"], 10);
+    assert_eq!(report["lost"], 0, "{report:#}");
+    // Only the 10 viewers there from the start count: 120 comments each.
+    assert_eq!(report["expected_deliveries"], 1200);
+    assert_eq!(report["received"], 1200);
+    let burst = &report["burst"];
+    assert_eq!(burst["viewers"], 60, "{burst}");
+    assert_eq!(burst["joined"], 60, "{burst}");
+    // A second in, about 40 comments were in the room: every welcome carried them.
+    assert_eq!(burst["with_history"], 60, "{burst}");
+    assert!(burst["joins_per_sec"].as_f64().unwrap() > 0.0, "{burst}");
+    assert_eq!(burst["welcome_wait"]["count"], 60, "{burst}");
+    assert!(burst["welcome_wait"]["p50_ms"].as_f64().unwrap() > 0.0);
+    // Comments due from 1 s to 2.5 s (60 of them) reached the 10 viewers meanwhile.
+    let during = burst["latency_during"]["count"].as_u64().unwrap();
+    assert!((500..=700).contains(&during), "{burst}");
+}
+
 #[test]
 fn bench_on_a_video_counts_every_delivery() {
     let app = spawn_video();

@@ -35,8 +35,8 @@ use crate::procfs::{self, CpuUse, CpuVerdict, MachineSample, ProcSample, ThreadS
 use crate::servers::{self, LocalService};
 use crate::stamp::{IndexSet, Schedule};
 use crate::transport::counting::Traffic;
-use report::{BenchReport, ServerUsage};
-use tasks::{Counts, Shared, ViewerOutcome};
+use report::{BenchReport, BurstReport, ServerUsage};
+use tasks::{Burst, Counts, Shared, ViewerOutcome};
 
 /// Descriptors kept free besides one per connection (the runtime, stdio, the local services'
 /// pipes).
@@ -104,6 +104,18 @@ pub struct BenchArgs {
     /// Characters per comment (padded), at most 100.
     #[arg(long, default_value = "40")]
     pub text_len: usize,
+    /// Viewers that join during the sending, all within --burst-over seconds (a stream
+    /// starting): each is timed from its attempt to its welcome and checked for history, and
+    /// the delivery latency of the viewers already there is reported for the comments sent
+    /// meanwhile. They count as neither viewers nor deliveries.
+    #[arg(long, default_value = "0")]
+    pub burst: usize,
+    /// Seconds into the sending when the burst starts (default: a third of --duration).
+    #[arg(long, value_name = "SECS")]
+    pub burst_at: Option<f64>,
+    /// Seconds over which the burst's viewers connect, evenly spread.
+    #[arg(long, value_name = "SECS", default_value = "2")]
+    pub burst_over: f64,
     /// The server's process id, for its CPU time and memory (known already when the tool
     /// started the server); repeat it (or separate with commas) to measure several instances,
     /// whose figures are then added up.
@@ -173,12 +185,13 @@ pub async fn bench(args: &BenchArgs) -> Result<BenchReport, CliError> {
         before: server_before,
         connected: run.server_sample(),
     };
-    let mut sending = run.send(&schedule_tx).await;
+    let mut sending = run.send(&schedule_tx, &stop_rx).await;
     if !sending.stopped_early {
         sending.stopped_early = run.drain(&sending).await;
     }
     let ended = run.finish();
-    let outcomes = run.stop(&stop_tx, tasks).await;
+    let burst = std::mem::take(&mut sending.burst);
+    let outcomes = run.stop(&stop_tx, tasks, burst).await;
     let report = run.report(target, &baseline, &sending, &ended, &outcomes);
     drop(local);
     Ok(report)
@@ -206,6 +219,12 @@ struct Plan {
     connect_timeout: Duration,
     /// Characters per comment.
     text_len: usize,
+    /// Viewers joining in the burst (0: no burst).
+    burst: usize,
+    /// When the burst starts, after message 0 is due.
+    burst_at: Duration,
+    /// How long the burst's viewers take to connect, evenly spread.
+    burst_over: Duration,
     /// `--duration` as given, for the report.
     duration_secs: f64,
     /// `--ramp` as given, for the report.
@@ -236,6 +255,19 @@ impl Plan {
             .map_err(|_| CliError::Usage("--ramp must be 0 or more seconds".into()))?;
         let drain = seconds("--drain", args.drain)?;
         let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+        let burst_at = match args.burst_at {
+            Some(at) => Duration::try_from_secs_f64(at)
+                .ok()
+                .filter(|at| *at < duration)
+                .ok_or_else(|| {
+                    CliError::Usage(
+                        "--burst-at must be 0 or more seconds, within --duration".into(),
+                    )
+                })?,
+            None => duration / 3,
+        };
+        let burst_over = Duration::try_from_secs_f64(args.burst_over)
+            .map_err(|_| CliError::Usage("--burst-over must be 0 or more seconds".into()))?;
         Ok(Self {
             kind,
             channel,
@@ -247,14 +279,17 @@ impl Plan {
             drain,
             connect_timeout,
             text_len: args.text_len,
+            burst: args.burst,
+            burst_at,
+            burst_over,
             duration_secs: args.duration,
             ramp_secs: args.ramp,
         })
     }
 
-    /// Connections the run opens: every viewer and every sender.
+    /// Connections the run opens: every viewer and every sender, and the burst's viewers.
     fn connections(&self) -> u64 {
-        (self.viewers + self.senders) as u64
+        (self.viewers + self.senders + self.burst) as u64
     }
 }
 
@@ -346,6 +381,8 @@ struct Sending {
     readings: Readings,
     /// Whether every connection was gone before the end (set by the send or the drain phase).
     stopped_early: bool,
+    /// The burst's viewers, spawned when the schedule was fixed.
+    burst: Vec<JoinHandle<()>>,
 }
 
 /// The end of the measured window: when it ended and the readings then.
@@ -413,6 +450,7 @@ impl Run {
             counts: Counts::default(),
             errors: Mutex::default(),
             acked: Mutex::new(IndexSet::with_capacity(planned)),
+            burst: Burst::default(),
         });
         let progress = output::progress_bar(
             "{elapsed:>4} [{bar:30}] {msg}",
@@ -463,7 +501,8 @@ impl Run {
             })
             .collect();
         let deadline = epoch + plan.ramp + plan.connect_timeout + Duration::from_secs(1);
-        while self.shared.counts.attempts_done.load(Ordering::Relaxed) < plan.connections()
+        let attempts = (plan.viewers + plan.senders) as u64;
+        while self.shared.counts.attempts_done.load(Ordering::Relaxed) < attempts
             && Instant::now() < deadline
         {
             self.tick("connecting").await;
@@ -474,13 +513,18 @@ impl Run {
     /// **Send.** Fixes the schedule to start 200 ms from now, takes the start readings, hands
     /// the schedule to the senders and waits for its end, or until every connection is gone
     /// (then `stopped_early`). The window measured starts when message 0 is due.
-    async fn send(&self, schedule_tx: &watch::Sender<Option<Schedule>>) -> Sending {
+    async fn send(
+        &self,
+        schedule_tx: &watch::Sender<Option<Schedule>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Sending {
         let plan = &self.plan;
         let start = Instant::now() + Duration::from_millis(200);
         let schedule = Schedule::new(self.shared.epoch, start, plan.rate, plan.duration);
         let viewers_at_start = self.shared.counts.viewers_connected.load(Ordering::Relaxed);
         let readings = Readings::take(&self.pids);
         let _ = schedule_tx.send(Some(schedule));
+        let burst = self.spawn_burst(start, stop);
         let end = start + plan.duration;
         let mut stopped_early = false;
         while Instant::now() < end {
@@ -497,7 +541,39 @@ impl Run {
             viewers_at_start,
             readings,
             stopped_early,
+            burst,
         }
+    }
+
+    /// Spawns the burst's viewers, due from `--burst-at` after `start` (when message 0 is
+    /// due) over `--burst-over`, and marks the comments due from the first join to a second
+    /// after the last as sent during the burst.
+    fn spawn_burst(&self, start: Instant, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let plan = &self.plan;
+        if plan.burst == 0 {
+            return Vec::new();
+        }
+        let first = start + plan.burst_at;
+        let since_epoch = |at: Instant| at.saturating_duration_since(self.shared.epoch).as_micros();
+        let window_end = first + plan.burst_over + Duration::from_secs(1);
+        let _ = self
+            .shared
+            .burst
+            .window
+            .set((since_epoch(first) as u64, since_epoch(window_end) as u64));
+        (0..plan.burst)
+            .map(|k| {
+                let at = first + plan.burst_over.mul_f64(k as f64 / plan.burst as f64);
+                // Numbered after the viewers and senders, so they spread over the instances too.
+                let number = plan.viewers + plan.senders + k;
+                tokio::spawn(tasks::burst_viewer(
+                    self.shared.clone(),
+                    number,
+                    at,
+                    stop.clone(),
+                ))
+            })
+            .collect()
     }
 
     /// **Drain.** Waits up to the drain time past the send phase for late deliveries, and ends
@@ -533,10 +609,16 @@ impl Run {
 
     /// **Stop.** Tells every task to stop and joins them within [`JOIN_TIMEOUT`]; returns the
     /// outcomes of the viewers that finished, and counts the others as an error.
-    async fn stop(&self, stop_tx: &watch::Sender<bool>, tasks: Tasks) -> Vec<ViewerOutcome> {
+    async fn stop(
+        &self,
+        stop_tx: &watch::Sender<bool>,
+        tasks: Tasks,
+        burst: Vec<JoinHandle<()>>,
+    ) -> Vec<ViewerOutcome> {
         let _ = stop_tx.send(true);
         let outcomes = join_all(tasks.viewers).await;
         join_all(tasks.senders).await;
+        join_all(burst).await;
         let outcomes: Vec<ViewerOutcome> = outcomes.into_iter().flatten().collect();
         let abandoned = self.plan.viewers - outcomes.len();
         if abandoned > 0 {
@@ -616,9 +698,36 @@ impl Run {
             client_peak_rss_kib: ended.readings.client.map(|s| s.peak_rss_kib),
             errors: shared.errors(),
             stopped_early: sending.stopped_early,
+            burst: self.burst_report(sending.start),
             server,
             cpu: cpu_verdict(window, &sending.readings, &ended.readings),
         }
+    }
+
+    /// What the burst measured, if there was one; message 0 was due at `start`.
+    fn burst_report(&self, start: Instant) -> Option<BurstReport> {
+        let plan = &self.plan;
+        let burst = &self.shared.burst;
+        (plan.burst > 0).then(|| {
+            let joined = burst.joined.load(Ordering::Relaxed);
+            let first = (start + plan.burst_at).saturating_duration_since(self.shared.epoch);
+            let last = Duration::from_micros(burst.last_welcome_micros.load(Ordering::Relaxed));
+            let took = last.saturating_sub(first).as_secs_f64();
+            BurstReport {
+                viewers: plan.burst,
+                at_secs: plan.burst_at.as_secs_f64(),
+                over_secs: plan.burst_over.as_secs_f64(),
+                joined,
+                with_history: burst.with_history.load(Ordering::Relaxed),
+                joins_per_sec: if took > 0.0 {
+                    joined as f64 / took
+                } else {
+                    0.0
+                },
+                welcome_wait: burst.welcome_wait.percentiles(),
+                latency_during: burst.latency_during.percentiles(),
+            }
+        })
     }
 
     /// Sleeps one [`TICK`] and redraws the progress bar for `phase`.

@@ -57,6 +57,9 @@ pub struct BenchReport {
     pub errors: BTreeMap<String, u64>,
     /// Whether the run stopped early because every connection was gone.
     pub stopped_early: bool,
+    /// The burst of late joiners, when `--burst` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<BurstReport>,
     /// The server's CPU and memory, when its pid was known (with several pids, their sums).
     pub server: Option<ServerUsage>,
     /// Who used the CPU.
@@ -90,10 +93,36 @@ pub struct ServerUsage {
     pub exited: bool,
 }
 
+/// What a burst of viewers joining a busy room measured (`--burst`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BurstReport {
+    /// Viewers asked to join.
+    pub viewers: usize,
+    /// Seconds after message 0 was due when the first joined.
+    pub at_secs: f64,
+    /// Seconds over which they connected.
+    pub over_secs: f64,
+    /// Joiners that were welcomed.
+    pub joined: u64,
+    /// Joiners whose welcome held the room's history (at least one comment).
+    pub with_history: u64,
+    /// Welcomes per second: joined over the time from the first attempt to the last welcome.
+    pub joins_per_sec: f64,
+    /// From a joiner's attempt (TCP connect, upgrade, join) to its welcome.
+    pub welcome_wait: Percentiles,
+    /// Delivery latency of the viewers already there, for the comments due from the first
+    /// join to a second after the last.
+    pub latency_during: Percentiles,
+}
+
 impl BenchReport {
-    /// Whether the run was clean: everyone connected, nothing lost or repeated, no errors.
+    /// Whether the run was clean: everyone connected, nothing lost or repeated, no errors (a
+    /// burst's viewers all welcomed, with history).
     pub fn clean(&self) -> bool {
-        self.lost == 0
+        self.burst
+            .as_ref()
+            .is_none_or(|b| b.joined == b.viewers as u64 && b.with_history == b.joined)
+            && self.lost == 0
             && self.duplicated == 0
             && self.errors.is_empty()
             && self.viewers_connected == self.viewers as u64
@@ -162,6 +191,36 @@ impl BenchReport {
             self.client_peak_rss_kib
                 .map_or_else(|| "unknown".to_owned(), |kib| human_bytes(kib * 1024))
         );
+        if let Some(burst) = &self.burst {
+            let (w, d) = (&burst.welcome_wait, &burst.latency_during);
+            let _ = writeln!(
+                out,
+                "  burst         {}/{} joined over {} s from {} s in ({:.0} welcomes/s), {} with history",
+                burst.joined,
+                burst.viewers,
+                burst.over_secs,
+                burst.at_secs,
+                burst.joins_per_sec,
+                burst.with_history
+            );
+            let _ = writeln!(
+                out,
+                "    welcome ms  p50 {}  p90 {}  p99 {}  max {}",
+                format_ms(w.p50_ms),
+                format_ms(w.p90_ms),
+                format_ms(w.p99_ms),
+                format_ms(w.max_ms)
+            );
+            let _ = writeln!(
+                out,
+                "    latency ms  p50 {}  p90 {}  p99 {}  max {}  (viewers already there, comments sent meanwhile, n = {})",
+                format_ms(d.p50_ms),
+                format_ms(d.p90_ms),
+                format_ms(d.p99_ms),
+                format_ms(d.max_ms),
+                d.count
+            );
+        }
         if let Some(server) = &self.server {
             let _ = writeln!(out, "  server        {}", server.render());
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -49,6 +49,37 @@ pub struct Shared {
     pub errors: Mutex<BTreeMap<String, u64>>,
     /// Indices of the messages the server acknowledged.
     pub acked: Mutex<IndexSet>,
+    /// What the burst of late joiners measures (`--burst`).
+    pub burst: Burst,
+}
+
+/// The burst of viewers joining while the room is busy (`--burst`): how long each waited for
+/// its welcome, whether the welcome carried the chat history, and how the viewers already there
+/// fared meanwhile.
+#[derive(Default)]
+pub struct Burst {
+    /// The stretch of due times, µs since the epoch, whose comments count as sent during the
+    /// burst (from its first join to a second after its last); set when the schedule is fixed.
+    pub window: OnceLock<(u64, u64)>,
+    /// Latency of the deliveries to the counted viewers of comments due within `window`.
+    pub latency_during: LatencyRecorder,
+    /// From each joiner's attempt to its welcome.
+    pub welcome_wait: LatencyRecorder,
+    /// Joiners that were welcomed.
+    pub joined: AtomicU64,
+    /// Joiners whose welcome held at least one comment of history.
+    pub with_history: AtomicU64,
+    /// When the last joiner was welcomed, µs since the epoch.
+    pub last_welcome_micros: AtomicU64,
+}
+
+impl Burst {
+    /// Whether a comment due at `due_micros` was sent during the burst.
+    fn covers(&self, due_micros: u64) -> bool {
+        self.window
+            .get()
+            .is_some_and(|&(from, to)| (from..to).contains(&due_micros))
+    }
 }
 
 impl Shared {
@@ -140,7 +171,7 @@ pub async fn viewer(
     };
     tokio::time::sleep_until(connect_at.into()).await;
     let name = format!("viewer-{number}");
-    let Some(mut socket) = join(&shared, shared.base_for(number), &name).await else {
+    let Some((mut socket, _)) = join(&shared, shared.base_for(number), &name).await else {
         return outcome;
     };
     shared
@@ -149,6 +180,7 @@ pub async fn viewer(
         .fetch_add(1, Ordering::Relaxed);
     outcome.joined_at = Some(Instant::now());
     let mut latencies = Vec::new();
+    let mut during_burst = Vec::new();
     loop {
         let incoming = tokio::select! {
             biased;
@@ -171,7 +203,11 @@ pub async fn viewer(
                         continue;
                     }
                     if outcome.seen.insert(stamp.index) {
-                        latencies.push(now.saturating_sub(stamp.due_micros));
+                        let latency = now.saturating_sub(stamp.due_micros);
+                        latencies.push(latency);
+                        if shared.burst.covers(stamp.due_micros) {
+                            during_burst.push(latency);
+                        }
                     } else {
                         shared.counts.duplicated.fetch_add(1, Ordering::Relaxed);
                     }
@@ -183,6 +219,8 @@ pub async fn viewer(
                         .fetch_add(latencies.len() as u64, Ordering::Relaxed);
                     shared.latency.record_all(&latencies);
                     latencies.clear();
+                    shared.burst.latency_during.record_all(&during_burst);
+                    during_burst.clear();
                 }
             }
             Some(Ok(Message::Close(frame))) => {
@@ -201,9 +239,52 @@ pub async fn viewer(
     outcome
 }
 
-/// Connects `name` to the channel at `base` and waits for its greeting; counts the attempt
-/// either way.
-async fn join(shared: &Shared, base: &Base, name: &str) -> Option<WsStream> {
+/// A viewer of the burst: connects at `connect_at`, times the wait for its welcome and checks
+/// it carries history, then reads (and drops) what comes until `stop`, as a real viewer would.
+/// It counts towards nothing else: not the viewers, not the deliveries, not the losses.
+pub async fn burst_viewer(
+    shared: Arc<Shared>,
+    number: usize,
+    connect_at: Instant,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::time::sleep_until(connect_at.into()).await;
+    let asked = Instant::now();
+    let name = format!("joiner-{number}");
+    let Some((mut socket, greeting)) = join(&shared, shared.base_for(number), &name).await else {
+        return;
+    };
+    let welcomed = Instant::now();
+    let burst = &shared.burst;
+    let waited = welcomed.saturating_duration_since(asked).as_micros() as u64;
+    burst.welcome_wait.record_all(&[waited]);
+    burst.joined.fetch_add(1, Ordering::Relaxed);
+    if let ServerMessage::Welcome { history, .. } = &greeting
+        && !history.is_empty()
+    {
+        burst.with_history.fetch_add(1, Ordering::Relaxed);
+    }
+    let at = welcomed.saturating_duration_since(shared.epoch).as_micros() as u64;
+    burst.last_welcome_micros.fetch_max(at, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            incoming = socket.next() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    shared.error("burst viewer disconnected");
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    shared.counts.alive.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Connects `name` to the channel at `base` and waits for its greeting, which it returns with
+/// the socket; counts the attempt either way.
+async fn join(shared: &Shared, base: &Base, name: &str) -> Option<(WsStream, ServerMessage)> {
     let query = match shared.kind {
         Kind::Live => format!("name={name}"),
         _ => String::new(),
@@ -214,15 +295,15 @@ async fn join(shared: &Shared, base: &Base, name: &str) -> Option<WsStream> {
     };
     let attempt = async {
         let mut socket = ws::connect(base, &path, &shared.traffic, ws::lean_config()).await?;
-        ws::first_frame(&mut socket, shared.connect_timeout).await?;
-        Ok::<_, crate::CliError>(socket)
+        let greeting = ws::first_frame(&mut socket, shared.connect_timeout).await?;
+        Ok::<_, crate::CliError>((socket, greeting))
     };
     let result = tokio::time::timeout(shared.connect_timeout, attempt).await;
     shared.counts.attempts_done.fetch_add(1, Ordering::Relaxed);
     match result {
-        Ok(Ok(socket)) => {
+        Ok(Ok(joined)) => {
             shared.counts.alive.fetch_add(1, Ordering::Relaxed);
-            Some(socket)
+            Some(joined)
         }
         Ok(Err(e)) => {
             shared.error(format!("connect failed: {}", short_reason(&e)));
@@ -262,7 +343,7 @@ pub async fn sender(
 ) {
     tokio::time::sleep_until(connect_at.into()).await;
     let name = format!("sender-{number}");
-    let Some(socket) = join(&shared, shared.base_for(number), &name).await else {
+    let Some((socket, _)) = join(&shared, shared.base_for(number), &name).await else {
         return;
     };
     shared

@@ -383,48 +383,35 @@ impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
 
-    use actix::{Actor, Context, Handler};
+    use futures_util::StreamExt;
     use shared_model::{Color, Mode};
 
     use super::*;
     use crate::ws::Outgoing;
 
     /// A stand-in connection that keeps every frame the hub sends it.
-    struct Recorder {
-        frames: Arc<Mutex<Vec<serde_json::Value>>>,
-    }
-
-    impl Actor for Recorder {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Outgoing> for Recorder {
-        type Result = ();
-        fn handle(&mut self, msg: Outgoing, _ctx: &mut Context<Self>) {
-            let text = match msg {
-                Outgoing::Frame(frame) | Outgoing::Comments { frame, .. } => frame.to_string(),
-                Outgoing::Close { code, .. } => format!("{{\"type\":\"close\",\"code\":{code}}}"),
-            };
-            let frame = serde_json::from_str(&text).expect("the hub sends JSON");
-            self.frames.lock().expect("not poisoned").push(frame);
-        }
-    }
-
     fn viewer(id: ConnectionId) -> (Viewer, Arc<Mutex<Vec<serde_json::Value>>>) {
         let frames = Arc::new(Mutex::new(Vec::new()));
-        let recipient = Recorder {
-            frames: frames.clone(),
-        }
-        .start()
-        .recipient();
-        let viewer = Viewer {
-            id,
-            recipient,
-            overflowed: Arc::new(AtomicBool::new(false)),
-        };
+        let (viewer, mut outbox) = Viewer::new(id, 64);
+        let kept = frames.clone();
+        actix_rt::spawn(async move {
+            while let Some(batch) = outbox.next().await {
+                for outgoing in batch {
+                    let text = match outgoing {
+                        Outgoing::Frame(frame) | Outgoing::Comments { frame, .. } => {
+                            frame.to_string()
+                        }
+                        Outgoing::Close { code, .. } => {
+                            format!("{{\"type\":\"close\",\"code\":{code}}}")
+                        }
+                    };
+                    let frame = serde_json::from_str(&text).expect("the hub sends JSON");
+                    kept.lock().expect("not poisoned").push(frame);
+                }
+            }
+        });
         (viewer, frames)
     }
 

@@ -15,24 +15,25 @@
 //! - [`hub`]: the rooms hub actor both services run, with a small extension point for what a
 //!   service keeps of its own.
 //! - [`room`]: the viewers of one channel, batched fan-out and throttled viewer counts.
+//! - `outbox`: each connection's bounded outgoing queue, which hubs push to and its session
+//!   drains a batch at a time.
 
 pub mod clients;
 mod frames;
 pub mod hub;
+mod outbox;
 pub mod room;
 pub mod session;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix::{Message, Recipient};
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use shared_model::limits::MAX_MESSAGE_BYTES;
-use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, Danmaku, ErrorCode, ServerMessage};
 
 pub use bytestring::ByteString;
@@ -93,8 +94,7 @@ pub fn next_connection_id() -> ConnectionId {
 }
 
 /// Something for one connection to do, sent by a hub.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
+#[derive(Debug, Clone)]
 pub enum Outgoing {
     /// Send this frame. The text is shared: one serialization serves every viewer.
     Frame(ByteString),
@@ -123,18 +123,24 @@ impl Outgoing {
 }
 
 /// A hub's handle on one connection: cheap to clone, and bounded. Pushing to a connection whose
-/// queue is full marks it as too slow and tells it to close with [`close::POLICY_VIOLATION`]; the
-/// hub should then forget it, so one slow viewer never holds up the others or grows memory.
+/// queue is full marks it as too slow and tells it to close with
+/// [`POLICY_VIOLATION`](shared_model::protocol::close::POLICY_VIOLATION); the hub should then
+/// forget it, so one slow viewer never holds up the others or grows memory.
 #[derive(Clone)]
 pub struct Viewer {
     /// The connection.
     pub id: ConnectionId,
-    recipient: Recipient<Outgoing>,
-    /// Set once the queue overflowed; the session then drops what is queued and closes.
-    overflowed: Arc<AtomicBool>,
+    outbox: Arc<outbox::Outbox>,
 }
 
 impl Viewer {
+    /// A viewer `id` whose queue holds at most `max_queued` frames, and the stream its session
+    /// (or a test standing in for one) drains.
+    pub(crate) fn new(id: ConnectionId, max_queued: usize) -> (Self, outbox::OutboxStream) {
+        let (outbox, stream) = outbox::Outbox::new(max_queued);
+        (Self { id, outbox }, stream)
+    }
+
     /// Queues `frame` for this connection. `false` when the connection is too slow (its queue is
     /// full) or gone: it has been told to close, and the caller should drop it.
     pub fn push(&self, frame: ByteString) -> bool {
@@ -143,27 +149,12 @@ impl Viewer {
 
     /// Queues anything for this connection, bounded like [`Viewer::push`].
     pub fn push_outgoing(&self, outgoing: Outgoing) -> bool {
-        match self.recipient.try_send(outgoing) {
-            Ok(()) => true,
-            Err(actix::prelude::SendError::Full(_)) => {
-                self.overflowed.store(true, Ordering::SeqCst);
-                // `do_send` ignores the mailbox bound: exactly one more message, to close.
-                self.recipient.do_send(Outgoing::Close {
-                    code: close::POLICY_VIOLATION,
-                    reason: "too slow: the outgoing queue is full".into(),
-                });
-                false
-            }
-            Err(actix::prelude::SendError::Closed(_)) => false,
-        }
+        self.outbox.push(outgoing) == outbox::Pushed::Queued
     }
 
     /// Tells the connection to close (shutdown, kicked).
     pub fn close(&self, code: u16, reason: &str) {
-        self.recipient.do_send(Outgoing::Close {
-            code,
-            reason: reason.to_owned(),
-        });
+        self.outbox.close(code, reason);
     }
 }
 

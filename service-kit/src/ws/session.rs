@@ -15,13 +15,12 @@
 //! This is the only module that imports `actix-web-actors` (deprecated upstream in favour of
 //! `actix-ws`), so moving off it touches this file alone.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, StreamHandler, WrapFuture,
-};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use actix_http::ws::Item;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
@@ -30,8 +29,10 @@ use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
 
 use super::clients::{Client, ConnectionSlot};
 use super::frames::FrameGuard;
+use super::outbox::TOO_SLOW;
 use super::{
-    Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings, next_connection_id,
+    ByteString, Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
+    next_connection_id,
 };
 use crate::error::HttpError;
 
@@ -90,8 +91,6 @@ pub struct WsSession<L: SessionLogic> {
     bad_frames: u32,
     /// Set by the frame guard when a frame's header declared more than the cap.
     oversize: Arc<AtomicBool>,
-    /// Set by a hub when this connection's queue overflowed.
-    overflowed: Arc<AtomicBool>,
     /// Comments up to this id were in the first frames; pushed ones at or below are skipped.
     seen_up_to: Option<i64>,
 }
@@ -113,7 +112,6 @@ impl<L: SessionLogic> WsSession<L> {
             _slot: slot,
             bad_frames: 0,
             oversize,
-            overflowed: Arc::new(AtomicBool::new(false)),
             seen_up_to: None,
             settings,
         }
@@ -303,14 +301,11 @@ impl<L: SessionLogic> Actor for WsSession<L> {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The mailbox is the outgoing queue: hubs `try_send`, so a full one means "too slow".
-        ctx.set_mailbox_capacity(self.settings.max_queued_frames);
         self.heartbeat(ctx);
-        let me = Viewer {
-            id: self.id,
-            recipient: ctx.address().recipient(),
-            overflowed: self.overflowed.clone(),
-        };
+        // What hubs push comes through the connection's bounded outbox, a batch at a time;
+        // like every other input, it waits while the first frames are gathered below.
+        let (me, outbox) = Viewer::new(self.id, self.settings.max_queued_frames);
+        ctx.add_stream(outbox);
         log::info!("connection {} opened ({})", self.id, self.logic.describe());
         let hello = self.logic.connect(me);
         ctx.wait(
@@ -391,45 +386,124 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
     }
 }
 
-impl<L: SessionLogic> Handler<Outgoing> for WsSession<L> {
-    type Result = ();
-
-    fn handle(&mut self, outgoing: Outgoing, ctx: &mut Self::Context) {
-        match outgoing {
-            // Once too slow, what is still queued is stale: skip it and close.
-            Outgoing::Frame(_) | Outgoing::Comments { .. }
-                if self.overflowed.load(Ordering::SeqCst) =>
-            {
-                log::info!(
-                    "connection {}: too slow, closing with {}",
-                    self.id,
-                    close::POLICY_VIOLATION
-                );
-                close(
-                    ctx,
-                    close::POLICY_VIOLATION,
-                    "too slow: the outgoing queue is full",
-                );
-            }
-            Outgoing::Frame(text) => ctx.text(text),
-            Outgoing::Comments { frame, items } => match self.seen_up_to {
-                // The usual case: nothing of it was in this connection's history.
-                None => ctx.text(frame),
-                Some(seen) if items.first().is_some_and(|first| first.id > seen) => {
-                    self.seen_up_to = None;
-                    ctx.text(frame);
+/// What hubs pushed since the last poll, oldest first: sent in order, with the comment frames
+/// that follow one another merged into one frame.
+impl<L: SessionLogic> StreamHandler<VecDeque<Outgoing>> for WsSession<L> {
+    fn handle(&mut self, batch: VecDeque<Outgoing>, ctx: &mut Self::Context) {
+        let mut comments = CommentFrames::default();
+        for outgoing in batch {
+            match outgoing {
+                Outgoing::Frame(text) => {
+                    comments.send(ctx);
+                    ctx.text(text);
                 }
-                Some(seen) => {
-                    let fresh: Vec<_> = items.iter().filter(|i| i.id > seen).cloned().collect();
-                    if !fresh.is_empty() {
-                        self.seen_up_to = None;
-                        ctx.text(ServerMessage::Danmaku { items: fresh }.to_json());
+                Outgoing::Comments { frame, items } => {
+                    if let Some(frame) = self.unseen(frame, &items) {
+                        comments.add(frame);
                     }
                 }
-            },
-            Outgoing::Close { code, reason } => close(ctx, code, &reason),
+                Outgoing::Close { code, reason } => {
+                    comments.send(ctx);
+                    if reason == TOO_SLOW {
+                        log::info!("connection {}: too slow, closing with {code}", self.id);
+                    }
+                    return close(ctx, code, &reason);
+                }
+            }
+        }
+        comments.send(ctx);
+    }
+
+    /// The outbox never ends; the session outlives nothing it needs from it.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl<L: SessionLogic> WsSession<L> {
+    /// `frame` of `items` as this connection should get it: whole, or without the comments its
+    /// history already held (see [`Connected::seen_up_to`]), or nothing when it held them all.
+    fn unseen(&mut self, frame: ByteString, items: &[shared_model::Danmaku]) -> Option<ByteString> {
+        match self.seen_up_to {
+            // The usual case: nothing of it was in this connection's history.
+            None => Some(frame),
+            Some(seen) if items.first().is_some_and(|first| first.id > seen) => {
+                self.seen_up_to = None;
+                Some(frame)
+            }
+            Some(seen) => {
+                let fresh: Vec<_> = items.iter().filter(|i| i.id > seen).cloned().collect();
+                if fresh.is_empty() {
+                    return None;
+                }
+                self.seen_up_to = None;
+                Some(ServerMessage::Danmaku { items: fresh }.to_json().into())
+            }
         }
     }
+}
+
+/// Consecutive `danmaku` frames of one batch, sent as one frame: the items of each, in order, in
+/// one list. A frame not in the exact shape [`ServerMessage::to_json`] gives them is sent as it
+/// is.
+#[derive(Default)]
+struct CommentFrames {
+    frames: Vec<ByteString>,
+}
+
+impl CommentFrames {
+    /// How every `danmaku` frame begins and ends.
+    const HEAD: &str = r#"{"type":"danmaku","items":["#;
+    const TAIL: &str = "]}";
+
+    fn add(&mut self, frame: ByteString) {
+        self.frames.push(frame);
+    }
+
+    /// The list of items inside `frame`, if it has the expected shape and holds any.
+    fn items_of(frame: &str) -> Option<&str> {
+        frame
+            .strip_prefix(Self::HEAD)?
+            .strip_suffix(Self::TAIL)
+            .filter(|items| !items.is_empty())
+    }
+
+    /// Sends what was added (merged when there are several) and starts over.
+    fn send<A>(&mut self, ctx: &mut ws::WebsocketContext<A>)
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match self.frames.len() {
+            0 => {}
+            1 => ctx.text(self.frames.pop().expect("one frame")),
+            _ => {
+                let frames = std::mem::take(&mut self.frames);
+                match merge(&frames) {
+                    Some(merged) => ctx.text(merged),
+                    None => frames.into_iter().for_each(|frame| ctx.text(frame)),
+                }
+            }
+        }
+    }
+}
+
+/// `frames` as one `danmaku` frame, or `None` if one of them is not in the expected shape.
+fn merge(frames: &[ByteString]) -> Option<String> {
+    let parts: Vec<&str> = frames
+        .iter()
+        .map(|frame| CommentFrames::items_of(frame))
+        .collect::<Option<_>>()?;
+    let length = parts.iter().map(|part| part.len() + 1).sum::<usize>()
+        + CommentFrames::HEAD.len()
+        + CommentFrames::TAIL.len();
+    let mut merged = String::with_capacity(length);
+    merged.push_str(CommentFrames::HEAD);
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            merged.push(',');
+        }
+        merged.push_str(part);
+    }
+    merged.push_str(CommentFrames::TAIL);
+    Some(merged)
 }
 
 /// Whether actix refused a whole text frame because it is not UTF-8 (RFC 6455 section 8.1 wants
@@ -443,5 +517,54 @@ fn is_invalid_utf8(error: &ProtocolError) -> bool {
                     .is_some_and(|inner| inner.to_string().contains("utf-8"))
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared_model::{ChannelId, Color, Danmaku, Mode};
+
+    use super::*;
+
+    fn frame(ids: &[i64]) -> ByteString {
+        let items = ids
+            .iter()
+            .map(|&id| Danmaku {
+                id,
+                channel: ChannelId::parse("r").unwrap(),
+                author: "ann".into(),
+                text: format!("n{id}, \"quoted\" ]}}"),
+                color: Color::default(),
+                mode: Mode::default(),
+                time: None,
+                sent_at: shared_model::time::now(),
+            })
+            .collect();
+        ServerMessage::Danmaku { items }.to_json().into()
+    }
+
+    #[test]
+    fn consecutive_comment_frames_merge_into_one_with_every_item_in_order() {
+        let merged = merge(&[frame(&[1, 2]), frame(&[3]), frame(&[4, 5])]).expect("mergeable");
+        let back: ServerMessage = serde_json::from_str(&merged).expect("a valid frame");
+        let ServerMessage::Danmaku { items } = back else {
+            panic!("not a danmaku frame: {merged}")
+        };
+        let ids: Vec<i64> = items.iter().map(|item| item.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert!(
+            items
+                .iter()
+                .all(|item| item.text.ends_with("\"quoted\" ]}"))
+        );
+        assert_eq!(merged, frame(&[1, 2, 3, 4, 5]).to_string());
+    }
+
+    #[test]
+    fn a_frame_of_another_shape_is_not_merged() {
+        let odd: ByteString = r#"{"items":[],"type":"danmaku"}"#.into();
+        assert!(merge(&[frame(&[1]), odd]).is_none());
+        let empty: ByteString = r#"{"type":"danmaku","items":[]}"#.into();
+        assert!(merge(&[frame(&[1]), empty]).is_none());
     }
 }
