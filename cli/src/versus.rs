@@ -181,8 +181,19 @@ struct Contender {
     server: Server,
     /// `ws-stream (SQLite, fsync)`, `Bun 1.4.5`, `Node v20.20.2 + ws 8.23.0`.
     description: String,
-    /// The program and its folder (peers); `None` for ours, which [`LocalService::start`] finds.
-    program: Option<(PathBuf, String, PathBuf)>,
+    /// How a peer is started; `None` for ours, which [`LocalService::start`] finds and starts.
+    program: Option<PeerProgram>,
+}
+
+/// A peer's server: a script of the peers' folder run by a JavaScript runtime.
+#[derive(Debug, Clone)]
+struct PeerProgram {
+    /// `bun` (an absolute path into node_modules) or `node`.
+    runtime: PathBuf,
+    /// The server's file, in `dir`.
+    script: &'static str,
+    /// The peers' folder, absolute: the server's working directory.
+    dir: PathBuf,
 }
 
 impl Contender {
@@ -190,11 +201,11 @@ impl Contender {
     fn start(&self, echo_log: bool) -> Result<LocalService, CliError> {
         match &self.program {
             None => LocalService::start("ws-stream", &[], echo_log),
-            Some((program, script, dir)) => {
-                let mut command = Command::new(program);
+            Some(peer) => {
+                let mut command = Command::new(&peer.runtime);
                 command
-                    .arg(script)
-                    .current_dir(dir)
+                    .arg(peer.script)
+                    .current_dir(&peer.dir)
                     .env("PORT", "0")
                     .env("HOST", "127.0.0.1");
                 LocalService::start_command(self.server.name(), command, echo_log)
@@ -371,7 +382,11 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
             Ok(Contender {
                 server,
                 description: format!("Bun {version}, `server.publish`, nothing stored"),
-                program: Some((bun, "bun-server.js".into(), dir.canonicalize()?)),
+                program: Some(PeerProgram {
+                    runtime: bun,
+                    script: "bun-server.js",
+                    dir: dir.canonicalize()?,
+                }),
             })
         }
         Server::Node => {
@@ -387,11 +402,11 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
                 description: format!(
                     "Node {version} with ws {ws_version}, a loop over the room, nothing stored"
                 ),
-                program: Some((
-                    args.node.clone(),
-                    "node-server.js".into(),
-                    dir.canonicalize()?,
-                )),
+                program: Some(PeerProgram {
+                    runtime: args.node.clone(),
+                    script: "node-server.js",
+                    dir: dir.canonicalize()?,
+                }),
             })
         }
     }
