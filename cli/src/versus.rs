@@ -253,6 +253,18 @@ pub async fn run(args: VersusArgs) -> Result<ExitCode, CliError> {
     if contenders.is_empty() {
         return Err(CliError::Usage("no server to run".into()));
     }
+    // Everything that can be checked before the first run is, so a long run never ends in a
+    // usage error: the timings, and the markers of the file the table goes into.
+    bench::seconds("--duration", args.duration)?;
+    bench::seconds("--drain", args.drain)?;
+    let pause = Duration::try_from_secs_f64(args.pause)
+        .map_err(|_| CliError::Usage("--pause must be 0 or more seconds".into()))?;
+    if args.ramp.is_nan() || args.ramp < 0.0 {
+        return Err(CliError::Usage("--ramp must be 0 or more seconds".into()));
+    }
+    if let Some(path) = &args.markdown {
+        splice(&read_markdown(path)?, "")?;
+    }
     let busy_before = busy_cores(IDLE_CHECK).await;
     if let Some(busy) = busy_before.filter(|b| *b >= 0.25) {
         eprintln!(
@@ -274,12 +286,10 @@ pub async fn run(args: VersusArgs) -> Result<ExitCode, CliError> {
         timing: (args.duration, args.ramp, args.drain),
     };
     let mut outcomes = Vec::new();
-    let mut failures = 0;
-    let pause = Duration::try_from_secs_f64(args.pause)
-        .map_err(|_| CliError::Usage("--pause must be 0 or more seconds".into()))?;
+    let mut failures = Vec::new();
     for point in &args.points {
         for contender in &contenders {
-            if !outcomes.is_empty() || failures > 0 {
+            if !outcomes.is_empty() || !failures.is_empty() {
                 tokio::time::sleep(pause).await;
             }
             eprintln!(
@@ -303,32 +313,33 @@ pub async fn run(args: VersusArgs) -> Result<ExitCode, CliError> {
                     outcomes.push(outcome);
                 }
                 Err(e) => {
-                    eprintln!(
-                        "versus: {} at {}: {e}",
-                        contender.server.name(),
-                        point.label()
-                    );
-                    failures += 1;
+                    let failure = format!("{} at {}: {e}", contender.server.name(), point.label());
+                    eprintln!("versus: {failure}");
+                    failures.push(failure);
                 }
             }
         }
     }
-    let table = render(&header, &outcomes);
+    let table = render(&header, &outcomes, &failures);
     println!("{table}");
     if let Some(path) = &args.markdown {
-        let old = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e.into()),
-        };
-        std::fs::write(path, splice(&old, &table)?)?;
+        std::fs::write(path, splice(&read_markdown(path)?, &table)?)?;
         eprintln!("versus: table written into {}", path.display());
     }
-    Ok(if failures == 0 {
+    Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The markdown file's text; empty when there is no such file yet.
+fn read_markdown(path: &Path) -> Result<String, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The servers to run, each checked: named ones must be there, the others are skipped with a
@@ -524,8 +535,9 @@ fn command_line() -> String {
     words.join(" ")
 }
 
-/// The markdown that goes between the markers: what was run where, then one row per run.
-pub fn render(header: &Header, outcomes: &[Outcome]) -> String {
+/// The markdown that goes between the markers: what was run where, then one row per run, then
+/// the runs that failed to run at all (a server that did not start, say), one line each.
+pub fn render(header: &Header, outcomes: &[Outcome], failures: &[String]) -> String {
     let mut out = String::new();
     let (duration, ramp, drain) = header.timing;
     // Writing to a String cannot fail.
@@ -561,6 +573,12 @@ pub fn render(header: &Header, outcomes: &[Outcome]) -> String {
     }
     if outcomes.is_empty() {
         let _ = writeln!(out, "\n(no run finished)");
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\nRuns that failed:\n");
+        for failure in failures {
+            let _ = writeln!(out, "- {failure}");
+        }
     }
     out
 }
@@ -796,7 +814,11 @@ mod tests {
             server: Server::Node,
             report: lossy,
         });
-        let table = render(&header, &outcomes);
+        let table = render(
+            &header,
+            &outcomes,
+            &["bun at 5x20/1: it did not start".into()],
+        );
         assert!(table.contains("on 2 cores (Some CPU)"), "{table}");
         assert!(
             table.contains("Command: `danmaku versus --servers ours`"),
@@ -811,5 +833,9 @@ mod tests {
         );
         assert!(table.contains("| 3 |"), "{table}");
         assert!(table.contains("| viewer disconnected: 1 |"), "{table}");
+        assert!(
+            table.ends_with("Runs that failed:\n\n- bun at 5x20/1: it did not start\n"),
+            "{table}"
+        );
     }
 }

@@ -188,6 +188,33 @@ fn a_server_named_but_not_installed_is_an_error_and_the_file_is_untouched() {
     assert_eq!(std::fs::read_to_string(&markdown).unwrap(), before);
 }
 
+#[test]
+fn a_file_with_a_lone_marker_stops_the_command_before_any_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let markdown = dir.path().join("BENCHMARKS.md");
+    let before = format!("# Benchmarks\n\n{BEGIN}\nno end marker\n");
+    std::fs::write(&markdown, &before).unwrap();
+    let output = versus(
+        &[
+            "--servers",
+            "ours",
+            "--point",
+            "5x20/1",
+            "--markdown",
+            markdown.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("without the other"), "{stderr}");
+    assert!(
+        !stderr.contains("versus: ours at"),
+        "no run started: {stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&markdown).unwrap(), before);
+}
+
 /// The peers run only when `bench/peers/node_modules` was filled by `scripts/bench-peers.sh`.
 /// Otherwise this test says so and passes, under CI=true too: issue 13 forbids installing the
 /// peers' packages (a network fetch from the npm registry) in tests, so their absence is the
