@@ -13,6 +13,8 @@
 //!   percentiles, the server's CPU and memory.
 //! - [`compare`]: the same comment stream over each transport; requests, bytes each way,
 //!   latency, loss; a table and an SVG chart.
+//! - [`versus`]: ws-stream, Bun's pub/sub and Node's `ws` at the same points in one run; the
+//!   side-by-side table written into a markdown file.
 //! - [`transport`]: counted sockets, the HTTP/1.1 client, WebSocket frames.
 //! - [`endpoint`]: addresses, channels and routes; [`output`]: how comments are printed.
 //! - [`stamp`]: the send schedule and the intended send time carried in each measured comment;
@@ -38,6 +40,7 @@ pub mod servers;
 pub mod stamp;
 pub mod tail;
 pub mod transport;
+pub mod versus;
 
 pub use error::CliError;
 
@@ -48,9 +51,10 @@ const EXAMPLES: &str = "Examples:
   danmaku send --video demo --time 3.5 'nice shot'   # video service, 127.0.0.1:8082
   danmaku bench --viewers 1000 --rate 100 --duration 20
   danmaku compare --viewers 20 --rate 1 --duration 30 --chart compare.svg
+  danmaku versus --markdown BENCHMARKS.md             # ours, Bun and Node side by side
   danmaku copy-store --from data/ws-stream.db --to postgres://postgres@127.0.0.1:5432/danmaku
 
-bench and compare start their own services (the binaries beside this one, with raised rate
+bench, compare and versus start their own services (the binaries beside this one, with raised rate
 limits) unless given the services' URLs. Each subcommand's --help has more.";
 
 /// The command line.
@@ -80,6 +84,9 @@ pub enum Command {
     /// Deliver the same comment stream over short polling, long polling and WebSocket and
     /// measure what each costs.
     Compare(compare::CompareArgs),
+    /// Run ws-stream, Bun's pub/sub and Node's `ws` at the same points and write the
+    /// side-by-side table into a markdown file.
+    Versus(versus::VersusArgs),
     /// Copy a service's SQLite store into a PostgreSQL database (ids, import keys, rooms,
     /// check-ins, attendance), resumable and idempotent, with a progress bar.
     #[cfg(feature = "copy")]
@@ -94,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tail(args) => tail::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await,
         Command::Compare(args) => compare::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Versus(args) => versus::run(args).await,
         #[cfg(feature = "copy")]
         Command::CopyStore(args) => copy_store::run(args).await.map(|()| ExitCode::SUCCESS),
     }

@@ -62,7 +62,8 @@ impl LocalService {
                 dir.path().join(format!("{name}.db")).into_os_string(),
             ],
         };
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(&store)
             .args(["--rate-per-sec", RAISED_RATE_LIMIT])
@@ -77,7 +78,31 @@ impl LocalService {
             .args(extra)
             // Only the line naming the address is needed; per-connection logs would cost the
             // server CPU in a benchmark.
-            .env("RUST_LOG", "warn,service_kit::server=info")
+            .env("RUST_LOG", "warn,service_kit::server=info");
+        Self::launch(name, command, dir, echo_log)
+    }
+
+    /// Starts any server `command` that logs `listening on http://ADDR` on stderr once it
+    /// listens (the peers of `danmaku versus` do), and waits for that line. Stopped like the
+    /// services when dropped.
+    pub fn start_command(
+        name: &'static str,
+        command: Command,
+        echo_log: bool,
+    ) -> Result<Self, CliError> {
+        Self::launch(name, command, tempfile::tempdir()?, echo_log)
+    }
+
+    /// Spawns `command` with its stderr read on a thread, and waits up to [`START_TIMEOUT`] for
+    /// the address it logs; `dir` lives as long as the service.
+    fn launch(
+        name: &'static str,
+        mut command: Command,
+        dir: tempfile::TempDir,
+        echo_log: bool,
+    ) -> Result<Self, CliError> {
+        let exe = PathBuf::from(command.get_program());
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
