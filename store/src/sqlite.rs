@@ -59,6 +59,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often the writer tries to reopen the database after losing its connection.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the checkpointer copies what the WAL holds into the database file (see
+/// [`run_checkpointer`]). One with nothing to copy costs a few reads of shared memory.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
 const SCHEMA_VERSION: i64 = 5;
@@ -273,6 +277,8 @@ struct Inner {
     writes: Sender<WriteJob>,
     /// Unbounded for the same reason; each job is a small closure.
     reads: Sender<ReadJob>,
+    /// Never sent on: dropping it (with the last clone) stops the checkpointer.
+    _checkpoints: Sender<()>,
     path: PathBuf,
     /// How long a call waits for its answer.
     timeout: Duration,
@@ -325,10 +331,17 @@ impl SqliteStore {
             })
             .map_err(|e| open_error(e.to_string()))?;
         }
+        let (checkpoints, stop_rx) = crossbeam_channel::bounded(0);
+        let checkpointer_path = path.clone();
+        spawn_thread("danmaku-db-checkpoint", move || {
+            run_checkpointer(&checkpointer_path, &stop_rx)
+        })
+        .map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writes,
                 reads,
+                _checkpoints: checkpoints,
                 path,
                 timeout: options.timeout.min(MAX_TIMEOUT),
                 shared,
@@ -510,6 +523,8 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
         log::warn!("SQLite refused WAL mode (got {mode}); durability holds, concurrency drops");
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpoints run on a thread of their own (`run_checkpointer`), never inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&conn)?;
     super::sqlite_rooms::fill_missing_secrets(&conn)?;
     // After migrating: SQLite's advice is to alter tables with enforcement off. Only the writer
@@ -645,6 +660,41 @@ fn run_writer(path: &Path, conn: Connection, jobs: &Receiver<WriteJob>, shared: 
         drop(current);
     }
     log::debug!("database writer stopped");
+}
+
+/// Copies what the WAL holds into the database file every [`CHECKPOINT_INTERVAL`], until `stop`
+/// disconnects (the store was dropped).
+///
+/// SQLite would otherwise do it inside the commit that crosses 1,000 pages of WAL: that commit,
+/// and every comment of its batch, would wait for the copy and the database file's fsync before
+/// anyone is told or shown anything. Here the writer's connection has its automatic checkpoints
+/// off, and this thread, on a connection of its own, runs passive checkpoints, which wait for no
+/// lock and block neither the writer nor the readers. Durability is unchanged: a comment is on
+/// disk once its commit's WAL fsync returned. A checkpoint that fails (a reader holding an old
+/// snapshot, a busy file) is simply tried again next time; while none succeeds, the WAL grows.
+fn run_checkpointer(path: &Path, stop: &Receiver<()>) {
+    let mut conn = None;
+    loop {
+        match stop.recv_timeout(CHECKPOINT_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if conn.is_none() {
+            conn = Connection::open(path)
+                .and_then(|c| {
+                    c.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+                    Ok(c)
+                })
+                .map_err(|e| log::warn!("the checkpointer cannot open the database: {e}"))
+                .ok();
+        }
+        let Some(c) = conn.as_ref() else { continue };
+        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            log::warn!("a WAL checkpoint failed (tried again shortly): {e}");
+            conn = None;
+        }
+    }
+    log::debug!("database checkpointer stopped");
 }
 
 /// Opens the writer's connection again, trying every [`REOPEN_INTERVAL`]; meanwhile every queued
@@ -1209,6 +1259,48 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// Checkpoints run on their own thread, not in the commit that crosses SQLite's 1,000-page
+    /// mark: a few comments (far below that mark, where SQLite would not have copied anything
+    /// yet) reach the database file itself shortly after their commits, and the writer's
+    /// connection has its automatic checkpoints off.
+    #[tokio::test]
+    async fn comments_reach_the_database_file_through_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let store = SqliteStore::open(&path).unwrap();
+        for n in 0..20 {
+            store
+                .append(&channel("a"), comment(&format!("c{n}"), None))
+                .await
+                .unwrap();
+        }
+        let autocheckpoint: i64 = store
+            .write(|conn| {
+                let pages = conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
+                Ok(pages)
+            })
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
+        // The database file alone (copied without its WAL) holds them once a checkpoint ran.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let alone = dir.path().join("alone.db");
+        loop {
+            std::fs::copy(&path, &alone).unwrap();
+            let copied: i64 = Connection::open(&alone)
+                .and_then(|c| c.query_row("SELECT count(*) FROM danmaku", [], |r| r.get(0)))
+                .unwrap_or(0);
+            if copied == 20 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the database file holds {copied} of 20 comments: no checkpoint ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]
