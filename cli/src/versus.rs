@@ -769,6 +769,7 @@ mod tests {
             client_peak_rss_kib: None,
             errors: Default::default(),
             stopped_early: false,
+            burst: None,
             server: Some(crate::bench::report::ServerUsage {
                 pid: 1,
                 pids: vec![1],

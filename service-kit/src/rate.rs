@@ -62,29 +62,37 @@ struct Debt {
     at: Instant,
 }
 
-/// A rate limit per client (see [`client_key`]). Cheap to clone; clones share the buckets.
+/// A rate limit per client (see [`client_key`]). Cheap to clone; clones share the buckets. One
+/// pointer wide: every WebSocket session holds a clone (through its [`ClientBudget`]), so what
+/// it shares lives behind one `Arc` rather than being copied into each session.
 #[derive(Clone)]
 pub struct ClientRateLimiter {
+    inner: Arc<Limiter>,
+}
+
+/// What a [`ClientRateLimiter`] and its clones share.
+struct Limiter {
     /// `governor`'s keyed limiter is lock-free per key (a sharded map of atomics), so workers do
     /// not contend on a single lock.
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// What clients owe past their empty bucket (governor's buckets cannot go below empty).
     /// Only clients whose last read cost more than they had are in it, briefly.
-    debts: Arc<Mutex<HashMap<IpAddr, Debt>>>,
-    checks: Arc<AtomicU64>,
+    debts: Mutex<HashMap<IpAddr, Debt>>,
+    checks: AtomicU64,
     per_sec: NonZeroU32,
     burst: NonZeroU32,
     /// What the tokens pay for, in refusals ("comments and check-in guesses").
     what: &'static str,
-    /// With a bus: where the cluster keeps this budget ([`Self::take_for`]), and its name there.
+    /// With a bus: where the cluster keeps this budget ([`ClientRateLimiter::take_for`]), and
+    /// its name there.
     shared: Option<(SharedLimits, &'static str)>,
 }
 
 impl std::fmt::Debug for ClientRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientRateLimiter")
-            .field("what", &self.what)
-            .field("per_sec", &self.per_sec)
+            .field("what", &self.inner.what)
+            .field("per_sec", &self.inner.per_sec)
             .finish_non_exhaustive()
     }
 }
@@ -95,20 +103,32 @@ impl ClientRateLimiter {
     pub fn new(what: &'static str, per_sec: NonZeroU32, burst: NonZeroU32) -> Self {
         let quota = Quota::per_second(per_sec).allow_burst(burst);
         Self {
-            limiter: Arc::new(RateLimiter::keyed(quota)),
-            debts: Arc::default(),
-            checks: Arc::new(AtomicU64::new(0)),
-            per_sec,
-            burst,
-            what,
-            shared: None,
+            inner: Arc::new(Limiter {
+                limiter: RateLimiter::keyed(quota),
+                debts: Mutex::default(),
+                checks: AtomicU64::new(0),
+                per_sec,
+                burst,
+                what,
+                shared: None,
+            }),
         }
     }
 
     /// This budget, kept for the whole cluster in `shared` under `name` by [`Self::take_for`].
-    pub fn shared(mut self, shared: Option<SharedLimits>, name: &'static str) -> Self {
-        self.shared = shared.map(|limits| (limits, name));
-        self
+    /// Call it before cloning: clones made earlier keep the budget they had.
+    pub fn shared(self, shared: Option<SharedLimits>, name: &'static str) -> Self {
+        let shared = shared.map(|limits| (limits, name));
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut limiter) => {
+                limiter.shared = shared;
+                Self {
+                    inner: Arc::new(limiter),
+                }
+            }
+            // Cloned already: those clones keep the buckets they share with this one.
+            Err(inner) => Self { inner },
+        }
     }
 
     /// Like [`Self::spend_for`], but for the whole cluster when the budget is shared (one
@@ -120,13 +140,13 @@ impl ClientRateLimiter {
         what: Option<&str>,
     ) -> Result<(), HttpError> {
         let Some(client) = client else { return Ok(()) };
-        if let Some((limits, name)) = &self.shared {
+        if let Some((limits, name)) = &self.inner.shared {
             let verdict = limits
                 .spend(
                     name,
                     client_key(client),
-                    self.per_sec.get(),
-                    self.burst.get(),
+                    self.inner.per_sec.get(),
+                    self.inner.burst.get(),
                     cost,
                 )
                 .await;
@@ -153,11 +173,11 @@ impl ClientRateLimiter {
     pub fn spend(&self, client: IpAddr, cost: u32) -> Result<(), Duration> {
         self.sweep_now_and_then();
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-        match self.limiter.check_key_n(&client_key(client), cost) {
+        match self.inner.limiter.check_key_n(&client_key(client), cost) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
             Err(_insufficient) => Err(Duration::from_secs_f64(
-                f64::from(cost.get()) / f64::from(self.per_sec.get()),
+                f64::from(cost.get()) / f64::from(self.inner.per_sec.get()),
             )),
         }
     }
@@ -194,11 +214,11 @@ impl ClientRateLimiter {
         let message = match what {
             Some(what) => format!(
                 "{what}: more {} than your address may have now; try again in {secs} s",
-                self.what
+                self.inner.what
             ),
             None => format!(
                 "too many {} from your address; try again in {secs} s",
-                self.what
+                self.inner.what
             ),
         };
         HttpError {
@@ -224,7 +244,7 @@ impl ClientRateLimiter {
                     ErrorCode::RateLimited,
                     format!(
                         "{what}: too many {} from your address; try again in {secs} s",
-                        self.what
+                        self.inner.what
                     ),
                 ),
                 retry_after_secs: Some(secs),
@@ -265,7 +285,7 @@ impl ClientRateLimiter {
                 debts.remove(&key);
             }
         }
-        match self.limiter.check_key(&key) {
+        match self.inner.limiter.check_key(&key) {
             Ok(()) => Ok(()),
             Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
         }
@@ -298,7 +318,7 @@ impl ClientRateLimiter {
             let Some(n) = NonZeroU32::new(try_n.min(left)) else {
                 break;
             };
-            match self.limiter.check_key_n(&key, n) {
+            match self.inner.limiter.check_key_n(&key, n) {
                 Ok(Ok(())) => paid += u64::from(n.get()),
                 _ => try_n = n.get() / 2,
             }
@@ -309,22 +329,27 @@ impl ClientRateLimiter {
     /// How long the sustained rate takes to earn `tokens`.
     fn time_to_earn(&self, tokens: u64) -> Duration {
         // Exact enough: a few nanoseconds on billions of tokens.
-        Duration::from_secs_f64(tokens as f64 / f64::from(self.per_sec.get()))
+        Duration::from_secs_f64(tokens as f64 / f64::from(self.inner.per_sec.get()))
     }
 
     fn debts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Debt>> {
         // Every hold changes one entry whole, so a panic elsewhere cannot leave it half-done.
-        self.debts.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .debts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every [`CHECKS_PER_SWEEP`] checks, forgets the clients whose buckets are full again and
     /// the debts the refill has paid since (which hold no information and would otherwise
     /// grow the maps forever).
     fn sweep_now_and_then(&self) {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP != CHECKS_PER_SWEEP - 1 {
+        if self.inner.checks.fetch_add(1, Ordering::Relaxed) % CHECKS_PER_SWEEP
+            != CHECKS_PER_SWEEP - 1
+        {
             return;
         }
-        self.limiter.retain_recent();
+        self.inner.limiter.retain_recent();
         self.debts()
             .retain(|_, debt| debt.at.elapsed() < self.time_to_earn(debt.tokens));
     }

@@ -6,9 +6,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::dev::ServiceRequest;
-use actix_web::middleware::{Logger, from_fn};
+use actix_web::dev::{Server, Service, ServiceRequest};
+use actix_web::middleware::{Condition, Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use danmaku_store::{Backend, PgOptions, PgStore, SqliteOptions, SqliteStore, Store, StoreError};
@@ -26,6 +25,18 @@ use crate::{error, headers, rate};
 /// carry a secret (a host token) and logs are kept and shared more widely than requests.
 const ACCESS_LOG_FORMAT: &str =
     r#"%{client}xi "%{request}xi" %s %b "%{referer}xi" "%{User-Agent}i" %T"#;
+
+/// The logger the access log is written through.
+const ACCESS_LOG_TARGET: &str = "actix_web::middleware::logger";
+
+/// Whether the access log is on (`RUST_LOG=actix_web::middleware::logger=debug`), as the logger
+/// was set up when the server started. Off, the middleware is left out altogether: it keeps its
+/// format and the request's details for as long as the response body lives, which for a
+/// WebSocket is the whole connection (about 0.7 KiB each; see BENCHMARKS.md, "Memory per
+/// connection").
+fn access_log_enabled() -> bool {
+    log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Debug)
+}
 
 /// The access log, at debug level (`RUST_LOG=actix_web::middleware::logger=debug`).
 fn access_log() -> Logger {
@@ -116,15 +127,21 @@ where
             trusted_proxies.as_ref()
         );
     }
+    let access_logged = access_log_enabled();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(allowed_hosts.clone())
             .app_data(trusted_proxies.clone())
             // Innermost of the wraps: a refused host is still logged and gets the headers.
             .wrap(from_fn(hosts::refuse_other_hosts))
-            .wrap(access_log())
+            .wrap(Condition::new(access_logged, access_log()))
             .wrap(error::json_error_pages())
             .wrap(headers::security_headers())
+            // Outermost: the chain's future, boxed. actix-http keeps the service's future inside
+            // each connection's task, which lives as long as the connection; boxed, the task
+            // holds a pointer, and the chain's state is freed once the response is ready (for a
+            // WebSocket, right after the upgrade; see BENCHMARKS.md, "Memory per connection").
+            .wrap_fn(|req, service| Box::pin(service.call(req)))
             .app_data(error::payload_config())
             .app_data(error::query_config())
             .app_data(error::path_config())

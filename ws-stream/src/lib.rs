@@ -97,7 +97,7 @@ pub fn build_with_listener(
     }
     let ws = WsSettings::from_args(&config.server, &config.ws);
     let state = web::Data::new(LiveState {
-        live: LiveRooms {
+        live: Arc::new(LiveRooms {
             comments: store as Arc<dyn Store>,
             recent,
             rooms,
@@ -106,7 +106,7 @@ pub fn build_with_listener(
             fanout: fanout.clone(),
             guess_limits: config.service.checkin.limits(),
             shared_limits: config.server.shared_limits(),
-        },
+        }),
         ws,
     });
     let health = service_kit::server::HealthCheck::new(state.live.comments.clone(), Some(fanout));

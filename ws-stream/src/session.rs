@@ -3,6 +3,7 @@
 //! [`service_kit::ws::session`]; the rules are [`crate::rooms`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use service_kit::ReadTicket;
 use service_kit::ws::hub::{Join, Leave};
@@ -27,8 +28,8 @@ pub struct LiveSession {
     /// The client's address, taken from the upgrade request: its guesses spend its budget and
     /// count against it.
     pub client: IpAddr,
-    /// The rooms, their rules and their hub.
-    pub live: LiveRooms,
+    /// The rooms, their rules and their hub (the service's one, shared).
+    pub live: Arc<LiveRooms>,
 }
 
 impl SessionLogic for LiveSession {

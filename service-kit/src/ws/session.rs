@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use actix_http::ws::Item;
@@ -62,10 +62,33 @@ pub fn start<L: SessionLogic>(
     };
     let oversize = Arc::new(AtomicBool::new(false));
     let guarded = FrameGuard::new(payload, settings.max_message_bytes, oversize.clone());
-    let session = WsSession::new(logic, settings.clone(), client, slot, oversize);
+    let session = WsSession::new(logic, Limits::of(settings), client, slot, oversize);
     ws::WsResponseBuilder::new(session, req, guarded)
         .frame_size(settings.max_message_bytes)
         .start()
+}
+
+/// What a session needs of its [`WsSettings`]: a few words copied into each session, rather
+/// than a clone of the settings (budgets, connection counts, origins) in every one.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    heartbeat: Duration,
+    client_timeout: Duration,
+    max_message_bytes: usize,
+    max_bad_frames: u32,
+    max_queued_frames: usize,
+}
+
+impl Limits {
+    fn of(settings: &WsSettings) -> Self {
+        Self {
+            heartbeat: settings.heartbeat,
+            client_timeout: settings.client_timeout,
+            max_message_bytes: settings.max_message_bytes,
+            max_bad_frames: settings.max_bad_frames,
+            max_queued_frames: settings.max_queued_frames,
+        }
+    }
 }
 
 /// A message being reassembled from continuation frames.
@@ -79,10 +102,11 @@ struct Fragments {
 pub struct WsSession<L: SessionLogic> {
     id: ConnectionId,
     logic: L,
-    settings: WsSettings,
+    limits: Limits,
     /// When the client last sent anything (a frame, a ping or a pong).
     last_heard: Instant,
-    fragments: Option<Fragments>,
+    /// Boxed: rare (browsers send whole frames), and a word where it is absent.
+    fragments: Option<Box<Fragments>>,
     /// The client at the other end, whose `writes` budget comments and malformed frames spend.
     client: Client,
     /// Counts this connection among its client's open ones while it lives.
@@ -98,7 +122,7 @@ pub struct WsSession<L: SessionLogic> {
 impl<L: SessionLogic> WsSession<L> {
     fn new(
         logic: L,
-        settings: WsSettings,
+        limits: Limits,
         client: Client,
         slot: Option<ConnectionSlot>,
         oversize: Arc<AtomicBool>,
@@ -113,19 +137,19 @@ impl<L: SessionLogic> WsSession<L> {
             bad_frames: 0,
             oversize,
             seen_up_to: None,
-            settings,
+            limits,
         }
     }
 
     /// Pings every heartbeat; drops the connection once it has been silent for the timeout.
     fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        ctx.run_interval(self.settings.heartbeat, |act, ctx| {
-            if act.last_heard.elapsed() > act.settings.client_timeout {
+        ctx.run_interval(self.limits.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.limits.client_timeout {
                 log::info!(
                     "connection {} ({}): silent for {:?}, dropping it",
                     act.id,
                     act.logic.describe(),
-                    act.settings.client_timeout
+                    act.limits.client_timeout
                 );
                 close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 return;
@@ -157,7 +181,7 @@ impl<L: SessionLogic> WsSession<L> {
         }
         ctx.text(ServerMessage::error(error, reference).to_json());
         self.bad_frames = self.bad_frames.saturating_add(1);
-        if self.bad_frames >= self.settings.max_bad_frames {
+        if self.bad_frames >= self.limits.max_bad_frames {
             log::info!(
                 "connection {} ({}): {} malformed frames in a row, closing it",
                 self.id,
@@ -229,10 +253,10 @@ impl<L: SessionLogic> WsSession<L> {
                     "a new fragmented message began before the last ended",
                 );
             }
-            self.fragments = Some(Fragments {
+            self.fragments = Some(Box::new(Fragments {
                 binary,
                 bytes: Vec::new(),
-            });
+            }));
         }
         let Some(fragments) = self.fragments.as_mut() else {
             return close(
@@ -241,13 +265,13 @@ impl<L: SessionLogic> WsSession<L> {
                 "a continuation frame without a first frame",
             );
         };
-        if fragments.bytes.len() + bytes.len() > self.settings.max_message_bytes {
+        if fragments.bytes.len() + bytes.len() > self.limits.max_message_bytes {
             return close(
                 ctx,
                 close::MESSAGE_TOO_BIG,
                 &format!(
                     "messages are limited to {} bytes",
-                    self.settings.max_message_bytes
+                    self.limits.max_message_bytes
                 ),
             );
         }
@@ -304,7 +328,7 @@ impl<L: SessionLogic> Actor for WsSession<L> {
         self.heartbeat(ctx);
         // What hubs push comes through the connection's bounded outbox, a batch at a time;
         // like every other input, it waits while the first frames are gathered below.
-        let (me, outbox) = Viewer::new(self.id, self.settings.max_queued_frames);
+        let (me, outbox) = Viewer::new(self.id, self.limits.max_queued_frames);
         ctx.add_stream(outbox);
         log::info!("connection {} opened ({})", self.id, self.logic.describe());
         let hello = self.logic.connect(me);
@@ -335,18 +359,18 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
                     "connection {} ({}): a frame declared more than {} bytes, closing it",
                     self.id,
                     self.logic.describe(),
-                    self.settings.max_message_bytes
+                    self.limits.max_message_bytes
                 );
                 let reason = format!(
                     "messages are limited to {} bytes",
-                    self.settings.max_message_bytes
+                    self.limits.max_message_bytes
                 );
                 return close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
             Err(ProtocolError::Overflow) => {
                 let reason = format!(
                     "messages are limited to {} bytes",
-                    self.settings.max_message_bytes
+                    self.limits.max_message_bytes
                 );
                 return close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
