@@ -561,7 +561,7 @@ mod tests {
                 color: Color::default(),
                 mode: Mode::default(),
                 time: None,
-                sent_at: shared_model::time::now(),
+                sent_at: shared_model::time::parse("2026-11-22T00:00:00.000Z").unwrap(),
             })
             .collect();
         ServerMessage::Danmaku { items }.to_json().into()
