@@ -1,9 +1,10 @@
 //! The viewers of one channel (a video or a live room) and what a hub does with them: fan a
 //! batch of comments out as one shared frame, and report the viewer count at most so often.
 //!
-//! A `Room` is plain data owned by a hub actor; the hub decides when to flush (a few
-//! milliseconds after the first comment of a batch, so comments arriving together share a frame)
-//! and when to report counts (on a timer).
+//! A `Room` is plain data owned by a hub actor; the hub decides when to flush (once it has
+//! handled what reached it meanwhile, so comments arriving together share a frame: see
+//! `hub::Publish`) and when to report counts (on a timer). Frames go to each viewer's outbox
+//! (`outbox.rs`).
 
 use std::collections::HashMap;
 
