@@ -674,11 +674,8 @@ fn run_writer(path: &Path, conn: Connection, jobs: &Receiver<WriteJob>, shared: 
 /// snapshot, a busy file) is simply tried again next time; while none succeeds, the WAL grows.
 fn run_checkpointer(path: &Path, stop: &Receiver<()>) {
     let mut conn = None;
-    loop {
-        match stop.recv_timeout(CHECKPOINT_INTERVAL) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-        }
+    // Nothing is ever sent: the wait ends by timing out, or by the store's end.
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if conn.is_none() {
             conn = Connection::open(path)
                 .and_then(|c| {
