@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory per idle WebSocket connection (issue 13): 10,000 viewers connect to one live room of a
-# ws-stream this script starts, then sit idle (one comment a second for a few seconds); the
-# server's RSS before and after they connected, divided by the connections, is the figure.
+# ws-stream this script starts, then sit idle (no senders: nothing is sent); the server's RSS
+# before and after they connected, divided by the connections, is the figure.
 #
 #   scripts/bench-idle.sh                      # 10,000 idle viewers, prints per-connection memory
 #   VIEWERS=2000 scripts/bench-idle.sh         # fewer
@@ -36,7 +36,7 @@ if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt "$need" ]]; then
   exit 1
 fi
 
-BENCH=(--viewers "$VIEWERS" --senders 1 --rate 1 --duration "$DURATION" --ramp "$RAMP" --json)
+BENCH=(--viewers "$VIEWERS" --senders 0 --duration "$DURATION" --ramp "$RAMP" --json)
 REPORT="$(mktemp)"
 TMP="$(mktemp -d)"
 SERVER_PID=""
@@ -87,7 +87,7 @@ report = json.load(open(sys.argv[1]))
 server = report.get("server") or {}
 before, after = server.get("rss_before_kib"), server.get("rss_connected_kib")
 per = server.get("rss_per_connection_kib")
-print(f"viewers connected: {report['viewers_connected']} of {sys.argv[2]} (and {report['senders_connected']} sender)")
+print(f"viewers connected: {report['viewers_connected']} of {sys.argv[2]} (no senders: an idle room)")
 print(f"server RSS: {before} KiB before, {after} KiB connected, peak {server.get('peak_rss_kib')} KiB")
 print(f"per connection: {per:.2f} KiB" if per is not None else "per connection: (not measured)")
 EOF

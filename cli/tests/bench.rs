@@ -138,6 +138,47 @@ fn bench_burst_joins_a_busy_room_and_reports_welcomes_and_latency_meanwhile() {
     assert!((500..=700).contains(&during), "{burst}");
 }
 
+/// With no senders the room stays idle: the viewers connect and wait, nothing is sent, the run
+/// ends without waiting out its drain, and the server's memory per connection is reported.
+#[test]
+fn bench_without_senders_measures_an_idle_room() {
+    let app = spawn_live();
+    let started = Instant::now();
+    let output = run_danmaku(
+        &[
+            "bench",
+            "--url",
+            &app.ws_base,
+            "--live",
+            "idle",
+            "--viewers",
+            "30",
+            "--senders",
+            "0",
+            "--duration",
+            "1",
+            "--ramp",
+            "0.2",
+            "--drain",
+            "20",
+            "--json",
+        ],
+        WAIT,
+    );
+    let report = success_json(&output);
+    assert_eq!(report["viewers_connected"], 30, "{report:#}");
+    assert_eq!(report["senders_connected"], 0);
+    assert_eq!(report["sent"], 0);
+    assert_eq!(report["received"], 0);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the drain waited: {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn bench_on_a_video_counts_every_delivery() {
     let app = spawn_video();

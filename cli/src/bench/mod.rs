@@ -82,7 +82,9 @@ pub struct BenchArgs {
     /// Viewers (connections that only receive).
     #[arg(long, default_value = "100")]
     pub viewers: usize,
-    /// Senders (connections that post; they receive too, but are not counted as viewers).
+    /// Senders (connections that post; they receive too, but are not counted as viewers). 0
+    /// makes an idle room: the viewers connect and wait, nothing is sent (for the memory of
+    /// idle connections).
     #[arg(long, default_value = "1")]
     pub senders: usize,
     /// Comments per second, all senders together.
@@ -205,7 +207,7 @@ struct Plan {
     channel: ChannelId,
     /// Viewers asked for (at least 1).
     viewers: usize,
-    /// Senders asked for (at least 1).
+    /// Senders asked for (0: an idle room).
     senders: usize,
     /// Comments per second, all senders together (positive, finite).
     rate: f64,
@@ -242,10 +244,8 @@ impl Plan {
         };
         let channel = ChannelId::parse(raw_channel)
             .map_err(|e| CliError::Usage(format!("{raw_channel:?}: {}", e.message)))?;
-        if args.viewers == 0 || args.senders == 0 {
-            return Err(CliError::Usage(
-                "--viewers and --senders must be at least 1".into(),
-            ));
+        if args.viewers == 0 {
+            return Err(CliError::Usage("--viewers must be at least 1".into()));
         }
         if !(args.rate.is_finite() && args.rate > 0.0) {
             return Err(CliError::Usage("--rate must be a positive number".into()));
