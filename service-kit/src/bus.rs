@@ -108,6 +108,13 @@ pub enum BusEvent {
         /// Its last id.
         last: i64,
     },
+    /// A moderator deleted comment `id` of `channel` (see [`danmaku_store::Committed::Deleted`]).
+    Deleted {
+        /// The channel.
+        channel: ChannelId,
+        /// The comment's id.
+        id: i64,
+    },
     /// The sender committed comments up to `last` in `channel` that it may not have told of
     /// (its messages were lost while Redis was away): read the rest from the store.
     Committed {

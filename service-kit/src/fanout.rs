@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerArgs;
 use crate::bus::{Bus, BusEvent, BusListener, BusStatus, InstanceId};
-use crate::ws::hub::{HubExtension, Publish, RoomsHub};
+use crate::ws::hub::{HubExtension, Publish, RoomsHub, Unpublish};
 
 /// How long a comment waits for its predecessor before the missing ids are read from the store.
 pub const REORDER_WINDOW: Duration = Duration::from_millis(100);
@@ -54,11 +54,22 @@ const FILL_LIMIT: usize = 1_000;
 pub trait CommentSink: Send + Sync + 'static {
     /// `item` was committed.
     fn deliver(&self, item: &Danmaku);
+
+    /// A moderator deleted comment `id` of `channel` (a watched one), after it was delivered or
+    /// instead of it: drop it wherever it is kept or shown.
+    fn deleted(&self, _channel: &ChannelId, _id: i64) {}
 }
 
 impl<E: HubExtension> CommentSink for Addr<RoomsHub<E>> {
     fn deliver(&self, item: &Danmaku) {
         self.do_send(Publish { item: item.clone() });
+    }
+
+    fn deleted(&self, channel: &ChannelId, id: i64) {
+        self.do_send(Unpublish {
+            channel: channel.clone(),
+            id,
+        });
     }
 }
 
@@ -118,6 +129,8 @@ enum Input {
         first: i64,
         last: i64,
     },
+    /// A moderator deleted comment `id` of `channel`.
+    Deleted { channel: ChannelId, id: i64 },
     /// Committed up to `last`: whatever of it has not arrived is read from the store.
     Committed {
         channel: ChannelId,
@@ -260,6 +273,16 @@ impl Inner {
                     last,
                 }),
             ),
+            Committed::Deleted { channel, id } => (
+                Input::Deleted {
+                    channel: channel.clone(),
+                    id,
+                },
+                Some(BusEvent::Deleted {
+                    channel: channel.clone(),
+                    id,
+                }),
+            ),
         };
         if let (Some(bus), Some(event)) = (self.bus.get(), event) {
             bus.publish(event);
@@ -313,6 +336,7 @@ impl BusListener for Listener {
                 first,
                 last,
             },
+            BusEvent::Deleted { channel, id } => Input::Deleted { channel, id },
             BusEvent::Committed { channel, last } => {
                 for sink in read(&inner.wake).iter() {
                     sink.committed(&channel, last);
@@ -502,6 +526,18 @@ async fn sequence(store: Arc<dyn Store>, mut inputs: mpsc::UnboundedReceiver<Inp
                             seq.hold(first, Held::Skip(last));
                             channel
                         })
+                    }
+                    Input::Deleted { channel, id } => {
+                        if let Some(seq) = channels.get_mut(&channel) {
+                            // Not delivered yet (waiting for a predecessor): it never will be.
+                            if let Some(held @ Held::Comment(_)) = seq.pending.get_mut(&id) {
+                                *held = Held::Skip(id);
+                            }
+                            for sink in &sinks {
+                                sink.deleted(&channel, id);
+                            }
+                        }
+                        None
                     }
                     Input::Committed { channel, last } => {
                         channels.get_mut(&channel).map(|seq| {

@@ -91,6 +91,11 @@ pub enum ErrorCode {
     UnknownType,
     /// A WebSocket binary frame; the protocol is JSON text.
     UnsupportedFrame,
+    /// The comment contains a word the room's host has banned (see [`crate::moderation`]);
+    /// nothing was stored.
+    BannedWord,
+    /// The room's host has muted this name for a while; nothing was stored.
+    Muted,
     /// The server failed; the log has the cause.
     Internal,
     /// The server is shutting down or overloaded, or its database did not answer in time or
@@ -124,9 +129,10 @@ impl ErrorCode {
             | Self::InvalidMode
             | Self::InvalidTime
             | Self::InvalidValue
-            | Self::WrongCode => 422,
+            | Self::WrongCode
+            | Self::BannedWord => 422,
             Self::Unauthorized => 401,
-            Self::Forbidden | Self::OriginNotAllowed => 403,
+            Self::Forbidden | Self::OriginNotAllowed | Self::Muted => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict | Self::CheckinClosed => 409,

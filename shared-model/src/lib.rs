@@ -14,6 +14,8 @@
 //! - [`formats`]: other players' and archives' formats (DPlayer v3, Bilibili XML).
 //! - [`protocol`]: the WebSocket frames, [`ClientMessage`] (client to server) and
 //!   [`ServerMessage`] (server to client).
+//! - [`moderation`]: a room's banned words and the folding (NFKC, case folding, no spaces or
+//!   invisible characters) that keeps them from being dodged.
 //! - [`imports`]: what an archive import brings in ([`ImportedDanmaku`]) and what it did.
 //! - [`time`]: the one text form of a time (RFC 3339, UTC, milliseconds) on the wire and on disk.
 
@@ -24,6 +26,7 @@ pub mod formats;
 pub mod imports;
 pub mod json;
 pub mod limits;
+pub mod moderation;
 pub mod protocol;
 pub mod time;
 

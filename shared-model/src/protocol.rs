@@ -286,6 +286,12 @@ pub enum ServerMessage {
         /// One or more comments.
         items: Vec<Danmaku>,
     },
+    /// Comments a moderator deleted: pages take them off the screen, mid-flight too, and out
+    /// of their lists. Sent to everyone watching the channel.
+    Deleted {
+        /// The ids of the deleted comments.
+        ids: Vec<i64>,
+    },
     /// The answer to a `range` request.
     Range {
         /// Window start, seconds.
@@ -578,6 +584,10 @@ mod tests {
             })
             .unwrap()["items"][0]["time"],
             3.0
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Deleted { ids: vec![7] }).unwrap(),
+            json!({"type": "deleted", "ids": [7]})
         );
         assert_eq!(
             serde_json::to_value(ServerMessage::Viewers { count: 3 }).unwrap(),

@@ -53,7 +53,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 5;
+const NEWEST_SOURCE_VERSION: i64 = 6;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -310,6 +310,8 @@ struct CommentRow {
     time: Option<f64>,
     sent_at: DateTime<Utc>,
     origin: Option<String>,
+    /// When a moderator deleted it (schema version 6 on).
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 /// The SQLite file, opened read-only.
@@ -500,8 +502,11 @@ impl Source {
                 };
                 // Version 1 has no import keys.
                 let origin = if self.version >= 2 { "origin" } else { "NULL" };
+                // Nor deletes before version 6.
+                let deleted = if self.version >= 6 { "deleted_at" } else { "NULL" };
                 let sql = format!(
-                    "SELECT channel, id, author, text, color, mode, time, sent_at, {origin}
+                    "SELECT channel, id, author, text, color, mode, time, sent_at, {origin},
+                            {deleted}
                      FROM danmaku WHERE (channel, id) > (?1, ?2)
                      ORDER BY channel, id LIMIT ?3"
                 );
@@ -519,6 +524,17 @@ impl Source {
                             time: r.get(6)?,
                             sent_at: time_at(r, 7)?,
                             origin: r.get(8)?,
+                            deleted_at: r
+                                .get::<_, Option<String>>(9)?
+                                .map(|text| time::parse(&text))
+                                .transpose()
+                                .map_err(|e| {
+                                    rusqlite::Error::FromSqlConversionFailure(
+                                        9,
+                                        rusqlite::types::Type::Text,
+                                        Box::new(e),
+                                    )
+                                })?,
                         })
                     })
                     .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
@@ -581,10 +597,12 @@ async fn insert_checked(
 /// are the ones that were there before, and the inserted ones are left out by key.
 const COMMENTS: &str = "WITH input AS (
          SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-             $6::TEXT[], $7::DOUBLE PRECISION[], $8::TIMESTAMPTZ[], $9::TEXT[])
-             AS r(channel, id, author, text, color, mode, time, sent_at, origin)
+             $6::TEXT[], $7::DOUBLE PRECISION[], $8::TIMESTAMPTZ[], $9::TEXT[],
+             $10::TIMESTAMPTZ[])
+             AS r(channel, id, author, text, color, mode, time, sent_at, origin, deleted_at)
      ), added AS (
-         INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at, origin)
+         INSERT INTO danmaku
+             (channel, id, author, text, color, mode, time, sent_at, origin, deleted_at)
          SELECT * FROM input ON CONFLICT DO NOTHING RETURNING channel, id
      )
      SELECT i.channel, i.id, EXISTS (
@@ -597,6 +615,13 @@ const COMMENTS: &str = "WITH input AS (
      FROM input i
      WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.channel = i.channel AND a.id = i.id)
      ORDER BY i.channel COLLATE \"C\", i.id";
+
+/// Deletes on the target what was deleted on the source after an earlier run copied it (a
+/// comment only ever goes from shown to deleted, so this is the one change a copied row takes).
+const DELETES: &str = "UPDATE danmaku d SET deleted_at = r.deleted_at
+     FROM unnest($1::TEXT[], $2::BIGINT[], $3::TIMESTAMPTZ[]) AS r(channel, id, deleted_at)
+     WHERE d.channel = r.channel AND d.id = r.id
+       AND r.deleted_at IS NOT NULL AND d.deleted_at IS NULL";
 
 /// Raises each channel's counter to at least the largest id the batch copies, locking the rows
 /// in name order (bytewise, as the append writer does); a counter already past is left alone.
@@ -620,6 +645,7 @@ async fn write_comments(
     let mut times = Vec::with_capacity(len);
     let mut sent = Vec::with_capacity(len);
     let mut origins = Vec::with_capacity(len);
+    let mut deleted = Vec::with_capacity(len);
     for row in rows {
         channels.push(row.channel);
         ids.push(row.id);
@@ -630,17 +656,19 @@ async fn write_comments(
         times.push(row.time);
         sent.push(row.sent_at);
         origins.push(row.origin);
+        deleted.push(row.deleted_at);
     }
     // Counters first: an append on PostgreSQL running meanwhile waits for this batch, then takes
     // ids past it.
     tx.execute(RAISE_COUNTERS, &[&channels, &ids])
         .await
         .map_err(pg_error)?;
-    insert_checked(
+    let written = insert_checked(
         tx,
         COMMENTS,
         &[
             &channels, &ids, &authors, &texts, &colors, &modes, &times, &sent, &origins,
+            &deleted,
         ],
         len,
         |row| {
@@ -651,7 +679,13 @@ async fn write_comments(
             )
         },
     )
-    .await
+    .await?;
+    if written.is_ok() && deleted.iter().any(Option::is_some) {
+        tx.execute(DELETES, &[&channels, &ids, &deleted])
+            .await
+            .map_err(pg_error)?;
+    }
+    Ok(written)
 }
 
 async fn write_rooms(

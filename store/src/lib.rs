@@ -4,6 +4,8 @@
 //! - this file: [`Store`], the comments of every channel, [`StoreError`], and [`Backend`], both
 //!   traits in one, which is what a service opens.
 //! - [`rooms`]: [`RoomStore`], live rooms, host tokens, check-ins and attendance.
+//! - [`moderation`]: [`ModerationStore`], soft deletes, mutes, banned words and the log of them
+//!   (`sqlite_moderation` and `postgres_moderation` implement it).
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, a writer thread with group commit,
 //!   reader threads, the schema and its migrations), implementing both traits.
 //! - `sqlite_rooms`: the [`RoomStore`] half of [`SqliteStore`].
@@ -33,16 +35,20 @@
 //! no deadline of their own around store calls.
 
 pub mod copy;
+pub mod moderation;
 mod postgres;
+mod postgres_moderation;
 mod postgres_rooms;
 pub mod rooms;
 mod sqlite;
+mod sqlite_moderation;
 mod sqlite_rooms;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use async_trait::async_trait;
 
+pub use moderation::{ModerationAction, ModerationEntry, ModerationStore, Mute};
 pub use postgres::{PgOptions, PgStore, redact_url};
 pub use rooms::{
     Attendance, AttendanceOutcome, CHECKIN_SECRET_BYTES, CheckinOpening, CheckinRecord,
@@ -55,11 +61,12 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use shared_model::imports::{ImportOutcome, ImportedDanmaku};
 use shared_model::{ApiError, ChannelId, Danmaku, ErrorCode, NewDanmaku};
 
-/// Both halves of a backend: what a service opens and builds on ([`Store`] for comments,
-/// [`RoomStore`] for rooms and check-ins). Every type that implements both is one.
-pub trait Backend: Store + RoomStore {}
+/// The three parts of a backend: what a service opens and builds on ([`Store`] for comments,
+/// [`RoomStore`] for rooms and check-ins, [`ModerationStore`] for deletes, mutes, banned words
+/// and their log). Every type that implements all three is one.
+pub trait Backend: Store + RoomStore + ModerationStore {}
 
-impl<T: Store + RoomStore> Backend for T {}
+impl<T: Store + RoomStore + ModerationStore> Backend for T {}
 
 /// Why the store could not do what was asked. Every variant is a server fault: clients see
 /// `unavailable` (503, try again) for [`StoreError::Unavailable`] and [`StoreError::Closed`],
@@ -116,6 +123,14 @@ pub enum Committed<'a> {
         first: i64,
         /// The last.
         last: i64,
+    },
+    /// A moderator deleted comment `id` of `channel` (see [`moderation`]): every screen should
+    /// drop it.
+    Deleted {
+        /// The channel.
+        channel: &'a ChannelId,
+        /// The comment's id.
+        id: i64,
     },
 }
 

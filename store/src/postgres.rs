@@ -100,7 +100,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MIGRATION_LOCK: i64 = 0x0064_616e_6d61_6b75;
 
 /// The schema version this code writes: the number of steps in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The schema, one step per version: step `n` (from 0) brings version `n` to `n + 1`, and is
 /// recorded as `n + 1` in `schema_migrations`. Databases in the field ran the old steps, so steps
@@ -160,6 +160,32 @@ pub const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // see `postgres_rooms::fill_missing_secrets`), and the attended count its first close kept.
     "ALTER TABLE checkins ADD COLUMN secret BYTEA CHECK (length(secret) = 32);
      ALTER TABLE checkins ADD COLUMN attended INTEGER;",
+    // Version 3 (SQLite's version 6): moderation (see `postgres_moderation`). A deleted comment
+    // keeps its row, with the time it was deleted, and every read skips it; mutes, banned words
+    // and the log of every moderation action are per channel.
+    "ALTER TABLE danmaku ADD COLUMN deleted_at TIMESTAMPTZ;
+     CREATE TABLE moderation_log (
+         id      BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         channel TEXT        NOT NULL,
+         at      TIMESTAMPTZ NOT NULL,
+         actor   TEXT        NOT NULL,
+         action  TEXT        NOT NULL,
+         target  TEXT        NOT NULL,
+         detail  TEXT
+     );
+     CREATE INDEX moderation_log_by_channel ON moderation_log (channel, id);
+     CREATE TABLE mutes (
+         channel TEXT        NOT NULL,
+         name    TEXT        NOT NULL,
+         until   TIMESTAMPTZ NOT NULL,
+         PRIMARY KEY (channel, name)
+     );
+     CREATE TABLE banned_words (
+         channel  TEXT    NOT NULL,
+         position INTEGER NOT NULL,
+         word     TEXT    NOT NULL,
+         PRIMARY KEY (channel, position)
+     );",
 ];
 
 /// Tuning of [`PgStore`].
@@ -451,6 +477,11 @@ impl PgStore {
                 Err(self.late(what))
             }
         }
+    }
+
+    /// Tells the listeners of `what`, committed by a write of this store.
+    pub(super) fn tell(&self, what: Committed<'_>) {
+        tell_listeners_of(&self.inner.listeners, what);
     }
 
     /// The error of a call that passed its deadline.
@@ -807,9 +838,9 @@ async fn commit_batch(
 }
 
 /// The columns every comment query selects, in the order [`row_to_danmaku`] reads them.
-const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
+pub(super) const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
 
-fn row_to_danmaku(channel: &ChannelId, row: &Row) -> Result<Danmaku, StoreError> {
+pub(super) fn row_to_danmaku(channel: &ChannelId, row: &Row) -> Result<Danmaku, StoreError> {
     let bad = |what: &str, e: shared_model::error::ApiError| {
         StoreError::Database(format!("a stored {what} does not parse: {e:?}"))
     };
@@ -887,7 +918,8 @@ impl Store for PgStore {
         self.comments(
             "a read",
             format!(
-                "SELECT {COLUMNS} FROM danmaku WHERE channel = $1 AND id > $2
+                "SELECT {COLUMNS} FROM danmaku
+                 WHERE channel = $1 AND id > $2 AND deleted_at IS NULL
                  ORDER BY id LIMIT $3"
             ),
             channel,
@@ -905,7 +937,7 @@ impl Store for PgStore {
             .comments(
                 "a read",
                 format!(
-                    "SELECT {COLUMNS} FROM danmaku WHERE channel = $1
+                    "SELECT {COLUMNS} FROM danmaku WHERE channel = $1 AND deleted_at IS NULL
                      ORDER BY id DESC LIMIT $2"
                 ),
                 channel,
@@ -930,7 +962,7 @@ impl Store for PgStore {
             "a read",
             format!(
                 "SELECT {COLUMNS} FROM danmaku
-                 WHERE channel = $1 AND time >= $2 AND time < $3
+                 WHERE channel = $1 AND time >= $2 AND time < $3 AND deleted_at IS NULL
                  ORDER BY time, id LIMIT $4"
             ),
             channel,

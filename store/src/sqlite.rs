@@ -65,7 +65,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -411,6 +411,11 @@ impl SqliteStore {
         self.answer("a read", answer).await
     }
 
+    /// Tells the listeners of `what`, committed by a write of this store.
+    pub(super) fn tell(&self, what: Committed<'_>) {
+        tell_listeners(&self.inner.shared, what);
+    }
+
     /// Runs `work` on the writer thread in a transaction of its own and awaits its result, which
     /// arrives only once the transaction is committed. An error from `work` rolls it back. Jobs
     /// run in the order they were sent, after any appends queued before them (and maybe after
@@ -636,6 +641,32 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // `sqlite_rooms::fill_missing_secrets`), and the attended count its first close kept.
     "ALTER TABLE checkins ADD COLUMN secret BLOB CHECK (secret IS NULL OR length(secret) = 32);
      ALTER TABLE checkins ADD COLUMN attended INTEGER;",
+    // Version 6: moderation (see `sqlite_moderation`). A deleted comment keeps its row, with the
+    // time it was deleted, and every read skips it; mutes, banned words and the log of every
+    // moderation action are per channel. The log's id is `AUTOINCREMENT`, never reused.
+    "ALTER TABLE danmaku ADD COLUMN deleted_at TEXT;
+     CREATE TABLE moderation_log (
+         id      INTEGER PRIMARY KEY AUTOINCREMENT,
+         channel TEXT NOT NULL,
+         at      TEXT NOT NULL,
+         actor   TEXT NOT NULL,
+         action  TEXT NOT NULL,
+         target  TEXT NOT NULL,
+         detail  TEXT
+     );
+     CREATE INDEX moderation_log_by_channel ON moderation_log (channel, id);
+     CREATE TABLE mutes (
+         channel TEXT NOT NULL,
+         name    TEXT NOT NULL,
+         until   TEXT NOT NULL,
+         PRIMARY KEY (channel, name)
+     ) WITHOUT ROWID;
+     CREATE TABLE banned_words (
+         channel  TEXT    NOT NULL,
+         position INTEGER NOT NULL,
+         word     TEXT    NOT NULL,
+         PRIMARY KEY (channel, position)
+     ) WITHOUT ROWID;",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone
@@ -1009,9 +1040,9 @@ fn run_reader(conn: Connection, jobs: Receiver<ReadJob>, shared: &Shared) {
 }
 
 /// The columns every query selects, in the order [`row_to_danmaku`] reads them.
-const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
+pub(super) const COLUMNS: &str = "id, author, text, color, mode, time, sent_at";
 
-fn row_to_danmaku(channel: &ChannelId, row: &Row<'_>) -> rusqlite::Result<Danmaku> {
+pub(super) fn row_to_danmaku(channel: &ChannelId, row: &Row<'_>) -> rusqlite::Result<Danmaku> {
     let bad = |col: usize, e: shared_model::error::ApiError| {
         rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
     };
@@ -1128,7 +1159,8 @@ impl Store for SqliteStore {
             collect(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1 AND id > ?2
+                    "SELECT {COLUMNS} FROM danmaku
+                     WHERE channel = ?1 AND id > ?2 AND deleted_at IS NULL
                      ORDER BY id LIMIT ?3"
                 ),
                 &channel,
@@ -1145,7 +1177,7 @@ impl Store for SqliteStore {
                 collect(
                     conn,
                     &format!(
-                        "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1
+                        "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1 AND deleted_at IS NULL
                          ORDER BY id DESC LIMIT ?2"
                     ),
                     &channel,
@@ -1170,7 +1202,7 @@ impl Store for SqliteStore {
                 conn,
                 &format!(
                     "SELECT {COLUMNS} FROM danmaku
-                     WHERE channel = ?1 AND time >= ?2 AND time < ?3
+                     WHERE channel = ?1 AND time >= ?2 AND time < ?3 AND deleted_at IS NULL
                      ORDER BY time, id LIMIT ?4"
                 ),
                 &channel,

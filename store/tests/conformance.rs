@@ -17,14 +17,15 @@ use chrono::{DateTime, TimeZone, Utc};
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
     Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, Committed, ImportOutcome,
-    ImportedDanmaku, PgOptions, PgStore, RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
+    ImportedDanmaku, ModerationAction, ModerationStore, Mute, PgOptions, PgStore, RoomStore,
+    SqliteOptions, SqliteStore, Store, StoreError,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, Mode, NewDanmaku, TimeRule};
 use shared_model::time;
 
-/// Both traits, so a test can hold either backend behind one pointer.
-trait AnyStore: Store + RoomStore {}
-impl<T: Store + RoomStore> AnyStore for T {}
+/// Every trait, so a test can hold either backend behind one pointer.
+trait AnyStore: Store + RoomStore + ModerationStore {}
+impl<T: Store + RoomStore + ModerationStore> AnyStore for T {}
 
 type Handle = Arc<dyn AnyStore>;
 
@@ -160,6 +161,11 @@ conformance!(
     the_first_close_keeps_the_count_and_attendance_stops_there,
     closes_on_separate_instances_at_once_all_report_the_same_count,
     the_current_checkin_of_a_room_is_found_until_it_closes,
+    a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once,
+    a_deleted_import_is_not_brought_back_by_importing_it_again,
+    mutes_last_until_their_time_and_can_be_lifted,
+    banned_words_are_replaced_whole_and_kept_in_order,
+    the_moderation_log_is_per_channel_and_newest_first,
 );
 
 fn channel(name: &str) -> ChannelId {
@@ -253,6 +259,7 @@ async fn listeners_hear_every_append_in_commit_order_and_the_ids_of_imports(db: 
                 first,
                 last,
             } => format!("{channel}:{first}-{last}"),
+            Committed::Deleted { channel, id } => format!("{channel}:-{id}"),
         };
         sink.lock().unwrap().push(heard);
     }));
@@ -499,8 +506,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [5]),
-        Db::Postgres(_) => assert_eq!(versions, [1, 2], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [6]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3], "each step recorded once"),
     }
 }
 
@@ -1075,4 +1082,160 @@ async fn the_current_checkin_of_a_room_is_found_until_it_closes(db: Db) {
     );
     store.close_checkin(opened.id).await.unwrap();
     assert_eq!(current(noon()).await, None, "closed");
+}
+
+// -------------------------------------------------------------------------------- moderation
+
+async fn a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once(db: Db) {
+    let store = db.open().await;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    store.on_append(Box::new(move |what| {
+        if let Committed::Deleted { channel, id } = what {
+            sink.lock().unwrap().push((channel.to_string(), id));
+        }
+    }));
+    let v = channel("v");
+    for (n, time) in [(1, 1.0), (2, 2.0), (3, 3.0)] {
+        store
+            .append(&v, comment(&format!("c{n}"), Some(time)))
+            .await
+            .unwrap();
+    }
+    let deleted = store.delete_comment(&v, 2, "host").await.unwrap();
+    assert_eq!(deleted.map(|d| (d.id, d.text)), Some((2, "c2".to_owned())));
+    assert_eq!(ids(&store.after(&v, 0, 10).await.unwrap()), [1, 3]);
+    assert_eq!(ids(&store.latest(&v, 2).await.unwrap()), [1, 3]);
+    assert_eq!(
+        ids(&store.time_window(&v, 0.0, 10.0, 10).await.unwrap()),
+        [1, 3]
+    );
+    // Another instance reads the same.
+    let other = db.open().await;
+    assert_eq!(ids(&other.after(&v, 0, 10).await.unwrap()), [1, 3]);
+    // Twice, or an id that never was, is nothing (and logs nothing).
+    assert_eq!(store.delete_comment(&v, 2, "host").await.unwrap(), None);
+    assert_eq!(store.delete_comment(&v, 99, "host").await.unwrap(), None);
+    assert_eq!(*heard.lock().unwrap(), [("v".to_owned(), 2)]);
+    // The id is not reused.
+    assert_eq!(store.last_id(&v).await.unwrap(), 3);
+    let next = store.append(&v, comment("c4", Some(4.0))).await.unwrap();
+    assert_eq!(next.id, 4);
+    let log = store.moderation_log(&v, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].action, ModerationAction::Delete);
+    assert_eq!(log[0].actor, "host");
+    assert_eq!(log[0].target, "2");
+    assert_eq!(log[0].detail.as_deref(), Some("ann: c2"));
+    assert!((Utc::now() - log[0].at).num_seconds().abs() < 60);
+}
+
+async fn a_deleted_import_is_not_brought_back_by_importing_it_again(db: Db) {
+    let store = db.open().await;
+    let v = channel("v");
+    let archive = || {
+        vec![ImportedDanmaku {
+            new: comment("old", Some(1.0)),
+            origin: "file:1".into(),
+            sent_at: None,
+        }]
+    };
+    store.import(&v, archive()).await.unwrap();
+    assert!(store.delete_comment(&v, 1, "admin").await.unwrap().is_some());
+    let again = store.import(&v, archive()).await.unwrap();
+    assert_eq!(again.added, 0, "{again:?}");
+    assert!(store.after(&v, 0, 10).await.unwrap().is_empty());
+}
+
+async fn mutes_last_until_their_time_and_can_be_lifted(db: Db) {
+    let store = db.open().await;
+    let r = channel("r");
+    let now = time::now();
+    let soon = now + chrono::Duration::minutes(10);
+    store.mute(&r, "bob", soon, "host").await.unwrap();
+    store
+        .mute(&r, "carl", now - chrono::Duration::seconds(1), "host")
+        .await
+        .unwrap();
+    store
+        .mute(&channel("elsewhere"), "dan", soon, "host")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mutes(&r, now).await.unwrap(),
+        [Mute {
+            name: "bob".into(),
+            until: time::to_millis(soon),
+        }],
+        "a mute that ended is not listed; another room's is not"
+    );
+    // A new mute replaces the old one.
+    let later = now + chrono::Duration::hours(1);
+    store.mute(&r, "bob", later, "host").await.unwrap();
+    assert_eq!(
+        db.open().await.mutes(&r, now).await.unwrap()[0].until,
+        time::to_millis(later)
+    );
+    assert!(!store.unmute(&r, "carl", "host").await.unwrap(), "had ended");
+    assert!(store.unmute(&r, "bob", "host").await.unwrap());
+    assert!(store.mutes(&r, now).await.unwrap().is_empty());
+    let actions: Vec<_> = store
+        .moderation_log(&r, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.action, e.target.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (ModerationAction::Unmute, "bob".to_owned()),
+            (ModerationAction::Mute, "bob".to_owned()),
+            (ModerationAction::Mute, "carl".to_owned()),
+            (ModerationAction::Mute, "bob".to_owned()),
+        ]
+    );
+}
+
+async fn banned_words_are_replaced_whole_and_kept_in_order(db: Db) {
+    let store = db.open().await;
+    let r = channel("r");
+    assert!(store.banned_words(&r).await.unwrap().is_empty());
+    let words = |list: &[&str]| list.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    store
+        .set_banned_words(&r, words(&["zeta", "alpha", "剧透"]), "host")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.open().await.banned_words(&r).await.unwrap(),
+        words(&["zeta", "alpha", "剧透"])
+    );
+    store
+        .set_banned_words(&r, words(&["beta"]), "admin")
+        .await
+        .unwrap();
+    assert_eq!(store.banned_words(&r).await.unwrap(), words(&["beta"]));
+    store.set_banned_words(&r, Vec::new(), "host").await.unwrap();
+    assert!(store.banned_words(&r).await.unwrap().is_empty());
+    let log = store.moderation_log(&r, 10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[1].actor, "admin");
+    assert_eq!(log[1].detail.as_deref(), Some("1 words"));
+}
+
+async fn the_moderation_log_is_per_channel_and_newest_first(db: Db) {
+    let store = db.open().await;
+    let (a, b) = (channel("a"), channel("b"));
+    for n in 0..5 {
+        store
+            .mute(&a, &format!("n{n}"), time::now(), "host")
+            .await
+            .unwrap();
+    }
+    store.mute(&b, "other", time::now(), "host").await.unwrap();
+    let log = store.moderation_log(&a, 3).await.unwrap();
+    let targets: Vec<_> = log.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["n4", "n3", "n2"]);
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(store.moderation_log(&b, 10).await.unwrap().len(), 1);
 }

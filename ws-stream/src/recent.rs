@@ -92,6 +92,19 @@ impl RecentComments {
         }
     }
 
+    /// A moderator deleted a comment of `room`: its tail, if kept, is dropped, and the room's
+    /// next read loads it again from the store, which leaves the comment out. (Taking the one
+    /// comment out would leave a tail that looks like a whole room when it is not: see
+    /// [`covers`].) Deletes are rare; a reload is one read.
+    pub fn forget(&self, room: &ChannelId) {
+        let mut tails = self.lock();
+        if tails.rooms.remove(room).is_some()
+            && let Some(fanout) = &self.fanout
+        {
+            fanout.unwatch(room);
+        }
+    }
+
     /// Starts loading `room` (see the module docs): from now on its new comments are kept.
     /// Read the store once the answer, if any, resolves.
     pub fn begin_load(&self, room: &ChannelId) -> Option<BoxFuture<'static, ()>> {
@@ -225,6 +238,11 @@ impl CommentSink for LiveSink {
     fn deliver(&self, item: &Danmaku) {
         self.recent.record(item);
         self.hub.deliver(item);
+    }
+
+    fn deleted(&self, channel: &ChannelId, id: i64) {
+        self.recent.forget(channel);
+        self.hub.deleted(channel, id);
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
 use futures_util::FutureExt;
 use futures_util::future::Shared;
-use shared_model::protocol::close;
+use shared_model::protocol::{ServerMessage, close};
 use shared_model::{ChannelId, Danmaku};
 use tokio::sync::oneshot;
 
@@ -341,6 +341,30 @@ impl<E: HubExtension> Handler<Publish> for RoomsHub<E> {
         };
         if found.viewers.queue(msg.item) {
             ctx.notify(Flush { channel });
+        }
+    }
+}
+
+/// A moderator deleted a comment: it is taken out of the batch waiting to go out, if it is
+/// there, and every viewer of its channel is told to take it off the screen. Sent by
+/// [`crate::fanout`] only.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unpublish {
+    /// The comment's channel.
+    pub channel: ChannelId,
+    /// Its id.
+    pub id: i64,
+}
+
+impl<E: HubExtension> Handler<Unpublish> for RoomsHub<E> {
+    type Result = ();
+    fn handle(&mut self, msg: Unpublish, _ctx: &mut Context<Self>) {
+        if let Some(found) = self.channels.get_mut(&msg.channel) {
+            found.viewers.unqueue(msg.id);
+            found
+                .viewers
+                .broadcast(&ServerMessage::Deleted { ids: vec![msg.id] });
         }
     }
 }

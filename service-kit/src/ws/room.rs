@@ -51,6 +51,11 @@ impl Room {
         self.pending.len() == 1
     }
 
+    /// Takes comment `id` out of the batch waiting to go out (a moderator deleted it).
+    pub fn unqueue(&mut self, id: i64) {
+        self.pending.retain(|item| item.id != id);
+    }
+
     /// Sends the queued comments to every viewer as one frame, serialized once. Viewers too
     /// slow to take it are dropped (they have been told to close). Returns how many were.
     pub fn flush(&mut self) -> usize {
