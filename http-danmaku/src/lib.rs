@@ -23,6 +23,7 @@ use actix_web::web;
 use danmaku_store::{Backend, Store};
 use service_kit::ClientBudget;
 use service_kit::fanout::Fanout;
+use service_kit::moderation::{Moderation, ModerationRoutes};
 use service_kit::server::{RunningServer, ServiceError};
 
 pub use config::Config;
@@ -40,9 +41,14 @@ pub const INDEX_PAGE: &str = "http.html";
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
-    store: Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
-    let store: Arc<dyn Store> = store;
+    let store: Arc<dyn Store> = backend.clone();
+    let moderation = Moderation::new(backend, config.server.admin_token.clone());
+    let moderator_routes = web::Data::new(ModerationRoutes {
+        moderation: moderation.clone(),
+        authorize: Box::new(moderation.clone()),
+    });
     let addr = listener.local_addr()?;
     let fanout = Fanout::start(store.clone(), &config.server, "http-danmaku");
     let feeds = RoomFeeds::default();
@@ -50,11 +56,14 @@ pub fn build_with_listener(
     let health = service_kit::server::HealthCheck::new(store.clone(), Some(fanout));
     let state = web::Data::new(AppState {
         store,
+        moderation,
         feeds: feeds.clone(),
         budget: ClientBudget::from_args(&config.server),
     });
     let server = service_kit::server::serve(listener, &config.server, INDEX_PAGE, move |cfg| {
-        cfg.app_data(state.clone()).app_data(health.clone());
+        cfg.app_data(state.clone())
+            .app_data(health.clone())
+            .app_data(moderator_routes.clone());
         routes::configure(cfg);
     })?;
     Ok(RunningServer::new("http-danmaku", server, addr).on_shutdown(move || feeds.close()))

@@ -28,6 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(post_danmaku))
                 .route(web::get().to(poll_danmaku)),
         );
+    // The admin (DANMAKU_ADMIN_TOKEN) deletes comments, mutes names and sets banned words.
+    service_kit::moderation::routes(cfg, "/api/rooms");
 }
 
 /// `POST /api/rooms/{room}/danmaku`: validate, rate-limit, store (durably). Waiting long polls
@@ -42,6 +44,7 @@ async fn post_danmaku(
     let new = body.into_inner().validate(TimeRule::Absent)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
     state.budget.writes.take_request(&req, 1).await?;
+    state.moderation.check(&room, &new.author, &new.text).await?;
     let item = state.store.append(&room, new).await?;
     log::debug!("room {room}: stored comment {}", item.id);
     Ok(HttpResponse::Created().json(item))

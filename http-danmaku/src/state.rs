@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use danmaku_store::Store;
 use service_kit::ClientBudget;
+use service_kit::moderation::Moderation;
 
 use crate::feed::RoomFeeds;
 
@@ -11,6 +12,8 @@ use crate::feed::RoomFeeds;
 pub struct AppState {
     /// Where comments live.
     pub store: Arc<dyn Store>,
+    /// Mutes and banned words (set with the admin token), checked before a comment is stored.
+    pub moderation: Moderation,
     /// Wake-ups for long polls.
     pub feeds: RoomFeeds,
     /// Comments per client address.

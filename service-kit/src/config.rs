@@ -234,6 +234,13 @@ pub struct ServerArgs {
     /// waiting, and `/healthz` answers 503.
     #[arg(long, env = "DANMAKU_DB_TIMEOUT_MS", default_value = "5000")]
     pub db_timeout_ms: NonZeroU32,
+
+    /// The operator's token (at least 16 characters): sent as `Authorization: Bearer`, it
+    /// moderates every channel of the service (delete comments, mute names, set banned words).
+    /// Unset, only a live room's host moderates (their own room). Prefer the variable to the
+    /// flag, which other users of the machine can see in the process list.
+    #[arg(long, env = "DANMAKU_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<crate::moderation::AdminToken>,
 }
 
 impl ServerArgs {

@@ -11,6 +11,8 @@
 //! - [`fanout`]: the one path by which committed comments reach the clients waiting for them.
 //! - [`headers`]: security headers (Content-Security-Policy and friends) for every response.
 //! - [`hosts`]: the `Host` names a service answers to (against DNS rebinding).
+//! - [`moderation`]: who moderates a channel (a live room's host, the operator's admin token),
+//!   the mute and banned-word check before a comment is stored, and the moderator's routes.
 //! - [`proxies`]: who the client is behind a trusted reverse proxy (`--trusted-proxies`).
 //! - [`rate`]: per-client rate limits.
 //! - [`server`]: the HTTP server around a service's routes.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod fanout;
 pub mod headers;
 pub mod hosts;
+pub mod moderation;
 pub mod proxies;
 pub mod rate;
 pub mod server;

@@ -38,6 +38,7 @@ use actix::Actor;
 use actix_web::web;
 use danmaku_store::{Backend, RoomStore, Store};
 use service_kit::fanout::Fanout;
+use service_kit::moderation::{Moderation, ModerationRoutes};
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -46,7 +47,7 @@ pub use config::Config;
 
 use crate::hub::StartCheckin;
 use crate::recent::{LiveSink, RecentComments};
-use crate::rooms::{HISTORY_ITEMS, LiveRooms};
+use crate::rooms::{HISTORY_ITEMS, HostOrAdmin, LiveRooms};
 use crate::state::LiveState;
 
 /// The page this service serves at `/`.
@@ -96,8 +97,10 @@ pub fn build_with_listener(
         });
     }
     let ws = WsSettings::from_args(&config.server, &config.ws);
+    let moderation = Moderation::new(store.clone(), config.server.admin_token.clone());
     let state = web::Data::new(LiveState {
         live: Arc::new(LiveRooms {
+            moderation: moderation.clone(),
             comments: store as Arc<dyn Store>,
             recent,
             rooms,
@@ -109,6 +112,10 @@ pub fn build_with_listener(
         }),
         ws,
     });
+    let moderator_routes = web::Data::new(ModerationRoutes {
+        moderation,
+        authorize: Box::new(HostOrAdmin(state.live.clone())),
+    });
     let health = service_kit::server::HealthCheck::new(state.live.comments.clone(), Some(fanout));
     let server = service_kit::server::serve_ws(
         listener,
@@ -118,6 +125,7 @@ pub fn build_with_listener(
         move |cfg| {
             cfg.app_data(state.clone())
                 .app_data(health.clone())
+                .app_data(moderator_routes.clone())
                 .configure(routes::configure);
         },
     )?;

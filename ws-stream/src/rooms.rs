@@ -19,7 +19,9 @@ use danmaku_store::{
     StoreError,
 };
 use rand::Rng;
+use futures_util::future::LocalBoxFuture;
 use service_kit::fanout::Fanout;
+use service_kit::moderation::{Authorize, Moderation, Moderator};
 use service_kit::rate::client_key;
 use service_kit::rate::{ClientBudget, retry_after_secs};
 use service_kit::shared_limits::{SharedLimits, WrongCodeVerdict};
@@ -125,6 +127,8 @@ impl AttendError {
 /// The live rooms and their rules. Cheap to clone.
 #[derive(Clone)]
 pub struct LiveRooms {
+    /// Mutes and banned words, checked before a comment is stored.
+    pub moderation: Moderation,
     /// Where comments live.
     pub comments: Arc<dyn Store>,
     /// The newest comments of each room, kept current by the fan-out.
@@ -536,6 +540,7 @@ impl LiveRooms {
     /// it from the store (see `service_kit::fanout`), in commit order, not from here.
     pub async fn send(&self, room: &ChannelId, draft: DraftDanmaku) -> Result<Danmaku, ApiError> {
         let new = draft.validate(TimeRule::Absent)?;
+        self.moderation.check(room, &new.author, &new.text).await?;
         self.comments
             .append(room, new)
             .await
@@ -549,6 +554,24 @@ impl LiveRooms {
             .await
             .map_err(store_failed("reading a check-in"))?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no check-in {id}")))
+    }
+}
+
+/// Who moderates a live room: the admin token, else the room's host token.
+pub struct HostOrAdmin(pub Arc<LiveRooms>);
+
+impl Authorize for HostOrAdmin {
+    fn moderator<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        bearer: Option<&'a str>,
+    ) -> LocalBoxFuture<'a, Result<Moderator, ApiError>> {
+        Box::pin(async move {
+            if self.0.moderation.is_admin(bearer) {
+                return Ok(Moderator::Admin);
+            }
+            self.0.host_of(channel, bearer).await.map(|_| Moderator::Host)
+        })
     }
 }
 

@@ -36,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/checkins/{id:\\d+}/attend",
             web::post().to(attend_over_http),
         );
+    // A room's host (or the admin) deletes comments, mutes names and sets banned words.
+    service_kit::moderation::routes(cfg, "/api/rooms");
 }
 
 /// The query of the WebSocket route, as text (see [`query_param`]).

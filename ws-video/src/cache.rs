@@ -63,6 +63,13 @@ where
         }
     }
 
+    /// Forgets every answer (a comment was deleted: no answer may show it again).
+    pub fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
     /// The answer kept for `key`, or the one `read` gives (then kept). Reads that miss together
     /// wait for one `read`. A failed read is logged, kept by no one, and an `internal` error.
     pub async fn get_or_read(
@@ -101,6 +108,13 @@ pub struct ReadCache {
 }
 
 impl ReadCache {
+    /// Forgets every answer: a moderator deleted a comment, and no list or export may show it
+    /// again (deletes are rare; the next reads fill the caches again).
+    pub fn clear(&self) {
+        self.dplayer.clear();
+        self.export_heads.clear();
+    }
+
     /// Caches keeping answers for `ttl`, or none when `None`.
     pub fn new(ttl: Option<Duration>) -> Self {
         Self {

@@ -31,8 +31,9 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::web;
-use danmaku_store::{Backend, Store};
+use danmaku_store::{Backend, Committed, Store};
 use service_kit::fanout::Fanout;
+use service_kit::moderation::{Moderation, ModerationRoutes};
 use service_kit::server::{RunningServer, ServiceError};
 use service_kit::ws::WsSettings;
 use service_kit::ws::hub::Shutdown;
@@ -49,20 +50,36 @@ pub const INDEX_PAGE: &str = "video.html";
 pub fn build_with_listener(
     config: Config,
     listener: TcpListener,
-    store: Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
-    let store: Arc<dyn Store> = store;
+    let store: Arc<dyn Store> = backend.clone();
     let addr = listener.local_addr()?;
     let fanout = Fanout::start(store.clone(), &config.server, "ws-video");
     let hub = hub::new(fanout.clone()).start();
     fanout.connect(hub.clone());
     fanout.connect_peers(Arc::new(hub.clone()));
+    let moderation = Moderation::new(backend, config.server.admin_token.clone());
+    let cache = cache::ReadCache::new(config.service.read_cache_ttl());
+    {
+        // A deleted comment leaves the brief caches at once (on this instance; the others'
+        // expire within their time to live).
+        let cache = cache.clone();
+        store.on_append(Box::new(move |what| {
+            if let Committed::Deleted { .. } = what {
+                cache.clear();
+            }
+        }));
+    }
+    let moderator_routes = web::Data::new(ModerationRoutes {
+        moderation: moderation.clone(),
+        authorize: Box::new(moderation.clone()),
+    });
     let state = web::Data::new(VideoState {
-        timeline: Timeline::new(store),
+        timeline: Timeline::new(store, moderation),
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
         imports: budget::Imports::from_args(&config.service),
-        cache: cache::ReadCache::new(config.service.read_cache_ttl()),
+        cache,
     });
     let health =
         service_kit::server::HealthCheck::new(state.timeline.store().clone(), Some(fanout));
@@ -74,6 +91,7 @@ pub fn build_with_listener(
         move |cfg| {
             cfg.app_data(state.clone())
                 .app_data(health.clone())
+                .app_data(moderator_routes.clone())
                 .configure(routes::configure)
                 .configure(archive::configure);
         },

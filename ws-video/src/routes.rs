@@ -23,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(list))
                 .route(web::post().to(post)),
         );
+    // The admin (DANMAKU_ADMIN_TOKEN) deletes comments, mutes names and sets banned words.
+    service_kit::moderation::routes(cfg, "/api/videos");
 }
 
 /// `GET /ws/videos/{video}`: the Origin check, then the upgrade.

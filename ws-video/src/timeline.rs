@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use danmaku_store::Store;
+use service_kit::moderation::Moderation;
 use shared_model::comment::TimeRule;
 use shared_model::limits::MAX_VIDEO_TIME_SECS;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, NewDanmaku};
@@ -20,12 +21,14 @@ pub const WHOLE_VIDEO_END: f64 = MAX_VIDEO_TIME_SECS + 1.0;
 #[derive(Clone)]
 pub struct Timeline {
     store: Arc<dyn Store>,
+    /// Mutes and banned words (set with the admin token), checked before a comment is stored.
+    moderation: Moderation,
 }
 
 impl Timeline {
-    /// The timelines kept in `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    /// The timelines kept in `store`, moderated by `moderation`.
+    pub fn new(store: Arc<dyn Store>, moderation: Moderation) -> Self {
+        Self { store, moderation }
     }
 
     /// Where the comments live (for the archive formats, which read and write whole videos).
@@ -41,6 +44,7 @@ impl Timeline {
     /// Stores a checked comment; returns once it is committed. Viewers hear of it from the store
     /// (see `service_kit::fanout`), in commit order, not from here.
     pub async fn append(&self, video: &ChannelId, new: NewDanmaku) -> Result<Danmaku, ApiError> {
+        self.moderation.check(video, &new.author, &new.text).await?;
         self.store.append(video, new).await.map_err(|e| {
             log::error!("video {video}: storing a comment failed: {e}");
             e.client_error()
