@@ -139,3 +139,20 @@ pub fn http_from(from: &str) -> reqwest::Client {
         .build()
         .expect("an HTTP client")
 }
+
+/// Creates a room through the API; its id and host token.
+pub async fn new_room(app: &TestService) -> (String, String) {
+    let body: Value = http()
+        .post(format!("{}/api/rooms", app.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("the service answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    (
+        body["room"].as_str().expect("a room").to_owned(),
+        body["host_token"].as_str().expect("a token").to_owned(),
+    )
+}
