@@ -554,3 +554,59 @@ async fn wrong_codes_are_counted_for_the_cluster_per_client_and_per_check_in() {
     let (status, code) = guess("127.0.0.11", 1, "000000").await;
     assert_eq!((status, code.as_str()), (429, "rate_limited"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_and_banned_words_made_on_one_instance_hold_on_the_others() {
+    let Some(bus) = cluster_bus() else { return };
+    let store = TestStore::new("live");
+    let (a, b) = (instance(&store, &bus), instance(&store, &bus));
+    wait_until_connected(&[&a, &b]).await;
+    let (room, token) = new_hosted_room(&a).await;
+    let (mut on_b, _) = join(&b.ws_base, &room, "bo", None).await;
+    let said = send_all(a.ws_base.clone(), room.clone(), "al".into(), 3).await;
+    // B has the room's newest comments in memory now (its viewer joined and was pushed them).
+    let mut seen = Seen::default();
+    let wanted: HashSet<i64> = said.iter().copied().collect();
+    assert!(watch(&mut on_b, &mut seen, |s| s.has_all(&wanted)).await);
+
+    let deleted = http()
+        .delete(format!("{}/api/rooms/{room}/danmaku/{}", a.base, said[1]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(on_b.recv_type("deleted").await["ids"], json!([said[1]]));
+    // B's history and a join on B leave it out.
+    let page = get_json(&format!("{}/api/rooms/{room}/history?after=0", b.base)).await;
+    assert_eq!(ids(&page["items"]), [said[0], said[2]]);
+    let (_late, welcome) = join(&b.ws_base, &room, "late", None).await;
+    assert_eq!(ids(&welcome["history"]), [said[0], said[2]]);
+
+    // A word banned through A is refused on B within the rules' cache time (1 s).
+    let banned = http()
+        .put(format!("{}/api/rooms/{room}/banned-words", a.base))
+        .bearer_auth(&token)
+        .json(&json!({"words": ["forbidden"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banned.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        on_b.send_json(&json!({"type": "send", "text": "FORBIDDEN", "ref": "f"}))
+            .await;
+        let answer = loop {
+            let frame = on_b.recv_json().await;
+            if frame["ref"] == "f" {
+                break frame;
+            }
+        };
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], "banned_word", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never refused the banned word");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
