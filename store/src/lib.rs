@@ -146,8 +146,19 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `new` in `channel` with the next id and the current time; returns once committed.
     async fn append(&self, channel: &ChannelId, new: NewDanmaku) -> Result<Danmaku, StoreError>;
 
-    /// Comments with `id > after`, oldest first, at most `limit`.
+    /// Comments with `id > after`, oldest first, at most `limit`; deleted ones left out (as
+    /// every read below leaves them out).
     async fn after(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError>;
+
+    /// Like [`Store::after`], deleted comments included (see [`moderation`]): for recognising what
+    /// a channel holds (an archive imported again must not bring a deleted comment back), never
+    /// for showing.
+    async fn after_including_deleted(
         &self,
         channel: &ChannelId,
         after: i64,

@@ -932,6 +932,28 @@ impl Store for PgStore {
         .await
     }
 
+    async fn after_including_deleted(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError> {
+        self.comments(
+            "a read",
+            format!(
+                "SELECT {COLUMNS} FROM danmaku WHERE channel = $1 AND id > $2
+                 ORDER BY id LIMIT $3"
+            ),
+            channel,
+            vec![
+                Box::new(channel.as_str().to_owned()),
+                Box::new(after),
+                Box::new(sql_limit(limit)),
+            ],
+        )
+        .await
+    }
+
     async fn latest(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Danmaku>, StoreError> {
         let mut items = self
             .comments(

@@ -1170,6 +1170,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn after_including_deleted(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Danmaku>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            collect(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM danmaku WHERE channel = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3"
+                ),
+                &channel,
+                params![channel.as_str(), after, sql_limit(limit)],
+            )
+        })
+        .await
+    }
+
     async fn latest(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Danmaku>, StoreError> {
         let channel = channel.clone();
         let mut items = self

@@ -1110,6 +1110,11 @@ async fn a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once(db: Db)
         ids(&store.time_window(&v, 0.0, 10.0, 10).await.unwrap()),
         [1, 3]
     );
+    // Except where the store is asked what it holds (to recognise an archive's rows).
+    assert_eq!(
+        ids(&store.after_including_deleted(&v, 0, 10).await.unwrap()),
+        [1, 2, 3]
+    );
     // Another instance reads the same.
     let other = db.open().await;
     assert_eq!(ids(&other.after(&v, 0, 10).await.unwrap()), [1, 3]);

@@ -68,10 +68,11 @@ impl Timeline {
             })
     }
 
-    /// The rows of `video` with these ids (those it has), read in runs of neighbouring ids: one
-    /// store read per run, and never more than twice as many rows read as ids asked for. Ids
-    /// are dense within a video (each is the previous newest plus one), so the rows after
-    /// `id - 1` start at `id`.
+    /// The rows of `video` with these ids (those it has, deleted ones included: an export
+    /// imported again must recognise a row a moderator deleted since, not bring it back), read
+    /// in runs of neighbouring ids: one store read per run, and never more than twice as many
+    /// rows read as ids asked for. Ids are dense within a video (each is the previous newest
+    /// plus one), so the rows after `id - 1` start at `id`.
     pub async fn rows_by_id(
         &self,
         video: &ChannelId,
@@ -96,7 +97,7 @@ impl Timeline {
             let span = usize::try_from(ids[last] - start + 1).unwrap_or(usize::MAX);
             let rows = self
                 .store
-                .after(video, start - 1, span)
+                .after_including_deleted(video, start - 1, span)
                 .await
                 .map_err(|e| {
                     log::error!("video {video}: reading rows by id failed: {e}");
