@@ -65,14 +65,17 @@ export class ChatList {
    * @param {number} [options.nearBottomPx] new comments are followed while scrolled within this of the bottom
    * @param {HTMLElement|null} [options.more] a "new comments below" button, shown while they are not followed
    * @param {(item: object) => boolean} [options.accept] which comments belong in this list
+   * @param {((item: object) => HTMLElement[])|null} [options.actions] controls added to each line (the
+   *   host's delete and mute buttons)
    */
-  constructor(el, { max = 500, maxSeen = max * 10, nearBottomPx = 48, more = null, accept = () => true } = {}) {
+  constructor(el, { max = 500, maxSeen = max * 10, nearBottomPx = 48, more = null, accept = () => true, actions = null } = {}) {
     this.el = el;
     this.max = max;
     this.maxSeen = maxSeen;
     this.nearBottomPx = nearBottomPx;
     this.more = more;
     this.accept = accept;
+    this.actions = actions;
     /** The highest id seen on the stream: the page's resume point, or null. */
     this.lastId = null;
     /** Ids shown, for deduplication. */
@@ -126,6 +129,18 @@ export class ChatList {
     return true;
   }
 
+  /**
+   * Takes the lines of these comment ids out (a moderator deleted them). Their ids stay seen, so a
+   * resume that overlaps cannot bring them back.
+   */
+  remove(ids) {
+    for (const id of ids) {
+      if (!Number.isInteger(id)) continue;
+      this.seen.add(id);
+      this.el.querySelector(`li[data-id="${id}"]`)?.remove();
+    }
+  }
+
   /** Empties the list and forgets the ids and `lastId` (too much was missed to fill the gap). */
   reset() {
     this.seen.clear();
@@ -153,6 +168,7 @@ export class ChatList {
     const wasNearBottom = this.nearBottom();
     for (const item of items) {
       const li = chatRow(item, this.own.has(item.id));
+      if (this.actions) li.append(...this.actions(item));
       let before = this.el.lastElementChild;
       while (before && Number(before.dataset.id) > item.id) before = before.previousElementSibling;
       this.el.insertBefore(li, before ? before.nextSibling : this.el.firstChild);

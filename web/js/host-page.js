@@ -14,6 +14,7 @@
 import { ApiError, api, describe, json } from './api.js';
 import { ChatList, clock } from './chat-list.js';
 import { Connection } from './connection.js';
+import { ModerationPanel } from './moderation-panel.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** sessionStorage key prefix: `<prefix><room>` holds `{room, host_token, title, checkin?, interval?}`. */
@@ -340,6 +341,7 @@ function onWelcome(c, f) {
   if (f.recovered === false) chat.reset();
   chat.add(f.history);
   setStatus(`Connected as host of room “${host.room}”.`);
+  moderation.refresh();
   // What happened while the socket was down: new attendees, or the check-in closing.
   if (current) refreshCheckin(current.id);
 }
@@ -357,6 +359,7 @@ function connect() {
   on('welcome', onWelcome);
   on('viewers', (_, f) => setViewers(f.count));
   on('danmaku', (_, f) => chat.add(f.items));
+  on('deleted', (_, f) => chat.remove(Array.isArray(f.ids) ? f.ids : []));
   on('error', (_, f) => showError(`${f.message ?? 'The server reported an error.'} (${f.code ?? 'error'})`));
   on('checkin_open', (_, f) => {
     if (!Number.isInteger(f.checkin)) return;
@@ -653,7 +656,14 @@ ui.csv.addEventListener('click', async () => {
 
 // ---- the chat view ----
 
-const chat = new ChatList(ui.chat, { max: MAX_CHAT, maxSeen: MAX_CHAT * 20 });
+// Each line has the host's Delete and Mute buttons (see moderation-panel.js).
+const moderation = new ModerationPanel({
+  words: $('banned-words'), wordsForm: $('words-form'), mutes: $('mutes'), log: $('moderation-log'),
+  note: $('moderation-note'), host: () => (host ? { room: host.room, token: host.host_token } : null),
+});
+const chat = new ChatList(ui.chat, {
+  max: MAX_CHAT, maxSeen: MAX_CHAT * 20, actions: (item) => moderation.actions(item),
+});
 
 // ---- start ----
 

@@ -275,6 +275,12 @@ function connect() {
   on('refused', onRefused);
   on('welcome', onWelcome);
   on('danmaku', (f) => addItems(f.items, { fly: 'all' }));
+  // A moderator deleted comments: off the stage mid-flight, and out of the chat box.
+  on('deleted', (f) => {
+    const ids = Array.isArray(f.ids) ? f.ids : [];
+    chat.remove(ids);
+    stage.remove(ids);
+  });
   on('viewers', (f) => setViewers(f.count));
   on('error', (f) => showError(describeError(f.code, f.message)));
   on('checkin_open', onCheckinOpen);

@@ -82,6 +82,18 @@ export class Stage {
     this.el.style.setProperty('--dm-scale', String(value));
   }
 
+  /**
+   * Takes the comments with these ids off the stage at once, mid-flight too, and out of the
+   * queue (a moderator deleted them). Their lanes free up when they would have.
+   */
+  remove(ids) {
+    const gone = new Set(ids.map(Number));
+    this.waiting = this.waiting.filter(({ item }) => !gone.has(item.id));
+    for (const node of [...this.el.children]) {
+      if (gone.has(Number(node.dataset.id))) node.remove();
+    }
+  }
+
   /** Removes everything on and waiting for the stage. */
   clear() {
     this.waiting = [];
@@ -99,6 +111,8 @@ export class Stage {
     node.className = `dm measuring ${mode}`;
     if (own) node.classList.add('own');
     node.textContent = item.text;
+    // Stored comments carry an id, by which a moderator's delete finds them mid-flight.
+    if (Number.isInteger(item.id)) node.dataset.id = String(item.id);
     node.style.setProperty('--c', /^#[0-9a-fA-F]{6}$/.test(item.color) ? item.color : '#ffffff');
     this.el.append(node);
 

@@ -98,7 +98,7 @@ function isComment(item) {
 function merge(incoming) {
   const fresh = [];
   for (const item of incoming ?? []) {
-    if (!isComment(item) || byId.has(item.id)) continue;
+    if (!isComment(item) || byId.has(item.id) || deleted.has(item.id)) continue;
     byId.set(item.id, item);
     fresh.push(item);
   }
@@ -118,6 +118,23 @@ function merge(incoming) {
     ui.list.replaceChildren(all);
   }
   ui.count.textContent = `(${items.length})`;
+}
+
+/** Ids a moderator deleted: never shown again, even from a `range` answer already on its way. */
+const deleted = new Set();
+
+/** A moderator deleted these comments: off the stage mid-flight, out of the list and the store. */
+function forget(ids) {
+  const gone = (Array.isArray(ids) ? ids : []).filter(Number.isInteger);
+  for (const id of gone) {
+    deleted.add(id);
+    byId.delete(id);
+    rows.get(id)?.remove();
+    rows.delete(id);
+  }
+  items = items.filter((item) => !deleted.has(item.id));
+  ui.count.textContent = `(${items.length})`;
+  stage.remove(gone);
 }
 
 function insertionIndex(item) {
@@ -455,6 +472,7 @@ function watch(id) {
   c.addEventListener('hello', (e) => { if (c === conn) setViewers(e.detail.viewers); });
   c.addEventListener('viewers', (e) => { if (c === conn) setViewers(e.detail.count); });
   c.addEventListener('danmaku', (e) => { if (c === conn) merge(e.detail.items); });
+  c.addEventListener('deleted', (e) => { if (c === conn) forget(e.detail.ids); });
   c.addEventListener('error', (e) => {
     if (c === conn) showError(`${e.detail.message ?? 'The server reported an error.'} (${e.detail.code})`);
   });
