@@ -44,7 +44,10 @@ async fn post_danmaku(
     let new = body.into_inner().validate(TimeRule::Absent)?;
     // Checked after validation, so a typo does not cost the client one of its comments.
     state.budget.writes.take_request(&req, 1).await?;
-    state.moderation.check(&room, &new.author, &new.text).await?;
+    state
+        .moderation
+        .check(&room, &new.author, &new.text)
+        .await?;
     let item = state.store.append(&room, new).await?;
     log::debug!("room {room}: stored comment {}", item.id);
     Ok(HttpResponse::Created().json(item))

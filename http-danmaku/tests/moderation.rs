@@ -26,7 +26,13 @@ async fn the_admin_deletes_a_comment_and_sets_rules_that_refuse_before_storing()
     let http = client();
     let mut ids = Vec::new();
     for text in ["a", "b", "c"] {
-        let (status, item) = post(&http, &app.base, "lobby", &json!({"author": "ann", "text": text})).await;
+        let (status, item) = post(
+            &http,
+            &app.base,
+            "lobby",
+            &json!({"author": "ann", "text": text}),
+        )
+        .await;
         assert_eq!(status, 201);
         ids.push(item["id"].as_i64().unwrap());
     }
@@ -34,7 +40,10 @@ async fn the_admin_deletes_a_comment_and_sets_rules_that_refuse_before_storing()
     assert_eq!(http.delete(&path).send().await.unwrap().status(), 401);
     let done = http.delete(&path).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(done.status(), 200);
-    assert_eq!(texts(&read_all(&http, &app.base, "lobby").await), ["a", "c"]);
+    assert_eq!(
+        texts(&read_all(&http, &app.base, "lobby").await),
+        ["a", "c"]
+    );
     // The newest page (no cursor) leaves it out too.
     let page: Value = http
         .get(format!("{}/api/rooms/lobby/danmaku?limit=2", app.base))
@@ -61,7 +70,10 @@ async fn the_admin_deletes_a_comment_and_sets_rules_that_refuse_before_storing()
         &json!({"author": "ann", "text": "B\u{200B}ADWORD"}),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("banned_word")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("banned_word"))
+    );
 
     let muted = http
         .post(format!("{}/api/rooms/lobby/mutes", app.base))
@@ -71,9 +83,27 @@ async fn the_admin_deletes_a_comment_and_sets_rules_that_refuse_before_storing()
         .await
         .unwrap();
     assert_eq!(muted.status(), 200);
-    let (status, body) = post(&http, &app.base, "lobby", &json!({"author": "ann", "text": "hi"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("muted")));
-    let (status, _) = post(&http, &app.base, "lobby", &json!({"author": "bo", "text": "hi"})).await;
+    let (status, body) = post(
+        &http,
+        &app.base,
+        "lobby",
+        &json!({"author": "ann", "text": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("muted"))
+    );
+    let (status, _) = post(
+        &http,
+        &app.base,
+        "lobby",
+        &json!({"author": "bo", "text": "hi"}),
+    )
+    .await;
     assert_eq!(status, 201);
-    assert_eq!(texts(&read_all(&http, &app.base, "lobby").await), ["a", "c", "hi"]);
+    assert_eq!(
+        texts(&read_all(&http, &app.base, "lobby").await),
+        ["a", "c", "hi"]
+    );
 }

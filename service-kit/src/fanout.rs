@@ -130,7 +130,10 @@ enum Input {
         last: i64,
     },
     /// A moderator deleted comment `id` of `channel`.
-    Deleted { channel: ChannelId, id: i64 },
+    Deleted {
+        channel: ChannelId,
+        id: i64,
+    },
     /// Committed up to `last`: whatever of it has not arrived is read from the store.
     Committed {
         channel: ChannelId,

@@ -55,8 +55,7 @@ impl std::str::FromStr for AdminToken {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        if value.chars().count() < MIN_ADMIN_TOKEN_CHARS || value.chars().any(char::is_whitespace)
-        {
+        if value.chars().count() < MIN_ADMIN_TOKEN_CHARS || value.chars().any(char::is_whitespace) {
             return Err(format!(
                 "the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters with no \
                  spaces (make one with: openssl rand -hex 32)"
@@ -190,10 +189,19 @@ impl Moderation {
     /// Whether `author` may post `text` in `channel` now: `muted` while the name is muted there,
     /// `banned_word` when the text holds one of the channel's banned words. Call it after the
     /// comment's own rules passed and before it is stored.
-    pub async fn check(&self, channel: &ChannelId, author: &str, text: &str) -> Result<(), ApiError> {
+    pub async fn check(
+        &self,
+        channel: &ChannelId,
+        author: &str,
+        text: &str,
+    ) -> Result<(), ApiError> {
         let rules = self.rules(channel).await?;
         let now = Utc::now();
-        if let Some(mute) = rules.mutes.iter().find(|m| m.name == author && m.until > now) {
+        if let Some(mute) = rules
+            .mutes
+            .iter()
+            .find(|m| m.name == author && m.until > now)
+        {
             return Err(ApiError::new(
                 ErrorCode::Muted,
                 format!(

@@ -183,13 +183,13 @@ mod tests {
         let banned = list(&["spoiler", "剧透"]);
         for dodge in [
             "SPOILER ahead",
-            "Ｓｐｏｉｌｅｒ",                       // full-width
-            "𝐬𝐩𝐨𝐢𝐥𝐞𝐫",                          // mathematical bold (compatibility)
-            "s p o i l e r",                     // spaces
-            "s\u{200B}po\u{200D}il\u{00AD}er",   // zero-width space and joiner, soft hyphen
-            "s\u{3000}poiler",                   // ideographic space
-            "s\u{2060}poiler\u{FEFF}",           // word joiner, byte-order mark
-            "前方剧\u{200B}透",                  // CJK with a zero-width space
+            "Ｓｐｏｉｌｅｒ",                  // full-width
+            "𝐬𝐩𝐨𝐢𝐥𝐞𝐫",                         // mathematical bold (compatibility)
+            "s p o i l e r",                   // spaces
+            "s\u{200B}po\u{200D}il\u{00AD}er", // zero-width space and joiner, soft hyphen
+            "s\u{3000}poiler",                 // ideographic space
+            "s\u{2060}poiler\u{FEFF}",         // word joiner, byte-order mark
+            "前方剧\u{200B}透",                // CJK with a zero-width space
         ] {
             assert!(banned.find(dodge).is_some(), "{dodge:?} got through");
             assert_eq!(banned.check(dodge).unwrap_err().code, ErrorCode::BannedWord);

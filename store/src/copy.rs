@@ -503,7 +503,11 @@ impl Source {
                 // Version 1 has no import keys.
                 let origin = if self.version >= 2 { "origin" } else { "NULL" };
                 // Nor deletes before version 6.
-                let deleted = if self.version >= 6 { "deleted_at" } else { "NULL" };
+                let deleted = if self.version >= 6 {
+                    "deleted_at"
+                } else {
+                    "NULL"
+                };
                 let sql = format!(
                     "SELECT channel, id, author, text, color, mode, time, sent_at, {origin},
                             {deleted}
@@ -667,8 +671,7 @@ async fn write_comments(
         tx,
         COMMENTS,
         &[
-            &channels, &ids, &authors, &texts, &colors, &modes, &times, &sent, &origins,
-            &deleted,
+            &channels, &ids, &authors, &texts, &colors, &modes, &times, &sent, &origins, &deleted,
         ],
         len,
         |row| {

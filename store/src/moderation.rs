@@ -22,9 +22,7 @@ use super::StoreError;
 use shared_model::{ChannelId, Danmaku};
 
 /// What a moderator did.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ModerationAction {
@@ -96,8 +94,12 @@ pub trait ModerationStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Lifts `name`'s mute in `channel`; `false` when it had none in force (nothing logged).
-    async fn unmute(&self, channel: &ChannelId, name: &str, actor: &str)
-    -> Result<bool, StoreError>;
+    async fn unmute(
+        &self,
+        channel: &ChannelId,
+        name: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError>;
 
     /// The names muted in `channel` at `now`, by name.
     async fn mutes(&self, channel: &ChannelId, now: DateTime<Utc>)
@@ -125,4 +127,13 @@ pub trait ModerationStore: Send + Sync + 'static {
 /// What the log says of a deleted comment.
 pub(crate) fn deleted_detail(item: &Danmaku) -> String {
     format!("{}: {}", item.author, item.text)
+}
+
+/// What the log says of a banned-word list of `n` words.
+pub(crate) fn word_count(n: usize) -> String {
+    if n == 1 {
+        "1 word".to_owned()
+    } else {
+        format!("{n} words")
+    }
 }

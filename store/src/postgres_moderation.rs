@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
-use super::moderation::{ModerationAction, ModerationEntry, ModerationStore, Mute, deleted_detail};
+use super::moderation::{
+    ModerationAction, ModerationEntry, ModerationStore, Mute, deleted_detail, word_count,
+};
 use super::postgres::{COLUMNS, pg_error, row_to_danmaku};
 use super::{Committed, PgStore, StoreError};
 use shared_model::time;
@@ -203,7 +205,7 @@ impl ModerationStore for PgStore {
                 )
                 .await
                 .map_err(pg_error)?;
-                let detail = format!("{} words", words.len());
+                let detail = word_count(words.len());
                 log_action(
                     &tx,
                     &channel,

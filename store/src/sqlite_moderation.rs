@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::moderation::{ModerationAction, ModerationEntry, ModerationStore, Mute, deleted_detail};
+use super::moderation::{
+    ModerationAction, ModerationEntry, ModerationStore, Mute, deleted_detail, word_count,
+};
 use super::sqlite::{COLUMNS, row_to_danmaku, time_at};
 use super::{Committed, SqliteStore, StoreError};
 use shared_model::time;
@@ -178,7 +180,7 @@ impl ModerationStore for SqliteStore {
                 &actor,
                 ModerationAction::BannedWords,
                 "list",
-                Some(&format!("{} words", words.len())),
+                Some(&word_count(words.len())),
             )
         })
         .await

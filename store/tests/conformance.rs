@@ -1146,7 +1146,13 @@ async fn a_deleted_import_is_not_brought_back_by_importing_it_again(db: Db) {
         }]
     };
     store.import(&v, archive()).await.unwrap();
-    assert!(store.delete_comment(&v, 1, "admin").await.unwrap().is_some());
+    assert!(
+        store
+            .delete_comment(&v, 1, "admin")
+            .await
+            .unwrap()
+            .is_some()
+    );
     let again = store.import(&v, archive()).await.unwrap();
     assert_eq!(again.added, 0, "{again:?}");
     assert!(store.after(&v, 0, 10).await.unwrap().is_empty());
@@ -1181,7 +1187,10 @@ async fn mutes_last_until_their_time_and_can_be_lifted(db: Db) {
         db.open().await.mutes(&r, now).await.unwrap()[0].until,
         time::to_millis(later)
     );
-    assert!(!store.unmute(&r, "carl", "host").await.unwrap(), "had ended");
+    assert!(
+        !store.unmute(&r, "carl", "host").await.unwrap(),
+        "had ended"
+    );
     assert!(store.unmute(&r, "bob", "host").await.unwrap());
     assert!(store.mutes(&r, now).await.unwrap().is_empty());
     let actions: Vec<_> = store
@@ -1220,12 +1229,15 @@ async fn banned_words_are_replaced_whole_and_kept_in_order(db: Db) {
         .await
         .unwrap();
     assert_eq!(store.banned_words(&r).await.unwrap(), words(&["beta"]));
-    store.set_banned_words(&r, Vec::new(), "host").await.unwrap();
+    store
+        .set_banned_words(&r, Vec::new(), "host")
+        .await
+        .unwrap();
     assert!(store.banned_words(&r).await.unwrap().is_empty());
     let log = store.moderation_log(&r, 10).await.unwrap();
     assert_eq!(log.len(), 3);
     assert_eq!(log[1].actor, "admin");
-    assert_eq!(log[1].detail.as_deref(), Some("1 words"));
+    assert_eq!(log[1].detail.as_deref(), Some("1 word"));
 }
 
 async fn the_moderation_log_is_per_channel_and_newest_first(db: Db) {

@@ -82,9 +82,15 @@ async fn a_deleted_comment_leaves_every_screen_history_recovery_and_is_logged() 
 
     // Only the host (or the admin) may.
     let (status, body) = call(&app, reqwest::Method::DELETE, &path, None, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, body) = call(&app, reqwest::Method::DELETE, &path, Some("nope"), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
 
     let (status, body) = call(&app, reqwest::Method::DELETE, &path, Some(&token), None).await;
     assert_eq!(status, 200, "{body}");
@@ -104,7 +110,10 @@ async fn a_deleted_comment_leaves_every_screen_history_recovery_and_is_logged() 
 
     // Twice is `not_found`; the admin token works too, and the log says who did what.
     let (status, body) = call(&app, reqwest::Method::DELETE, &path, Some(&token), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let first = format!("/api/rooms/{room}/danmaku/{}", said[0]);
     let (status, _) = call(&app, reqwest::Method::DELETE, &first, Some(ADMIN), None).await;
     assert_eq!(status, 200);
@@ -127,7 +136,10 @@ async fn a_deleted_comment_leaves_every_screen_history_recovery_and_is_logged() 
         .collect();
     assert_eq!(
         log,
-        [("admin", "delete", "ann: one"), ("host", "delete", "ann: two")]
+        [
+            ("admin", "delete", "ann: one"),
+            ("host", "delete", "ann: two")
+        ]
     );
     assert!(body["log"][0]["at"].as_str().unwrap().ends_with('Z'));
 
@@ -233,7 +245,10 @@ async fn a_muted_name_is_refused_until_the_mute_is_lifted() {
     assert_eq!(overview["mutes"], json!([{"name": "bob", "until": until}]));
 
     for (body, code) in [
-        (json!({"name": "bob", "minutes": 7 * 24 * 60 + 1}), "invalid_value"),
+        (
+            json!({"name": "bob", "minutes": 7 * 24 * 60 + 1}),
+            "invalid_value",
+        ),
         (json!({"name": "", "minutes": 5}), "author_empty"),
         (json!({"name": "bob", "minutes": -1}), "invalid_json"),
     ] {
@@ -249,7 +264,11 @@ async fn a_muted_name_is_refused_until_the_mute_is_lifted() {
         Some(json!({"name": "bob", "minutes": 0})),
     )
     .await;
-    assert_eq!((status, body["until"].clone()), (200, Value::Null), "{body}");
+    assert_eq!(
+        (status, body["until"].clone()),
+        (200, Value::Null),
+        "{body}"
+    );
     say(&mut bob, "thank you").await;
     let (status, body) = call(
         &app,
@@ -259,7 +278,10 @@ async fn a_muted_name_is_refused_until_the_mute_is_lifted() {
         Some(json!({"name": "bob", "minutes": 0})),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }
 
 #[tokio::test]

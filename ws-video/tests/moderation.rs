@@ -20,7 +20,9 @@ fn spawn_with_admin() -> TestService {
 /// Sends a comment at `time` over `client`; the frame answering it (ack or error).
 async fn send(client: &mut WsClient, text: &str, time: f64) -> Value {
     client
-        .send_json(&json!({"type": "send", "text": text, "time": time, "author": "ann", "ref": text}))
+        .send_json(
+            &json!({"type": "send", "text": text, "time": time, "author": "ann", "ref": text}),
+        )
         .await;
     loop {
         let frame = client.recv_json().await;
@@ -53,27 +55,54 @@ async fn a_deleted_comment_leaves_screens_timeline_dplayer_list_and_export_at_on
     // Fill the brief caches (DPlayer list, export) with the comment in them.
     let dplayer = format!("{}/dplayer/v3/?id=film&max=100", app.base);
     let export = format!("{}/api/videos/film/danmaku.xml", app.base);
-    assert_eq!(get_json(&dplayer).await["data"].as_array().unwrap().len(), 3);
-    let xml = http().get(&export).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        get_json(&dplayer).await["data"].as_array().unwrap().len(),
+        3
+    );
+    let xml = http()
+        .get(&export)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(xml.contains("rude"));
 
     let path = format!("{}/api/videos/film/danmaku/{}", app.base, ids[1]);
     let refused = http().delete(&path).send().await.unwrap();
     assert_eq!(refused.status(), 401);
-    let refused = http().delete(&path).bearer_auth("wrong").send().await.unwrap();
+    let refused = http()
+        .delete(&path)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 403);
-    let done = http().delete(&path).bearer_auth(ADMIN).send().await.unwrap();
+    let done = http()
+        .delete(&path)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(done.status(), 200);
 
     for client in [&mut watcher, &mut sender] {
         assert_eq!(client.recv_type("deleted").await["ids"], json!([ids[1]]));
     }
-    let window = get_json(&format!("{}/api/videos/film/danmaku?from=0&to=10", app.base)).await;
+    let window = get_json(&format!(
+        "{}/api/videos/film/danmaku?from=0&to=10",
+        app.base
+    ))
+    .await;
     assert_eq!(texts(&window["items"]), ["keep", "fine"]);
     watcher
         .send_json(&json!({"type": "range", "from": 0, "to": 10, "ref": "r"}))
         .await;
-    assert_eq!(texts(&watcher.recv_type("range").await["items"]), ["keep", "fine"]);
+    assert_eq!(
+        texts(&watcher.recv_type("range").await["items"]),
+        ["keep", "fine"]
+    );
     // Not served from the caches filled before the delete.
     let list = get_json(&dplayer).await;
     let list_texts: Vec<&str> = list["data"]
@@ -83,7 +112,14 @@ async fn a_deleted_comment_leaves_screens_timeline_dplayer_list_and_export_at_on
         .map(|row| row[4].as_str().unwrap())
         .collect();
     assert_eq!(list_texts, ["keep", "fine"]);
-    let xml = http().get(&export).send().await.unwrap().text().await.unwrap();
+    let xml = http()
+        .get(&export)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!xml.contains("rude"), "{xml}");
     assert!(xml.contains("keep") && xml.contains("fine"));
 
@@ -173,10 +209,21 @@ async fn an_export_from_before_a_delete_imported_again_does_not_bring_the_commen
     let (mut sender, _) = viewer(&app, "film").await;
     let mut ids = Vec::new();
     for (text, time) in [("keep", 1.0), ("rude", 2.0)] {
-        ids.push(send(&mut sender, text, time).await["item"]["id"].as_i64().unwrap());
+        ids.push(
+            send(&mut sender, text, time).await["item"]["id"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     let export = format!("{}/api/videos/film/danmaku.xml", app.base);
-    let xml = http().get(&export).send().await.unwrap().text().await.unwrap();
+    let xml = http()
+        .get(&export)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let done = http()
         .delete(format!("{}/api/videos/film/danmaku/{}", app.base, ids[1]))
         .bearer_auth(ADMIN)

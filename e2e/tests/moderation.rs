@@ -1,0 +1,169 @@
+//! The host's moderation in a real browser: a comment deleted on the host page vanishes from a
+//! viewer's page (stage and chat box) at once; banned words and a mute set there refuse the next
+//! comments.
+use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, wait_for};
+use fantoccini::Client;
+use serde_json::{Value, json};
+use service_kit::testing::WsClient;
+
+fn js(text: &str) -> String {
+    json!(text).to_string()
+}
+
+/// Whether some element matching `selector` contains `text`.
+fn has_text(selector: &str, text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll({})].some(e => e.textContent.includes({}))",
+        js(selector),
+        js(text)
+    )
+}
+
+/// Sends `text` as the connection's name; the frame that answers it (`ack` or `error`).
+async fn send(client: &mut WsClient, text: &str) -> Value {
+    client
+        .send_json(&json!({"type": "send", "text": text, "ref": text}))
+        .await;
+    loop {
+        let frame = client.recv_json().await;
+        if frame["ref"] == text {
+            return frame;
+        }
+    }
+}
+
+/// Joins the live page of `room` as `name`.
+async fn viewer_page(client: &Client, base: &str, room: &str, name: &str) {
+    client
+        .goto(&format!("{base}/?room={room}&name={name}"))
+        .await
+        .unwrap();
+    wait_for(
+        client,
+        "document.getElementById('status').textContent.startsWith('Connected')",
+        "the viewer's welcome",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_comment_deleted_on_the_host_page_vanishes_from_viewers_and_rules_refuse_comments() {
+    let Some(driver) = Driver::start("moderation").await else {
+        return;
+    };
+    let services = start_services();
+    let base = &services.live.base;
+    let host = driver.browser(1280, 1000).await;
+    host.goto(&format!("{base}/host.html")).await.unwrap();
+    fill(&host, "#title", "Moderated").await;
+    click(&host, "#create").await;
+    let share = wait_for(
+        &host,
+        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
+        "the share link",
+    )
+    .await;
+    let room = share
+        .as_str()
+        .unwrap()
+        .rsplit("room=")
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let viewer = driver.browser(1280, 900).await;
+    viewer_page(&viewer, base, &room, "zoe").await;
+    let mut bob = WsClient::connect(&format!(
+        "{}/ws/live/{room}?name=bob",
+        services.live.ws_base
+    ))
+    .await;
+    assert_eq!(bob.recv_json().await["type"], "welcome");
+    assert_eq!(send(&mut bob, "a fine comment").await["type"], "ack");
+    // Long, so it is still flying across the viewer's stage when it is deleted.
+    let rude = "a rude comment that takes a while to cross the whole screen";
+    let id = send(&mut bob, rude).await["item"]["id"].as_i64().unwrap();
+    wait_for(&viewer, &has_text("#stage .dm", rude), "the comment flying").await;
+    wait_for(
+        &viewer,
+        &has_text("#chat li", rude),
+        "the comment in the chat box",
+    )
+    .await;
+    wait_for(
+        &host,
+        &has_text("#chat li", rude),
+        "the comment on the host page",
+    )
+    .await;
+
+    eval(
+        &host,
+        &format!(
+            "document.querySelector('#chat li[data-id=\"{id}\"] button[data-action=\"delete\"]').click(); return true;"
+        ),
+    )
+    .await;
+    wait_for(
+        &viewer,
+        &format!(
+            "!({}) && !({}) && !document.querySelector('#stage .dm[data-id=\"{id}\"]')",
+            has_text("#chat li", rude),
+            has_text("#stage .dm", rude)
+        ),
+        "the deleted comment to leave the viewer's stage and chat box",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &viewer,
+            &format!("return {};", has_text("#chat li", "a fine comment"))
+        )
+        .await,
+        true,
+        "the other comment stays"
+    );
+    wait_for(
+        &host,
+        &format!("!({})", has_text("#chat li", rude)),
+        "the host's line gone",
+    )
+    .await;
+    wait_for(
+        &host,
+        &has_text("#moderation-log li", "host delete"),
+        "the delete in the host's log",
+    )
+    .await;
+
+    // Banned words, saved on the page, refuse comments however they are written.
+    fill(&host, "#banned-words", "spoiler").await;
+    click(&host, "#save-words").await;
+    wait_for(
+        &host,
+        "document.getElementById('moderation-note').textContent.includes('saved')",
+        "the words saved",
+    )
+    .await;
+    assert_eq!(
+        send(&mut bob, "ＳＰＯＩＬＥＲ ahead").await["code"],
+        "banned_word"
+    );
+
+    // Mute from a chat line.
+    eval(
+        &host,
+        "document.querySelector('#chat li button[data-action=\"mute\"]').click(); return true;",
+    )
+    .await;
+    wait_for(
+        &host,
+        &has_text("#mutes li", "bob"),
+        "bob in the muted list",
+    )
+    .await;
+    assert_eq!(send(&mut bob, "still here").await["code"], "muted");
+    screenshot(&host, "host-moderation").await;
+    host.close().await.unwrap();
+    viewer.close().await.unwrap();
+}
