@@ -124,7 +124,7 @@ fn summary(from: &str, to: &str, report: &CopyReport) -> String {
     for table in Table::ALL {
         let counts = report.of(table);
         out.push_str(&format!(
-            "  {:<11} {:>9} read {:>9} copied {:>9} already there\n",
+            "  {:<14} {:>9} read {:>9} copied {:>9} already there\n",
             table.name(),
             counts.read,
             counts.copied,
@@ -159,7 +159,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("comments           10 read         4 copied         6 already there"),
+            text.contains("comments              10 read         4 copied         6 already there"),
             "{text}"
         );
         assert!(!text.contains("nothing new"), "{text}");

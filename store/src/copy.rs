@@ -16,6 +16,13 @@
 //!    first raises the `channel_counters` row of every channel it holds to at least the largest
 //!    id it copies (taking those rows' locks, in name order, like an append does), so a comment
 //!    appended on PostgreSQL afterwards gets the next id in its channel and never collides.
+//!    A comment's deletion time is copied too, and a comment deleted on the source after an
+//!    earlier run copied it is deleted on the target by the next run;
+//! 5. the moderation log, with its ids (the identity sequence is advanced past them, like the
+//!    check-ins'), by id;
+//! 6. mutes and banned words, which are settings rather than history: the source's are written
+//!    over the target's (a mute lifted, or a list shortened, on the source after an earlier run
+//!    stays on the target; run the copy before the services move over).
 //!
 //! Every batch also checks the rows PostgreSQL already had: a row that was skipped because its
 //! key exists must be identical to the source's. If it is not (the database holds another
@@ -88,15 +95,24 @@ pub enum Table {
     Attendance,
     /// Comments of every channel.
     Comments,
+    /// What moderators did (schema version 6 on).
+    ModerationLog,
+    /// Names muted per channel (schema version 6 on).
+    Mutes,
+    /// Banned words per channel (schema version 6 on).
+    BannedWords,
 }
 
 impl Table {
     /// Every table, in copy order.
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 7] = [
         Table::Rooms,
         Table::Checkins,
         Table::Attendance,
         Table::Comments,
+        Table::ModerationLog,
+        Table::Mutes,
+        Table::BannedWords,
     ];
 
     /// The table's name, as the database and the progress bar call it.
@@ -106,6 +122,9 @@ impl Table {
             Table::Checkins => "checkins",
             Table::Attendance => "attendance",
             Table::Comments => "comments",
+            Table::ModerationLog => "moderation_log",
+            Table::Mutes => "mutes",
+            Table::BannedWords => "banned_words",
         }
     }
 }
@@ -115,7 +134,8 @@ impl Table {
 pub struct TableCounts {
     /// Rows read from the source.
     pub read: u64,
-    /// Rows written to PostgreSQL (new rows, and check-ins closed since the last run).
+    /// Rows written to PostgreSQL (new rows, check-ins closed and comments deleted since the
+    /// last run, mutes and banned words changed).
     pub copied: u64,
     /// Rows PostgreSQL already had, identical.
     pub present: u64,
@@ -251,6 +271,7 @@ enum Cursor {
     Id(i64),
     Pair(String, i64),
     Ids(i64, i64),
+    Texts(String, String),
 }
 
 /// One batch of rows of one table, as read from SQLite.
@@ -259,6 +280,9 @@ enum Batch {
     Checkins(Vec<CheckinRow>),
     Attendance(Vec<AttendanceRow>),
     Comments(Vec<CommentRow>),
+    ModerationLog(Vec<LogRow>),
+    Mutes(Vec<MuteRow>),
+    BannedWords(Vec<WordRow>),
 }
 
 impl Batch {
@@ -268,6 +292,9 @@ impl Batch {
             Batch::Checkins(rows) => rows.len(),
             Batch::Attendance(rows) => rows.len(),
             Batch::Comments(rows) => rows.len(),
+            Batch::ModerationLog(rows) => rows.len(),
+            Batch::Mutes(rows) => rows.len(),
+            Batch::BannedWords(rows) => rows.len(),
         };
         len as u64
     }
@@ -312,6 +339,28 @@ struct CommentRow {
     origin: Option<String>,
     /// When a moderator deleted it (schema version 6 on).
     deleted_at: Option<DateTime<Utc>>,
+}
+
+struct LogRow {
+    id: i64,
+    channel: String,
+    at: DateTime<Utc>,
+    actor: String,
+    action: String,
+    target: String,
+    detail: Option<String>,
+}
+
+struct MuteRow {
+    channel: String,
+    name: String,
+    until: DateTime<Utc>,
+}
+
+struct WordRow {
+    channel: String,
+    position: i32,
+    word: String,
 }
 
 /// The SQLite file, opened read-only.
@@ -368,7 +417,11 @@ impl Source {
 
     /// Whether the file's schema has `table`.
     fn has(&self, table: Table) -> bool {
-        table == Table::Comments || self.version >= 3
+        match table {
+            Table::Comments => true,
+            Table::Rooms | Table::Checkins | Table::Attendance => self.version >= 3,
+            Table::ModerationLog | Table::Mutes | Table::BannedWords => self.version >= 6,
+        }
     }
 
     /// Rows of every table the file has.
@@ -546,6 +599,83 @@ impl Source {
                 let next = rows.last().map(|r| Cursor::Pair(r.channel.clone(), r.id));
                 next.map(|next| (Batch::Comments(rows), next))
             }
+            (Table::ModerationLog, cursor) => {
+                let after = match cursor {
+                    Cursor::Id(id) => *id,
+                    _ => i64::MIN,
+                };
+                let mut stmt = prepare(
+                    "SELECT id, channel, at, actor, action, target, detail FROM moderation_log
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let params: &[&dyn rusqlite::ToSql] = &[&after, &limit];
+                let rows = stmt
+                    .query_map(params, |r| {
+                        Ok(LogRow {
+                            id: r.get(0)?,
+                            channel: r.get(1)?,
+                            at: time_at(r, 2)?,
+                            actor: r.get(3)?,
+                            action: r.get(4)?,
+                            target: r.get(5)?,
+                            detail: r.get(6)?,
+                        })
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(|e| self.fail(e))?;
+                let next = rows.last().map(|r| Cursor::Id(r.id));
+                next.map(|next| (Batch::ModerationLog(rows), next))
+            }
+            (Table::Mutes, cursor) => {
+                let (channel, name) = match cursor {
+                    Cursor::Texts(channel, name) => (channel.clone(), name.clone()),
+                    _ => (String::new(), String::new()),
+                };
+                let mut stmt = prepare(
+                    "SELECT channel, name, until FROM mutes
+                     WHERE (channel, name) > (?1, ?2) ORDER BY channel, name LIMIT ?3",
+                )?;
+                let params: &[&dyn rusqlite::ToSql] = &[&channel, &name, &limit];
+                let rows = stmt
+                    .query_map(params, |r| {
+                        Ok(MuteRow {
+                            channel: r.get(0)?,
+                            name: r.get(1)?,
+                            until: time_at(r, 2)?,
+                        })
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(|e| self.fail(e))?;
+                let next = rows
+                    .last()
+                    .map(|r| Cursor::Texts(r.channel.clone(), r.name.clone()));
+                next.map(|next| (Batch::Mutes(rows), next))
+            }
+            (Table::BannedWords, cursor) => {
+                let (channel, position) = match cursor {
+                    Cursor::Pair(channel, position) => (channel.clone(), *position),
+                    _ => (String::new(), i64::MIN),
+                };
+                let mut stmt = prepare(
+                    "SELECT channel, position, word FROM banned_words
+                     WHERE (channel, position) > (?1, ?2) ORDER BY channel, position LIMIT ?3",
+                )?;
+                let params: &[&dyn rusqlite::ToSql] = &[&channel, &position, &limit];
+                let rows = stmt
+                    .query_map(params, |r| {
+                        Ok(WordRow {
+                            channel: r.get(0)?,
+                            position: r.get(1)?,
+                            word: r.get(2)?,
+                        })
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(|e| self.fail(e))?;
+                let next = rows
+                    .last()
+                    .map(|r| Cursor::Pair(r.channel.clone(), i64::from(r.position)));
+                next.map(|next| (Batch::BannedWords(rows), next))
+            }
         };
         Ok(batch)
     }
@@ -563,6 +693,9 @@ async fn write(target: &PgStore, batch: Batch) -> Result<u64, CopyError> {
                     Batch::Checkins(rows) => write_checkins(&tx, rows).await?,
                     Batch::Attendance(rows) => write_attendance(&tx, rows).await?,
                     Batch::Comments(rows) => write_comments(&tx, rows).await?,
+                    Batch::ModerationLog(rows) => write_log(&tx, rows).await?,
+                    Batch::Mutes(rows) => write_mutes(&tx, rows).await?,
+                    Batch::BannedWords(rows) => write_words(&tx, rows).await?,
                 };
                 if outcome.is_ok() {
                     tx.commit().await.map_err(pg_error)?;
@@ -683,12 +816,128 @@ async fn write_comments(
         },
     )
     .await?;
-    if written.is_ok() && deleted.iter().any(Option::is_some) {
+    let Ok(inserted) = written else {
+        return Ok(written);
+    };
+    let deleted_since = if deleted.iter().any(Option::is_some) {
         tx.execute(DELETES, &[&channels, &ids, &deleted])
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_error)?
+    } else {
+        0
+    };
+    Ok(Ok(inserted + deleted_since))
+}
+
+/// Log lines keep their ids (so the log's order is kept); a line only ever gets written once,
+/// so one already there must be identical.
+async fn write_log(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: Vec<LogRow>,
+) -> Result<Written, StoreError> {
+    let len = rows.len();
+    let mut ids = Vec::with_capacity(len);
+    let mut channels = Vec::with_capacity(len);
+    let mut at = Vec::with_capacity(len);
+    let mut actors = Vec::with_capacity(len);
+    let mut actions = Vec::with_capacity(len);
+    let mut targets = Vec::with_capacity(len);
+    let mut details = Vec::with_capacity(len);
+    for row in rows {
+        ids.push(row.id);
+        channels.push(row.channel);
+        at.push(row.at);
+        actors.push(row.actor);
+        actions.push(row.action);
+        targets.push(row.target);
+        details.push(row.detail);
+    }
+    let written = insert_checked(
+        tx,
+        "WITH input AS (
+             SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TIMESTAMPTZ[], $4::TEXT[],
+                 $5::TEXT[], $6::TEXT[], $7::TEXT[])
+                 AS r(id, channel, at, actor, action, target, detail)
+         ), added AS (
+             INSERT INTO moderation_log (id, channel, at, actor, action, target, detail)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM input ON CONFLICT DO NOTHING RETURNING id
+         )
+         SELECT i.id, EXISTS (
+             SELECT 1 FROM moderation_log d
+             WHERE d.id = i.id AND d.channel = i.channel AND d.at = i.at AND d.actor = i.actor
+               AND d.action = i.action AND d.target = i.target
+               AND d.detail IS NOT DISTINCT FROM i.detail
+         ) AS same
+         FROM input i
+         WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.id = i.id)
+         ORDER BY i.id",
+        &[&ids, &channels, &at, &actors, &actions, &targets, &details],
+        len,
+        |row| format!("moderation log line {}", row.get::<_, i64>(0)),
+    )
+    .await?;
+    // The next line logged on PostgreSQL gets an id past every copied one (as for check-ins).
+    if written.is_ok()
+        && let Some(&largest) = ids.iter().max()
+    {
+        tx.execute(
+            "SELECT setval(q.s, $1)
+             FROM (SELECT pg_get_serial_sequence('moderation_log', 'id')::regclass AS s) q
+             WHERE $1 > COALESCE(pg_sequence_last_value(q.s), 0)",
+            &[&largest],
+        )
+        .await
+        .map_err(pg_error)?;
     }
     Ok(written)
+}
+
+/// Mutes are settings, not history: the source's mute of a name is written over the target's
+/// (a re-mute on the source since the last run moves its end). A mute lifted on the source
+/// after an earlier run copied it stays on the target until it ends.
+async fn write_mutes(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: Vec<MuteRow>,
+) -> Result<Written, StoreError> {
+    let (channels, names, until): (Vec<_>, Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .map(|r| (r.channel, r.name, r.until))
+        .collect();
+    let written = tx
+        .execute(
+            "INSERT INTO mutes AS m (channel, name, until)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TIMESTAMPTZ[])
+             ON CONFLICT (channel, name) DO UPDATE SET until = EXCLUDED.until
+                 WHERE m.until <> EXCLUDED.until",
+            &[&channels, &names, &until],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Ok(written))
+}
+
+/// Banned words are settings too: the source's word at each position of a channel's list is
+/// written over the target's.
+async fn write_words(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: Vec<WordRow>,
+) -> Result<Written, StoreError> {
+    let (channels, positions, words): (Vec<_>, Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .map(|r| (r.channel, r.position, r.word))
+        .collect();
+    let written = tx
+        .execute(
+            "INSERT INTO banned_words AS b (channel, position, word)
+             SELECT * FROM unnest($1::TEXT[], $2::INTEGER[], $3::TEXT[])
+             ON CONFLICT (channel, position) DO UPDATE SET word = EXCLUDED.word
+                 WHERE b.word <> EXCLUDED.word",
+            &[&channels, &positions, &words],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Ok(written))
 }
 
 async fn write_rooms(

@@ -14,8 +14,8 @@ use danmaku_store::copy::{
 };
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
-    AttendanceOutcome, CheckinOpening, ImportedDanmaku, PgOptions, PgStore, RoomStore, SqliteStore,
-    Store,
+    AttendanceOutcome, CheckinOpening, ImportedDanmaku, ModerationStore, PgOptions, PgStore,
+    RoomStore, SqliteStore, Store,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, NewDanmaku, TimeRule};
 
@@ -493,4 +493,88 @@ async fn a_missing_source_is_refused_before_connecting() {
         "{refused:?}"
     );
     assert!(!missing.exists(), "the source is not created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_is_copied_and_a_delete_made_on_the_source_later_follows() {
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("source.db");
+    let room = channel("room");
+    {
+        let source = SqliteStore::open(&path).unwrap();
+        for n in 1..=3 {
+            source
+                .append(
+                    &room,
+                    comment("bob", &format!("c{n}"), "#ffffff", "scroll", None),
+                )
+                .await
+                .unwrap();
+        }
+        source.delete_comment(&room, 2, "host").await.unwrap();
+        source
+            .mute(
+                &room,
+                "bob",
+                Utc::now() + chrono::Duration::hours(1),
+                "host",
+            )
+            .await
+            .unwrap();
+        source
+            .set_banned_words(&room, vec!["zeta".into(), "alpha".into()], "admin")
+            .await
+            .unwrap();
+    }
+    let options = CopyOptions {
+        batch_rows: 2,
+        ..CopyOptions::default()
+    };
+    let first = copy(&path, &db, &options).await;
+    assert_eq!(first.of(Table::ModerationLog), counts(3, 3, 0));
+    assert_eq!(first.of(Table::Mutes), counts(1, 1, 0));
+    assert_eq!(first.of(Table::BannedWords), counts(2, 2, 0));
+
+    let sqlite = SqliteStore::open(&path).unwrap();
+    let pg = connect(&db).await;
+    let ids = |items: Vec<shared_model::Danmaku>| items.iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(ids(pg.after(&room, 0, 10).await.unwrap()), [1, 3]);
+    assert_eq!(
+        ids(pg.after_including_deleted(&room, 0, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+    let now = Utc::now();
+    assert_eq!(
+        pg.mutes(&room, now).await.unwrap(),
+        sqlite.mutes(&room, now).await.unwrap()
+    );
+    assert_eq!(
+        pg.banned_words(&room).await.unwrap(),
+        ["zeta".to_owned(), "alpha".to_owned()]
+    );
+    assert_eq!(
+        pg.moderation_log(&room, 10).await.unwrap(),
+        sqlite.moderation_log(&room, 10).await.unwrap()
+    );
+    assert_eq!(
+        copy(&path, &db, &options).await.copied(),
+        0,
+        "a second run adds nothing"
+    );
+
+    // Deleted on the source after the copy: the next run deletes it on the target too.
+    sqlite.delete_comment(&room, 3, "host").await.unwrap();
+    drop(sqlite);
+    let third = copy(&path, &db, &options).await;
+    assert_eq!(third.of(Table::Comments).copied, 1, "{third:?}");
+    assert_eq!(third.of(Table::ModerationLog).copied, 1);
+    assert_eq!(ids(pg.after(&room, 0, 10).await.unwrap()), [1]);
+    // A line logged on PostgreSQL afterwards takes an id past the copied ones.
+    pg.unmute(&room, "bob", "host").await.unwrap();
+    let log = pg.moderation_log(&room, 10).await.unwrap();
+    assert_eq!(log.len(), 5);
+    assert!(log[0].id > log[1].id, "{log:?}");
 }
