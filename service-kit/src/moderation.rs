@@ -99,9 +99,16 @@ impl Moderator {
 
 /// One channel's rules, as cached.
 #[derive(Debug, Default)]
-struct Rules {
+pub struct Rules {
     banned: BannedWords,
     mutes: Vec<Mute>,
+}
+
+impl Rules {
+    /// Whether `text` holds one of the channel's banned words.
+    pub fn has_banned_word(&self, text: &str) -> bool {
+        self.banned.find(text).is_some()
+    }
 }
 
 /// The moderation of a service's channels. Cheap to clone.
@@ -170,7 +177,8 @@ impl Moderation {
         matches!((&self.admin, bearer), (Some(admin), Some(token)) if admin.matches(token))
     }
 
-    async fn rules(&self, channel: &ChannelId) -> Result<Arc<Rules>, ApiError> {
+    /// `channel`'s rules now (cached for [`RULES_TTL`]).
+    pub async fn rules(&self, channel: &ChannelId) -> Result<Arc<Rules>, ApiError> {
         let store = self.store.clone();
         let key = channel.clone();
         self.rules
@@ -360,8 +368,8 @@ pub struct ModerationRoutes {
     pub authorize: Box<dyn Authorize>,
 }
 
-/// The bearer token of a request, if it has one.
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The bearer token of a request (`Authorization: Bearer <token>`), if it has one.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)?
         .to_str()

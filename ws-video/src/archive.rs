@@ -68,6 +68,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use danmaku_store::{Store, StoreError};
 use serde::Deserialize;
 use service_kit::error::{is_json, require_content_type};
+use service_kit::moderation::bearer;
 use service_kit::{ClientRateLimiter, HttpError};
 use shared_model::formats::{bilibili, dplayer};
 use shared_model::json::from_json;
@@ -312,15 +313,20 @@ async fn import_xml(
     // Held until the last row is stored; a refusal below gives it back at once.
     let _permit = imports.permit()?;
     let client = peer_ip(&req);
-    state
-        .ws
-        .budget
-        .writes
-        .take_for(client, 1, Some("an import costs one comment token"))
-        .await?;
-    imports
-        .rows
-        .spend_for(client, 1, Some("an import of at least one comment"))?;
+    // The operator (the admin token: a live service attaching a recording, say) imports
+    // without a client's budgets; everyone else pays.
+    let admin = state.moderation.is_admin(bearer(&req));
+    if !admin {
+        state
+            .ws
+            .budget
+            .writes
+            .take_for(client, 1, Some("an import costs one comment token"))
+            .await?;
+        imports
+            .rows
+            .spend_for(client, 1, Some("an import of at least one comment"))?;
+    }
 
     let bytes = tokio::time::timeout(
         imports.body_timeout,
@@ -352,17 +358,28 @@ async fn import_xml(
             }
         })?;
     // Paid for what it may store, before the database is asked anything.
-    imports.rows.spend_for(
-        client,
-        rows(archive.items.len()),
-        Some(&format!(
-            "this import would store {} comments",
-            archive.items.len()
-        )),
-    )?;
+    if !admin {
+        imports.rows.spend_for(
+            client,
+            rows(archive.items.len()),
+            Some(&format!(
+                "this import would store {} comments",
+                archive.items.len()
+            )),
+        )?;
+    }
     let own_export = archive.is_export_of(&video);
+    // An archive is no way around the video's banned words.
+    let rules = state.moderation.rules(&video).await?;
+    let before = archive.items.len();
+    let allowed: Vec<_> = archive
+        .items
+        .into_iter()
+        .filter(|item| !rules.has_banned_word(&item.comment.new.text))
+        .collect();
+    let banned = before - allowed.len();
     let (items, recognised) =
-        leave_out_own_rows(&state.timeline, &video, archive.items, own_export).await?;
+        leave_out_own_rows(&state.timeline, &video, allowed, own_export).await?;
 
     let mut outcome = ImportOutcome {
         duplicates: recognised,
@@ -382,14 +399,16 @@ async fn import_xml(
             (earlier, later) => later.or(earlier),
         };
     }
-    let report = bilibili::ImportReport::new(archive.unsupported_mode, archive.invalid, outcome);
+    let report =
+        bilibili::ImportReport::new(archive.unsupported_mode, archive.invalid, banned, outcome);
     log::info!(
-        "video {video}: imported {} comments, skipped {} ({} unsupported mode, {} invalid, {} duplicate)",
+        "video {video}: imported {} comments, skipped {} ({} unsupported mode, {} invalid, {} duplicate, {} banned)",
         report.added,
         report.skipped,
         report.details.unsupported_mode,
         report.details.invalid,
-        report.details.duplicate
+        report.details.duplicate,
+        report.details.banned
     );
     Ok(HttpResponse::Ok().json(report))
 }

@@ -75,7 +75,8 @@ pub fn build_with_listener(
         authorize: Box::new(moderation.clone()),
     });
     let state = web::Data::new(VideoState {
-        timeline: Timeline::new(store, moderation),
+        timeline: Timeline::new(store, moderation.clone()),
+        moderation,
         hub: hub.clone(),
         ws: WsSettings::from_args(&config.server, &config.ws),
         imports: budget::Imports::from_args(&config.service),

@@ -1,6 +1,7 @@
 //! What every handler of the video service shares.
 
 use actix::Addr;
+use service_kit::moderation::Moderation;
 use service_kit::ws::WsSettings;
 
 use crate::budget::Imports;
@@ -22,4 +23,6 @@ pub struct VideoState {
     pub imports: Imports,
     /// Brief caches of the heaviest reads (DPlayer lists, export first pages).
     pub cache: ReadCache,
+    /// Who moderates (the admin token) and each video's rules.
+    pub moderation: Moderation,
 }

@@ -124,7 +124,7 @@ fn report(added: u64, unsupported_mode: u64, invalid: u64, duplicate: u64) -> Va
     json!({
         "added": added,
         "skipped": unsupported_mode + invalid + duplicate,
-        "details": {"unsupported_mode": unsupported_mode, "invalid": invalid, "duplicate": duplicate}
+        "details": {"unsupported_mode": unsupported_mode, "invalid": invalid, "duplicate": duplicate, "banned": 0}
     })
 }
 

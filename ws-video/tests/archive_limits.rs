@@ -422,7 +422,7 @@ async fn a_videos_own_export_imported_back_adds_nothing_and_real_archives_still_
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body,
-            json!({"added": 0, "skipped": 5, "details": {"unsupported_mode": 0, "invalid": 0, "duplicate": 5}}),
+            json!({"added": 0, "skipped": 5, "details": {"unsupported_mode": 0, "invalid": 0, "duplicate": 5, "banned": 0}}),
             "round {round}"
         );
         assert_eq!(

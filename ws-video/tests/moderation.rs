@@ -245,3 +245,57 @@ async fn an_export_from_before_a_delete_imported_again_does_not_bring_the_commen
     let window = get_json(&format!("{}/api/videos/film/danmaku", app.base)).await;
     assert_eq!(texts(&window["items"]), ["keep"]);
 }
+
+#[tokio::test]
+async fn imports_skip_banned_words_and_the_admin_imports_without_a_clients_budget() {
+    let app = spawn_app(&[
+        "--admin-token",
+        ADMIN,
+        "--rate-per-sec",
+        "1",
+        "--rate-burst",
+        "1",
+        "--read-rows-per-sec",
+        "1000000",
+        "--read-rows-burst",
+        "1000000",
+    ]);
+    let set = http()
+        .put(format!("{}/api/videos/film/banned-words", app.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"words": ["spoiler"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let archive = |first: u32| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><i><chatid>src</chatid>
+            <d p="1,1,25,16777215,0,0,ann,{first}">fine</d>
+            <d p="2,1,25,16777215,0,0,ann,{}">a Ｓ Ｐ Ｏ Ｉ Ｌ Ｅ Ｒ here</d></i>"#,
+            first + 1
+        )
+    };
+    let import = |body: String, token: Option<&'static str>| {
+        let mut request = http()
+            .post(format!("{}/api/videos/film/danmaku.xml", app.base))
+            .header("content-type", "application/xml")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let first = import(archive(1), None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let report: Value = first.json().await.unwrap();
+    assert_eq!(report["added"], 1, "{report}");
+    assert_eq!(report["details"]["banned"], 1, "{report}");
+    // The client's one write token is spent: its next import is refused; the admin's is not.
+    assert_eq!(import(archive(3), None).await.unwrap().status(), 429);
+    let admin = import(archive(5), Some(ADMIN)).await.unwrap();
+    assert_eq!(admin.status(), 200);
+    assert_eq!(admin.json::<Value>().await.unwrap()["added"], 1);
+    let window = get_json(&format!("{}/api/videos/film/danmaku", app.base)).await;
+    assert_eq!(texts(&window["items"]), ["fine", "fine"]);
+}

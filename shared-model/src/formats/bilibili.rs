@@ -185,20 +185,29 @@ pub struct SkipCounts {
     pub invalid: usize,
     /// Already imported (by an earlier import, or earlier in the same file).
     pub duplicate: usize,
+    /// Holding a word banned in the video (see `crate::moderation`).
+    pub banned: usize,
 }
 
 impl ImportReport {
     /// The report of an import whose reading skipped `unsupported_mode` and `invalid` entries
-    /// (see [`Archive`]) and whose storing the store answered with `outcome`.
-    pub fn new(unsupported_mode: usize, invalid: usize, outcome: ImportOutcome) -> Self {
+    /// (see [`Archive`]), which left out `banned` entries holding a banned word, and whose
+    /// storing the store answered with `outcome`.
+    pub fn new(
+        unsupported_mode: usize,
+        invalid: usize,
+        banned: usize,
+        outcome: ImportOutcome,
+    ) -> Self {
         let details = SkipCounts {
             unsupported_mode,
             invalid,
             duplicate: outcome.duplicates,
+            banned,
         };
         Self {
             added: outcome.added,
-            skipped: details.unsupported_mode + details.invalid + details.duplicate,
+            skipped: details.unsupported_mode + details.invalid + details.duplicate + banned,
             details,
         }
     }
@@ -859,10 +868,10 @@ mod tests {
             ids: Some((1, 8)),
         };
         assert_eq!(
-            serde_json::to_value(ImportReport::new(4, 3, outcome)).unwrap(),
+            serde_json::to_value(ImportReport::new(4, 3, 2, outcome)).unwrap(),
             serde_json::json!({
-                "added": 8, "skipped": 8,
-                "details": {"unsupported_mode": 4, "invalid": 3, "duplicate": 1}
+                "added": 8, "skipped": 10,
+                "details": {"unsupported_mode": 4, "invalid": 3, "duplicate": 1, "banned": 2}
             })
         );
     }
