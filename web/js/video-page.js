@@ -552,7 +552,7 @@ ui.form.addEventListener('submit', async (event) => {
       type: 'send', text, time, author, color: ui.color.value, mode: ui.mode.value,
     });
     ui.text.value = '';
-    showError('');
+    showError(blocks.hides(item) ? 'Sent; your block list hides it from you.' : '');
     if (sentTo !== conn || !isComment(item)) return; // the page moved to another video meanwhile
     ownIds.add(item.id);
     merge([item]);
