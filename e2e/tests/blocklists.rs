@@ -1,7 +1,7 @@
 //! The viewer's block list in a real browser: set in the live page's panel, applied to comments
 //! sent by real clients before they reach the stage or the chat, kept across a reload, and read
 //! by the video page on another port.
-use e2e_tests::{Driver, click, eval, fill, start_services, texts, wait_for};
+use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, texts, wait_for};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::{TestService, WsClient, http_client as http};
@@ -185,6 +185,7 @@ async fn blocked_comments_never_reach_the_stage_or_the_chat_and_the_list_follows
     .await;
     assert_absent(&page, "#chat li", &hidden).await;
     assert_absent(&page, "#stage .dm", &hidden).await;
+    screenshot(&page, "block-panel-live").await;
 
     // A reload keeps the list, and the history the server sends is filtered too.
     page.refresh().await.unwrap();
