@@ -200,7 +200,10 @@ mod tests {
     fn a_regex_matches_the_nfkc_text_case_insensitively() {
         let blocked = list(|a| a.regexes = vec![r"^\d{3,}$".into(), "ha(ha)+".into()]);
         assert!(blocked.hides(&comment("ann", "2333")));
-        assert!(blocked.hides(&comment("ann", "２３３３")), "full-width digits fold");
+        assert!(
+            blocked.hides(&comment("ann", "２３３３")),
+            "full-width digits fold"
+        );
         assert!(blocked.hides(&comment("ann", "HAHAHA")));
         assert!(!blocked.hides(&comment("ann", "23 33")));
         assert!(!blocked.hides(&comment("ann", "ha")));
@@ -237,7 +240,10 @@ mod tests {
             err.to_string()
         };
         let err = refused(|a| a.regexes = vec!["(unclosed".into()]);
-        assert!(err.starts_with("--hide-regex \"(unclosed\": not a valid regex"), "{err}");
+        assert!(
+            err.starts_with("--hide-regex \"(unclosed\": not a valid regex"),
+            "{err}"
+        );
         let err = refused(|a| a.modes = vec!["sideways".into()]);
         assert!(err.starts_with("--hide-mode \"sideways\""), "{err}");
         assert!(err.contains("scroll"), "lists the modes: {err}");

@@ -283,5 +283,67 @@ async fn blocked_comments_never_reach_the_stage_or_the_chat_and_the_list_follows
     )
     .await;
     assert_absent(&page, "#list li", &video_hidden[..1]).await;
+
+    // The HTTP page, on a third port: its history is filtered the same way.
+    for (author, text) in [("mallory", "polled SPOILER"), ("ann", "polled and seen")] {
+        let posted = api
+            .post(format!("{}/api/rooms/shield/danmaku", services.http.base))
+            .json(&json!({"author": author, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 201);
+    }
+    page.goto(&format!("{}/?room=shield", services.http.base))
+        .await
+        .unwrap();
+    wait_for(
+        &page,
+        &has_text("#list li", "polled and seen"),
+        "the visible comment in the HTTP page's list",
+    )
+    .await;
+    assert_absent(&page, "#list li", &["polled SPOILER"]).await;
+
+    // The list is bounded by what one cookie holds: CJK keywords of 100 characters take 400
+    // of its 3,800, so the tenth or so is refused, and the pages still load and connect with
+    // the full cookie on every request.
+    open_panel(&page).await;
+    let mut refused = None;
+    for n in 0..20 {
+        let keyword: String = format!("{n:02}{}", "弹".repeat(98));
+        block(&page, "keyword", &keyword).await;
+        let error = eval(
+            &page,
+            "return document.getElementById('block-error').textContent;",
+        )
+        .await;
+        if error != json!("") {
+            refused = Some((n, error));
+            break;
+        }
+    }
+    let (n, error) = refused.expect("the list fills up");
+    assert!((5..15).contains(&n), "refused at entry {n}");
+    assert!(
+        error.as_str().unwrap().contains("block list is full"),
+        "{error}"
+    );
+    let cookie_len = eval(
+        &page,
+        "return document.cookie.split('; ').find(c => c.startsWith('danmaku_block=')).length;",
+    )
+    .await;
+    assert!(cookie_len.as_u64().unwrap() <= 3800 + "danmaku_block=".len() as u64);
+    page.goto(&format!("{}/?room=shield", services.live.base))
+        .await
+        .unwrap();
+    wait_for(
+        &page,
+        "document.getElementById('status').textContent.startsWith('Connected to room')",
+        "the live page to connect with the full cookie",
+    )
+    .await;
+    assert_absent(&page, "#chat li", &["visible one"]).await;
     page.close().await.unwrap();
 }
