@@ -347,3 +347,78 @@ async fn blocked_comments_never_reach_the_stage_or_the_chat_and_the_list_follows
     assert_absent(&page, "#chat li", &["visible one"]).await;
     page.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_host_pages_chat_follows_the_block_list_and_unblocking_brings_lines_back() {
+    let Some(driver) = Driver::start("block lists on the host page").await else {
+        return;
+    };
+    let services = start_services();
+    let host = driver.browser(1280, 900).await;
+    host.goto(&format!("{}/host.html", services.live.base))
+        .await
+        .unwrap();
+    click(&host, "#create").await;
+    let share = wait_for(
+        &host,
+        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
+        "the share link",
+    )
+    .await;
+    let room = share
+        .as_str()
+        .unwrap()
+        .rsplit("room=")
+        .next()
+        .unwrap()
+        .to_owned();
+    wait_for(
+        &host,
+        "document.getElementById('status').textContent.startsWith('Connected as host')",
+        "the host's connection",
+    )
+    .await;
+    open_panel(&host).await;
+    block(&host, "keyword", "noise").await;
+    click(&host, "#block-mode-bottom").await;
+    wait_for(
+        &host,
+        "document.getElementById('block-open').textContent === 'Block (2)'",
+        "the keyword and the position in the list",
+    )
+    .await;
+
+    say(&services.live, &room, "amy", "some NOISE here", "scroll").await;
+    say(&services.live, &room, "amy", "down below", "bottom").await;
+    say(&services.live, &room, "amy", "hello host", "scroll").await;
+    wait_for(
+        &host,
+        &has_text("#chat li", "hello host"),
+        "the visible comment in the host's chat",
+    )
+    .await;
+    assert_absent(&host, "#chat li", &["some NOISE here", "down below"]).await;
+
+    click(&host, "#block-clear").await;
+    wait_for(
+        &host,
+        &format!(
+            "{} && {}",
+            has_text("#chat li", "some NOISE here"),
+            has_text("#chat li", "down below")
+        ),
+        "the unblocked comments back in the chat",
+    )
+    .await;
+    assert_eq!(
+        texts(&host, "#chat li .text").await,
+        [": some NOISE here", ": down below", ": hello host"],
+        "in id order"
+    );
+    assert_eq!(
+        eval(&host, "return document.cookie.includes('danmaku_block=');").await,
+        json!(false),
+        "an empty list deletes its cookie"
+    );
+    host.close().await.unwrap();
+}
