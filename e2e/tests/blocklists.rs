@@ -389,6 +389,14 @@ async fn the_host_pages_chat_follows_the_block_list_and_unblocking_brings_lines_
     .await;
 
     say(&services.live, &room, "amy", "some NOISE here", "scroll").await;
+    let deleted = say(
+        &services.live,
+        &room,
+        "amy",
+        "noise, then deleted",
+        "scroll",
+    )
+    .await;
     say(&services.live, &room, "amy", "down below", "bottom").await;
     say(&services.live, &room, "amy", "hello host", "scroll").await;
     wait_for(
@@ -397,7 +405,37 @@ async fn the_host_pages_chat_follows_the_block_list_and_unblocking_brings_lines_
         "the visible comment in the host's chat",
     )
     .await;
-    assert_absent(&host, "#chat li", &["some NOISE here", "down below"]).await;
+    let blocked = ["some NOISE here", "noise, then deleted", "down below"];
+    assert_absent(&host, "#chat li", &blocked).await;
+
+    // A moderator deletes a comment the block list holds back: unblocking must not bring it
+    // back. The `deleted` frame comes in commit order, so once a later comment is shown, the
+    // page has had it.
+    let token = eval(
+        &host,
+        "return document.getElementById('token-show').textContent;",
+    )
+    .await;
+    let id = deleted["item"]["id"]
+        .as_i64()
+        .expect("the ack's comment id");
+    let response = http()
+        .delete(format!(
+            "{}/api/rooms/{room}/danmaku/{id}",
+            services.live.base
+        ))
+        .bearer_auth(token.as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    say(&services.live, &room, "amy", "after the delete", "scroll").await;
+    wait_for(
+        &host,
+        &has_text("#chat li", "after the delete"),
+        "a comment after the delete",
+    )
+    .await;
 
     click(&host, "#block-clear").await;
     wait_for(
@@ -412,8 +450,13 @@ async fn the_host_pages_chat_follows_the_block_list_and_unblocking_brings_lines_
     .await;
     assert_eq!(
         texts(&host, "#chat li .text").await,
-        [": some NOISE here", ": down below", ": hello host"],
-        "in id order"
+        [
+            ": some NOISE here",
+            ": down below",
+            ": hello host",
+            ": after the delete"
+        ],
+        "in id order, without the deleted one"
     );
     assert_eq!(
         eval(&host, "return document.cookie.includes('danmaku_block=');").await,
