@@ -16,7 +16,8 @@
 //! - [`versus`]: ws-stream, Bun's pub/sub and Node's `ws` at the same points in one run; the
 //!   side-by-side table written into a markdown file.
 //! - [`transport`]: counted sockets, the HTTP/1.1 client, WebSocket frames.
-//! - [`endpoint`]: addresses, channels and routes; [`output`]: how comments are printed.
+//! - [`endpoint`]: addresses, channels and routes; [`output`]: how comments are printed;
+//!   [`filter`]: the block list of `tail --hide-*`, the pages' rules.
 //! - [`stamp`]: the send schedule and the intended send time carried in each measured comment;
 //!   [`latency`]: HDR histograms; [`procfs`]: CPU and memory from `/proc`.
 //! - [`servers`]: the services started by the tool itself, and the open-file limit.
@@ -32,6 +33,7 @@ pub mod compare;
 pub mod copy_store;
 pub mod endpoint;
 pub mod error;
+pub mod filter;
 pub mod latency;
 pub mod output;
 pub mod procfs;

@@ -6,7 +6,9 @@
 //!   last id it printed, so the server replays exactly what was missed.
 //!
 //! A status line goes to stderr once it is following (and again after each reconnect); comments
-//! go to stdout, one per line.
+//! go to stdout, one per line. The `--hide-*` flags are the pages' block list (see [`crate::filter`]):
+//! a hidden comment is not printed and does not count toward `--count`, but it still moves the
+//! resume point, so a reconnect does not fetch it again.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use shared_model::{ClientMessage, Danmaku, ErrorCode, Ref, ServerMessage};
 
 use crate::endpoint::{Kind, Target, TargetArgs};
 use crate::error::CliError;
+use crate::filter::{BlockArgs, BlockList};
 use crate::output::print_item;
 use crate::transport::counting::Traffic;
 use crate::transport::http::HttpClient;
@@ -38,7 +41,14 @@ const RANGE_REF: &str = "cli-range";
   danmaku tail --room lobby --after 0 --json   # everything from the start, as JSON lines
   danmaku tail --video demo --from 0 --to 30   # the first 30 s of the video, then new ones
   danmaku tail --live lobby --history          # the chat box, then the live stream
-  danmaku tail --live lobby --count 1          # wait for one comment and exit")]
+  danmaku tail --live lobby --count 1          # wait for one comment and exit
+  danmaku tail --live lobby --hide-keyword spoiler --hide-author bob --hide-mode top
+
+Hiding (each flag repeatable; the same rules as the pages' Block panel):
+  keywords and authors ignore case and compare after Unicode NFKC (full-width ＡＢＣ is abc);
+  a keyword hides any text containing it, an author only that exact name; a regex is matched
+  case-insensitively against the NFKC text. Hidden comments are not printed and do not count
+  toward --count.")]
 pub struct TailArgs {
     /// What to follow.
     #[command(flatten)]
@@ -70,15 +80,50 @@ pub struct TailArgs {
     /// HTTP room: how long each long poll waits, seconds (at most 30).
     #[arg(long, default_value = "25")]
     pub wait_secs: u32,
+    /// Hide comments whose text contains this (ignoring case, after NFKC).
+    #[arg(long, value_name = "TEXT")]
+    pub hide_keyword: Vec<String>,
+    /// Hide comments whose text matches this regular expression (case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub hide_regex: Vec<String>,
+    /// Hide comments by this author (the whole name, ignoring case, after NFKC).
+    #[arg(long, value_name = "NAME")]
+    pub hide_author: Vec<String>,
+    /// Hide comments in this mode: scroll, top or bottom.
+    #[arg(long, value_name = "MODE")]
+    pub hide_mode: Vec<String>,
+    /// Hide comments of this colour (#rrggbb).
+    #[arg(long, value_name = "COLOR")]
+    pub hide_color: Vec<String>,
+    /// Hide every comment that is not white.
+    #[arg(long)]
+    pub hide_colored: bool,
+}
+
+impl TailArgs {
+    /// The `--hide-*` flags, unchecked.
+    pub fn block_args(&self) -> BlockArgs {
+        BlockArgs {
+            keywords: self.hide_keyword.clone(),
+            regexes: self.hide_regex.clone(),
+            authors: self.hide_author.clone(),
+            modes: self.hide_mode.clone(),
+            colors: self.hide_color.clone(),
+            colored: self.hide_colored,
+        }
+    }
 }
 
 /// Follows the target until `--count` comments were printed (or forever).
 pub async fn run(args: TailArgs) -> Result<(), CliError> {
     let target = args.target.resolve()?;
     check_flags(&args, target.kind)?;
+    // Checked before connecting: a bad regex fails at once, naming its flag.
+    let blocked = BlockList::new(&args.block_args())?;
     let mut printer = Printer {
         json: args.json,
         remaining: args.count,
+        blocked,
     };
     if printer.done() {
         return Ok(());
@@ -111,15 +156,19 @@ fn check_flags(args: &TailArgs, kind: Kind) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Prints comments and counts them against `--count`.
+/// Prints the comments the block list lets through and counts them against `--count`.
 struct Printer {
     json: bool,
     remaining: Option<u64>,
+    blocked: BlockList,
 }
 
 impl Printer {
-    /// Prints `item`; `true` once `--count` comments have been printed.
+    /// Prints `item` unless it is hidden; `true` once `--count` comments have been printed.
     fn emit(&mut self, item: &Danmaku) -> bool {
+        if self.blocked.hides(item) {
+            return false;
+        }
         print_item(item, self.json);
         if let Some(left) = self.remaining.as_mut() {
             *left = left.saturating_sub(1);
@@ -418,6 +467,12 @@ mod tests {
             to: None,
             name: "t".into(),
             wait_secs: 25,
+            hide_keyword: Vec::new(),
+            hide_regex: Vec::new(),
+            hide_author: Vec::new(),
+            hide_mode: Vec::new(),
+            hide_color: Vec::new(),
+            hide_colored: false,
         }
     }
 

@@ -5,6 +5,10 @@
 // by id (a resume can overlap what is shown, and our own comments come twice: the `ack` and the
 // broadcast); it keeps `lastId`, the highest id seen, for the page to resume from, and follows new
 // comments while the reader is at the bottom.
+//
+// A comment the viewer's block list hides (the `hides` option) still moves `lastId` and counts as
+// seen, but it is held aside instead of shown; `refilter()`, after the list changed, takes off the
+// lines it now hides and brings back the held ones it no longer does.
 
 /** `HH:MM:SS` in local time, or '' for a bad timestamp. */
 export function clock(value) {
@@ -67,8 +71,12 @@ export class ChatList {
    * @param {(item: object) => boolean} [options.accept] which comments belong in this list
    * @param {((item: object) => HTMLElement[])|null} [options.actions] controls added to each line (the
    *   host's delete and mute buttons)
+   * @param {(item: object) => boolean} [options.hides] which of them the viewer does not want to see
    */
-  constructor(el, { max = 500, maxSeen = max * 10, nearBottomPx = 48, more = null, accept = () => true, actions = null } = {}) {
+  constructor(el, {
+    max = 500, maxSeen = max * 10, nearBottomPx = 48, more = null, accept = () => true, actions = null,
+    hides = () => false,
+  } = {}) {
     this.el = el;
     this.max = max;
     this.maxSeen = maxSeen;
@@ -76,6 +84,11 @@ export class ChatList {
     this.more = more;
     this.accept = accept;
     this.actions = actions;
+    this.hides = hides;
+    /** id -> comment of the lines shown, to ask the block list again. */
+    this.shown = new Map();
+    /** Hidden comments, oldest first, at most `max`: shown again if the block list lets them. */
+    this.held = [];
     /** The highest id seen on the stream: the page's resume point, or null. */
     this.lastId = null;
     /** Ids shown, for deduplication. */
@@ -97,8 +110,9 @@ export class ChatList {
   }
 
   /**
-   * Adds the comments not shown yet (and moves `lastId` past every one); returns the new ones, in
-   * the order given. `follow` scrolls to them even when the reader has scrolled up.
+   * Adds the comments not shown yet (and moves `lastId` past every one); returns the new ones
+   * shown, in the order given (hidden ones are held, not returned). `follow` scrolls to them even
+   * when the reader has scrolled up.
    */
   add(items, { follow = false } = {}) {
     const fresh = [];
@@ -107,7 +121,8 @@ export class ChatList {
       if (this.lastId === null || item.id > this.lastId) this.lastId = item.id;
       if (this.seen.has(item.id)) continue;
       this.seen.add(item.id);
-      fresh.push(item);
+      if (this.hides(item)) this.hold(item);
+      else fresh.push(item);
     }
     this.append(fresh, follow);
     this.prune();
@@ -125,6 +140,10 @@ export class ChatList {
       return false;
     }
     this.seen.add(item.id);
+    if (this.hides(item)) {
+      this.hold(item);
+      return false;
+    }
     this.append([item], true);
     return true;
   }
@@ -134,19 +153,42 @@ export class ChatList {
    * resume that overlaps cannot bring them back.
    */
   remove(ids) {
+    const gone = new Set();
     for (const id of ids) {
       if (!Number.isInteger(id)) continue;
       this.seen.add(id);
+      this.shown.delete(id);
+      gone.add(id);
       this.el.querySelector(`li[data-id="${id}"]`)?.remove();
     }
+    // Nor can unblocking: a deleted comment held by the block list is forgotten too.
+    if (gone.size) this.held = this.held.filter((item) => !gone.has(item.id));
   }
 
   /** Empties the list and forgets the ids and `lastId` (too much was missed to fill the gap). */
   reset() {
     this.seen.clear();
+    this.shown.clear();
+    this.held = [];
     this.lastId = null;
     this.el.replaceChildren();
     if (this.more) this.more.hidden = true;
+  }
+
+  /**
+   * Asks `hides` again for every comment (the block list changed): lines now hidden are taken
+   * off and held, held comments no longer hidden are shown in their place.
+   */
+  refilter() {
+    const back = this.held.filter((item) => !this.hides(item));
+    this.held = this.held.filter((item) => this.hides(item));
+    for (const [id, item] of this.shown) {
+      if (!this.hides(item)) continue;
+      this.el.querySelector(`li[data-id="${id}"]`)?.remove();
+      this.shown.delete(id);
+      this.hold(item);
+    }
+    this.append(back, false);
   }
 
   /** Scrolls to the newest comment. */
@@ -162,6 +204,12 @@ export class ChatList {
     return el.scrollHeight - el.scrollTop - el.clientHeight <= this.nearBottomPx;
   }
 
+  /** Keeps a hidden comment aside, the newest `max` of them. */
+  hold(item) {
+    this.held.push(item);
+    if (this.held.length > this.max) this.held.shift();
+  }
+
   /** Puts entries in id order (almost always at the end), then trims and scrolls. */
   append(items, follow) {
     if (items.length === 0) return;
@@ -172,8 +220,12 @@ export class ChatList {
       let before = this.el.lastElementChild;
       while (before && Number(before.dataset.id) > item.id) before = before.previousElementSibling;
       this.el.insertBefore(li, before ? before.nextSibling : this.el.firstChild);
+      this.shown.set(item.id, item);
     }
-    while (this.el.children.length > this.max) this.el.firstElementChild.remove();
+    while (this.el.children.length > this.max) {
+      this.shown.delete(Number(this.el.firstElementChild.dataset.id));
+      this.el.firstElementChild.remove();
+    }
     if (follow || wasNearBottom) this.scrollDown();
     else if (this.more) this.more.hidden = false;
   }

@@ -15,6 +15,7 @@ import { ApiError, api, describe, json } from './api.js';
 import { ChatList, clock } from './chat-list.js';
 import { Connection } from './connection.js';
 import { ModerationPanel } from './moderation-panel.js';
+import { blockListForPage } from './block-panel.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** sessionStorage key prefix: `<prefix><room>` holds `{room, host_token, title, checkin?, interval?}`. */
@@ -661,9 +662,13 @@ const moderation = new ModerationPanel({
   words: $('banned-words'), wordsForm: $('words-form'), mutes: $('mutes'), log: $('moderation-log'),
   note: $('moderation-note'), host: () => (host ? { room: host.room, token: host.host_token } : null),
 });
+/** The viewer's block list applies to the host's chat view too. */
+const blocks = blockListForPage();
 const chat = new ChatList(ui.chat, {
   max: MAX_CHAT, maxSeen: MAX_CHAT * 20, actions: (item) => moderation.actions(item),
+  hides: (item) => blocks.hides(item),
 });
+blocks.addEventListener('change', () => chat.refilter());
 
 // ---- start ----
 

@@ -3,11 +3,16 @@
 // The cursor (`next` from the last answer) is the only state the server needs: passing it back means
 // no comment is missed or repeated. Our own comments show at once from the 201 answer; `shown` keeps
 // the poll from showing them a second time.
+//
+// The viewer's block list is asked before a comment flies or is listed. The list keeps the last
+// MAX_LIST comments received, hidden or not, so that a change to the block list can lay it out
+// again: newly blocked lines go, unblocked ones come back.
 
 import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
-import { Stage, bindStageSettings } from './stage.js';
+import { bindStageSettings } from './stage.js';
 import { api, json } from './api.js';
 import { commentParts } from './chat-list.js';
+import { FilteredStage, blockListForPage } from './block-panel.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Comments asked for on the first request, to start with recent history. */
@@ -43,7 +48,9 @@ ui.room.value = room;
 document.title = `danmaku · HTTP · ${room}`;
 const base = `/api/rooms/${encodeURIComponent(room)}/danmaku`;
 
-const stage = new Stage($('stage'));
+/** The viewer's block list: asked before the stage and the list show a comment. */
+const blocks = blockListForPage();
+const stage = new FilteredStage($('stage'), blocks);
 bindStageSettings(stage);
 const stats = { requests: 0, bytes: 0, comments: 0 };
 /** Ids already on the page; ids at or below the cursor are pruned as the cursor moves on. */
@@ -80,25 +87,44 @@ function formatTime(sentAt) {
   return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString([], { hour12: false });
 }
 
-/** Adds a comment to the list and, unless it is history, to the stage. */
+/** The last MAX_LIST comments received, hidden or not, newest (highest id) first. */
+let recent = [];
+/** Ids of the comments this page sent. */
+const ownIds = new Set();
+
+function listRow(item) {
+  const li = document.createElement('li');
+  li.dataset.id = String(item.id);
+  if (ownIds.has(item.id)) li.classList.add('own');
+  const parts = commentParts(item, { text: formatTime(item.sent_at), dateTime: item.sent_at ?? '' });
+  li.append(parts.time, parts.swatch, parts.author, parts.text);
+  return li;
+}
+
+/** Adds a comment to the list and, unless it is history, to the stage, unless the viewer hides it. */
 function show(item, { own = false, fly = true } = {}) {
   if (typeof item?.id !== 'number' || shown.has(item.id)) return;
   shown.add(item.id);
+  if (own) ownIds.add(item.id);
+  // Newest first, ordered by id: a poll can bring an older comment after our own newer one.
+  const at = recent.findIndex((other) => other.id < item.id);
+  recent.splice(at < 0 ? recent.length : at, 0, item);
+  for (const old of recent.splice(MAX_LIST)) ownIds.delete(old.id);
+  if (blocks.hides(item)) return;
+
   stats.comments += 1;
   renderStats();
   if (fly) stage.add(item, own);
-
-  const li = document.createElement('li');
-  li.dataset.id = String(item.id);
-  if (own) li.classList.add('own');
-  const parts = commentParts(item, { text: formatTime(item.sent_at), dateTime: item.sent_at ?? '' });
-  li.append(parts.time, parts.swatch, parts.author, parts.text);
-
-  // Newest first, ordered by id: a poll can bring an older comment after our own newer one.
+  const li = listRow(item);
   const after = [...ui.list.children].find((el) => Number(el.dataset.id) < item.id);
   ui.list.insertBefore(li, after ?? null);
   while (ui.list.children.length > MAX_LIST) ui.list.lastElementChild.remove();
 }
+
+// The block list changed: lay the list out again from what was received.
+blocks.addEventListener('change', () => {
+  ui.list.replaceChildren(...recent.filter((item) => !blocks.hides(item)).map(listRow));
+});
 
 // ---- polling ----
 
@@ -208,7 +234,7 @@ ui.form.addEventListener('submit', async (event) => {
     });
     show(item, { own: true });
     ui.text.value = '';
-    showError('');
+    showError(blocks.hides(item) ? 'Sent; your block list hides it from you.' : '');
   } catch (err) {
     let message = err.message;
     if (err.retryAfterMs) message += ` Try again in ${Math.ceil(err.retryAfterMs / 1000)} s.`;

@@ -12,8 +12,9 @@
 // sends it to viewers.
 
 import { AUTHOR_KEY, chars } from './comment-form.js';
-import { Stage, bindStageSettings } from './stage.js';
+import { bindStageSettings } from './stage.js';
 import { ChatList, clock } from './chat-list.js';
+import { FilteredStage, blockListForPage } from './block-panel.js';
 import { Connection, describeRefusal } from './connection.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -46,7 +47,9 @@ const ui = {
   error: $('error'), room: $('room'), roomNote: $('room-note'),
 };
 const video = ui.video;
-const stage = new Stage($('stage'));
+/** The viewer's block list: asked before the stage and the chat show a comment. */
+const blocks = blockListForPage();
+const stage = new FilteredStage($('stage'), blocks);
 bindStageSettings(stage);
 const params = new URLSearchParams(location.search);
 
@@ -100,7 +103,9 @@ const chat = new ChatList(ui.chat, {
   maxSeen: MAX_SEEN,
   more: ui.chatMore,
   accept: (item) => item.channel === undefined || item.channel === room,
+  hides: (item) => blocks.hides(item),
 });
+blocks.addEventListener('change', () => chat.refilter());
 
 /**
  * Adds the comments not seen yet to the chat and (per `fly`: `all`, `tail` or `none`) to the stage.
@@ -306,7 +311,7 @@ ui.sendForm.addEventListener('submit', async (event) => {
   try {
     const { item } = await sentOn.request({ type: 'send', text, color: ui.color.value, mode: ui.mode.value });
     ui.text.value = '';
-    showError('');
+    showError(blocks.hides(item) ? 'Sent; your block list hides it from you.' : '');
     if (sentOn === conn && chat.accepts(item)) addOwn(item);
   } catch (err) {
     showError(describeError(err.code, err.message));

@@ -13,11 +13,16 @@
 //
 // Stage has no pause: while the video is paused the playhead does not move, so no new comments start,
 // and those already flying finish their flight.
+//
+// The viewer's block list: the store keeps every comment loaded, hidden or not; the list shows
+// and the sweep flies only those the block list lets through, and a change to the block list lays
+// the list out again.
 
 import { commentProblem, rememberAuthor, saveAuthor } from './comment-form.js';
-import { Stage, bindStageSettings } from './stage.js';
+import { bindStageSettings } from './stage.js';
 import { commentParts } from './chat-list.js';
 import { Connection, describeRefusal } from './connection.js';
+import { FilteredStage, blockListForPage } from './block-panel.js';
 
 const VIDEO_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** The demo clip the service may ship; the page copes with its absence. */
@@ -50,7 +55,9 @@ const ui = {
   list: $('list'), count: $('count'),
 };
 const video = ui.video;
-const stage = new Stage($('stage'));
+/** The viewer's block list: asked before the stage and the list show a comment. */
+const blocks = blockListForPage();
+const stage = new FilteredStage($('stage'), blocks);
 bindStageSettings(stage);
 
 // ---- the channel ----
@@ -94,7 +101,7 @@ function isComment(item) {
     && (item.channel === undefined || item.channel === videoId);
 }
 
-/** Adds the comments not loaded yet to the store and the list. */
+/** Adds the comments not loaded yet to the store and, those the viewer does not hide, to the list. */
 function merge(incoming) {
   const fresh = [];
   for (const item of incoming ?? []) {
@@ -107,17 +114,18 @@ function merge(incoming) {
     for (const item of fresh) {
       const at = insertionIndex(item);
       items.splice(at, 0, item);
-      const next = items[at + 1];
-      ui.list.insertBefore(row(item), next ? rows.get(next.id) : null);
+      if (blocks.hides(item)) continue;
+      // Before the next comment listed (a hidden one has no entry).
+      let next = at + 1;
+      while (next < items.length && blocks.hides(items[next])) next++;
+      ui.list.insertBefore(row(item), next < items.length ? rows.get(items[next].id) : null);
     }
+    renderCount();
   } else {
     // A window's worth at once: sort once and lay the list out again, reusing existing entries.
     items = items.concat(fresh).sort(byTime);
-    const all = document.createDocumentFragment();
-    for (const item of items) all.append(row(item));
-    ui.list.replaceChildren(all);
+    layoutList();
   }
-  ui.count.textContent = `(${items.length})`;
 }
 
 /** Ids a moderator deleted: never shown again, even from a `range` answer already on its way. */
@@ -133,9 +141,26 @@ function forget(ids) {
     rows.delete(id);
   }
   items = items.filter((item) => !deleted.has(item.id));
-  ui.count.textContent = `(${items.length})`;
+  renderCount();
   stage.remove(gone);
 }
+
+/** Lays the list out again from the store: every comment the viewer does not hide, by time. */
+function layoutList() {
+  const all = document.createDocumentFragment();
+  for (const item of items) if (!blocks.hides(item)) all.append(row(item));
+  ui.list.replaceChildren(all);
+  renderCount();
+}
+
+/** The number of comments listed, and of those hidden. */
+function renderCount() {
+  const listed = ui.list.childElementCount;
+  const hidden = items.length - listed;
+  ui.count.textContent = items.length === 0 ? '' : hidden ? `(${listed}, ${hidden} blocked)` : `(${listed})`;
+}
+
+blocks.addEventListener('change', layoutList);
 
 function insertionIndex(item) {
   let i = firstAtOrAfter(item.time);
@@ -527,7 +552,7 @@ ui.form.addEventListener('submit', async (event) => {
       type: 'send', text, time, author, color: ui.color.value, mode: ui.mode.value,
     });
     ui.text.value = '';
-    showError('');
+    showError(blocks.hides(item) ? 'Sent; your block list hides it from you.' : '');
     if (sentTo !== conn || !isComment(item)) return; // the page moved to another video meanwhile
     ownIds.add(item.id);
     merge([item]);
