@@ -72,6 +72,11 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// The token itself, to send to another service of the deployment (never to log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `given` is this token (constant time).
     pub fn matches(&self, given: &str) -> bool {
         constant_time_eq::constant_time_eq(given.as_bytes(), self.0.as_bytes())

@@ -26,6 +26,7 @@ pub mod config;
 pub mod hub;
 pub mod peers;
 pub mod recent;
+pub mod recording;
 pub mod rooms;
 pub mod routes;
 pub mod session;
@@ -111,6 +112,10 @@ pub fn build_with_listener(
             shared_limits: config.server.shared_limits(),
         }),
         ws,
+        recorder: recording::Recorder::new(
+            config.service.video_url.clone(),
+            config.server.admin_token.clone(),
+        ),
     });
     let moderator_routes = web::Data::new(ModerationRoutes {
         moderation,

@@ -36,6 +36,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/checkins/{id:\\d+}/attend",
             web::post().to(attend_over_http),
         );
+    cfg.route(
+        "/api/rooms/{room}/recording",
+        web::post().to(attach_recording),
+    );
     // A room's host (or the admin) deletes comments, mutes names and sets banned words.
     service_kit::moderation::routes(cfg, "/api/rooms");
 }
@@ -306,4 +310,79 @@ async fn attend_over_http(
             retry_after_secs: refused.retry_after.map(retry_after_secs),
         })?;
     Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))
+}
+
+/// The body of `POST /api/rooms/{room}/recording`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachRecording {
+    /// The video whose timeline gets the comments.
+    video: String,
+    /// Offset 0 of the video; by default when the room was created.
+    started_at: Option<String>,
+    /// Comments sent from then on are left out; by default now.
+    ended_at: Option<String>,
+}
+
+/// A time of the body, or `invalid_value` naming the field.
+fn body_time(field: &str, raw: Option<&str>) -> Result<Option<chrono::DateTime<Utc>>, HttpError> {
+    raw.map(|text| {
+        shared_model::time::parse(text).map_err(|e| {
+            HttpError::new(
+                ErrorCode::InvalidValue,
+                format!("{field} is not an RFC 3339 time such as 2026-11-30T18:00:00Z: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `POST /api/rooms/{room}/recording` (host or admin) with `{"video", "started_at"?,
+/// "ended_at"?}`: the room's comments sent in between become `video`'s timeline, each at its
+/// offset from `started_at` (see [`crate::recording`]). Doing it again adds nothing.
+async fn attach_recording(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+    body: Json<AttachRecording>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let token = bearer(&req);
+    let record = if state.live.moderation.is_admin(token) {
+        state
+            .live
+            .rooms
+            .room(&room)
+            .await
+            .map_err(HttpError::from)?
+    } else {
+        Some(state.live.host_of(&room, token).await?)
+    };
+    let AttachRecording {
+        video,
+        started_at,
+        ended_at,
+    } = body.into_inner();
+    let video = ChannelId::parse(&video)?;
+    let started_at = match body_time("started_at", started_at.as_deref())? {
+        Some(at) => at,
+        None => record.map(|r| r.created_at).ok_or_else(|| {
+            HttpError::new(
+                ErrorCode::InvalidValue,
+                format!("room {room} was not created through the API: give started_at"),
+            )
+        })?,
+    };
+    let ended_at = body_time("ended_at", ended_at.as_deref())?.unwrap_or_else(Utc::now);
+    let recording = state
+        .recorder
+        .attach(
+            state.live.comments.as_ref(),
+            &room,
+            &video,
+            started_at,
+            ended_at,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(recording))
 }
