@@ -54,7 +54,12 @@ pub struct AdminToken(Arc<str>);
 impl std::str::FromStr for AdminToken {
     type Err = String;
 
+    /// An empty value is accepted and means no token (see [`crate::ServerArgs::admin`]), so a
+    /// compose file can pass `DANMAKU_ADMIN_TOKEN` through when it is unset.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.is_empty() {
+            return Ok(Self("".into()));
+        }
         if value.chars().count() < MIN_ADMIN_TOKEN_CHARS || value.chars().any(char::is_whitespace) {
             return Err(format!(
                 "the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters with no \
@@ -72,6 +77,11 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// Whether this is a token (not the empty value that means none).
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     /// The token itself, to send to another service of the deployment (never to log).
     pub fn expose(&self) -> &str {
         &self.0
@@ -494,5 +504,7 @@ mod tests {
         assert!(token.matches("0123456789abcdef"));
         assert!(!token.matches("0123456789abcdeF"));
         assert!(!format!("{token:?}").contains("0123"));
+        let empty: AdminToken = "".parse().unwrap();
+        assert!(!empty.is_set() && token.is_set());
     }
 }

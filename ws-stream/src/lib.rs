@@ -98,7 +98,7 @@ pub fn build_with_listener(
         });
     }
     let ws = WsSettings::from_args(&config.server, &config.ws);
-    let moderation = Moderation::new(store.clone(), config.server.admin_token.clone());
+    let moderation = Moderation::new(store.clone(), config.server.admin());
     let state = web::Data::new(LiveState {
         live: Arc::new(LiveRooms {
             moderation: moderation.clone(),
@@ -114,7 +114,7 @@ pub fn build_with_listener(
         ws,
         recorder: recording::Recorder::new(
             config.service.video_url.clone(),
-            config.server.admin_token.clone(),
+            config.server.admin(),
         ),
     });
     let moderator_routes = web::Data::new(ModerationRoutes {
