@@ -168,24 +168,29 @@ pub struct Services {
     pub live: TestService,
 }
 
-/// Starts the three services with relaxed rate limits.
+/// Starts the three services with relaxed rate limits, the live service sending recordings to
+/// this video service.
 pub fn start_services() -> Services {
+    let video = TestService::start(
+        &ws_video::config::INFO,
+        ws_video::build_with_listener,
+        RELAXED,
+    );
+    let mut live_args = RELAXED.to_vec();
+    live_args.extend(["--video-url", video.base.as_str()]);
+    let live = TestService::start(
+        &ws_stream::config::INFO,
+        ws_stream::build_with_listener,
+        &live_args,
+    );
     Services {
         http: TestService::start(
             &http_danmaku::config::INFO,
             http_danmaku::build_with_listener,
             RELAXED,
         ),
-        video: TestService::start(
-            &ws_video::config::INFO,
-            ws_video::build_with_listener,
-            RELAXED,
-        ),
-        live: TestService::start(
-            &ws_stream::config::INFO,
-            ws_stream::build_with_listener,
-            RELAXED,
-        ),
+        video,
+        live,
     }
 }
 

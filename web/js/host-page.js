@@ -15,6 +15,7 @@ import { ApiError, api, describe, json } from './api.js';
 import { ChatList, clock } from './chat-list.js';
 import { Connection } from './connection.js';
 import { ModerationPanel } from './moderation-panel.js';
+import { RecordingPanel } from './recording-panel.js';
 import { blockListForPage } from './block-panel.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -242,6 +243,9 @@ function begin(saved) {
   ui.panel.hidden = true;
   render();
 
+  $('recording-video').value = '';
+  $('recording-note').textContent = '';
+  recording?.show();
   connect();
   if (Number.isInteger(host.checkin)) refreshCheckin(host.checkin);
 }
@@ -664,6 +668,11 @@ const moderation = new ModerationPanel({
 });
 /** The viewer's block list applies to the host's chat view too. */
 const blocks = blockListForPage();
+const recording = new RecordingPanel({
+  form: $('recording-form'), video: $('recording-video'), start: $('recording-start'),
+  mark: $('mark-start'), marked: $('start-marked'), note: $('recording-note'),
+  host: () => host, save: () => saveHost(), serverNow: () => serverNow(),
+});
 const chat = new ChatList(ui.chat, {
   max: MAX_CHAT, maxSeen: MAX_CHAT * 20, actions: (item) => moderation.actions(item),
   hides: (item) => blocks.hides(item),
