@@ -53,7 +53,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 6;
+const NEWEST_SOURCE_VERSION: i64 = 7;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -319,7 +319,7 @@ struct Source {
     path: PathBuf,
     conn: Connection,
     /// `PRAGMA user_version`: 1 has comments only, 2 adds `origin`, 3 adds rooms, 5 adds the
-    /// check-ins' secrets and kept counts.
+    /// check-ins' secrets and kept counts, 6 comments' deletion times (7 adds only an index).
     version: i64,
 }
 
@@ -503,7 +503,11 @@ impl Source {
                 // Version 1 has no import keys.
                 let origin = if self.version >= 2 { "origin" } else { "NULL" };
                 // Nor deletes before version 6.
-                let deleted = if self.version >= 6 { "deleted_at" } else { "NULL" };
+                let deleted = if self.version >= 6 {
+                    "deleted_at"
+                } else {
+                    "NULL"
+                };
                 let sql = format!(
                     "SELECT channel, id, author, text, color, mode, time, sent_at, {origin},
                             {deleted}
@@ -667,8 +671,7 @@ async fn write_comments(
         tx,
         COMMENTS,
         &[
-            &channels, &ids, &authors, &texts, &colors, &modes, &times, &sent, &origins,
-            &deleted,
+            &channels, &ids, &authors, &texts, &colors, &modes, &times, &sent, &origins, &deleted,
         ],
         len,
         |row| {

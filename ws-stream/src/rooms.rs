@@ -18,8 +18,8 @@ use danmaku_store::{
     Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, RoomRecord, RoomStore, Store,
     StoreError,
 };
-use rand::Rng;
 use futures_util::future::LocalBoxFuture;
+use rand::Rng;
 use service_kit::fanout::Fanout;
 use service_kit::moderation::{Authorize, Moderation, Moderator};
 use service_kit::rate::client_key;
@@ -570,7 +570,10 @@ impl Authorize for HostOrAdmin {
             if self.0.moderation.is_admin(bearer) {
                 return Ok(Moderator::Admin);
             }
-            self.0.host_of(channel, bearer).await.map(|_| Moderator::Host)
+            self.0
+                .host_of(channel, bearer)
+                .await
+                .map(|_| Moderator::Host)
         })
     }
 }
