@@ -255,4 +255,44 @@ mod tests {
             }})
         );
     }
+
+    #[test]
+    fn attendance_table_wire_format_round_trips() {
+        let opened_at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_500);
+        let table = AttendanceTable {
+            room: ChannelId::parse("physics").unwrap(),
+            checkins: vec![PastCheckin {
+                id: 7,
+                opened_at,
+                closes_at: opened_at + chrono::Duration::seconds(60),
+                interval_secs: 5,
+                closed: true,
+                attended: 1,
+            }],
+            rows: vec![AttendanceRow {
+                name: "ann".into(),
+                present: vec![true],
+                total: 1,
+            }],
+            truncated: false,
+        };
+        let wire = serde_json::json!({
+            "room": "physics",
+            "checkins": [{
+                "id": 7,
+                "opened_at": "1970-01-01T00:00:01.500Z",
+                "closes_at": "1970-01-01T00:01:01.500Z",
+                "interval_secs": 5,
+                "closed": true,
+                "attended": 1
+            }],
+            "rows": [{"name": "ann", "present": [true], "total": 1}],
+            "truncated": false
+        });
+        assert_eq!(serde_json::to_value(&table).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_value::<AttendanceTable>(wire).unwrap(),
+            table
+        );
+    }
 }
