@@ -60,7 +60,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 6;
+const NEWEST_SOURCE_VERSION: i64 = 7;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -368,7 +368,7 @@ struct Source {
     path: PathBuf,
     conn: Connection,
     /// `PRAGMA user_version`: 1 has comments only, 2 adds `origin`, 3 adds rooms, 5 adds the
-    /// check-ins' secrets and kept counts.
+    /// check-ins' secrets and kept counts, 6 comments' deletion times (7 adds only an index).
     version: i64,
 }
 

@@ -65,7 +65,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -667,6 +667,9 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          word     TEXT    NOT NULL,
          PRIMARY KEY (channel, position)
      ) WITHOUT ROWID;",
+    // Version 7: a room's check-ins by id (PostgreSQL's `checkins_by_room` from its first step),
+    // for the host's list of past check-ins and the attendance table of the whole room.
+    "CREATE INDEX checkins_by_room ON checkins (room, id);",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone

@@ -214,6 +214,24 @@ async fn assert_same_answers(sqlite: &SqliteStore, pg: &PgStore, checkins: &[i64
         sqlite.unclosed_checkins().await.unwrap(),
         pg.unclosed_checkins().await.unwrap()
     );
+    // The host's list of a room's check-ins and its attendance table read the same.
+    for name in ROOMS {
+        let room = channel(name);
+        let listed = sqlite.room_checkins(&room, 100).await.unwrap();
+        assert_eq!(
+            listed,
+            pg.room_checkins(&room, 100).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            sqlite.room_attendance(&room, 0, 100).await.unwrap(),
+            pg.room_attendance(&room, 0, 100).await.unwrap(),
+            "{name}"
+        );
+    }
+    let live = pg.room_checkins(&channel("live"), 100).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].closed, live[0].attended), (true, 3));
     let order: Vec<String> = pg
         .attendance(checkins[0])
         .await

@@ -19,7 +19,7 @@ use shared_model::comment::{validate_author, validate_title};
 use shared_model::json::from_json;
 use shared_model::{ChannelId, ErrorCode};
 
-use crate::rooms::attendance_csv;
+use crate::rooms::{attendance_csv, attendance_table_csv};
 use crate::session::LiveSession;
 use crate::state::LiveState;
 
@@ -30,6 +30,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/rooms", web::post().to(create_room))
         .route("/api/rooms/{room}/history", web::get().to(history))
         .route("/api/rooms/{room}/checkins", web::post().to(open_checkin))
+        .route("/api/rooms/{room}/checkins", web::get().to(room_checkins))
+        .route(
+            "/api/rooms/{room}/attendance",
+            web::get().to(attendance_json),
+        )
+        .route(
+            "/api/rooms/{room}/attendance.csv",
+            web::get().to(attendance_csv_route),
+        )
         .route("/api/checkins/{id:\\d+}", web::get().to(checkin_json))
         .route("/api/checkins/{id:\\d+}.csv", web::get().to(checkin_csv))
         .route(
@@ -288,6 +297,69 @@ async fn checkin_csv(
             format!("attachment; filename=\"checkin-{}.csv\"", checkin.id),
         ))
         .body(attendance_csv(&attendance)?))
+}
+
+/// `GET /api/rooms/{room}/checkins` (host only): the room's check-ins with their counts, oldest
+/// first (the newest `MAX_ROOM_CHECKINS`). A read of the client's `reads` budget: admitted with
+/// one token before the host is checked, charged the check-ins it returns.
+async fn room_checkins(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's check-ins")?;
+    let (list, rows) = state.live.room_checkins(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /api/rooms/{room}/attendance` (host only): names by check-ins (see
+/// [`crate::rooms::attendance_table`]). A read of the client's `reads` budget, charged the
+/// check-ins and attendance rows it read.
+async fn attendance_json(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's attendance")?;
+    let (table, rows) = state.live.attendance_table(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    Ok(HttpResponse::Ok().json(table))
+}
+
+/// `GET /api/rooms/{room}/attendance.csv` (host only): the same table as CSV, as a download
+/// named after the room.
+async fn attendance_csv_route(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's attendance")?;
+    let (table, rows) = state.live.attendance_table(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    // Room ids are letters, digits, `-` and `_`: safe inside the quoted filename.
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"attendance-{room}.csv\""),
+        ))
+        .body(attendance_table_csv(&table)?))
 }
 
 /// `POST /api/checkins/{id}/attend` with `{name, code}`: the same check-in as over WebSocket,
