@@ -167,3 +167,100 @@ async fn a_comment_deleted_on_the_host_page_vanishes_from_viewers_and_rules_refu
     host.close().await.unwrap();
     viewer.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_attached_on_the_host_page_plays_on_the_video_page_at_its_moments() {
+    let Some(driver) = Driver::start("recording").await else {
+        return;
+    };
+    let services = start_services();
+    let host = driver.browser(1280, 1000).await;
+    host.goto(&format!("{}/host.html", services.live.base))
+        .await
+        .unwrap();
+    click(&host, "#create").await;
+    let share = wait_for(
+        &host,
+        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
+        "the share link",
+    )
+    .await;
+    let room = share
+        .as_str()
+        .unwrap()
+        .rsplit("room=")
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut ann = WsClient::connect(&format!(
+        "{}/ws/live/{room}?name=ann",
+        services.live.ws_base
+    ))
+    .await;
+    assert_eq!(ann.recv_json().await["type"], "welcome");
+    assert_eq!(
+        send(&mut ann, "said before the stream").await["type"],
+        "ack"
+    );
+    click(&host, "#mark-start").await;
+    wait_for(
+        &host,
+        "document.getElementById('start-marked').textContent.includes('started at')",
+        "the start marked",
+    )
+    .await;
+    let said = send(&mut ann, "first reaction").await;
+    assert_eq!(said["type"], "ack");
+
+    fill(&host, "#recording-video", "e2e-replay").await;
+    click(&host, "#attach").await;
+    wait_for(
+        &host,
+        "document.getElementById('recording-note').textContent.includes('Attached 1 comment')",
+        "the chat attached",
+    )
+    .await;
+    let link = wait_for(
+        &host,
+        "document.querySelector('#recording-note a')?.dataset.video",
+        "the link to the video",
+    )
+    .await;
+    assert_eq!(link, "e2e-replay");
+    // The mark is the server's: a reload still shows it.
+    host.refresh().await.unwrap();
+    wait_for(
+        &host,
+        "document.getElementById('start-marked').textContent.includes('started at')",
+        "the start still marked after a reload",
+    )
+    .await;
+
+    // The replay's viewers find it on the video's timeline, a moment after 0.
+    let video = driver.browser(1280, 900).await;
+    video
+        .goto(&format!("{}/?video=e2e-replay", services.video.base))
+        .await
+        .unwrap();
+    wait_for(
+        &video,
+        &has_text("#list li", "first reaction"),
+        "the live comment in the video's list",
+    )
+    .await;
+    let page_text = eval(
+        &video,
+        "return document.getElementById('list').textContent;",
+    )
+    .await;
+    assert!(
+        !page_text
+            .as_str()
+            .unwrap()
+            .contains("said before the stream"),
+        "{page_text}"
+    );
+    screenshot(&host, "host-recording").await;
+    host.close().await.unwrap();
+    video.close().await.unwrap();
+}

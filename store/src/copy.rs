@@ -20,7 +20,7 @@
 //!    earlier run copied it is deleted on the target by the next run;
 //! 5. the moderation log, with its ids (the identity sequence is advanced past them, like the
 //!    check-ins'), by id;
-//! 6. mutes and banned words, which are settings rather than history: the source's are written
+//! 6. mutes, banned words and each room's stream start, which are settings rather than history: the source's are written
 //!    over the target's (a mute lifted, or a list shortened, on the source after an earlier run
 //!    stays on the target; run the copy before the services move over).
 //!
@@ -60,7 +60,7 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 7;
+const NEWEST_SOURCE_VERSION: i64 = 8;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -101,11 +101,13 @@ pub enum Table {
     Mutes,
     /// Banned words per channel (schema version 6 on).
     BannedWords,
+    /// When each room's stream started, as its host marked it (schema version 8 on).
+    StreamStarts,
 }
 
 impl Table {
     /// Every table, in copy order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Rooms,
         Table::Checkins,
         Table::Attendance,
@@ -113,6 +115,7 @@ impl Table {
         Table::ModerationLog,
         Table::Mutes,
         Table::BannedWords,
+        Table::StreamStarts,
     ];
 
     /// The table's name, as the database and the progress bar call it.
@@ -125,6 +128,7 @@ impl Table {
             Table::ModerationLog => "moderation_log",
             Table::Mutes => "mutes",
             Table::BannedWords => "banned_words",
+            Table::StreamStarts => "stream_starts",
         }
     }
 }
@@ -283,6 +287,7 @@ enum Batch {
     ModerationLog(Vec<LogRow>),
     Mutes(Vec<MuteRow>),
     BannedWords(Vec<WordRow>),
+    StreamStarts(Vec<StartRow>),
 }
 
 impl Batch {
@@ -295,6 +300,7 @@ impl Batch {
             Batch::ModerationLog(rows) => rows.len(),
             Batch::Mutes(rows) => rows.len(),
             Batch::BannedWords(rows) => rows.len(),
+            Batch::StreamStarts(rows) => rows.len(),
         };
         len as u64
     }
@@ -363,6 +369,11 @@ struct WordRow {
     word: String,
 }
 
+struct StartRow {
+    room: String,
+    at: DateTime<Utc>,
+}
+
 /// The SQLite file, opened read-only.
 struct Source {
     path: PathBuf,
@@ -421,6 +432,7 @@ impl Source {
             Table::Comments => true,
             Table::Rooms | Table::Checkins | Table::Attendance => self.version >= 3,
             Table::ModerationLog | Table::Mutes | Table::BannedWords => self.version >= 6,
+            Table::StreamStarts => self.version >= 8,
         }
     }
 
@@ -676,6 +688,27 @@ impl Source {
                     .map(|r| Cursor::Pair(r.channel.clone(), i64::from(r.position)));
                 next.map(|next| (Batch::BannedWords(rows), next))
             }
+            (Table::StreamStarts, cursor) => {
+                let after = match cursor {
+                    Cursor::Text(room) => room.clone(),
+                    _ => String::new(),
+                };
+                let mut stmt = prepare(
+                    "SELECT room, at FROM stream_starts WHERE room > ?1 ORDER BY room LIMIT ?2",
+                )?;
+                let params: &[&dyn rusqlite::ToSql] = &[&after, &limit];
+                let rows = stmt
+                    .query_map(params, |r| {
+                        Ok(StartRow {
+                            room: r.get(0)?,
+                            at: time_at(r, 1)?,
+                        })
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(|e| self.fail(e))?;
+                let next = rows.last().map(|r| Cursor::Text(r.room.clone()));
+                next.map(|next| (Batch::StreamStarts(rows), next))
+            }
         };
         Ok(batch)
     }
@@ -696,6 +729,7 @@ async fn write(target: &PgStore, batch: Batch) -> Result<u64, CopyError> {
                     Batch::ModerationLog(rows) => write_log(&tx, rows).await?,
                     Batch::Mutes(rows) => write_mutes(&tx, rows).await?,
                     Batch::BannedWords(rows) => write_words(&tx, rows).await?,
+                    Batch::StreamStarts(rows) => write_starts(&tx, rows).await?,
                 };
                 if outcome.is_ok() {
                     tx.commit().await.map_err(pg_error)?;
@@ -934,6 +968,24 @@ async fn write_words(
              ON CONFLICT (channel, position) DO UPDATE SET word = EXCLUDED.word
                  WHERE b.word <> EXCLUDED.word",
             &[&channels, &positions, &words],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Ok(written))
+}
+
+/// A stream's start is a setting of its room: the source's is written over the target's.
+async fn write_starts(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: Vec<StartRow>,
+) -> Result<Written, StoreError> {
+    let (rooms, at): (Vec<_>, Vec<_>) = rows.into_iter().map(|r| (r.room, r.at)).unzip();
+    let written = tx
+        .execute(
+            "INSERT INTO stream_starts AS s (room, at)
+             SELECT * FROM unnest($1::TEXT[], $2::TIMESTAMPTZ[])
+             ON CONFLICT (room) DO UPDATE SET at = EXCLUDED.at WHERE s.at <> EXCLUDED.at",
+            &[&rooms, &at],
         )
         .await
         .map_err(pg_error)?;

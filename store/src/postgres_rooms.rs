@@ -491,4 +491,41 @@ impl RoomStore for PgStore {
         })
         .await
     }
+
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let room = room.as_str().to_owned();
+        let at = time::to_millis(at);
+        self.run("marking a stream's start", move |client| {
+            Box::pin(async move {
+                client
+                    .execute(
+                        "INSERT INTO stream_starts (room, at) VALUES ($1, $2)
+                         ON CONFLICT (room) DO UPDATE SET at = excluded.at",
+                        &[&room, &at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let room = room.as_str().to_owned();
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let row = client
+                    .query_opt("SELECT at FROM stream_starts WHERE room = $1", &[&room])
+                    .await
+                    .map_err(pg_error)?;
+                row.map(|row| row.try_get(0).map_err(pg_error)).transpose()
+            })
+        })
+        .await
+    }
 }

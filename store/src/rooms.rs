@@ -233,4 +233,15 @@ pub trait RoomStore: Send + Sync + 'static {
         from_checkin: i64,
         limit: usize,
     ) -> Result<Vec<RoomAttendance>, StoreError>;
+
+    /// Records that `room`'s stream started at `at` (replacing an earlier mark). The room must
+    /// exist ([`StoreError::Database`] otherwise, nothing stored).
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// When `room`'s stream started, if its host marked it.
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

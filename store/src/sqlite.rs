@@ -65,7 +65,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -670,6 +670,12 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // Version 7: a room's check-ins by id (PostgreSQL's `checkins_by_room` from its first step),
     // for the host's list of past check-ins and the attendance table of the whole room.
     "CREATE INDEX checkins_by_room ON checkins (room, id);",
+    // Version 8: when a room's stream started, as its host marked it (the offset 0 of the
+    // recording its comments become; see `ws-stream`'s `recording`).
+    "CREATE TABLE stream_starts (
+         room TEXT PRIMARY KEY REFERENCES rooms (room),
+         at   TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone

@@ -359,6 +359,37 @@ impl RoomStore for SqliteStore {
         })
         .await
     }
+
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let room = room.clone();
+        let at = time::rfc3339(at);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO stream_starts (room, at) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET at = excluded.at",
+                params![room.as_str(), at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let room = room.clone();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT at FROM stream_starts WHERE room = ?1",
+                [room.as_str()],
+                |row| time_at(row, 0),
+            )
+            .optional()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -431,7 +462,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, super::super::sqlite::SCHEMA_VERSION);
         let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
             .await
             .unwrap()
@@ -518,7 +549,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_6_database_migrates_to_7_and_lists_its_rooms_check_ins() {
+    async fn a_version_6_database_migrates_and_lists_its_rooms_check_ins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v6.db");
         {
@@ -555,7 +586,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!((version, indexed), (7, 1));
+        assert_eq!(
+            (version, indexed),
+            (super::super::sqlite::SCHEMA_VERSION, 1)
+        );
         let listed: Vec<(i64, u32, bool, usize)> = store
             .room_checkins(&room("live"), 10)
             .await

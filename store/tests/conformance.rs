@@ -166,6 +166,7 @@ conformance!(
     a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once,
     a_deleted_import_is_not_brought_back_by_importing_it_again,
     mutes_last_until_their_time_and_can_be_lifted,
+    a_streams_start_is_marked_replaced_and_kept_per_room,
     banned_words_are_replaced_whole_and_kept_in_order,
     the_moderation_log_is_per_channel_and_newest_first,
 );
@@ -508,8 +509,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [7]),
-        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [8]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4], "each step recorded once"),
     }
 }
 
@@ -1427,4 +1428,26 @@ async fn the_moderation_log_is_per_channel_and_newest_first(db: Db) {
     assert_eq!(targets, ["n4", "n3", "n2"]);
     assert!(log.windows(2).all(|w| w[0].id > w[1].id));
     assert_eq!(store.moderation_log(&b, 10).await.unwrap().len(), 1);
+}
+
+async fn a_streams_start_is_marked_replaced_and_kept_per_room(db: Db) {
+    let store = db.open().await;
+    let (room, other) = (channel("room"), channel("other"));
+    for r in [&room, &other] {
+        store.create_room(r, None, [1; 32]).await.unwrap();
+    }
+    assert_eq!(store.stream_start(&room).await.unwrap(), None);
+    store.mark_stream_start(&room, noon()).await.unwrap();
+    let later = noon() + chrono::Duration::milliseconds(90_123);
+    store.mark_stream_start(&room, later).await.unwrap();
+    assert_eq!(
+        db.open().await.stream_start(&room).await.unwrap(),
+        Some(millis(later))
+    );
+    assert_eq!(store.stream_start(&other).await.unwrap(), None);
+    // A room never created has no stream to start.
+    assert!(matches!(
+        store.mark_stream_start(&channel("nobody"), noon()).await,
+        Err(StoreError::Database(_))
+    ));
 }

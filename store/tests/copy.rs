@@ -546,6 +546,8 @@ async fn moderation_is_copied_and_a_delete_made_on_the_source_later_follows() {
             .set_banned_words(&room, vec!["zeta".into(), "alpha".into()], "admin")
             .await
             .unwrap();
+        source.create_room(&room, None, [7; 32]).await.unwrap();
+        source.mark_stream_start(&room, at(5)).await.unwrap();
     }
     let options = CopyOptions {
         batch_rows: 2,
@@ -555,6 +557,7 @@ async fn moderation_is_copied_and_a_delete_made_on_the_source_later_follows() {
     assert_eq!(first.of(Table::ModerationLog), counts(3, 3, 0));
     assert_eq!(first.of(Table::Mutes), counts(1, 1, 0));
     assert_eq!(first.of(Table::BannedWords), counts(2, 2, 0));
+    assert_eq!(first.of(Table::StreamStarts), counts(1, 1, 0));
 
     let sqlite = SqliteStore::open(&path).unwrap();
     let pg = connect(&db).await;

@@ -251,7 +251,7 @@ function begin(saved) {
   ui.pastNote.textContent = '';
   $('recording-video').value = '';
   $('recording-note').textContent = '';
-  recording.show();
+  recording.load();
 
   connect();
   if (Number.isInteger(host.checkin)) refreshCheckin(host.checkin);
@@ -769,7 +769,7 @@ const blocks = blockListForPage();
 const recording = new RecordingPanel({
   form: $('recording-form'), video: $('recording-video'), start: $('recording-start'),
   mark: $('mark-start'), marked: $('start-marked'), note: $('recording-note'),
-  host: () => host, save: () => saveHost(), serverNow: () => serverNow(),
+  host: () => host,
 });
 const chat = new ChatList(ui.chat, {
   max: MAX_CHAT, maxSeen: MAX_CHAT * 20, actions: (item) => moderation.actions(item),

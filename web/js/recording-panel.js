@@ -2,9 +2,10 @@
 // service, each at its offset from the stream's start, so the replay's viewers see them at the
 // moment they were sent (POST /api/rooms/{room}/recording with the host token).
 //
-// The start is what the host marked with "The stream starts now" (kept with the host's rights in
-// this tab, on the server's clock), or a time typed in, or else the room's creation. Attaching again
-// adds nothing, so a host may attach at every break of a long session.
+// The start is a time typed in, or what the host marked with "The stream starts now" (kept by the
+// server, on its clock, so another tab or device of the host uses it too: POST .../recording/start),
+// or else the room's creation. Attaching again adds nothing, so a host may attach at every break of
+// a long session.
 
 import { api, describe, json } from './api.js';
 import { clock } from './chat-list.js';
@@ -22,19 +23,13 @@ export class RecordingPanel {
    * @param {HTMLButtonElement} parts.mark "The stream starts now"
    * @param {HTMLElement} parts.marked says which start will be used
    * @param {HTMLElement} parts.note the result, or what went wrong
-   * @param {() => (object|null)} parts.host the hosted room's record (`room`, `host_token`, `stream_started_at`?)
-   * @param {() => void} parts.save keeps the record (with the mark) in this tab
-   * @param {() => number} parts.serverNow the server's clock, in ms since the epoch
+   * @param {() => (object|null)} parts.host the hosted room's record (`room`, `host_token`)
    */
   constructor(parts) {
     Object.assign(this, parts);
-    this.mark.addEventListener('click', () => {
-      const host = this.host();
-      if (!host) return;
-      host.stream_started_at = new Date(this.serverNow()).toISOString();
-      this.save();
-      this.show();
-    });
+    /** The start the server keeps for the hosted room, or null. */
+    this.markedAt = null;
+    this.mark.addEventListener('click', () => this.markStart());
     this.form.addEventListener('submit', (event) => {
       event.preventDefault();
       this.attach();
@@ -42,22 +37,51 @@ export class RecordingPanel {
     this.start.addEventListener('input', () => this.show());
   }
 
-  /** Shows the hosted room's mark, and its id as the default video. */
-  show() {
+  /** Loads the hosted room's mark from the server, and shows its id as the default video. */
+  async load() {
     const host = this.host();
     if (!host) return;
     if (!this.video.value) this.video.value = host.room;
+    this.markedAt = null;
+    this.show();
+    try {
+      const kept = await json(await api(this.path(host, 'recording'), { token: host.host_token }));
+      if (this.host() === host) this.markedAt = typeof kept.started_at === 'string' ? kept.started_at : null;
+    } catch { /* shown as unmarked; attaching says what is wrong */ }
+    this.show();
+  }
+
+  /** Says which start attaching will use. */
+  show() {
     const typed = this.typedStart();
     if (typed) {
       this.marked.textContent = `Starts at ${clock(typed)} (typed in).`;
-    } else if (host.stream_started_at) {
-      this.marked.textContent = `The stream started at ${clock(host.stream_started_at)}.`;
+    } else if (this.markedAt) {
+      this.marked.textContent = `The stream started at ${clock(this.markedAt)}.`;
     } else {
       this.marked.textContent = 'No start marked: the room\u2019s creation counts as the start.';
     }
   }
 
   // ---- inside ----
+
+  path(host, rest) {
+    return `/api/rooms/${encodeURIComponent(host.room)}/${rest}`;
+  }
+
+  async markStart() {
+    const host = this.host();
+    if (!host) return;
+    try {
+      const kept = await json(await api(this.path(host, 'recording/start'), {
+        method: 'POST', token: host.host_token,
+      }));
+      this.markedAt = kept.started_at;
+      this.show();
+    } catch (err) {
+      this.note.textContent = `Could not mark the start: ${describe(err)}`;
+    }
+  }
 
   /** The start typed in, as an ISO time, or null. */
   typedStart() {
@@ -74,12 +98,13 @@ export class RecordingPanel {
       this.note.textContent = 'A video id is 1 to 64 letters, digits, _ or -.';
       return;
     }
+    // Without a typed start, the server uses the marked one, or the room's creation.
     const body = { video };
-    const start = this.typedStart() ?? host.stream_started_at;
+    const start = this.typedStart();
     if (start) body.started_at = start;
     this.note.textContent = 'Attaching…';
     try {
-      const done = await json(await api(`/api/rooms/${encodeURIComponent(host.room)}/recording`, {
+      const done = await json(await api(this.path(host, 'recording'), {
         method: 'POST', token: host.host_token, body,
       }));
       const link = document.createElement('a');

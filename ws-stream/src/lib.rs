@@ -112,10 +112,7 @@ pub fn build_with_listener(
             shared_limits: config.server.shared_limits(),
         }),
         ws,
-        recorder: recording::Recorder::new(
-            config.service.video_url.clone(),
-            config.server.admin(),
-        ),
+        recorder: recording::Recorder::new(config.service.video_url.clone(), config.server.admin()),
     });
     let moderator_routes = web::Data::new(ModerationRoutes {
         moderation,

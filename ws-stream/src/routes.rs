@@ -45,9 +45,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/checkins/{id:\\d+}/attend",
             web::post().to(attend_over_http),
         );
-    cfg.route(
-        "/api/rooms/{room}/recording",
-        web::post().to(attach_recording),
+    cfg.service(
+        web::resource("/api/rooms/{room}/recording")
+            .route(web::post().to(attach_recording))
+            .route(web::get().to(recording_start)),
+    )
+    .route(
+        "/api/rooms/{room}/recording/start",
+        web::post().to(mark_stream_start),
     );
     // A room's host (or the admin) deletes comments, mutes names and sets banned words.
     service_kit::moderation::routes(cfg, "/api/rooms");
@@ -411,7 +416,8 @@ fn body_time(field: &str, raw: Option<&str>) -> Result<Option<chrono::DateTime<U
 
 /// `POST /api/rooms/{room}/recording` (host or admin) with `{"video", "started_at"?,
 /// "ended_at"?}`: the room's comments sent in between become `video`'s timeline, each at its
-/// offset from `started_at` (see [`crate::recording`]). Doing it again adds nothing.
+/// offset from `started_at` (by default the start the host marked, else the room's creation;
+/// see [`crate::recording`]). Doing it again adds nothing.
 async fn attach_recording(
     req: HttpRequest,
     state: web::Data<LiveState>,
@@ -438,12 +444,15 @@ async fn attach_recording(
     let video = ChannelId::parse(&video)?;
     let started_at = match body_time("started_at", started_at.as_deref())? {
         Some(at) => at,
-        None => record.map(|r| r.created_at).ok_or_else(|| {
-            HttpError::new(
-                ErrorCode::InvalidValue,
-                format!("room {room} was not created through the API: give started_at"),
-            )
-        })?,
+        None => match state.live.rooms.stream_start(&room).await? {
+            Some(marked) => marked,
+            None => record.map(|r| r.created_at).ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::InvalidValue,
+                    format!("room {room} was not created through the API: give started_at"),
+                )
+            })?,
+        },
     };
     let ended_at = body_time("ended_at", ended_at.as_deref())?.unwrap_or_else(Utc::now);
     let recording = state
@@ -457,4 +466,55 @@ async fn attach_recording(
         )
         .await?;
     Ok(HttpResponse::Ok().json(recording))
+}
+
+/// The host (or admin) of a room created through the API.
+async fn hosted_room(
+    req: &HttpRequest,
+    state: &LiveState,
+    room: &str,
+) -> Result<danmaku_store::RoomRecord, HttpError> {
+    let room = ChannelId::parse(room)?;
+    let token = bearer(req);
+    if state.live.moderation.is_admin(token) {
+        return state.live.rooms.room(&room).await?.ok_or_else(|| {
+            HttpError::new(ErrorCode::NotFound, format!("room {room} was not created"))
+        });
+    }
+    Ok(state.live.host_of(&room, token).await?)
+}
+
+/// `POST /api/rooms/{room}/recording/start` (host or admin): the stream starts now, by the
+/// server's clock (replacing an earlier mark); `{"started_at"}`.
+async fn mark_stream_start(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let record = hosted_room(&req, &state, &room).await?;
+    let now = shared_model::time::now();
+    state
+        .live
+        .rooms
+        .mark_stream_start(&record.room, now)
+        .await?;
+    log::info!("room {}: the stream started", record.room);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "started_at": shared_model::time::rfc3339(now),
+    })))
+}
+
+/// `GET /api/rooms/{room}/recording` (host or admin): `{"started_at", "created_at"}`, the
+/// marked start (null when none) and the room's creation, which counts when none is marked.
+async fn recording_start(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let record = hosted_room(&req, &state, &room).await?;
+    let marked = state.live.rooms.stream_start(&record.room).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "started_at": marked.map(shared_model::time::rfc3339),
+        "created_at": shared_model::time::rfc3339(record.created_at),
+    })))
 }

@@ -192,3 +192,47 @@ async fn a_video_service_that_does_not_answer_is_unavailable_and_nothing_is_lost
     let page = get_json(&format!("{}/api/rooms/{room}/history?after=0", live.base)).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_start_the_host_marks_is_the_recordings_zero() {
+    let video = video_service();
+    let live = live_service(&video.base);
+    let (room, token) = new_room(&live).await;
+    let (mut viewer, _) = join(&live, &room, "name=ann").await;
+    say(&mut viewer, "before").await;
+    let start_url = format!("{}/api/rooms/{room}/recording/start", live.base);
+    let refused = http().post(&start_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let marked: Value = http()
+        .post(&start_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let start = at(marked["started_at"].as_str().expect("the server's time"));
+    let after = say(&mut viewer, "after").await;
+    let shown: Value = http()
+        .get(format!("{}/api/rooms/{room}/recording", live.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["started_at"], marked["started_at"]);
+
+    let (status, done) = attach(&live, &room, &token, json!({"video": "marked"})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["started_at"], marked["started_at"]);
+    assert_eq!(done["comments"], 1, "only what was said after the mark");
+    let window = get_json(&format!("{}/api/videos/marked/danmaku", video.base)).await;
+    let item = &window["items"][0];
+    assert_eq!(item["text"], "after");
+    let expected =
+        (at(after["sent_at"].as_str().unwrap()) - start).num_milliseconds() as f64 / 1000.0;
+    assert!((item["time"].as_f64().unwrap() - expected).abs() < 0.000_01);
+}
