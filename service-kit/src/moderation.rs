@@ -321,6 +321,20 @@ impl Moderation {
         Ok(words)
     }
 
+    /// The comments of `channel` deleted after log line `after`, oldest first, at most `limit`:
+    /// `(line id, comment id)` each (see `ModerationStore::deletions`).
+    pub async fn deletions(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, ApiError> {
+        self.store
+            .deletions(channel, after, limit)
+            .await
+            .map_err(store_failed("reading deletions"))
+    }
+
     /// What a moderator sees of `channel`: its banned words, the names muted now, and the
     /// newest [`LOG_LINES`] lines of its log.
     pub async fn overview(&self, channel: &ChannelId) -> Result<Overview, ApiError> {

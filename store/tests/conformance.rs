@@ -1306,6 +1306,26 @@ async fn a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once(db: Db)
     assert_eq!(log[0].target, "2");
     assert_eq!(log[0].detail.as_deref(), Some("ann: c2"));
     assert!((Utc::now() - log[0].at).num_seconds().abs() < 60);
+    // A poller reads the deletes after the last line it saw, and only deletes.
+    store.mute(&v, "bob", time::now(), "host").await.unwrap();
+    store.delete_comment(&v, 1, "admin").await.unwrap();
+    let deleted = store.deletions(&v, 0, 10).await.unwrap();
+    assert_eq!(
+        deleted.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        store.deletions(&v, deleted[0].0, 10).await.unwrap(),
+        [deleted[1]]
+    );
+    assert_eq!(store.deletions(&v, 0, 1).await.unwrap(), [deleted[0]]);
+    assert!(
+        store
+            .deletions(&channel("w"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_deleted_import_is_not_brought_back_by_importing_it_again(db: Db) {
