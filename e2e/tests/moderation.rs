@@ -1,7 +1,7 @@
 //! The host's moderation in a real browser: a comment deleted on the host page vanishes from a
 //! viewer's page (stage and chat box) at once; banned words and a mute set there refuse the next
 //! comments.
-use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, wait_for};
+use e2e_tests::{ADMIN_TOKEN, Driver, click, eval, fill, screenshot, start_services, wait_for};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
@@ -262,5 +262,117 @@ async fn a_session_attached_on_the_host_page_plays_on_the_video_page_at_its_mome
     );
     screenshot(&host, "host-recording").await;
     host.close().await.unwrap();
+    video.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_comment_deleted_by_the_admin_leaves_the_http_page_and_the_video_page() {
+    let Some(driver) = Driver::start("deletes on polling and video pages").await else {
+        return;
+    };
+    let services = start_services();
+    let http = service_kit::testing::http_client();
+    // The HTTP page, long polling.
+    let page = driver.browser(1280, 900).await;
+    page.goto(&format!("{}/?room=mod", services.http.base))
+        .await
+        .unwrap();
+    eval(
+        &page,
+        "const t = document.getElementById('transport'); t.value = 'long'; \
+         t.dispatchEvent(new Event('change')); return true;",
+    )
+    .await;
+    let stats = format!("{}/api/stats", services.http.base);
+    service_kit::testing::wait_for_json(&stats, "the page's long poll to wait", |now| {
+        now["long_polls_waiting"].as_u64().unwrap() >= 1
+    })
+    .await;
+    let mut ids = Vec::new();
+    for text in [
+        "stays here",
+        "a comment long enough to still be flying when it goes",
+    ] {
+        let posted: Value = http
+            .post(format!("{}/api/rooms/mod/danmaku", services.http.base))
+            .json(&json!({"author": "api", "text": text}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(posted["id"].as_i64().unwrap());
+    }
+    let flying = "a comment long enough to still be flying when it goes";
+    wait_for(&page, &has_text("#stage .dm", flying), "the comment flying").await;
+    wait_for(&page, &has_text("#list li", flying), "the comment listed").await;
+    let done = http
+        .delete(format!(
+            "{}/api/rooms/mod/danmaku/{}",
+            services.http.base, ids[1]
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    wait_for(
+        &page,
+        &format!(
+            "!({}) && !({})",
+            has_text("#stage .dm", flying),
+            has_text("#list li", flying)
+        ),
+        "the deleted comment off the HTTP page",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &page,
+            &format!("return {};", has_text("#list li", "stays here"))
+        )
+        .await,
+        true
+    );
+
+    // The video page: a comment in the list goes when the admin deletes it.
+    let video = driver.browser(1280, 900).await;
+    let posted: Value = http
+        .post(format!("{}/api/videos/modv/danmaku", services.video.base))
+        .json(&json!({"author": "api", "text": "to be removed", "time": 1.0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    video
+        .goto(&format!("{}/?video=modv", services.video.base))
+        .await
+        .unwrap();
+    wait_for(
+        &video,
+        &has_text("#list li", "to be removed"),
+        "the video's comment",
+    )
+    .await;
+    let done = http
+        .delete(format!(
+            "{}/api/videos/modv/danmaku/{}",
+            services.video.base, posted["id"]
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    wait_for(
+        &video,
+        &format!("!({})", has_text("#list li", "to be removed")),
+        "the deleted comment off the video page's list",
+    )
+    .await;
+    page.close().await.unwrap();
     video.close().await.unwrap();
 }

@@ -120,6 +120,12 @@ async fn poll_danmaku(
         0 => None,
         _ => state.feeds.subscribe(&room),
     };
+    // A first poll (no cursor) reads the newest comments, deleted ones already left out: its
+    // deletes start at the log's newest line, so a page does not read the room's whole past.
+    let deleted_after = match (deleted_after, after) {
+        (Some(_), None) => Some(state.moderation.newest_line(&room).await?),
+        (deleted_after, _) => deleted_after,
+    };
     let deletions = async |state: &AppState| match deleted_after {
         Some(after) => state
             .moderation

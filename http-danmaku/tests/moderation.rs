@@ -171,3 +171,41 @@ async fn a_long_poll_that_asks_for_deletions_wakes_on_a_delete_and_names_it() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn a_first_poll_starts_its_deletes_after_the_rooms_past_ones() {
+    let app = spawn_with_admin();
+    let http = client();
+    for text in ["a", "b"] {
+        post(
+            &http,
+            &app.base,
+            "past",
+            &json!({"author": "ann", "text": text}),
+        )
+        .await;
+    }
+    let gone = http
+        .delete(format!("{}/api/rooms/past/danmaku/1", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    // A page opening now reads the newest comments (the deleted one left out) and needs no
+    // list of old deletes: it starts after them.
+    let first: Value = http
+        .get(format!(
+            "{}/api/rooms/past/danmaku?deleted_after=0",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(texts(first["items"].as_array().unwrap()), ["b"]);
+    assert_eq!(first["deleted"], json!([]));
+    assert!(first["deleted_next"].as_i64().unwrap() >= 1, "{first}");
+}

@@ -335,6 +335,17 @@ impl Moderation {
             .map_err(store_failed("reading deletions"))
     }
 
+    /// The id of `channel`'s newest log line (0 for none): where a client whose history was
+    /// just read (deleted comments already left out) starts asking for deletes.
+    pub async fn newest_line(&self, channel: &ChannelId) -> Result<i64, ApiError> {
+        let newest = self
+            .store
+            .moderation_log(channel, 1)
+            .await
+            .map_err(store_failed("reading the moderation log"))?;
+        Ok(newest.first().map_or(0, |line| line.id))
+    }
+
     /// What a moderator sees of `channel`: its banned words, the names muted now, and the
     /// newest [`LOG_LINES`] lines of its log.
     pub async fn overview(&self, channel: &ChannelId) -> Result<Overview, ApiError> {
