@@ -75,7 +75,7 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        stdout.contains("comments           35 read        35 copied         0 already there"),
+        stdout.contains("comments              35 read        35 copied         0 already there"),
         "{stdout}"
     );
     assert!(
@@ -102,7 +102,7 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{second:?}");
     assert!(
-        stdout.contains("comments           35 read         0 copied        35 already there"),
+        stdout.contains("comments              35 read         0 copied        35 already there"),
         "{stdout}"
     );
     assert!(stdout.contains("nothing new"), "{stdout}");
