@@ -79,7 +79,7 @@ async fn copy_store_copies_a_sqlite_store_into_postgres_once() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("rooms               1 read         1 copied"),
+        stdout.contains("rooms                  1 read         1 copied"),
         "{stdout}"
     );
 
