@@ -299,3 +299,44 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     std::fs::write(&path, png).expect("the screenshot is written");
     path
 }
+
+/// A JavaScript string literal for `text`.
+pub fn js(text: &str) -> String {
+    json!(text).to_string()
+}
+
+/// A JavaScript condition: some element matching `selector` contains `text`.
+pub fn has_text(selector: &str, text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll({})].some(e => e.textContent.includes({}))",
+        js(selector),
+        js(text)
+    )
+}
+
+/// Sets this page's name on the live page and waits for the welcome under it.
+pub async fn live_as(client: &Client, base: &str, room: &str, name: &str) {
+    client.goto(&format!("{base}/?room={room}")).await.unwrap();
+    wait_for(
+        client,
+        "document.getElementById('status').textContent.length > 0",
+        "the page to start",
+    )
+    .await;
+    fill(client, "#name", name).await;
+    eval(
+        client,
+        "document.getElementById('name-form').requestSubmit(); return true;",
+    )
+    .await;
+    // The status line names the connection's name once the server welcomed it.
+    wait_for(
+        client,
+        &format!(
+            "document.getElementById('status').textContent.includes(' as ' + {})",
+            js(name)
+        ),
+        "the welcome under the new name",
+    )
+    .await;
+}

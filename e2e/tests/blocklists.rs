@@ -1,24 +1,12 @@
 //! The viewer's block list in a real browser: set in the live page's panel, applied to comments
 //! sent by real clients before they reach the stage or the chat, kept across a reload, and read
 //! by the video page on another port.
-use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, texts, wait_for};
+use e2e_tests::{
+    Driver, click, eval, fill, has_text, js, live_as, screenshot, start_services, texts, wait_for,
+};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::{TestService, WsClient, http_client as http};
-
-/// A JavaScript string literal for `text`.
-fn js(text: &str) -> String {
-    json!(text).to_string()
-}
-
-/// Whether some element matching `selector` contains `text`.
-fn has_text(selector: &str, text: &str) -> String {
-    format!(
-        "[...document.querySelectorAll({})].some(e => e.textContent.includes({}))",
-        js(selector),
-        js(text)
-    )
-}
 
 /// Asserts that no element matching `selector` contains any of `hidden`.
 async fn assert_absent(client: &Client, selector: &str, hidden: &[&str]) {
@@ -29,32 +17,6 @@ async fn assert_absent(client: &Client, selector: &str, hidden: &[&str]) {
             "{text:?} is hidden but {selector} shows it: {shown:?}"
         );
     }
-}
-
-/// Joins the live page of `room` as `name` and waits for the welcome.
-async fn live_as(client: &Client, base: &str, room: &str, name: &str) {
-    client.goto(&format!("{base}/?room={room}")).await.unwrap();
-    wait_for(
-        client,
-        "document.getElementById('status').textContent.length > 0",
-        "the page to start",
-    )
-    .await;
-    fill(client, "#name", name).await;
-    eval(
-        client,
-        "document.getElementById('name-form').requestSubmit(); return true;",
-    )
-    .await;
-    wait_for(
-        client,
-        &format!(
-            "document.getElementById('status').textContent.includes(' as ' + {})",
-            js(name)
-        ),
-        "the welcome under the new name",
-    )
-    .await;
 }
 
 /// Opens the Block panel (if it is closed).

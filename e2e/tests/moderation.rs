@@ -1,23 +1,12 @@
 //! The host's moderation in a real browser: a comment deleted on the host page vanishes from a
 //! viewer's page (stage and chat box) at once; banned words and a mute set there refuse the next
 //! comments.
-use e2e_tests::{ADMIN_TOKEN, Driver, click, eval, fill, screenshot, start_services, wait_for};
+use e2e_tests::{
+    ADMIN_TOKEN, Driver, click, eval, fill, has_text, screenshot, start_services, wait_for,
+};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
-
-fn js(text: &str) -> String {
-    json!(text).to_string()
-}
-
-/// Whether some element matching `selector` contains `text`.
-fn has_text(selector: &str, text: &str) -> String {
-    format!(
-        "[...document.querySelectorAll({})].some(e => e.textContent.includes({}))",
-        js(selector),
-        js(text)
-    )
-}
 
 /// Sends `text` as the connection's name; the frame that answers it (`ack` or `error`).
 async fn send(client: &mut WsClient, text: &str) -> Value {

@@ -1,5 +1,7 @@
 //! The pages in a real browser: headless Chromium against the three services.
-use e2e_tests::{Driver, click, eval, fill, screenshot, start_services, texts, wait_for};
+use e2e_tests::{
+    Driver, click, eval, fill, has_text, live_as, screenshot, start_services, texts, wait_for,
+};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::http_client as http;
@@ -9,47 +11,6 @@ const ENTER: &str = "\u{E007}";
 
 /// What a comment looks like when someone tries to smuggle markup in.
 const HOSTILE: &str = "<img src=x onerror=window.pwned=1>";
-
-/// A JavaScript string literal for `text`.
-fn js(text: &str) -> String {
-    json!(text).to_string()
-}
-
-/// Whether some element matching `selector` has exactly `text` as its text.
-fn has_text(selector: &str, text: &str) -> String {
-    format!(
-        "[...document.querySelectorAll({})].some(e => e.textContent.includes({}))",
-        js(selector),
-        js(text)
-    )
-}
-
-/// Sets this page's name on the live page and waits for the welcome under it.
-async fn live_as(client: &Client, base: &str, room: &str, name: &str) {
-    client.goto(&format!("{base}/?room={room}")).await.unwrap();
-    wait_for(
-        client,
-        "document.getElementById('status').textContent.length > 0",
-        "the page to start",
-    )
-    .await;
-    fill(client, "#name", name).await;
-    eval(
-        client,
-        "document.getElementById('name-form').requestSubmit(); return true;",
-    )
-    .await;
-    // The status line names the connection's name once the server welcomed it.
-    wait_for(
-        client,
-        &format!(
-            "document.getElementById('status').textContent.includes(' as ' + {})",
-            js(name)
-        ),
-        "the welcome under the new name",
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn a_comment_typed_in_one_live_page_flies_in_the_other_and_lands_in_both_chat_boxes() {
