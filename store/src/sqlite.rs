@@ -33,10 +33,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::oneshot;
 
-use super::{AppendListener, Committed, ImportOutcome, ImportedDanmaku, Store, StoreError};
+use super::{
+    AppendListener, Committed, Density, ImportOutcome, ImportedDanmaku, Store, StoreError,
+    density_scale,
+};
 use shared_model::comment::{ChannelId, Color, Danmaku, Mode, NewDanmaku};
 use shared_model::time;
 
@@ -1229,6 +1234,46 @@ impl Store for SqliteStore {
                 &channel,
                 params![channel.as_str(), from, to, sql_limit(limit)],
             )
+        })
+        .await
+    }
+
+    async fn density(
+        &self,
+        channel: &ChannelId,
+        duration: Option<f64>,
+        buckets: usize,
+    ) -> Result<Density, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            let duration = match duration {
+                Some(duration) => duration,
+                // Down the (channel, time) index from its end: the first visible row is the
+                // latest.
+                None => conn
+                    .query_row(
+                        "SELECT time FROM danmaku
+                         WHERE channel = ?1 AND time IS NOT NULL AND deleted_at IS NULL
+                         ORDER BY time DESC LIMIT 1",
+                        [channel.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0.0),
+            };
+            let (scale, divisor) = density_scale(duration, buckets);
+            // The bucket is computed in the database, so only one row per bucket comes back.
+            let mut stmt = conn.prepare_cached(
+                "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COUNT(*) FROM danmaku
+                 WHERE channel = ?1 AND time >= 0 AND time <= ?4 AND deleted_at IS NULL
+                 GROUP BY bucket",
+            )?;
+            let groups = stmt
+                .query_map(params![channel.as_str(), scale, divisor, duration], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Density::from_groups(duration, buckets, groups))
         })
         .await
     }
