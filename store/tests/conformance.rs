@@ -379,7 +379,10 @@ async fn density_counts_each_bucket_with_edges_the_end_and_nothing_past_it(db: D
     let fine = store.density(&video, Some(60.0), 1000).await.unwrap();
     assert_eq!(fine.counts.len(), 1000);
     assert_eq!(fine.counts.iter().sum::<u64>(), 6);
-    assert_eq!(fine.counts[166], 1, "10 s is bucket 166 of 1000 over 60 s");
+    assert_eq!(
+        fine.counts[166], 2,
+        "9.99 s and 10 s are both in bucket 166 of 1000"
+    );
     assert_eq!(fine.counts[999], 2, "59.9 s and 60 s");
 }
 
