@@ -30,6 +30,21 @@ pub struct VideoWindow {
     pub items: Vec<Danmaku>,
 }
 
+/// The answer of `GET /api/videos/{video}/density?buckets=&duration=`: how many comments fall
+/// in each equal slice of the video's timeline, for the bar over a player's progress bar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoDensity {
+    /// The video.
+    pub video: ChannelId,
+    /// The timeline counted, `[0, duration]` seconds: as asked, or the latest comment's time.
+    pub duration: f64,
+    /// Each bucket's length in seconds (`duration / counts.len()`).
+    pub bucket_secs: f64,
+    /// Comments per bucket, from the start of the video; bucket `i` holds the times
+    /// `i * bucket_secs <= time < (i + 1) * bucket_secs`, and the last one `duration` too.
+    pub counts: Vec<u64>,
+}
+
 /// The body of `POST /api/rooms` (live service); an empty body means no title.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

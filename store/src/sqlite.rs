@@ -70,7 +70,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -672,6 +672,13 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          word     TEXT    NOT NULL,
          PRIMARY KEY (channel, position)
      ) WITHOUT ROWID;",
+    // Version 7: the visible comments of a channel in time order, for `Store::density`, which
+    // counts them per time bucket in one pass over this index alone. `deleted_at` is in the key
+    // (always NULL here) only so that SQLite sees the index covers the query's
+    // `deleted_at IS NULL`: through `danmaku_by_time` every row is looked up in the table, ten
+    // times slower on a video of a million comments (see BENCHMARKS.md).
+    "CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time, deleted_at)
+         WHERE deleted_at IS NULL;",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone
@@ -1085,6 +1092,12 @@ fn collect(
 }
 
 /// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
+/// Comments per time bucket of channel `?1`: `?2` and `?3` from [`density_scale`], `?4` the
+/// duration. A pass over the covering index `danmaku_visible_by_time` (schema version 7).
+const DENSITY_SQL: &str = "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COUNT(*) FROM danmaku
+     WHERE channel = ?1 AND time >= 0 AND time <= ?4 AND deleted_at IS NULL
+     GROUP BY bucket";
+
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -1263,11 +1276,7 @@ impl Store for SqliteStore {
             };
             let (scale, divisor) = density_scale(duration, buckets);
             // The bucket is computed in the database, so only one row per bucket comes back.
-            let mut stmt = conn.prepare_cached(
-                "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COUNT(*) FROM danmaku
-                 WHERE channel = ?1 AND time >= 0 AND time <= ?4 AND deleted_at IS NULL
-                 GROUP BY bucket",
-            )?;
+            let mut stmt = conn.prepare_cached(DENSITY_SQL)?;
             let groups = stmt
                 .query_map(params![channel.as_str(), scale, divisor, duration], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
@@ -1396,6 +1405,54 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A version 6 database (before the density index), with a deleted comment, migrates to 7;
+    /// the density counts what was there, through the new index alone.
+    #[tokio::test]
+    async fn a_version_6_database_gets_the_density_index_and_counts_its_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            migrate_to(&conn, 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at,
+                                      deleted_at) VALUES
+                     ('v', 1, 'a', 'one', '#ffffff', 'scroll', 1.0, '2025-01-01T00:00:00.000Z', NULL),
+                     ('v', 2, 'a', 'two', '#ffffff', 'scroll', 7.0, '2025-01-01T00:00:00.000Z', NULL),
+                     ('v', 3, 'a', 'gone', '#ffffff', 'scroll', 8.0, '2025-01-01T00:00:00.000Z',
+                      '2025-01-02T00:00:00.000Z');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let density = store.density(&channel("v"), None, 2).await.unwrap();
+        assert_eq!((density.duration, density.counts), (7.0, vec![1, 1]));
+        let (version, plan): (i64, Vec<String>) = store
+            .read(|conn| {
+                let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {DENSITY_SQL}"))?;
+                let plan = stmt
+                    .query_map(params!["v", 2.0, 7.0, 7.0], |r| r.get::<_, String>(3))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((version, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, 7);
+        // The table itself is not read: without the index's `deleted_at` every row would be.
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("COVERING INDEX danmaku_visible_by_time")),
+            "{plan:?}"
+        );
+        store
+            .append(&channel("v"), comment("three", Some(3.0)))
+            .await
+            .unwrap();
+        let density = store.density(&channel("v"), Some(8.0), 2).await.unwrap();
+        assert_eq!(density.counts, [2, 1]);
     }
 
     #[tokio::test]

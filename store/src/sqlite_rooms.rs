@@ -363,7 +363,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
             .await
             .unwrap()

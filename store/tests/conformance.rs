@@ -603,8 +603,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [6]),
-        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [7]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4], "each step recorded once"),
     }
 }
 
