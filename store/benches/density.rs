@@ -87,7 +87,7 @@ async fn run(comments: usize) {
     )
     .expect("opening SQLite");
     let sqlite: Arc<dyn Store> = Arc::new(sqlite);
-    measure(&sqlite, "SQLite", comments, &mut rows).await;
+    measure(&sqlite, "SQLite", comments, &mut rows, None).await;
     drop(sqlite);
 
     let database = testing::postgres().await;
@@ -102,7 +102,7 @@ async fn run(comments: usize) {
         .await
         .expect("connecting to PostgreSQL");
         let pg: Arc<dyn Store> = Arc::new(pg);
-        measure(&pg, "PostgreSQL", comments, &mut rows).await;
+        measure(&pg, "PostgreSQL", comments, &mut rows, Some(database.url())).await;
     } else {
         eprintln!(
             "PostgreSQL skipped: set {} to measure it",
