@@ -42,8 +42,10 @@ export class DensityBar {
     root.addEventListener('click', (event) => this.seek(event));
     video.addEventListener('timeupdate', () => this.moveHead());
     video.addEventListener('seeked', () => this.moveHead());
-    // The video's length is known (or changed: another file): count over it.
+    // The video's length is known (or changed: another file): count over it. A video that fails
+    // to load will have none: count up to the latest comment.
     video.addEventListener('durationchange', () => this.load());
+    video.addEventListener('error', () => this.load());
     new ResizeObserver(() => this.draw()).observe(root);
   }
 
@@ -59,7 +61,15 @@ export class DensityBar {
     this.counts = null;
     this.bumped.clear();
     this.render();
-    this.load();
+    // After the script that called this has set the video's source, if it does: then the
+    // question waits for the video's length rather than being asked twice.
+    queueMicrotask(() => this.load());
+  }
+
+  /** Whether the player is still finding out its video's length (`durationchange` follows). */
+  waitingForLength() {
+    const v = this.video;
+    return v.getAttribute('src') !== null && v.readyState === HTMLMediaElement.HAVE_NOTHING && !v.error;
   }
 
   /**
@@ -67,7 +77,7 @@ export class DensityBar {
    * latest comment otherwise. A failure leaves the bar as it was (it is a help, not the page).
    */
   async load() {
-    if (this.videoId === null) return;
+    if (this.videoId === null || this.waitingForLength()) return;
     const mine = ++this.asked;
     const duration = this.videoDuration();
     const query = new URLSearchParams({ buckets: String(DENSITY_BUCKETS) });
