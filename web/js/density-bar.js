@@ -88,8 +88,9 @@ export class DensityBar {
       if (!Array.isArray(answer.counts) || !Number.isFinite(answer.duration)) return;
       this.counts = answer.counts.map((n) => (Number.isInteger(n) && n > 0 ? n : 0));
       this.duration = answer.duration;
-      // What was bumped before this answer is in it, or (from the server's brief cache, up to a
-      // second old) about to be: either way it is not counted again.
+      // What was bumped before this answer is in it and is not counted again. A comment bumped
+      // while the question was out may be missing from it (the answer can come from the server's
+      // one-second cache): the bar is then one short there until the next question.
       this.render();
     } catch {
       // Keep what is shown; the next change asks again.
