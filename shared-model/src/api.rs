@@ -198,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn density_wire_format() {
+        let density = VideoDensity {
+            video: ChannelId::parse("demo").unwrap(),
+            duration: 60.0,
+            bucket_secs: 10.0,
+            counts: vec![3, 1, 0, 1, 0, 2],
+        };
+        let wire = serde_json::json!({
+            "video": "demo", "duration": 60.0, "bucket_secs": 10.0, "counts": [3, 1, 0, 1, 0, 2]
+        });
+        assert_eq!(serde_json::to_value(&density).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_value::<VideoDensity>(wire).unwrap(),
+            density
+        );
+    }
+
+    #[test]
     fn health_wire_format() {
         assert_eq!(
             serde_json::to_value(Health::ok()).unwrap(),
