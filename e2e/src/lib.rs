@@ -168,24 +168,34 @@ pub struct Services {
     pub live: TestService,
 }
 
-/// Starts the three services with relaxed rate limits.
+/// The operator's admin token of the services [`start_services`] starts.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// Starts the three services with relaxed rate limits and [`ADMIN_TOKEN`], the live service
+/// sending recordings to this video service.
 pub fn start_services() -> Services {
+    let mut args = RELAXED.to_vec();
+    args.extend(["--admin-token", ADMIN_TOKEN]);
+    let video = TestService::start(
+        &ws_video::config::INFO,
+        ws_video::build_with_listener,
+        &args,
+    );
+    let mut live_args = args.clone();
+    live_args.extend(["--video-url", video.base.as_str()]);
+    let live = TestService::start(
+        &ws_stream::config::INFO,
+        ws_stream::build_with_listener,
+        &live_args,
+    );
     Services {
         http: TestService::start(
             &http_danmaku::config::INFO,
             http_danmaku::build_with_listener,
-            RELAXED,
+            &args,
         ),
-        video: TestService::start(
-            &ws_video::config::INFO,
-            ws_video::build_with_listener,
-            RELAXED,
-        ),
-        live: TestService::start(
-            &ws_stream::config::INFO,
-            ws_stream::build_with_listener,
-            RELAXED,
-        ),
+        video,
+        live,
     }
 }
 

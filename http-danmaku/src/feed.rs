@@ -7,6 +7,10 @@
 //! subscribes *before* it first queries, so a comment committed between the query and the wait
 //! still wakes it. Rooms nobody waits on have no channel, and the last waiter to leave removes
 //! it, so memory follows the waiters.
+//!
+//! A moderator's delete wakes the room's waiters too (those that asked for deletions, see
+//! [`Subscription::changed`]), so a page that long-polls takes a deleted comment off its screen
+//! at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,9 +27,18 @@ pub struct RoomFeeds {
     inner: Arc<Mutex<FeedsInner>>,
 }
 
+/// What a room's waiters are told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Newest {
+    /// The newest id committed.
+    id: i64,
+    /// Deletes heard of (a count: it only tells that another happened).
+    deletes: u64,
+}
+
 #[derive(Default)]
 struct FeedsInner {
-    rooms: HashMap<ChannelId, watch::Sender<i64>>,
+    rooms: HashMap<ChannelId, watch::Sender<Newest>>,
     /// Set on shutdown: no new waiters, and the old ones have been woken.
     closed: bool,
 }
@@ -34,7 +47,9 @@ struct FeedsInner {
 pub struct Subscription {
     feeds: RoomFeeds,
     room: ChannelId,
-    rx: Option<watch::Receiver<i64>>,
+    rx: Option<watch::Receiver<Newest>>,
+    /// Deletes heard of when it subscribed.
+    deletes_seen: u64,
 }
 
 impl RoomFeeds {
@@ -47,12 +62,14 @@ impl RoomFeeds {
         let rx = inner
             .rooms
             .entry(room.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Newest::default()).0)
             .subscribe();
+        let deletes_seen = rx.borrow().deletes;
         Some(Subscription {
             feeds: self.clone(),
             room: room.clone(),
             rx: Some(rx),
+            deletes_seen,
         })
     }
 
@@ -62,12 +79,20 @@ impl RoomFeeds {
         let inner = self.lock();
         if let Some(tx) = inner.rooms.get(room) {
             tx.send_if_modified(|newest| {
-                let newer = id > *newest;
+                let newer = id > newest.id;
                 if newer {
-                    *newest = id;
+                    newest.id = id;
                 }
                 newer
             });
+        }
+    }
+
+    /// Tells `room`'s waiters that a comment of it was deleted.
+    pub fn publish_deleted(&self, room: &ChannelId) {
+        let inner = self.lock();
+        if let Some(tx) = inner.rooms.get(room) {
+            tx.send_modify(|newest| newest.deletes += 1);
         }
     }
 
@@ -104,6 +129,10 @@ impl WakeSink for RoomFeeds {
         self.publish(channel, id);
     }
 
+    fn deleted(&self, channel: &ChannelId, _id: i64) {
+        self.publish_deleted(channel);
+    }
+
     fn channels(&self) -> Vec<ChannelId> {
         self.lock().rooms.keys().cloned().collect()
     }
@@ -115,7 +144,19 @@ impl Subscription {
         let Some(rx) = self.rx.as_mut() else {
             return false;
         };
-        rx.wait_for(|newest| *newest > after).await.is_ok()
+        rx.wait_for(|newest| newest.id > after).await.is_ok()
+    }
+
+    /// Waits until an id above `after` is published or, with `deletes`, a comment of the room is
+    /// deleted after the subscription began. `false` when the feed closed (shutdown).
+    pub async fn changed(&mut self, after: i64, deletes: bool) -> bool {
+        let seen = self.deletes_seen;
+        let Some(rx) = self.rx.as_mut() else {
+            return false;
+        };
+        rx.wait_for(|newest| newest.id > after || (deletes && newest.deletes != seen))
+            .await
+            .is_ok()
     }
 }
 
@@ -153,6 +194,21 @@ mod tests {
         assert!(b_woke.is_err(), "room b got room a's wake-up");
         let stale = tokio::time::timeout(Duration::from_millis(50), a.newer_than(5)).await;
         assert!(stale.is_err(), "id 5 is not newer than 5");
+    }
+
+    #[tokio::test]
+    async fn a_delete_wakes_only_the_waiters_that_asked_for_deletes() {
+        let feeds = RoomFeeds::default();
+        let mut asked = feeds.subscribe(&room("a")).unwrap();
+        let mut plain = feeds.subscribe(&room("a")).unwrap();
+        feeds.publish_deleted(&room("a"));
+        assert!(asked.changed(0, true).await);
+        let woke = tokio::time::timeout(Duration::from_millis(50), plain.changed(0, false)).await;
+        assert!(woke.is_err(), "a waiter for comments only woke on a delete");
+        // A delete from before the subscription does not wake a new waiter.
+        let mut later = feeds.subscribe(&room("a")).unwrap();
+        let woke = tokio::time::timeout(Duration::from_millis(50), later.changed(0, true)).await;
+        assert!(woke.is_err());
     }
 
     #[tokio::test]

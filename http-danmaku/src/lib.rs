@@ -44,7 +44,7 @@ pub fn build_with_listener(
     backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, ServiceError> {
     let store: Arc<dyn Store> = backend.clone();
-    let moderation = Moderation::new(backend, config.server.admin_token.clone());
+    let moderation = Moderation::new(backend, config.server.admin());
     let moderator_routes = web::Data::new(ModerationRoutes {
         moderation: moderation.clone(),
         authorize: Box::new(moderation.clone()),

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::HttpError;
 use service_kit::body::Json;
 use service_kit::error::{page_params, query_param};
 use service_kit::rate::peer_ip;
-use shared_model::api::{Page, PollStats};
+use shared_model::api::PollStats;
 use shared_model::comment::TimeRule;
 use shared_model::limits::{MAX_LONG_POLL_SECS, SEED_POLLING_ITEMS};
 use shared_model::{ChannelId, DraftDanmaku, ErrorCode};
@@ -63,6 +63,24 @@ struct PollQuery {
     limit: Option<String>,
     /// Long poll: wait up to this many seconds (0-30) for something newer.
     wait: Option<String>,
+    /// Also answer the comments deleted after this moderation log line (0 for all), and wake a
+    /// long poll for a delete: how a page takes deleted comments off its screen.
+    deleted_after: Option<String>,
+}
+
+/// Most deletions one poll answers; a client passes `deleted_next` back for the rest.
+const MAX_DELETIONS_PER_POLL: usize = 500;
+
+/// The answer of a cursor poll: [`shared_model::api::Page`], and with `deleted_after` the
+/// deleted comments' ids and the cursor after them.
+#[derive(Debug, Serialize)]
+struct PollAnswer {
+    items: Vec<shared_model::Danmaku>,
+    next: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_next: Option<i64>,
 }
 
 /// `GET /api/rooms/{room}/danmaku?after=&limit=&wait=`: the short and the long poll. It needs
@@ -84,30 +102,72 @@ async fn poll_danmaku(
             format!("wait must be from 0 to {MAX_LONG_POLL_SECS} seconds"),
         ));
     }
+    let deleted_after: Option<i64> = query_param(
+        "deleted_after",
+        query.deleted_after.as_deref(),
+        "a moderation log line (0 or more)",
+    )?;
+    if deleted_after.is_some_and(|d| d < 0) {
+        return Err(HttpError::new(
+            ErrorCode::InvalidQuery,
+            "deleted_after must be 0 or more",
+        ));
+    }
     let ticket = state.budget.reads.admit(peer_ip(&req), "a poll")?;
 
-    // Subscribe before the first query: a comment committed after it still wakes us.
+    // Subscribe before the first query: a comment committed (or deleted) after it still wakes us.
     let mut subscription = match wait {
         0 => None,
         _ => state.feeds.subscribe(&room),
+    };
+    // A first poll (no cursor) reads the newest comments, deleted ones already left out: its
+    // deletes start at the log's newest line, so a page does not read the room's whole past.
+    let deleted_after = match (deleted_after, after) {
+        (Some(_), None) => Some(state.moderation.newest_line(&room).await?),
+        (deleted_after, _) => deleted_after,
+    };
+    let deletions = async |state: &AppState| match deleted_after {
+        Some(after) => state
+            .moderation
+            .deletions(&room, after, MAX_DELETIONS_PER_POLL)
+            .await
+            .map(Some),
+        None => Ok(None),
     };
     let (mut items, after) = match after {
         Some(after) => (state.store.after(&room, after, limit).await?, after),
         None => (state.store.latest(&room, limit).await?, 0),
     };
+    let mut deleted = deletions(&state).await?;
     if items.is_empty()
+        && deleted.as_ref().is_none_or(Vec::is_empty)
         && let Some(subscription) = subscription.as_mut()
     {
-        let woke =
-            tokio::time::timeout(Duration::from_secs(wait), subscription.newer_than(after)).await;
+        let woke = tokio::time::timeout(
+            Duration::from_secs(wait),
+            subscription.changed(after, deleted_after.is_some()),
+        )
+        .await;
         if let Ok(true) = woke {
             items = state.store.after(&room, after, limit).await?;
+            deleted = deletions(&state).await?;
         }
     }
     drop(subscription);
-    ticket.pay(items.len());
+    ticket.pay(items.len() + deleted.as_ref().map_or(0, Vec::len));
     let next = items.last().map_or(after, |item| item.id);
-    Ok(HttpResponse::Ok().json(Page { items, next }))
+    let deleted_next = deleted_after.map(|after| {
+        deleted
+            .as_ref()
+            .and_then(|d| d.last())
+            .map_or(after, |(line, _)| *line)
+    });
+    Ok(HttpResponse::Ok().json(PollAnswer {
+        items,
+        next,
+        deleted: deleted.map(|d| d.into_iter().map(|(_, id)| id).collect()),
+        deleted_next,
+    }))
 }
 
 /// `GET /polling`: the assignment's original call, kept for comparison. It answers the last 5

@@ -107,3 +107,105 @@ async fn the_admin_deletes_a_comment_and_sets_rules_that_refuse_before_storing()
         ["a", "c", "hi"]
     );
 }
+
+#[tokio::test]
+async fn a_long_poll_that_asks_for_deletions_wakes_on_a_delete_and_names_it() {
+    let app = spawn_with_admin();
+    let http = client();
+    let (_, item) = post(
+        &http,
+        &app.base,
+        "hall",
+        &json!({"author": "ann", "text": "oops"}),
+    )
+    .await;
+    let id = item["id"].as_i64().unwrap();
+    let poll = |query: String| {
+        let http = http.clone();
+        let url = format!("{}/api/rooms/hall/danmaku?{query}", app.base);
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Without the parameter, the answer is as before.
+    let plain = poll(format!("after={id}")).await;
+    assert!(plain.get("deleted").is_none(), "{plain}");
+    let first = poll("deleted_after=0".into()).await;
+    assert_eq!(
+        (first["deleted"].clone(), first["deleted_next"].clone()),
+        (json!([]), json!(0))
+    );
+
+    let waiting = tokio::spawn(poll(format!("after={id}&wait=20&deleted_after=0")));
+    helpers::wait_for_long_polls(&app.base, 1).await;
+    let done = http
+        .delete(format!("{}/api/rooms/hall/danmaku/{id}", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the delete woke the long poll")
+        .unwrap();
+    assert_eq!(woke["items"], json!([]));
+    assert_eq!(woke["deleted"], json!([id]));
+    let next = woke["deleted_next"].as_i64().unwrap();
+    assert!(next > 0);
+    let again = poll(format!("after={id}&deleted_after={next}")).await;
+    assert_eq!(again["deleted"], json!([]), "nothing twice");
+    let bad = http
+        .get(format!(
+            "{}/api/rooms/hall/danmaku?deleted_after=-1",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn a_first_poll_starts_its_deletes_after_the_rooms_past_ones() {
+    let app = spawn_with_admin();
+    let http = client();
+    for text in ["a", "b"] {
+        post(
+            &http,
+            &app.base,
+            "past",
+            &json!({"author": "ann", "text": text}),
+        )
+        .await;
+    }
+    let gone = http
+        .delete(format!("{}/api/rooms/past/danmaku/1", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    // A page opening now reads the newest comments (the deleted one left out) and needs no
+    // list of old deletes: it starts after them.
+    let first: Value = http
+        .get(format!(
+            "{}/api/rooms/past/danmaku?deleted_after=0",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(texts(first["items"].as_array().unwrap()), ["b"]);
+    assert_eq!(first["deleted"], json!([]));
+    assert!(first["deleted_next"].as_i64().unwrap() >= 1, "{first}");
+}

@@ -263,6 +263,11 @@ impl ServerArgs {
         Some(crate::shared_limits::SharedLimits::new(url, prefix))
     }
 
+    /// The operator's admin token, if one is set (an empty `DANMAKU_ADMIN_TOKEN` is none).
+    pub fn admin(&self) -> Option<crate::moderation::AdminToken> {
+        self.admin_token.clone().filter(|t| t.is_set())
+    }
+
     /// The deadline of every database call.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms.get().into())

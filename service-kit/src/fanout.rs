@@ -79,6 +79,8 @@ impl<E: HubExtension> CommentSink for Addr<RoomsHub<E>> {
 pub trait WakeSink: Send + Sync + 'static {
     /// `channel` has comments up to `id`.
     fn committed(&self, channel: &ChannelId, id: i64);
+    /// A moderator deleted comment `id` of `channel`.
+    fn deleted(&self, _channel: &ChannelId, _id: i64) {}
     /// The channels it waits on, for a catch-up after the bus reconnected.
     fn channels(&self) -> Vec<ChannelId>;
 }
@@ -276,16 +278,21 @@ impl Inner {
                     last,
                 }),
             ),
-            Committed::Deleted { channel, id } => (
-                Input::Deleted {
-                    channel: channel.clone(),
-                    id,
-                },
-                Some(BusEvent::Deleted {
-                    channel: channel.clone(),
-                    id,
-                }),
-            ),
+            Committed::Deleted { channel, id } => {
+                for sink in read(&self.wake).iter() {
+                    sink.deleted(channel, id);
+                }
+                (
+                    Input::Deleted {
+                        channel: channel.clone(),
+                        id,
+                    },
+                    Some(BusEvent::Deleted {
+                        channel: channel.clone(),
+                        id,
+                    }),
+                )
+            }
         };
         if let (Some(bus), Some(event)) = (self.bus.get(), event) {
             bus.publish(event);
@@ -339,7 +346,12 @@ impl BusListener for Listener {
                 first,
                 last,
             },
-            BusEvent::Deleted { channel, id } => Input::Deleted { channel, id },
+            BusEvent::Deleted { channel, id } => {
+                for sink in read(&inner.wake).iter() {
+                    sink.deleted(&channel, id);
+                }
+                Input::Deleted { channel, id }
+            }
             BusEvent::Committed { channel, last } => {
                 for sink in read(&inner.wake).iter() {
                     sink.committed(&channel, last);

@@ -54,7 +54,12 @@ pub struct AdminToken(Arc<str>);
 impl std::str::FromStr for AdminToken {
     type Err = String;
 
+    /// An empty value is accepted and means no token (see [`crate::ServerArgs::admin`]), so a
+    /// compose file can pass `DANMAKU_ADMIN_TOKEN` through when it is unset.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.is_empty() {
+            return Ok(Self("".into()));
+        }
         if value.chars().count() < MIN_ADMIN_TOKEN_CHARS || value.chars().any(char::is_whitespace) {
             return Err(format!(
                 "the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters with no \
@@ -72,6 +77,16 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// Whether this is a token (not the empty value that means none).
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The token itself, to send to another service of the deployment (never to log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `given` is this token (constant time).
     pub fn matches(&self, given: &str) -> bool {
         constant_time_eq::constant_time_eq(given.as_bytes(), self.0.as_bytes())
@@ -306,6 +321,31 @@ impl Moderation {
         Ok(words)
     }
 
+    /// The comments of `channel` deleted after log line `after`, oldest first, at most `limit`:
+    /// `(line id, comment id)` each (see `ModerationStore::deletions`).
+    pub async fn deletions(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, ApiError> {
+        self.store
+            .deletions(channel, after, limit)
+            .await
+            .map_err(store_failed("reading deletions"))
+    }
+
+    /// The id of `channel`'s newest log line (0 for none): where a client whose history was
+    /// just read (deleted comments already left out) starts asking for deletes.
+    pub async fn newest_line(&self, channel: &ChannelId) -> Result<i64, ApiError> {
+        let newest = self
+            .store
+            .moderation_log(channel, 1)
+            .await
+            .map_err(store_failed("reading the moderation log"))?;
+        Ok(newest.first().map_or(0, |line| line.id))
+    }
+
     /// What a moderator sees of `channel`: its banned words, the names muted now, and the
     /// newest [`LOG_LINES`] lines of its log.
     pub async fn overview(&self, channel: &ChannelId) -> Result<Overview, ApiError> {
@@ -489,5 +529,7 @@ mod tests {
         assert!(token.matches("0123456789abcdef"));
         assert!(!token.matches("0123456789abcdeF"));
         assert!(!format!("{token:?}").contains("0123"));
+        let empty: AdminToken = "".parse().unwrap();
+        assert!(!empty.is_set() && token.is_set());
     }
 }

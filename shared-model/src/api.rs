@@ -117,6 +117,61 @@ pub struct CheckinReport {
     pub attendees: Vec<Attendee>,
 }
 
+/// A check-in of a room in its host's list (`GET /api/rooms/{room}/checkins`) and as a column
+/// of its attendance table (`GET /api/rooms/{room}/attendance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastCheckin {
+    /// The check-in's id.
+    pub id: i64,
+    /// When it opened, RFC 3339.
+    #[serde(with = "crate::time::wire")]
+    pub opened_at: DateTime<Utc>,
+    /// When it closes or closed, RFC 3339.
+    #[serde(with = "crate::time::wire")]
+    pub closes_at: DateTime<Utc>,
+    /// Seconds between two codes.
+    pub interval_secs: u32,
+    /// Whether it is over.
+    pub closed: bool,
+    /// How many names checked in (so far, while it is open).
+    pub attended: usize,
+}
+
+/// The answer of `GET /api/rooms/{room}/checkins` (host only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCheckins {
+    /// The room.
+    pub room: ChannelId,
+    /// Its check-ins, oldest first: the newest `MAX_ROOM_CHECKINS`.
+    pub checkins: Vec<PastCheckin>,
+    /// Whether older check-ins were left out.
+    pub truncated: bool,
+}
+
+/// One name's row of a room's attendance table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttendanceRow {
+    /// The name, as it checked in.
+    pub name: String,
+    /// Whether it checked in, one entry per column of the table.
+    pub present: Vec<bool>,
+    /// At how many of the table's check-ins it checked in.
+    pub total: usize,
+}
+
+/// The answer of `GET /api/rooms/{room}/attendance` (host only): names by check-ins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttendanceTable {
+    /// The room.
+    pub room: ChannelId,
+    /// The columns, oldest first; each one's `attended` is the count of its column.
+    pub checkins: Vec<PastCheckin>,
+    /// One row per name that checked in to any column, sorted by code point.
+    pub rows: Vec<AttendanceRow>,
+    /// Whether older check-ins were left out (past the limits on the table's size).
+    pub truncated: bool,
+}
+
 /// The body of `POST /api/checkins/{id}/attend`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +286,46 @@ mod tests {
                 "code": "unavailable",
                 "message": "the database is not answering; try again shortly"
             }})
+        );
+    }
+
+    #[test]
+    fn attendance_table_wire_format_round_trips() {
+        let opened_at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_500);
+        let table = AttendanceTable {
+            room: ChannelId::parse("physics").unwrap(),
+            checkins: vec![PastCheckin {
+                id: 7,
+                opened_at,
+                closes_at: opened_at + chrono::Duration::seconds(60),
+                interval_secs: 5,
+                closed: true,
+                attended: 1,
+            }],
+            rows: vec![AttendanceRow {
+                name: "ann".into(),
+                present: vec![true],
+                total: 1,
+            }],
+            truncated: false,
+        };
+        let wire = serde_json::json!({
+            "room": "physics",
+            "checkins": [{
+                "id": 7,
+                "opened_at": "1970-01-01T00:00:01.500Z",
+                "closes_at": "1970-01-01T00:01:01.500Z",
+                "interval_secs": 5,
+                "closed": true,
+                "attended": 1
+            }],
+            "rows": [{"name": "ann", "present": [true], "total": 1}],
+            "truncated": false
+        });
+        assert_eq!(serde_json::to_value(&table).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_value::<AttendanceTable>(wire).unwrap(),
+            table
         );
     }
 }

@@ -29,3 +29,12 @@ pub const SEED_POLLING_ITEMS: usize = 5;
 
 /// Colour of a comment that names none.
 pub const DEFAULT_COLOR: &str = "#ffffff";
+
+/// Most check-ins of a room in its host's list and in its attendance table: the newest ones.
+pub const MAX_ROOM_CHECKINS: usize = 500;
+
+/// Most attendance rows (one name at one check-in) a room's attendance table reads.
+pub const MAX_ATTENDANCE_MARKS: usize = 100_000;
+
+/// Most cells (names times check-ins) in a room's attendance table.
+pub const MAX_ATTENDANCE_CELLS: usize = 500_000;

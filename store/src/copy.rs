@@ -20,7 +20,7 @@
 //!    earlier run copied it is deleted on the target by the next run;
 //! 5. the moderation log, with its ids (the identity sequence is advanced past them, like the
 //!    check-ins'), by id;
-//! 6. mutes and banned words, which are settings rather than history: the source's are written
+//! 6. mutes, banned words and each room's stream start, which are settings rather than history: the source's are written
 //!    over the target's (a mute lifted, or a list shortened, on the source after an earlier run
 //!    stays on the target; run the copy before the services move over).
 //!
@@ -59,9 +59,9 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 /// How long one batch may take by default ([`CopyOptions::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The newest SQLite schema version this code reads (the store's own). Version 7 only added an
-/// index (the density's), so its rows read as version 6's.
-const NEWEST_SOURCE_VERSION: i64 = 7;
+/// The newest SQLite schema version this code reads (the store's own). Version 9 only added an
+/// index (the density's), so its rows read as version 8's.
+const NEWEST_SOURCE_VERSION: i64 = 9;
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -102,11 +102,13 @@ pub enum Table {
     Mutes,
     /// Banned words per channel (schema version 6 on).
     BannedWords,
+    /// When each room's stream started, as its host marked it (schema version 8 on).
+    StreamStarts,
 }
 
 impl Table {
     /// Every table, in copy order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Rooms,
         Table::Checkins,
         Table::Attendance,
@@ -114,6 +116,7 @@ impl Table {
         Table::ModerationLog,
         Table::Mutes,
         Table::BannedWords,
+        Table::StreamStarts,
     ];
 
     /// The table's name, as the database and the progress bar call it.
@@ -126,6 +129,7 @@ impl Table {
             Table::ModerationLog => "moderation_log",
             Table::Mutes => "mutes",
             Table::BannedWords => "banned_words",
+            Table::StreamStarts => "stream_starts",
         }
     }
 }
@@ -284,6 +288,7 @@ enum Batch {
     ModerationLog(Vec<LogRow>),
     Mutes(Vec<MuteRow>),
     BannedWords(Vec<WordRow>),
+    StreamStarts(Vec<StartRow>),
 }
 
 impl Batch {
@@ -296,6 +301,7 @@ impl Batch {
             Batch::ModerationLog(rows) => rows.len(),
             Batch::Mutes(rows) => rows.len(),
             Batch::BannedWords(rows) => rows.len(),
+            Batch::StreamStarts(rows) => rows.len(),
         };
         len as u64
     }
@@ -364,12 +370,17 @@ struct WordRow {
     word: String,
 }
 
+struct StartRow {
+    room: String,
+    at: DateTime<Utc>,
+}
+
 /// The SQLite file, opened read-only.
 struct Source {
     path: PathBuf,
     conn: Connection,
     /// `PRAGMA user_version`: 1 has comments only, 2 adds `origin`, 3 adds rooms, 5 adds the
-    /// check-ins' secrets and kept counts.
+    /// check-ins' secrets and kept counts, 6 comments' deletion times (7 adds only an index).
     version: i64,
 }
 
@@ -422,6 +433,7 @@ impl Source {
             Table::Comments => true,
             Table::Rooms | Table::Checkins | Table::Attendance => self.version >= 3,
             Table::ModerationLog | Table::Mutes | Table::BannedWords => self.version >= 6,
+            Table::StreamStarts => self.version >= 8,
         }
     }
 
@@ -677,6 +689,27 @@ impl Source {
                     .map(|r| Cursor::Pair(r.channel.clone(), i64::from(r.position)));
                 next.map(|next| (Batch::BannedWords(rows), next))
             }
+            (Table::StreamStarts, cursor) => {
+                let after = match cursor {
+                    Cursor::Text(room) => room.clone(),
+                    _ => String::new(),
+                };
+                let mut stmt = prepare(
+                    "SELECT room, at FROM stream_starts WHERE room > ?1 ORDER BY room LIMIT ?2",
+                )?;
+                let params: &[&dyn rusqlite::ToSql] = &[&after, &limit];
+                let rows = stmt
+                    .query_map(params, |r| {
+                        Ok(StartRow {
+                            room: r.get(0)?,
+                            at: time_at(r, 1)?,
+                        })
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(|e| self.fail(e))?;
+                let next = rows.last().map(|r| Cursor::Text(r.room.clone()));
+                next.map(|next| (Batch::StreamStarts(rows), next))
+            }
         };
         Ok(batch)
     }
@@ -697,6 +730,7 @@ async fn write(target: &PgStore, batch: Batch) -> Result<u64, CopyError> {
                     Batch::ModerationLog(rows) => write_log(&tx, rows).await?,
                     Batch::Mutes(rows) => write_mutes(&tx, rows).await?,
                     Batch::BannedWords(rows) => write_words(&tx, rows).await?,
+                    Batch::StreamStarts(rows) => write_starts(&tx, rows).await?,
                 };
                 if outcome.is_ok() {
                     tx.commit().await.map_err(pg_error)?;
@@ -935,6 +969,24 @@ async fn write_words(
              ON CONFLICT (channel, position) DO UPDATE SET word = EXCLUDED.word
                  WHERE b.word <> EXCLUDED.word",
             &[&channels, &positions, &words],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Ok(written))
+}
+
+/// A stream's start is a setting of its room: the source's is written over the target's.
+async fn write_starts(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: Vec<StartRow>,
+) -> Result<Written, StoreError> {
+    let (rooms, at): (Vec<_>, Vec<_>) = rows.into_iter().map(|r| (r.room, r.at)).unzip();
+    let written = tx
+        .execute(
+            "INSERT INTO stream_starts AS s (room, at)
+             SELECT * FROM unnest($1::TEXT[], $2::TIMESTAMPTZ[])
+             ON CONFLICT (room) DO UPDATE SET at = EXCLUDED.at WHERE s.at <> EXCLUDED.at",
+            &[&rooms, &at],
         )
         .await
         .map_err(pg_error)?;

@@ -52,7 +52,7 @@ pub use moderation::{ModerationAction, ModerationEntry, ModerationStore, Mute};
 pub use postgres::{PgOptions, PgStore, redact_url};
 pub use rooms::{
     Attendance, AttendanceOutcome, CHECKIN_SECRET_BYTES, CheckinOpening, CheckinRecord,
-    CheckinSecret, RoomRecord, RoomStore,
+    CheckinSecret, CheckinSummary, RoomAttendance, RoomRecord, RoomStore,
 };
 #[cfg(any(test, feature = "testing"))]
 pub use sqlite::Faults;

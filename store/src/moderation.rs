@@ -116,6 +116,16 @@ pub trait ModerationStore: Send + Sync + 'static {
     /// `channel`'s banned words, in the order they were set.
     async fn banned_words(&self, channel: &ChannelId) -> Result<Vec<String>, StoreError>;
 
+    /// The comments of `channel` deleted after log line `after` (a line's id), oldest first, at
+    /// most `limit`: for clients that poll, to take deleted comments off their screens. Each is
+    /// `(line id, comment id)`; pass the last line id back as the next `after`.
+    async fn deletions(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+
     /// The newest `limit` lines of `channel`'s log, newest first.
     async fn moderation_log(
         &self,

@@ -103,7 +103,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MIGRATION_LOCK: i64 = 0x0064_616e_6d61_6b75;
 
 /// The schema version this code writes: the number of steps in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The schema, one step per version: step `n` (from 0) brings version `n` to `n + 1`, and is
 /// recorded as `n + 1` in `schema_migrations`. Databases in the field ran the old steps, so steps
@@ -189,7 +189,13 @@ pub const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          word     TEXT    NOT NULL,
          PRIMARY KEY (channel, position)
      );",
-    // Version 4 (SQLite's version 7): the visible comments of a channel in time order, for
+    // Version 4 (SQLite's version 8; its version 7 is an index this schema had from step 1):
+    // when a room's stream started, as its host marked it.
+    "CREATE TABLE stream_starts (
+         room TEXT        PRIMARY KEY REFERENCES rooms (room),
+         at   TIMESTAMPTZ NOT NULL
+     );",
+    // Version 5 (SQLite's version 9): the visible comments of a channel in time order, for
     // `Store::density`, which counts them per time bucket with an index-only scan (the
     // predicate's column need not be in the key for that here, as it must in SQLite).
     "CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time) WHERE deleted_at IS NULL;",

@@ -240,6 +240,38 @@ impl ModerationStore for PgStore {
         .await
     }
 
+    async fn deletions(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let channel = channel.as_str().to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(
+                        "SELECT id, target::BIGINT FROM moderation_log
+                         WHERE channel = $1 AND id > $2 AND action = 'delete'
+                         ORDER BY id LIMIT $3",
+                        &[&channel, &after, &limit],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get(0).map_err(pg_error)?,
+                            row.try_get(1).map_err(pg_error)?,
+                        ))
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
     async fn moderation_log(
         &self,
         channel: &ChannelId,

@@ -24,8 +24,8 @@ use tokio_postgres::Row;
 
 use super::postgres::pg_error;
 use super::rooms::{
-    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, RoomRecord,
-    RoomStore,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, CheckinSummary,
+    RoomAttendance, RoomRecord, RoomStore,
 };
 use super::{PgStore, StoreError};
 use shared_model::comment::ChannelId;
@@ -54,6 +54,11 @@ fn row_to_room(row: &Row) -> Result<RoomRecord, StoreError> {
         })?,
         created_at: row.try_get(3).map_err(pg_error)?,
     })
+}
+
+/// `limit` as a `LIMIT` parameter; past `i64::MAX` is no limit anyway.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 fn row_to_checkin(row: &Row) -> Result<CheckinRecord, StoreError> {
@@ -391,6 +396,134 @@ impl RoomStore for PgStore {
                         })
                     })
                     .collect()
+            })
+        })
+        .await
+    }
+
+    /// One query on `checkins_by_room`; an open check-in's count reads the attendance's primary
+    /// key `(checkin, name)`.
+    async fn room_checkins(
+        &self,
+        room: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<CheckinSummary>, StoreError> {
+        let room = room.as_str().to_owned();
+        let limit = sql_limit(limit);
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT c.id, c.interval_secs, c.opened_at, c.closes_at, c.closed,
+                                COALESCE(c.attended::BIGINT,
+                                         (SELECT COUNT(*) FROM attendance a
+                                          WHERE a.checkin = c.id))
+                         FROM checkins c WHERE c.room = $1 ORDER BY c.id DESC LIMIT $2",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let rows = client
+                    .query(&stmt, &[&room, &limit])
+                    .await
+                    .map_err(pg_error)?;
+                let mut newest_first = rows
+                    .iter()
+                    .map(|row| {
+                        let interval: i32 = row.try_get(1).map_err(pg_error)?;
+                        let attended: i64 = row.try_get(5).map_err(pg_error)?;
+                        Ok(CheckinSummary {
+                            id: row.try_get(0).map_err(pg_error)?,
+                            interval_secs: u32::try_from(interval).map_err(|_| {
+                                StoreError::Database(format!(
+                                    "a stored check-in interval is {interval}"
+                                ))
+                            })?,
+                            opened_at: row.try_get(2).map_err(pg_error)?,
+                            closes_at: row.try_get(3).map_err(pg_error)?,
+                            closed: row.try_get(4).map_err(pg_error)?,
+                            attended: usize::try_from(attended).map_err(|_| {
+                                StoreError::Database(format!("an attendance count of {attended}"))
+                            })?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                newest_first.reverse();
+                Ok(newest_first)
+            })
+        })
+        .await
+    }
+
+    async fn room_attendance(
+        &self,
+        room: &ChannelId,
+        from_checkin: i64,
+        limit: usize,
+    ) -> Result<Vec<RoomAttendance>, StoreError> {
+        let room = room.as_str().to_owned();
+        let limit = sql_limit(limit);
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                // `checkins_by_room` finds the room's check-ins, `UNIQUE (checkin, seq)` each
+                // one's names in order.
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT a.checkin, a.name FROM checkins c
+                         JOIN attendance a ON a.checkin = c.id
+                         WHERE c.room = $1 AND c.id >= $2
+                         ORDER BY a.checkin DESC, a.seq LIMIT $3",
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let rows = client
+                    .query(&stmt, &[&room, &from_checkin, &limit])
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(RoomAttendance {
+                            checkin: row.try_get(0).map_err(pg_error)?,
+                            name: row.try_get(1).map_err(pg_error)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let room = room.as_str().to_owned();
+        let at = time::to_millis(at);
+        self.run("marking a stream's start", move |client| {
+            Box::pin(async move {
+                client
+                    .execute(
+                        "INSERT INTO stream_starts (room, at) VALUES ($1, $2)
+                         ON CONFLICT (room) DO UPDATE SET at = excluded.at",
+                        &[&room, &at],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let room = room.as_str().to_owned();
+        self.run("a read", move |client| {
+            Box::pin(async move {
+                let row = client
+                    .query_opt("SELECT at FROM stream_starts WHERE room = $1", &[&room])
+                    .await
+                    .map_err(pg_error)?;
+                row.map(|row| row.try_get(0).map_err(pg_error)).transpose()
             })
         })
         .await

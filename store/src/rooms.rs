@@ -132,6 +132,34 @@ pub struct Attendance {
     pub at: DateTime<Utc>,
 }
 
+/// A check-in of a room as its host's list shows it: when, and how many attended. Unlike
+/// [`CheckinRecord`] it has no secret, so it can be handed around freely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckinSummary {
+    /// The check-in's id.
+    pub id: i64,
+    /// Seconds between two codes.
+    pub interval_secs: u32,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When it closes (or closed).
+    pub closes_at: DateTime<Utc>,
+    /// Whether it has been closed (see [`CheckinRecord::closed`]).
+    pub closed: bool,
+    /// How many names attended: the count its first close kept, else (still open, or closed
+    /// before counts were kept) the names on its list now.
+    pub attended: usize,
+}
+
+/// One name present at one check-in of a room (see [`RoomStore::room_attendance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAttendance {
+    /// The check-in.
+    pub checkin: i64,
+    /// The name, as stored.
+    pub name: String,
+}
+
 /// Rooms and check-ins. Every write returns once committed.
 #[async_trait]
 pub trait RoomStore: Send + Sync + 'static {
@@ -187,4 +215,33 @@ pub trait RoomStore: Send + Sync + 'static {
 
     /// Everyone who checked in, in the order they did.
     async fn attendance(&self, id: i64) -> Result<Vec<Attendance>, StoreError>;
+
+    /// The newest `limit` check-ins of `room`, oldest first, each with how many attended (see
+    /// [`CheckinSummary::attended`]). A room with none, or never created, has an empty list.
+    async fn room_checkins(
+        &self,
+        room: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<CheckinSummary>, StoreError>;
+
+    /// Who attended the check-ins of `room` from id `from_checkin` on, in one query: newest
+    /// check-in first, each one's names in the order they checked in, at most `limit` rows. A
+    /// cut falls in the oldest check-in returned, so every other is whole.
+    async fn room_attendance(
+        &self,
+        room: &ChannelId,
+        from_checkin: i64,
+        limit: usize,
+    ) -> Result<Vec<RoomAttendance>, StoreError>;
+
+    /// Records that `room`'s stream started at `at` (replacing an earlier mark). The room must
+    /// exist ([`StoreError::Database`] otherwise, nothing stored).
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// When `room`'s stream started, if its host marked it.
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

@@ -70,7 +70,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -672,7 +672,16 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          word     TEXT    NOT NULL,
          PRIMARY KEY (channel, position)
      ) WITHOUT ROWID;",
-    // Version 7: the visible comments of a channel in time order, for `Store::density`, which
+    // Version 7: a room's check-ins by id (PostgreSQL's `checkins_by_room` from its first step),
+    // for the host's list of past check-ins and the attendance table of the whole room.
+    "CREATE INDEX checkins_by_room ON checkins (room, id);",
+    // Version 8: when a room's stream started, as its host marked it (the offset 0 of the
+    // recording its comments become; see `ws-stream`'s `recording`).
+    "CREATE TABLE stream_starts (
+         room TEXT PRIMARY KEY REFERENCES rooms (room),
+         at   TEXT NOT NULL
+     ) WITHOUT ROWID;",
+    // Version 9: the visible comments of a channel in time order, for `Store::density`, which
     // counts them per time bucket in one pass over this index alone. `deleted_at` is in the key
     // (always NULL here) only so that SQLite sees the index covers the query's
     // `deleted_at IS NULL`: through `danmaku_by_time` every row is looked up in the table, ten
@@ -1093,7 +1102,7 @@ fn collect(
 
 /// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
 /// Comments per time bucket of channel `?1`: `?2` and `?3` from [`density_scale`], `?4` the
-/// duration. A pass over the covering index `danmaku_visible_by_time` (schema version 7).
+/// duration. A pass over the covering index `danmaku_visible_by_time` (schema version 9).
 const DENSITY_SQL: &str = "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COUNT(*) FROM danmaku
      WHERE channel = ?1 AND time >= 0 AND time <= ?4 AND deleted_at IS NULL
      GROUP BY bucket";
@@ -1407,15 +1416,15 @@ mod tests {
         }
     }
 
-    /// A version 6 database (before the density index), with a deleted comment, migrates to 7;
+    /// A version 8 database (before the density index), with a deleted comment, migrates to 9;
     /// the density counts what was there, through the new index alone.
     #[tokio::test]
-    async fn a_version_6_database_gets_the_density_index_and_counts_its_comments() {
+    async fn a_version_8_database_gets_the_density_index_and_counts_its_comments() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v6.db");
+        let path = dir.path().join("v8.db");
         {
             let conn = Connection::open(&path).unwrap();
-            migrate_to(&conn, 6).unwrap();
+            migrate_to(&conn, 8).unwrap();
             conn.execute_batch(
                 "INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at,
                                       deleted_at) VALUES
@@ -1440,7 +1449,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, SCHEMA_VERSION);
         // The table itself is not read: without the index's `deleted_at` every row would be.
         assert!(
             plan.iter()

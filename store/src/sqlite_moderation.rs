@@ -198,6 +198,27 @@ impl ModerationStore for SqliteStore {
         .await
     }
 
+    async fn deletions(
+        &self,
+        channel: &ChannelId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let channel = channel.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, CAST(target AS INTEGER) FROM moderation_log
+                 WHERE channel = ?1 AND id > ?2 AND action = 'delete' ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![channel.as_str(), after, limit], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+        .await
+    }
+
     async fn moderation_log(
         &self,
         channel: &ChannelId,

@@ -18,8 +18,8 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::rooms::{
-    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, RoomRecord,
-    RoomStore,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSecret, CheckinSummary,
+    RoomAttendance, RoomRecord, RoomStore,
 };
 use super::sqlite::time_at;
 use super::{SqliteStore, StoreError};
@@ -46,6 +46,11 @@ fn row_to_room(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
         token_digest: row.get(2)?,
         created_at: time_at(row, 3)?,
     })
+}
+
+/// `limit` as SQLite's `LIMIT` takes it; past `i64::MAX` is no limit anyway.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 fn row_to_checkin(row: &Row<'_>) -> rusqlite::Result<CheckinRecord> {
@@ -291,6 +296,100 @@ impl RoomStore for SqliteStore {
         })
         .await
     }
+
+    /// One query; an open check-in's count reads the attendance's primary key `(checkin, name)`.
+    async fn room_checkins(
+        &self,
+        room: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<CheckinSummary>, StoreError> {
+        let room = room.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.id, c.interval_secs, c.opened_at, c.closes_at, c.closed,
+                        COALESCE(c.attended,
+                                 (SELECT COUNT(*) FROM attendance a WHERE a.checkin = c.id))
+                 FROM checkins c WHERE c.room = ?1 ORDER BY c.id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![room.as_str(), sql_limit(limit)], |row| {
+                let attended: i64 = row.get(5)?;
+                Ok(CheckinSummary {
+                    id: row.get(0)?,
+                    interval_secs: row.get(1)?,
+                    opened_at: time_at(row, 2)?,
+                    closes_at: time_at(row, 3)?,
+                    closed: row.get(4)?,
+                    attended: usize::try_from(attended)
+                        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(5, attended))?,
+                })
+            })?;
+            let mut newest_first = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            newest_first.reverse();
+            Ok(newest_first)
+        })
+        .await
+    }
+
+    async fn room_attendance(
+        &self,
+        room: &ChannelId,
+        from_checkin: i64,
+        limit: usize,
+    ) -> Result<Vec<RoomAttendance>, StoreError> {
+        let room = room.clone();
+        self.read(move |conn| {
+            // `checkins_by_room` finds the room's check-ins, `attendance_in_order` each one's
+            // names in order.
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.checkin, a.name FROM checkins c
+                 JOIN attendance a ON a.checkin = c.id
+                 WHERE c.room = ?1 AND c.id >= ?2
+                 ORDER BY a.checkin DESC, a.seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![room.as_str(), from_checkin, sql_limit(limit)],
+                |row| {
+                    Ok(RoomAttendance {
+                        checkin: row.get(0)?,
+                        name: row.get(1)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn mark_stream_start(
+        &self,
+        room: &ChannelId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let room = room.clone();
+        let at = time::rfc3339(at);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO stream_starts (room, at) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET at = excluded.at",
+                params![room.as_str(), at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stream_start(&self, room: &ChannelId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let room = room.clone();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT at FROM stream_starts WHERE room = ?1",
+                [room.as_str()],
+                |row| time_at(row, 0),
+            )
+            .optional()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +462,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, super::super::sqlite::SCHEMA_VERSION);
         let texts: Vec<String> = Store::after(&store, &room("live"), 0, 10)
             .await
             .unwrap()
@@ -447,5 +546,68 @@ mod tests {
             "not given another"
         );
         assert_eq!(store.close_checkin(1).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_version_6_database_migrates_and_lists_its_rooms_check_ins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            crate::sqlite::migrate_to(&conn, 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('live', NULL, zeroblob(32), '2025-03-01T11:00:00.000Z');
+                 INSERT INTO checkins
+                     (room, interval_secs, opened_at, closes_at, closed, secret, attended)
+                 VALUES
+                     ('live', 5, '2025-03-01T11:00:00.000Z', '2025-03-01T11:01:00.000Z', 1,
+                      zeroblob(32), 2),
+                     ('live', 7, '2025-03-01T12:00:00.000Z', '2025-03-01T12:01:00.000Z', 0,
+                      zeroblob(32), NULL);
+                 INSERT INTO attendance VALUES (1, 'ann', '2025-03-01T11:00:30.000Z', 1),
+                                               (1, 'bob', '2025-03-01T11:00:31.000Z', 2),
+                                               (2, 'bob', '2025-03-01T12:00:31.000Z', 1);",
+            )
+            .unwrap();
+        }
+
+        let store = SqliteStore::open(&path).unwrap();
+        let (version, indexed): (i64, i64) = store
+            .read(|conn| {
+                Ok((
+                    conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                    conn.query_row(
+                        "SELECT COUNT(*) FROM sqlite_master
+                         WHERE type = 'index' AND name = 'checkins_by_room'",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (version, indexed),
+            (super::super::sqlite::SCHEMA_VERSION, 1)
+        );
+        let listed: Vec<(i64, u32, bool, usize)> = store
+            .room_checkins(&room("live"), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id, c.interval_secs, c.closed, c.attended))
+            .collect();
+        assert_eq!(listed, [(1, 5, true, 2), (2, 7, false, 1)]);
+        let names: Vec<(i64, String)> = store
+            .room_attendance(&room("live"), 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.checkin, a.name))
+            .collect();
+        assert_eq!(
+            names,
+            [(2, "bob".into()), (1, "ann".into()), (1, "bob".into())]
+        );
     }
 }

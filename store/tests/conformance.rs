@@ -16,9 +16,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use danmaku_store::testing::{self, TestDatabase};
 use danmaku_store::{
-    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, Committed, ImportOutcome,
-    ImportedDanmaku, ModerationAction, ModerationStore, Mute, PgOptions, PgStore, RoomStore,
-    SqliteOptions, SqliteStore, Store, StoreError,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSummary, Committed,
+    ImportOutcome, ImportedDanmaku, ModerationAction, ModerationStore, Mute, PgOptions, PgStore,
+    RoomStore, SqliteOptions, SqliteStore, Store, StoreError,
 };
 use shared_model::comment::{ChannelId, DraftDanmaku, Mode, NewDanmaku, TimeRule};
 use shared_model::time;
@@ -164,9 +164,12 @@ conformance!(
     the_first_close_keeps_the_count_and_attendance_stops_there,
     closes_on_separate_instances_at_once_all_report_the_same_count,
     the_current_checkin_of_a_room_is_found_until_it_closes,
+    a_rooms_checkins_are_listed_oldest_first_with_their_counts,
+    a_rooms_attendance_is_read_newest_checkin_first_and_cut_only_in_the_oldest,
     a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once,
     a_deleted_import_is_not_brought_back_by_importing_it_again,
     mutes_last_until_their_time_and_can_be_lifted,
+    a_streams_start_is_marked_replaced_and_kept_per_room,
     banned_words_are_replaced_whole_and_kept_in_order,
     the_moderation_log_is_per_channel_and_newest_first,
 );
@@ -603,8 +606,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [7]),
-        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [9]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4, 5], "each step recorded once"),
     }
 }
 
@@ -1181,6 +1184,176 @@ async fn the_current_checkin_of_a_room_is_found_until_it_closes(db: Db) {
     assert_eq!(current(noon()).await, None, "closed");
 }
 
+/// Room `live` with three check-ins a minute apart from [`noon`]: the first two closed (ann and
+/// bob at the first, bob at the second), the third still open with `ann` so far; room `other`
+/// has one of its own (with `ann`) between the second and the third.
+async fn store_with_three_checkins(db: &Db) -> (Handle, [CheckinRecord; 3], CheckinRecord) {
+    let (store, first) = store_with_checkin(db).await;
+    store
+        .create_room(&channel("other"), None, [8; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    let minute = chrono::Duration::minutes(1);
+    let open = |room: &'static str, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .open_checkin(&channel(room), 7, at, at + minute)
+                .await
+                .unwrap()
+                .opened()
+                .expect("the room's earlier check-in has closed")
+        }
+    };
+    let attend = |id: i64, names: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            for name in names {
+                assert!(
+                    store
+                        .record_attendance(id, name, noon())
+                        .await
+                        .unwrap()
+                        .is_new()
+                );
+            }
+        }
+    };
+    attend(first.id, &["ann", "bob"]).await;
+    assert_eq!(store.close_checkin(first.id).await.unwrap(), 2);
+    let second = open("live", noon() + minute).await;
+    attend(second.id, &["bob"]).await;
+    assert_eq!(store.close_checkin(second.id).await.unwrap(), 1);
+    let elsewhere = open("other", noon() + minute * 2).await;
+    attend(elsewhere.id, &["ann"]).await;
+    let third = open("live", noon() + minute * 3).await;
+    attend(third.id, &["ann"]).await;
+    (store, [first, second, third], elsewhere)
+}
+
+fn summary(record: &CheckinRecord, closed: bool, attended: usize) -> CheckinSummary {
+    CheckinSummary {
+        id: record.id,
+        interval_secs: record.interval_secs,
+        opened_at: record.opened_at,
+        closes_at: record.closes_at,
+        closed,
+        attended,
+    }
+}
+
+/// The host's list of past check-ins: a closed one counts what its close kept (a name arriving
+/// after it is not counted), an open one its names so far, and another room's are not listed.
+async fn a_rooms_checkins_are_listed_oldest_first_with_their_counts(db: Db) {
+    let (store, [first, second, third], elsewhere) = store_with_three_checkins(&db).await;
+    assert_eq!(
+        store
+            .record_attendance(first.id, "late", first_closes())
+            .await
+            .unwrap(),
+        AttendanceOutcome::Closed
+    );
+    let other = db.open().await;
+    let listed = other.room_checkins(&channel("live"), 100).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            summary(&first, true, 2),
+            summary(&second, true, 1),
+            summary(&third, false, 1),
+        ]
+    );
+    assert_eq!(listed[1].interval_secs, 7);
+    assert_eq!(
+        listed[1].opened_at,
+        millis(noon() + chrono::Duration::minutes(1))
+    );
+
+    // The open one's count follows its list.
+    store
+        .record_attendance(third.id, "cy", noon())
+        .await
+        .unwrap();
+    assert_eq!(
+        other.room_checkins(&channel("live"), 100).await.unwrap()[2].attended,
+        2
+    );
+    assert_eq!(
+        other.room_checkins(&channel("live"), 2).await.unwrap(),
+        [summary(&second, true, 1), summary(&third, false, 2)],
+        "the newest two"
+    );
+    assert_eq!(
+        other.room_checkins(&channel("other"), 100).await.unwrap(),
+        [summary(&elsewhere, false, 1)]
+    );
+    assert!(
+        other
+            .room_checkins(&channel("never"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The attendance of a whole room, for its table: one query, newest check-in first and each
+/// one's names in order; from a given check-in on; a cut by the limit falls in the oldest.
+async fn a_rooms_attendance_is_read_newest_checkin_first_and_cut_only_in_the_oldest(db: Db) {
+    let (store, [first, second, third], elsewhere) = store_with_three_checkins(&db).await;
+    let read = |from: i64, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .room_attendance(&channel("live"), from, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.checkin, a.name))
+                .collect::<Vec<_>>()
+        }
+    };
+    let row = |id: i64, name: &str| (id, name.to_owned());
+    assert_eq!(
+        read(first.id, 100).await,
+        [
+            row(third.id, "ann"),
+            row(second.id, "bob"),
+            row(first.id, "ann"),
+            row(first.id, "bob"),
+        ]
+    );
+    assert_eq!(
+        read(second.id, 100).await,
+        [row(third.id, "ann"), row(second.id, "bob")]
+    );
+    assert_eq!(
+        read(first.id, 3).await,
+        [
+            row(third.id, "ann"),
+            row(second.id, "bob"),
+            row(first.id, "ann")
+        ]
+    );
+    assert_eq!(
+        store
+            .room_attendance(&channel("other"), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.checkin, a.name))
+            .collect::<Vec<_>>(),
+        [row(elsewhere.id, "ann")]
+    );
+    assert!(
+        store
+            .room_attendance(&channel("never"), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // -------------------------------------------------------------------------------- moderation
 
 async fn a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once(db: Db) {
@@ -1230,6 +1403,26 @@ async fn a_deleted_comment_leaves_every_read_is_heard_of_and_logged_once(db: Db)
     assert_eq!(log[0].target, "2");
     assert_eq!(log[0].detail.as_deref(), Some("ann: c2"));
     assert!((Utc::now() - log[0].at).num_seconds().abs() < 60);
+    // A poller reads the deletes after the last line it saw, and only deletes.
+    store.mute(&v, "bob", time::now(), "host").await.unwrap();
+    store.delete_comment(&v, 1, "admin").await.unwrap();
+    let deleted = store.deletions(&v, 0, 10).await.unwrap();
+    assert_eq!(
+        deleted.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        store.deletions(&v, deleted[0].0, 10).await.unwrap(),
+        [deleted[1]]
+    );
+    assert_eq!(store.deletions(&v, 0, 1).await.unwrap(), [deleted[0]]);
+    assert!(
+        store
+            .deletions(&channel("w"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_deleted_import_is_not_brought_back_by_importing_it_again(db: Db) {
@@ -1352,4 +1545,26 @@ async fn the_moderation_log_is_per_channel_and_newest_first(db: Db) {
     assert_eq!(targets, ["n4", "n3", "n2"]);
     assert!(log.windows(2).all(|w| w[0].id > w[1].id));
     assert_eq!(store.moderation_log(&b, 10).await.unwrap().len(), 1);
+}
+
+async fn a_streams_start_is_marked_replaced_and_kept_per_room(db: Db) {
+    let store = db.open().await;
+    let (room, other) = (channel("room"), channel("other"));
+    for r in [&room, &other] {
+        store.create_room(r, None, [1; 32]).await.unwrap();
+    }
+    assert_eq!(store.stream_start(&room).await.unwrap(), None);
+    store.mark_stream_start(&room, noon()).await.unwrap();
+    let later = noon() + chrono::Duration::milliseconds(90_123);
+    store.mark_stream_start(&room, later).await.unwrap();
+    assert_eq!(
+        db.open().await.stream_start(&room).await.unwrap(),
+        Some(millis(later))
+    );
+    assert_eq!(store.stream_start(&other).await.unwrap(), None);
+    // A room never created has no stream to start.
+    assert!(matches!(
+        store.mark_stream_start(&channel("nobody"), noon()).await,
+        Err(StoreError::Database(_))
+    ));
 }

@@ -214,6 +214,24 @@ async fn assert_same_answers(sqlite: &SqliteStore, pg: &PgStore, checkins: &[i64
         sqlite.unclosed_checkins().await.unwrap(),
         pg.unclosed_checkins().await.unwrap()
     );
+    // The host's list of a room's check-ins and its attendance table read the same.
+    for name in ROOMS {
+        let room = channel(name);
+        let listed = sqlite.room_checkins(&room, 100).await.unwrap();
+        assert_eq!(
+            listed,
+            pg.room_checkins(&room, 100).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            sqlite.room_attendance(&room, 0, 100).await.unwrap(),
+            pg.room_attendance(&room, 0, 100).await.unwrap(),
+            "{name}"
+        );
+    }
+    let live = pg.room_checkins(&channel("live"), 100).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].closed, live[0].attended), (true, 3));
     let order: Vec<String> = pg
         .attendance(checkins[0])
         .await
@@ -528,6 +546,8 @@ async fn moderation_is_copied_and_a_delete_made_on_the_source_later_follows() {
             .set_banned_words(&room, vec!["zeta".into(), "alpha".into()], "admin")
             .await
             .unwrap();
+        source.create_room(&room, None, [7; 32]).await.unwrap();
+        source.mark_stream_start(&room, at(5)).await.unwrap();
     }
     let options = CopyOptions {
         batch_rows: 2,
@@ -537,6 +557,7 @@ async fn moderation_is_copied_and_a_delete_made_on_the_source_later_follows() {
     assert_eq!(first.of(Table::ModerationLog), counts(3, 3, 0));
     assert_eq!(first.of(Table::Mutes), counts(1, 1, 0));
     assert_eq!(first.of(Table::BannedWords), counts(2, 2, 0));
+    assert_eq!(first.of(Table::StreamStarts), counts(1, 1, 0));
 
     let sqlite = SqliteStore::open(&path).unwrap();
     let pg = connect(&db).await;

@@ -5,7 +5,9 @@
 // reload keeps them (in this tab; another tab or device needs the token pasted), and it is never put
 // in the page's address. The codes reach the page only over the host's WebSocket (`checkin_code`);
 // attendance arrives there too (`attendee`) and is loaded again over HTTP at every (re)connect, so
-// check-ins made while the socket was down are not lost.
+// check-ins made while the socket was down are not lost. The room's past check-ins, with their
+// counts, are listed from `GET /api/rooms/{room}/checkins` (loaded when hosting starts, and again
+// at every reconnect, opening and close), and the whole room's attendance downloads as one CSV.
 //
 // Countdowns run on this machine's clock. The server's timestamps are moved onto it by an offset,
 // first from the HTTP `Date` header (to a second), then from the rotation itself: a code that follows
@@ -15,6 +17,7 @@ import { ApiError, api, describe, json } from './api.js';
 import { ChatList, clock } from './chat-list.js';
 import { Connection } from './connection.js';
 import { ModerationPanel } from './moderation-panel.js';
+import { RecordingPanel } from './recording-panel.js';
 import { blockListForPage } from './block-panel.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -45,6 +48,7 @@ const ui = {
   closes: $('closes'), checkinForm: $('checkin-form'), interval: $('interval'), duration: $('duration'),
   start: $('start'), error: $('error'), attendeeCount: $('attendee-count'), csv: $('csv'),
   attendees: $('attendees'), chat: $('chat'),
+  pastCount: $('past-count'), roomCsv: $('room-csv'), pastNote: $('past-note'), past: $('past-checkins'),
 };
 
 // ---- helpers ----
@@ -242,8 +246,16 @@ function begin(saved) {
   ui.panel.hidden = true;
   render();
 
+  ui.past.replaceChildren();
+  ui.pastCount.textContent = '';
+  ui.pastNote.textContent = '';
+  $('recording-video').value = '';
+  $('recording-note').textContent = '';
+  recording.load();
+
   connect();
   if (Number.isInteger(host.checkin)) refreshCheckin(host.checkin);
+  refreshPast();
 }
 
 /** Closes the socket and stops the countdowns (leaving the room or switching to another). */
@@ -345,6 +357,7 @@ function onWelcome(c, f) {
   moderation.refresh();
   // What happened while the socket was down: new attendees, or the check-in closing.
   if (current) refreshCheckin(current.id);
+  refreshPast();
 }
 
 function connect() {
@@ -366,12 +379,17 @@ function connect() {
     if (!Number.isInteger(f.checkin)) return;
     setCurrent(f.checkin, f.closes_at);
     refreshCheckin(f.checkin);
+    refreshPast();
   });
   on('checkin_code', onCode);
   on('attendee', (_, f) => {
-    if (current && f.checkin === current.id && typeof f.name === 'string') addAttendee(f.name, f.at);
+    if (current && f.checkin === current.id && typeof f.name === 'string') {
+      addAttendee(f.name, f.at);
+      showPastCount(f.checkin, attendees.size);
+    }
   });
   on('checkin_closed', (_, f) => {
+    refreshPast(); // its final count
     if (!current || f.checkin !== current.id) return;
     markClosed(Number.isInteger(f.attended) ? f.attended : attendees.size);
     refreshCheckin(f.checkin); // the final list
@@ -655,6 +673,90 @@ ui.csv.addEventListener('click', async () => {
   }
 });
 
+// ---- past check-ins and the room's attendance ----
+
+/** Whether the list is being loaded, and whether it must be loaded again when that ends. */
+let pastLoading = false;
+let pastAgain = false;
+
+/** One check-in of the list: when it opened, how many attended, and whether it is still open. */
+function pastRow(c) {
+  const li = document.createElement('li');
+  li.dataset.checkin = String(c.id);
+  const time = document.createElement('time');
+  time.dateTime = c.opened_at;
+  const opened = new Date(c.opened_at);
+  time.textContent = Number.isNaN(opened.getTime())
+    ? ''
+    : `${opened.toLocaleDateString()} ${clock(opened)}`;
+  const count = document.createElement('span');
+  count.className = 'count';
+  count.textContent = `${c.attended} attended`;
+  li.append(time, count);
+  if (!c.closed) {
+    const open = document.createElement('span');
+    open.className = 'muted';
+    open.textContent = 'open now';
+    li.append(open);
+  }
+  return li;
+}
+
+/** Keeps the open check-in's count in the list current as names arrive (no reload per name). */
+function showPastCount(id, attended) {
+  const count = ui.past.querySelector(`li[data-checkin="${id}"] .count`);
+  if (count) count.textContent = `${attended} attended`;
+}
+
+/** Loads the room's check-ins with their counts, newest first on screen. */
+async function refreshPast() {
+  if (!host) return;
+  if (pastLoading) { pastAgain = true; return; }
+  const forRoom = host.room;
+  pastLoading = true;
+  try {
+    const data = await json(await hostApi(`/api/rooms/${encodeURIComponent(forRoom)}/checkins`, { token: host.host_token }));
+    if (host?.room !== forRoom) return;
+    const list = (Array.isArray(data.checkins) ? data.checkins : [])
+      .filter((c) => Number.isInteger(c?.id) && Number.isInteger(c.attended) && typeof c.opened_at === 'string');
+    ui.past.replaceChildren(...list.map(pastRow).reverse());
+    ui.pastCount.textContent = list.length ? `(${list.length})` : '';
+    ui.pastNote.textContent = data.truncated === true ? `Only the newest ${list.length} are listed.` : '';
+  } catch (err) {
+    if (host?.room === forRoom) ui.pastNote.textContent = `Could not load the past check-ins: ${describe(err)}`;
+  } finally {
+    pastLoading = false;
+    if (pastAgain) { pastAgain = false; refreshPast(); }
+  }
+}
+
+let roomCsvBusy = false;
+
+ui.roomCsv.addEventListener('click', async () => {
+  if (!host || roomCsvBusy) return;
+  const room = host.room;
+  roomCsvBusy = true;
+  ui.roomCsv.disabled = true;
+  ui.pastNote.textContent = '';
+  try {
+    const res = await hostApi(`/api/rooms/${encodeURIComponent(room)}/attendance.csv`, { token: host.host_token, accept: 'text/csv' });
+    const blob = await res.blob();
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `attendance-${room}.csv`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (err) {
+    ui.pastNote.textContent = `Could not download the attendance: ${describe(err)}`;
+  } finally {
+    roomCsvBusy = false;
+    ui.roomCsv.disabled = false;
+  }
+});
+
 // ---- the chat view ----
 
 // Each line has the host's Delete and Mute buttons (see moderation-panel.js).
@@ -664,6 +766,11 @@ const moderation = new ModerationPanel({
 });
 /** The viewer's block list applies to the host's chat view too. */
 const blocks = blockListForPage();
+const recording = new RecordingPanel({
+  form: $('recording-form'), video: $('recording-video'), start: $('recording-start'),
+  mark: $('mark-start'), marked: $('start-marked'), note: $('recording-note'),
+  host: () => host,
+});
 const chat = new ChatList(ui.chat, {
   max: MAX_CHAT, maxSeen: MAX_CHAT * 20, actions: (item) => moderation.actions(item),
   hides: (item) => blocks.hides(item),

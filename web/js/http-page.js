@@ -56,6 +56,12 @@ const stats = { requests: 0, bytes: 0, comments: 0 };
 /** Ids already on the page; ids at or below the cursor are pruned as the cursor moves on. */
 const shown = new Set();
 let cursor = null;
+/**
+ * The moderation log line after which deletes are asked for (`deleted_after`); comments deleted
+ * since are taken off the stage and out of the list, and never shown again.
+ */
+let deletedNext = 0;
+const deleted = new Set();
 
 // ---- counters and requests ----
 
@@ -103,7 +109,7 @@ function listRow(item) {
 
 /** Adds a comment to the list and, unless it is history, to the stage, unless the viewer hides it. */
 function show(item, { own = false, fly = true } = {}) {
-  if (typeof item?.id !== 'number' || shown.has(item.id)) return;
+  if (typeof item?.id !== 'number' || shown.has(item.id) || deleted.has(item.id)) return;
   shown.add(item.id);
   if (own) ownIds.add(item.id);
   // Newest first, ordered by id: a poll can bring an older comment after our own newer one.
@@ -119,6 +125,17 @@ function show(item, { own = false, fly = true } = {}) {
   const after = [...ui.list.children].find((el) => Number(el.dataset.id) < item.id);
   ui.list.insertBefore(li, after ?? null);
   while (ui.list.children.length > MAX_LIST) ui.list.lastElementChild.remove();
+}
+
+/** A moderator deleted these comments: off the stage mid-flight, out of the list and the memory. */
+function forget(ids) {
+  const gone = ids.filter(Number.isInteger);
+  for (const id of gone) {
+    deleted.add(id);
+    ui.list.querySelector(`li[data-id="${id}"]`)?.remove();
+  }
+  recent = recent.filter((item) => !deleted.has(item.id));
+  stage.remove(gone);
 }
 
 // The block list changed: lay the list out again from what was received.
@@ -151,6 +168,7 @@ async function poll(waitSecs) {
   const query = new URLSearchParams({ limit: String(cursor === null ? HISTORY_LIMIT : PAGE_LIMIT) });
   if (cursor !== null) query.set('after', String(cursor));
   if (waitSecs > 0) query.set('wait', String(waitSecs));
+  query.set('deleted_after', String(deletedNext));
   const ctrl = new AbortController();
   inflight = ctrl;
   const timer = setTimeout(() => ctrl.abort(), waitSecs * 1000 + LONG_SLACK_MS);
@@ -160,7 +178,10 @@ async function poll(waitSecs) {
     for (const item of page.items ?? []) show(item, { fly: !first });
     if (typeof page.next === 'number') cursor = page.next;
     for (const id of shown) if (cursor !== null && id <= cursor) shown.delete(id);
-    return !first && (page.items?.length ?? 0) >= PAGE_LIMIT;
+    if (Array.isArray(page.deleted)) forget(page.deleted);
+    if (Number.isInteger(page.deleted_next)) deletedNext = page.deleted_next;
+    // A full page (of comments, or of deletes) is followed by another request at once.
+    return (!first && (page.items?.length ?? 0) >= PAGE_LIMIT) || (page.deleted?.length ?? 0) >= 500;
   } finally {
     clearTimeout(timer);
     if (inflight === ctrl) inflight = null;

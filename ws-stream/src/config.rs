@@ -24,6 +24,15 @@ pub struct LiveArgs {
     /// dropped and read again from the database when next asked for.
     #[arg(long, env = "DANMAKU_HISTORY_CACHE_ROOMS", default_value = "1000")]
     pub history_cache_rooms: NonZeroUsize,
+    /// The video service a live room's comments are attached to as a recording's timeline
+    /// (`POST /api/rooms/{room}/recording`): its base URL, `http://` only. With the same
+    /// `DANMAKU_ADMIN_TOKEN` on both services, the import spends no client budget there.
+    #[arg(
+        long,
+        env = "DANMAKU_VIDEO_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub video_url: url::Url,
 }
 
 impl ServiceArgs for LiveArgs {}

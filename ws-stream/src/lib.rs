@@ -26,6 +26,7 @@ pub mod config;
 pub mod hub;
 pub mod peers;
 pub mod recent;
+pub mod recording;
 pub mod rooms;
 pub mod routes;
 pub mod session;
@@ -97,7 +98,7 @@ pub fn build_with_listener(
         });
     }
     let ws = WsSettings::from_args(&config.server, &config.ws);
-    let moderation = Moderation::new(store.clone(), config.server.admin_token.clone());
+    let moderation = Moderation::new(store.clone(), config.server.admin());
     let state = web::Data::new(LiveState {
         live: Arc::new(LiveRooms {
             moderation: moderation.clone(),
@@ -111,6 +112,7 @@ pub fn build_with_listener(
             shared_limits: config.server.shared_limits(),
         }),
         ws,
+        recorder: recording::Recorder::new(config.service.video_url.clone(), config.server.admin()),
     });
     let moderator_routes = web::Data::new(ModerationRoutes {
         moderation,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use actix::Addr;
 use chrono::Utc;
 use danmaku_store::{
-    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, RoomRecord, RoomStore, Store,
-    StoreError,
+    Attendance, AttendanceOutcome, CheckinOpening, CheckinRecord, CheckinSummary, RoomAttendance,
+    RoomRecord, RoomStore, Store, StoreError,
 };
 use futures_util::future::LocalBoxFuture;
 use rand::Rng;
@@ -25,7 +25,9 @@ use service_kit::moderation::{Authorize, Moderation, Moderator};
 use service_kit::rate::client_key;
 use service_kit::rate::{ClientBudget, retry_after_secs};
 use service_kit::shared_limits::{SharedLimits, WrongCodeVerdict};
+use shared_model::api::{AttendanceRow, AttendanceTable, PastCheckin, RoomCheckins};
 use shared_model::comment::{TimeRule, validate_author};
+use shared_model::limits::{MAX_ATTENDANCE_CELLS, MAX_ATTENDANCE_MARKS, MAX_ROOM_CHECKINS};
 use shared_model::time::rfc3339;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode};
 
@@ -267,6 +269,72 @@ impl LiveRooms {
             .await
             .map_err(store_failed("reading attendance"))?;
         Ok((checkin, attendance))
+    }
+
+    /// The newest [`MAX_ROOM_CHECKINS`] check-ins of `room`, oldest first, with their counts,
+    /// for its host. Returns the store rows it read too, for the read budget.
+    pub async fn room_checkins(
+        &self,
+        room: &ChannelId,
+        token: Option<&str>,
+    ) -> Result<(RoomCheckins, usize), ApiError> {
+        self.host_of(room, token).await?;
+        let (listed, truncated) = self.newest_checkins(room).await?;
+        let rows = listed.len();
+        let now = Utc::now();
+        Ok((
+            RoomCheckins {
+                room: room.clone(),
+                checkins: listed.iter().map(|c| past_checkin(c, now)).collect(),
+                truncated,
+            },
+            rows,
+        ))
+    }
+
+    /// The attendance table of `room` for its host: its newest check-ins as columns (see
+    /// [`attendance_table`] for the bounds), a row per name. Two reads: the check-ins, then the
+    /// attendance of them all in one query. Returns the store rows it read too, for the read
+    /// budget.
+    pub async fn attendance_table(
+        &self,
+        room: &ChannelId,
+        token: Option<&str>,
+    ) -> Result<(AttendanceTable, usize), ApiError> {
+        self.host_of(room, token).await?;
+        let (listed, older) = self.newest_checkins(room).await?;
+        let marks = match listed.first() {
+            None => Vec::new(),
+            // One more than the table may hold, so a cut shows (see `attendance_table`).
+            Some(oldest) => self
+                .rooms
+                .room_attendance(room, oldest.id, MAX_ATTENDANCE_MARKS + 1)
+                .await
+                .map_err(store_failed("reading a room's attendance"))?,
+        };
+        let read = listed.len() + marks.len();
+        Ok((
+            attendance_table(room, listed, &marks, older, Utc::now()),
+            read,
+        ))
+    }
+
+    /// The newest [`MAX_ROOM_CHECKINS`] check-ins of `room`, oldest first, and whether it has
+    /// older ones.
+    async fn newest_checkins(
+        &self,
+        room: &ChannelId,
+    ) -> Result<(Vec<CheckinSummary>, bool), ApiError> {
+        let mut listed = self
+            .rooms
+            .room_checkins(room, MAX_ROOM_CHECKINS + 1)
+            .await
+            .map_err(store_failed("listing a room's check-ins"))?;
+        let older = listed.len() > MAX_ROOM_CHECKINS;
+        if older {
+            listed.remove(0);
+        }
+        Ok((listed, older))
     }
 
     /// Judges `guess` within the limits on wrong codes: the cluster's, kept in Redis, when there
@@ -603,6 +671,124 @@ pub fn attendance_csv(attendance: &[Attendance]) -> Result<Vec<u8>, ApiError> {
     out.into_inner().map_err(|e| failed(e.into_error().into()))
 }
 
+/// A check-in as its host's list shows it at `now`: one whose time is up counts as closed even
+/// before its close ran (as in `GET /api/checkins/{id}`).
+fn past_checkin(c: &CheckinSummary, now: chrono::DateTime<Utc>) -> PastCheckin {
+    PastCheckin {
+        id: c.id,
+        opened_at: c.opened_at,
+        closes_at: c.closes_at,
+        interval_secs: c.interval_secs,
+        closed: c.closed || now >= c.closes_at,
+        attended: c.attended,
+    }
+}
+
+/// The attendance table of `room` from its check-ins (`listed`, oldest first) and the names
+/// present at them (`marks`, newest check-in first, as [`RoomStore::room_attendance`] reads
+/// them). Columns are taken newest first while the table stays within
+/// [`MAX_ATTENDANCE_MARKS`] names present and [`MAX_ATTENDANCE_CELLS`] cells (names times
+/// check-ins); the older ones are left out and `truncated` says so (as it does when `older`:
+/// the room had check-ins before `listed`). Marks of a check-in opened after `listed` was read
+/// are ignored. More than [`MAX_ATTENDANCE_MARKS`] marks means the store's limit cut them, in
+/// the oldest check-in read: it and the older ones are left out, so no column is ever partial. Rows are sorted by code point, names
+/// compared as stored ("Ann" and "ann" are two rows).
+pub fn attendance_table(
+    room: &ChannelId,
+    listed: Vec<CheckinSummary>,
+    marks: &[RoomAttendance],
+    older: bool,
+    now: chrono::DateTime<Utc>,
+) -> AttendanceTable {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    let mut by_checkin: HashMap<i64, Vec<&str>> = HashMap::new();
+    for mark in marks {
+        by_checkin.entry(mark.checkin).or_default().push(&mark.name);
+    }
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    let (mut taken, mut marks_taken) = (Vec::new(), 0);
+    let mut truncated = older;
+    let cut = marks
+        .last()
+        .filter(|_| marks.len() > MAX_ATTENDANCE_MARKS)
+        .map(|mark| mark.checkin);
+    for checkin in listed.iter().rev() {
+        if cut.is_some_and(|cut| checkin.id <= cut) {
+            truncated = true;
+            break;
+        }
+        let present = by_checkin.get(&checkin.id).map_or(&[][..], Vec::as_slice);
+        let new_names = present.iter().filter(|n| !names.contains(*n)).count();
+        let cells = (names.len() + new_names).saturating_mul(taken.len() + 1);
+        if marks_taken + present.len() > MAX_ATTENDANCE_MARKS || cells > MAX_ATTENDANCE_CELLS {
+            truncated = true;
+            break;
+        }
+        marks_taken += present.len();
+        names.extend(present.iter().copied());
+        taken.push((checkin, present));
+    }
+    taken.reverse();
+    let mut rows: BTreeMap<&str, Vec<bool>> = names
+        .into_iter()
+        .map(|name| (name, vec![false; taken.len()]))
+        .collect();
+    for (column, (_, present)) in taken.iter().enumerate() {
+        for name in *present {
+            if let Some(row) = rows.get_mut(name) {
+                row[column] = true;
+            }
+        }
+    }
+    AttendanceTable {
+        room: room.clone(),
+        checkins: taken
+            .iter()
+            .map(|(checkin, present)| PastCheckin {
+                attended: present.len(),
+                ..past_checkin(checkin, now)
+            })
+            .collect(),
+        rows: rows
+            .into_iter()
+            .map(|(name, present)| AttendanceRow {
+                name: name.to_owned(),
+                total: present.iter().filter(|p| **p).count(),
+                present,
+            })
+            .collect(),
+        truncated,
+    }
+}
+
+/// A room's attendance table as CSV: `name`, one column per check-in headed by its opening time
+/// (RFC 3339, UTC), then `total`; a row per name in the table's order, `1` where the name
+/// checked in and `0` where it did not (numbers, so a spreadsheet sums them), names defused as in
+/// [`attendance_csv`].
+pub fn attendance_table_csv(table: &AttendanceTable) -> Result<Vec<u8>, ApiError> {
+    let failed = |e: csv::Error| {
+        log::error!("writing CSV failed: {e}");
+        ApiError::internal()
+    };
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let header = std::iter::once("name".to_owned())
+        .chain(table.checkins.iter().map(|c| rfc3339(c.opened_at)))
+        .chain(std::iter::once("total".to_owned()));
+    out.write_record(header).map_err(failed)?;
+    for row in &table.rows {
+        let record = std::iter::once(spreadsheet_safe(&row.name))
+            .chain(
+                row.present
+                    .iter()
+                    .map(|p| if *p { "1" } else { "0" }.to_owned()),
+            )
+            .chain(std::iter::once(row.total.to_string()));
+        out.write_record(record).map_err(failed)?;
+    }
+    out.into_inner().map_err(|e| failed(e.into_error().into()))
+}
+
 /// A name as a spreadsheet cell: one starting with `=`, `+`, `-` or `@` would be read as a
 /// formula, so it gets a leading apostrophe.
 fn spreadsheet_safe(name: &str) -> String {
@@ -616,6 +802,115 @@ fn spreadsheet_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(id: i64, minute: i64) -> CheckinSummary {
+        let opened_at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minute);
+        CheckinSummary {
+            id,
+            interval_secs: 5,
+            opened_at,
+            closes_at: opened_at + chrono::Duration::seconds(30),
+            closed: true,
+            attended: 0,
+        }
+    }
+
+    fn mark(checkin: i64, name: &str) -> RoomAttendance {
+        RoomAttendance {
+            checkin,
+            name: name.to_owned(),
+        }
+    }
+
+    fn table(listed: Vec<CheckinSummary>, marks: &[RoomAttendance]) -> AttendanceTable {
+        attendance_table(
+            &ChannelId::parse("r").unwrap(),
+            listed,
+            marks,
+            false,
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_name_by_code_point_and_a_column_per_checkin() {
+        let t = table(
+            vec![summary(1, 0), summary(2, 10), summary(3, 20)],
+            &[
+                mark(3, "ann"),
+                mark(2, "bob"),
+                mark(2, "Ann"),
+                mark(1, "ann"),
+                mark(1, "bob"),
+            ],
+        );
+        let rows: Vec<(&str, Vec<bool>, usize)> = t
+            .rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.present.clone(), r.total))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("Ann", vec![false, true, false], 1),
+                ("ann", vec![true, false, true], 2),
+                ("bob", vec![true, true, false], 2),
+            ]
+        );
+        let counts: Vec<(i64, usize)> = t.checkins.iter().map(|c| (c.id, c.attended)).collect();
+        assert_eq!(counts, [(1, 2), (2, 2), (3, 1)]);
+        assert!(!t.truncated);
+        let csv = String::from_utf8(attendance_table_csv(&t).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "name,1970-01-01T00:00:00.000Z,1970-01-01T00:10:00.000Z,1970-01-01T00:20:00.000Z,total\n\
+             Ann,0,1,0,1\nann,1,0,1,2\nbob,1,1,0,2\n"
+        );
+    }
+
+    #[test]
+    fn older_checkins_past_the_marks_bound_are_left_out_whole() {
+        let names: Vec<String> = (0..40_000).map(|n| format!("s{n}")).collect();
+        let marks: Vec<RoomAttendance> = [3, 2, 1]
+            .into_iter()
+            .flat_map(|id| names.iter().map(move |n| mark(id, n)))
+            .collect();
+        let t = table(vec![summary(1, 0), summary(2, 10), summary(3, 20)], &marks);
+        assert_eq!(t.checkins.iter().map(|c| c.id).collect::<Vec<_>>(), [2, 3]);
+        assert!(t.truncated);
+        assert_eq!(t.rows.len(), 40_000);
+        assert!(t.rows.iter().all(|r| r.total == 2));
+    }
+
+    #[test]
+    fn a_cut_by_the_stores_limit_drops_the_checkin_it_fell_in() {
+        // As the store answers a limit of MAX + 1: check-in 2 whole, check-in 1 cut short.
+        let mut marks: Vec<RoomAttendance> =
+            (0..10).map(|n| mark(2, &format!("late{n}"))).collect();
+        marks.extend((0..=MAX_ATTENDANCE_MARKS - 10).map(|n| mark(1, &format!("s{n}"))));
+        // A check-in opened after the list was read is ignored.
+        marks.insert(0, mark(9, "new"));
+        let t = table(vec![summary(1, 0), summary(2, 10)], &marks);
+        assert_eq!(t.checkins.iter().map(|c| c.id).collect::<Vec<_>>(), [2]);
+        assert!(t.truncated);
+        assert_eq!(t.rows.len(), 10);
+    }
+
+    #[test]
+    fn older_checkins_past_the_cells_bound_are_left_out() {
+        let mut marks: Vec<RoomAttendance> = (0..MAX_ATTENDANCE_MARKS)
+            .map(|n| mark(10, &format!("s{n}")))
+            .collect();
+        marks.push(mark(1, "s0"));
+        let listed = (1..=10).map(|id| summary(id, id)).collect();
+        let t = table(listed, &marks);
+        // 100,000 names: five columns are 500,000 cells, a sixth would pass the bound.
+        assert_eq!(
+            t.checkins.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [6, 7, 8, 9, 10]
+        );
+        assert!(t.truncated);
+    }
 
     #[test]
     fn formula_like_names_are_defused_for_spreadsheets() {

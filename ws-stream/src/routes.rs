@@ -19,7 +19,7 @@ use shared_model::comment::{validate_author, validate_title};
 use shared_model::json::from_json;
 use shared_model::{ChannelId, ErrorCode};
 
-use crate::rooms::attendance_csv;
+use crate::rooms::{attendance_csv, attendance_table_csv};
 use crate::session::LiveSession;
 use crate::state::LiveState;
 
@@ -30,12 +30,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/rooms", web::post().to(create_room))
         .route("/api/rooms/{room}/history", web::get().to(history))
         .route("/api/rooms/{room}/checkins", web::post().to(open_checkin))
+        .route("/api/rooms/{room}/checkins", web::get().to(room_checkins))
+        .route(
+            "/api/rooms/{room}/attendance",
+            web::get().to(attendance_json),
+        )
+        .route(
+            "/api/rooms/{room}/attendance.csv",
+            web::get().to(attendance_csv_route),
+        )
         .route("/api/checkins/{id:\\d+}", web::get().to(checkin_json))
         .route("/api/checkins/{id:\\d+}.csv", web::get().to(checkin_csv))
         .route(
             "/api/checkins/{id:\\d+}/attend",
             web::post().to(attend_over_http),
         );
+    cfg.service(
+        web::resource("/api/rooms/{room}/recording")
+            .route(web::post().to(attach_recording))
+            .route(web::get().to(recording_start)),
+    )
+    .route(
+        "/api/rooms/{room}/recording/start",
+        web::post().to(mark_stream_start),
+    );
     // A room's host (or the admin) deletes comments, mutes names and sets banned words.
     service_kit::moderation::routes(cfg, "/api/rooms");
 }
@@ -286,6 +304,69 @@ async fn checkin_csv(
         .body(attendance_csv(&attendance)?))
 }
 
+/// `GET /api/rooms/{room}/checkins` (host only): the room's check-ins with their counts, oldest
+/// first (the newest `MAX_ROOM_CHECKINS`). A read of the client's `reads` budget: admitted with
+/// one token before the host is checked, charged the check-ins it returns.
+async fn room_checkins(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's check-ins")?;
+    let (list, rows) = state.live.room_checkins(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /api/rooms/{room}/attendance` (host only): names by check-ins (see
+/// [`crate::rooms::attendance_table`]). A read of the client's `reads` budget, charged the
+/// check-ins and attendance rows it read.
+async fn attendance_json(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's attendance")?;
+    let (table, rows) = state.live.attendance_table(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    Ok(HttpResponse::Ok().json(table))
+}
+
+/// `GET /api/rooms/{room}/attendance.csv` (host only): the same table as CSV, as a download
+/// named after the room.
+async fn attendance_csv_route(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let ticket = state
+        .ws
+        .budget
+        .reads
+        .admit(peer_ip(&req), "a room's attendance")?;
+    let (table, rows) = state.live.attendance_table(&room, bearer(&req)).await?;
+    ticket.pay(rows);
+    // Room ids are letters, digits, `-` and `_`: safe inside the quoted filename.
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"attendance-{room}.csv\""),
+        ))
+        .body(attendance_table_csv(&table)?))
+}
+
 /// `POST /api/checkins/{id}/attend` with `{name, code}`: the same check-in as over WebSocket,
 /// with the same limits (see [`LiveRooms::attend`]).
 ///
@@ -306,4 +387,134 @@ async fn attend_over_http(
             retry_after_secs: refused.retry_after.map(retry_after_secs),
         })?;
     Ok(HttpResponse::Ok().json(CheckedIn { checkin: *id, name }))
+}
+
+/// The body of `POST /api/rooms/{room}/recording`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachRecording {
+    /// The video whose timeline gets the comments.
+    video: String,
+    /// Offset 0 of the video; by default when the room was created.
+    started_at: Option<String>,
+    /// Comments sent from then on are left out; by default now.
+    ended_at: Option<String>,
+}
+
+/// A time of the body, or `invalid_value` naming the field.
+fn body_time(field: &str, raw: Option<&str>) -> Result<Option<chrono::DateTime<Utc>>, HttpError> {
+    raw.map(|text| {
+        shared_model::time::parse(text).map_err(|e| {
+            HttpError::new(
+                ErrorCode::InvalidValue,
+                format!("{field} is not an RFC 3339 time such as 2026-11-30T18:00:00Z: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `POST /api/rooms/{room}/recording` (host or admin) with `{"video", "started_at"?,
+/// "ended_at"?}`: the room's comments sent in between become `video`'s timeline, each at its
+/// offset from `started_at` (by default the start the host marked, else the room's creation;
+/// see [`crate::recording`]). Doing it again adds nothing.
+async fn attach_recording(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+    body: Json<AttachRecording>,
+) -> Result<HttpResponse, HttpError> {
+    let room = ChannelId::parse(&room)?;
+    let token = bearer(&req);
+    let record = if state.live.moderation.is_admin(token) {
+        state
+            .live
+            .rooms
+            .room(&room)
+            .await
+            .map_err(HttpError::from)?
+    } else {
+        Some(state.live.host_of(&room, token).await?)
+    };
+    let AttachRecording {
+        video,
+        started_at,
+        ended_at,
+    } = body.into_inner();
+    let video = ChannelId::parse(&video)?;
+    let started_at = match body_time("started_at", started_at.as_deref())? {
+        Some(at) => at,
+        None => match state.live.rooms.stream_start(&room).await? {
+            Some(marked) => marked,
+            None => record.map(|r| r.created_at).ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::InvalidValue,
+                    format!("room {room} was not created through the API: give started_at"),
+                )
+            })?,
+        },
+    };
+    let ended_at = body_time("ended_at", ended_at.as_deref())?.unwrap_or_else(Utc::now);
+    let recording = state
+        .recorder
+        .attach(
+            state.live.comments.as_ref(),
+            &room,
+            &video,
+            started_at,
+            ended_at,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(recording))
+}
+
+/// The host (or admin) of a room created through the API.
+async fn hosted_room(
+    req: &HttpRequest,
+    state: &LiveState,
+    room: &str,
+) -> Result<danmaku_store::RoomRecord, HttpError> {
+    let room = ChannelId::parse(room)?;
+    let token = bearer(req);
+    if state.live.moderation.is_admin(token) {
+        return state.live.rooms.room(&room).await?.ok_or_else(|| {
+            HttpError::new(ErrorCode::NotFound, format!("room {room} was not created"))
+        });
+    }
+    Ok(state.live.host_of(&room, token).await?)
+}
+
+/// `POST /api/rooms/{room}/recording/start` (host or admin): the stream starts now, by the
+/// server's clock (replacing an earlier mark); `{"started_at"}`.
+async fn mark_stream_start(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let record = hosted_room(&req, &state, &room).await?;
+    let now = shared_model::time::now();
+    state
+        .live
+        .rooms
+        .mark_stream_start(&record.room, now)
+        .await?;
+    log::info!("room {}: the stream started", record.room);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "started_at": shared_model::time::rfc3339(now),
+    })))
+}
+
+/// `GET /api/rooms/{room}/recording` (host or admin): `{"started_at", "created_at"}`, the
+/// marked start (null when none) and the room's creation, which counts when none is marked.
+async fn recording_start(
+    req: HttpRequest,
+    state: web::Data<LiveState>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let record = hosted_room(&req, &state, &room).await?;
+    let marked = state.live.rooms.stream_start(&record.room).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "started_at": marked.map(shared_model::time::rfc3339),
+        "created_at": shared_model::time::rfc3339(record.created_at),
+    })))
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use service_kit::ws::WsSettings;
 
+use crate::recording::Recorder;
 use crate::rooms::LiveRooms;
 
 /// The handlers' shared state; one per server, cloned into every worker as `web::Data`.
@@ -14,4 +15,6 @@ pub struct LiveState {
     /// Limits of every WebSocket connection, and each client's budget (`ws.budget`), which the
     /// HTTP routes spend too.
     pub ws: WsSettings,
+    /// Sends a session's comments to the video service as a recording's timeline.
+    pub recorder: Recorder,
 }

@@ -60,7 +60,7 @@ pub fn build_with_listener(
     let hub = hub::new(fanout.clone()).start();
     fanout.connect(hub.clone());
     fanout.connect_peers(Arc::new(hub.clone()));
-    let moderation = Moderation::new(backend, config.server.admin_token.clone());
+    let moderation = Moderation::new(backend, config.server.admin());
     let cache = cache::ReadCache::new(config.service.read_cache_ttl());
     {
         // A deleted comment leaves the brief caches at once (on this instance; the others'
