@@ -30,6 +30,21 @@ pub struct VideoWindow {
     pub items: Vec<Danmaku>,
 }
 
+/// The answer of `GET /api/videos/{video}/density?buckets=&duration=`: how many comments fall
+/// in each equal slice of the video's timeline, for the bar over a player's progress bar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoDensity {
+    /// The video.
+    pub video: ChannelId,
+    /// The timeline counted, `[0, duration]` seconds: as asked, or the latest comment's time.
+    pub duration: f64,
+    /// Each bucket's length in seconds (`duration / counts.len()`).
+    pub bucket_secs: f64,
+    /// Comments per bucket, from the start of the video; bucket `i` holds the times
+    /// `i * bucket_secs <= time < (i + 1) * bucket_secs`, and the last one `duration` too.
+    pub counts: Vec<u64>,
+}
+
 /// The body of `POST /api/rooms` (live service); an empty body means no title.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +249,24 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&page).unwrap(),
             serde_json::json!({"items": [], "next": 42})
+        );
+    }
+
+    #[test]
+    fn density_wire_format() {
+        let density = VideoDensity {
+            video: ChannelId::parse("demo").unwrap(),
+            duration: 60.0,
+            bucket_secs: 10.0,
+            counts: vec![3, 1, 0, 1, 0, 2],
+        };
+        let wire = serde_json::json!({
+            "video": "demo", "duration": 60.0, "bucket_secs": 10.0, "counts": [3, 1, 0, 1, 0, 2]
+        });
+        assert_eq!(serde_json::to_value(&density).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_value::<VideoDensity>(wire).unwrap(),
+            density
         );
     }
 

@@ -59,8 +59,9 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 /// How long one batch may take by default ([`CopyOptions::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The newest SQLite schema version this code reads (the store's own).
-const NEWEST_SOURCE_VERSION: i64 = 8;
+/// The newest SQLite schema version this code reads (the store's own). Version 9 only added an
+/// index (the density's), so its rows read as version 8's.
+const NEWEST_SOURCE_VERSION: i64 = 9;
 
 /// How to copy.
 #[derive(Debug, Clone)]

@@ -140,6 +140,46 @@ pub enum Committed<'a> {
 /// its own, may be heard a moment before or after appends that committed next to it.
 pub type AppendListener = Box<dyn Fn(Committed<'_>) + Send + Sync>;
 
+/// The two numbers a backend's density query multiplies and divides a comment's time by:
+/// `time * buckets / duration` is its bucket (multiplying first keeps times at a bucket's edge
+/// exact). A timeline of no length (`duration <= 0`) puts everything at 0 in the first bucket.
+pub(crate) fn density_scale(duration: f64, buckets: usize) -> (f64, f64) {
+    if duration > 0.0 {
+        // Buckets are few (the route allows 1,000), so the conversion is exact.
+        (buckets.max(1) as f64, duration)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// What [`Store::density`] counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Density {
+    /// The timeline counted, `[0, duration]` seconds: as asked, or the latest comment's time.
+    pub duration: f64,
+    /// Comments per bucket, oldest part of the timeline first; as many as buckets were asked.
+    pub counts: Vec<u64>,
+}
+
+impl Density {
+    /// Folds `(bucket, count)` rows of the database into `buckets` counts: a bucket number of
+    /// `buckets` or more (a comment exactly at the end, or rounding at the very edge) counts in
+    /// the last bucket, so that the sum is every comment in `[0, duration]`.
+    pub fn from_groups(
+        duration: f64,
+        buckets: usize,
+        groups: impl IntoIterator<Item = (i64, i64)>,
+    ) -> Self {
+        let buckets = buckets.max(1);
+        let mut counts = vec![0u64; buckets];
+        for (bucket, count) in groups {
+            let at = usize::try_from(bucket.max(0)).unwrap_or(usize::MAX);
+            counts[at.min(buckets - 1)] += u64::try_from(count).unwrap_or(0);
+        }
+        Self { duration, counts }
+    }
+}
+
 /// Durable, ordered storage of comments per channel.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -176,6 +216,22 @@ pub trait Store: Send + Sync + 'static {
         to: f64,
         limit: usize,
     ) -> Result<Vec<Danmaku>, StoreError>;
+
+    /// How many visible comments of `channel` fall in each of `buckets` equal slices of the
+    /// timeline `[0, duration]` (the video's "density"), counted by the database in one
+    /// `GROUP BY` over the `(channel, time)` index, so that a video of a million comments answers
+    /// with `buckets` numbers rather than a million rows. Bucket `i` holds the times
+    /// `i * w <= time < (i + 1) * w` (`w = duration / buckets`); a comment exactly at `duration`
+    /// counts in the last bucket; comments past `duration` and rows without a time (live and
+    /// HTTP channels) count nowhere. `duration: None` means up to the latest comment's time
+    /// (0 when there is none, and then every comment at 0 is in the first bucket).
+    /// `buckets` is at least 1 (the route bounds it; 0 is taken as 1).
+    async fn density(
+        &self,
+        channel: &ChannelId,
+        duration: Option<f64>,
+        buckets: usize,
+    ) -> Result<Density, StoreError>;
 
     /// The newest id in `channel`, or 0 when it is empty.
     async fn last_id(&self, channel: &ChannelId) -> Result<i64, StoreError>;

@@ -139,6 +139,9 @@ conformance!(
     listeners_hear_every_append_in_commit_order_and_the_ids_of_imports,
     after_and_latest_page_in_id_order,
     time_window_is_half_open_and_ordered_by_time,
+    density_counts_each_bucket_with_edges_the_end_and_nothing_past_it,
+    density_of_an_empty_or_timeless_channel_is_zeros,
+    density_leaves_out_deleted_comments_and_other_channels,
     imports_are_idempotent_by_origin_and_keep_their_send_time,
     stored_fields_round_trip,
     writers_on_separate_instances_are_seen_by_every_reader_once_and_in_order,
@@ -344,6 +347,100 @@ async fn time_window_is_half_open_and_ordered_by_time(db: Db) {
     );
 }
 
+async fn density_counts_each_bucket_with_edges_the_end_and_nothing_past_it(db: Db) {
+    let store = db.open().await;
+    let video = channel("v");
+    // Buckets of 10 s over [0, 60]: 10.0 opens the second bucket, 60.0 (the end) counts in the
+    // last, 60.5 and 120 are past the end, and rows without a time count nowhere.
+    for t in [
+        Some(0.0),
+        Some(9.99),
+        Some(10.0),
+        Some(30.0),
+        Some(59.9),
+        Some(60.0),
+        Some(60.5),
+        Some(120.0),
+        None,
+        None,
+    ] {
+        store.append(&video, comment("c", t)).await.unwrap();
+    }
+    let density = store.density(&video, Some(60.0), 6).await.unwrap();
+    assert_eq!(density.duration, 60.0);
+    assert_eq!(density.counts, [2, 1, 0, 1, 0, 2]);
+    // Without a duration: up to the latest comment (120 s, counted in the last bucket).
+    let density = store.density(&video, None, 6).await.unwrap();
+    assert_eq!(density.duration, 120.0);
+    assert_eq!(density.counts, [3, 1, 1, 2, 0, 1]);
+    // One bucket holds everything up to the end; a short duration leaves later comments out.
+    let one = store.density(&video, Some(120.0), 1).await.unwrap();
+    assert_eq!(one.counts, [8]);
+    let short = store.density(&video, Some(10.0), 4).await.unwrap();
+    assert_eq!(short.counts, [1, 0, 0, 2], "0 s; 9.99 s and 10 s (the end)");
+    // Many buckets: the sum is still every comment in the timeline, none counted twice.
+    let fine = store.density(&video, Some(60.0), 1000).await.unwrap();
+    assert_eq!(fine.counts.len(), 1000);
+    assert_eq!(fine.counts.iter().sum::<u64>(), 6);
+    assert_eq!(
+        fine.counts[166], 2,
+        "9.99 s and 10 s are both in bucket 166 of 1000"
+    );
+    assert_eq!(
+        (fine.counts[998], fine.counts[999]),
+        (1, 1),
+        "59.9 s; 60 s, the end"
+    );
+}
+
+async fn density_of_an_empty_or_timeless_channel_is_zeros(db: Db) {
+    let store = db.open().await;
+    let empty = store.density(&channel("nothing"), None, 4).await.unwrap();
+    assert_eq!((empty.duration, empty.counts), (0.0, vec![0, 0, 0, 0]));
+    let asked = store
+        .density(&channel("nothing"), Some(90.0), 3)
+        .await
+        .unwrap();
+    assert_eq!((asked.duration, asked.counts), (90.0, vec![0, 0, 0]));
+    // A live channel: no comment has a time.
+    let live = channel("live");
+    store.append(&live, comment("hi", None)).await.unwrap();
+    let density = store.density(&live, None, 2).await.unwrap();
+    assert_eq!((density.duration, density.counts), (0.0, vec![0, 0]));
+    // Every comment at 0: a timeline of no length, all of it in the first bucket.
+    let start = channel("start");
+    for _ in 0..3 {
+        store
+            .append(&start, comment("go", Some(0.0)))
+            .await
+            .unwrap();
+    }
+    let density = store.density(&start, None, 3).await.unwrap();
+    assert_eq!((density.duration, density.counts), (0.0, vec![3, 0, 0]));
+}
+
+async fn density_leaves_out_deleted_comments_and_other_channels(db: Db) {
+    let store = db.open().await;
+    let (v, w) = (channel("v"), channel("w"));
+    for t in [1.0, 2.0, 3.0, 9.0] {
+        store.append(&v, comment("v", Some(t))).await.unwrap();
+    }
+    store.append(&w, comment("w", Some(1.0))).await.unwrap();
+    assert_eq!(
+        store.density(&v, Some(10.0), 2).await.unwrap().counts,
+        [3, 1]
+    );
+    store.delete_comment(&v, 2, "host").await.unwrap().unwrap();
+    store.delete_comment(&v, 4, "host").await.unwrap().unwrap();
+    let density = store.density(&v, None, 2).await.unwrap();
+    // The latest visible comment is at 3 s now; the deleted one at 9 s sets nothing.
+    assert_eq!(density.duration, 3.0);
+    assert_eq!(density.counts, [1, 1]);
+    // Another instance counts the same.
+    let other = db.open().await;
+    assert_eq!(other.density(&v, None, 2).await.unwrap(), density);
+}
+
 async fn imports_are_idempotent_by_origin_and_keep_their_send_time(db: Db) {
     let store = db.open().await;
     let video = channel("v");
@@ -509,8 +606,8 @@ async fn instances_opening_a_fresh_database_at_once_all_start_and_migrate_it_onc
     );
     let versions = db.schema_versions().await;
     match &*db {
-        Db::Sqlite(_) => assert_eq!(versions, [8]),
-        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4], "each step recorded once"),
+        Db::Sqlite(_) => assert_eq!(versions, [9]),
+        Db::Postgres(_) => assert_eq!(versions, [1, 2, 3, 4, 5], "each step recorded once"),
     }
 }
 

@@ -23,6 +23,7 @@ import { bindStageSettings } from './stage.js';
 import { commentParts } from './chat-list.js';
 import { Connection, describeRefusal } from './connection.js';
 import { FilteredStage, blockListForPage } from './block-panel.js';
+import { DensityBar } from './density-bar.js';
 
 const VIDEO_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** The demo clip the service may ship; the page copes with its absence. */
@@ -59,6 +60,8 @@ const video = ui.video;
 const blocks = blockListForPage();
 const stage = new FilteredStage($('stage'), blocks);
 bindStageSettings(stage);
+/** Comments per part of the video, under the picture; a click seeks there. */
+const density = new DensityBar($('density'), video);
 
 // ---- the channel ----
 
@@ -135,6 +138,7 @@ const deleted = new Set();
 function forget(ids) {
   const gone = (Array.isArray(ids) ? ids : []).filter(Number.isInteger);
   for (const id of gone) {
+    if (byId.has(id)) density.drop(byId.get(id).time);
     deleted.add(id);
     byId.delete(id);
     rows.get(id)?.remove();
@@ -475,9 +479,10 @@ function watch(id) {
   resetStore();
   restartPass();
   setViewers(null);
+  density.show(id);
 
   const c = new Connection(`/ws/videos/${encodeURIComponent(id)}`, {
-    onOpen() {
+    onOpen({ reopened }) {
       if (c !== conn) return;
       // Comments may have come and gone while the socket was down: ask again for what is needed.
       generation += 1;
@@ -485,6 +490,9 @@ function watch(id) {
       inflight = [];
       loadPausedUntil = 0;
       ensureLoaded();
+      // Comments may have come while the socket was down: count again (the first open needs
+      // not: `show` just asked).
+      if (reopened) density.load();
     },
   });
   conn = c;
@@ -496,7 +504,11 @@ function watch(id) {
   c.addEventListener('refused', (e) => { if (c === conn) showError(describeRefusal(e.detail)); });
   c.addEventListener('hello', (e) => { if (c === conn) setViewers(e.detail.viewers); });
   c.addEventListener('viewers', (e) => { if (c === conn) setViewers(e.detail.count); });
-  c.addEventListener('danmaku', (e) => { if (c === conn) merge(e.detail.items); });
+  c.addEventListener('danmaku', (e) => {
+    if (c !== conn) return;
+    merge(e.detail.items);
+    for (const item of e.detail.items ?? []) if (isComment(item)) density.bump(item);
+  });
   c.addEventListener('deleted', (e) => { if (c === conn) forget(e.detail.ids); });
   c.addEventListener('error', (e) => {
     if (c === conn) showError(`${e.detail.message ?? 'The server reported an error.'} (${e.detail.code})`);
@@ -556,6 +568,7 @@ ui.form.addEventListener('submit', async (event) => {
     if (sentTo !== conn || !isComment(item)) return; // the page moved to another video meanwhile
     ownIds.add(item.id);
     merge([item]);
+    density.bump(item);
     rows.get(item.id)?.classList.add('own');
     showOnStage(item);
   } catch (err) {

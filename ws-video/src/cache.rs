@@ -1,5 +1,6 @@
 //! Brief caches of the video service's heaviest anonymous reads: a video's DPlayer list (up to
-//! 10,000 rows, open to any origin) and the first page of its Bilibili export. A flood of the
+//! 10,000 rows, open to any origin), the first page of its Bilibili export, and its density
+//! (a count over every comment of the video, asked by every viewer who opens it). A flood of the
 //! same read is answered from memory: one database read per key and time to live, and
 //! requests that miss together share that one read (moka's `try_get_with`), so they do not
 //! each queue on the store's two reader threads.
@@ -20,6 +21,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use danmaku_store::StoreError;
 use moka::future::Cache;
+use shared_model::api::VideoDensity;
 use shared_model::{ApiError, ChannelId, Danmaku};
 
 /// Most bytes of DPlayer answers kept (serialized JSON).
@@ -27,6 +29,9 @@ pub const DPLAYER_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Most bytes (estimated) of export first pages kept.
 pub const EXPORT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most bytes (estimated) of density answers kept.
+pub const DENSITY_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What a cached row is reckoned to cost besides its text and author, in bytes.
 const ROW_OVERHEAD_BYTES: usize = 128;
@@ -105,6 +110,8 @@ pub struct ReadCache {
     pub dplayer: Brief<(ChannelId, usize), DPlayerAnswer>,
     /// The first page of each video's export, in id order.
     pub export_heads: Brief<ChannelId, Arc<[Danmaku]>>,
+    /// Density answers by video, buckets and duration (its bits; `None` when not given).
+    pub density: Brief<(ChannelId, usize, Option<u64>), Arc<VideoDensity>>,
 }
 
 impl ReadCache {
@@ -113,6 +120,7 @@ impl ReadCache {
     pub fn clear(&self) {
         self.dplayer.clear();
         self.export_heads.clear();
+        self.density.clear();
     }
 
     /// Caches keeping answers for `ttl`, or none when `None`.
@@ -125,6 +133,9 @@ impl ReadCache {
                 rows.iter()
                     .map(|row| row.text.len() + row.author.len() + ROW_OVERHEAD_BYTES)
                     .sum()
+            }),
+            density: Brief::new(ttl, DENSITY_CACHE_BYTES, |answer: &Arc<VideoDensity>| {
+                answer.counts.len() * std::mem::size_of::<u64>() + ROW_OVERHEAD_BYTES
             }),
         }
     }

@@ -4,10 +4,12 @@
 //! are open over HTTP, to DPlayer (its v3 API) and as Bilibili XML archives.
 //!
 //! - [`config`]: the settings ([`Config`]).
-//! - [`routes`]: the WebSocket upgrade and its HTTP twin (post a comment, read a window).
+//! - [`routes`]: the WebSocket upgrade and its HTTP twin (post a comment, read a window), and
+//!   a video's density (comments per time bucket, for the page's bar).
 //! - [`archive`]: the DPlayer v3 API and Bilibili XML import and export.
 //! - [`budget`]: what reads and imports cost a client, and the bound on concurrent imports.
-//! - [`cache`]: brief caches of the heaviest reads (DPlayer lists, export first pages).
+//! - [`cache`]: brief caches of the heaviest reads (DPlayer lists, export first pages,
+//!   densities).
 //! - [`session`]: what a connection's frames mean ([`session::VideoSession`]).
 //! - [`timeline`]: the rules of a video's timeline, shared by all of the above.
 //! - [`hub`]: the fan-out to each video's viewers (the shared rooms hub, nothing of its own).

@@ -1,4 +1,7 @@
-//! The routes of the video service: the WebSocket and its HTTP twin. Extract, call, respond.
+//! The routes of the video service: the WebSocket, its HTTP twin and the density of a video.
+//! Extract, call, respond.
+
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -10,7 +13,9 @@ use shared_model::{ChannelId, DraftDanmaku};
 
 use crate::session::VideoSession;
 use crate::state::VideoState;
-use crate::timeline::{Timeline, WHOLE_VIDEO_END, check_window};
+use crate::timeline::{
+    DEFAULT_DENSITY_BUCKETS, Timeline, WHOLE_VIDEO_END, check_density, check_window, density_price,
+};
 use service_kit::rate::peer_ip;
 use service_kit::ws::Client;
 
@@ -18,6 +23,7 @@ use service_kit::ws::Client;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(service_kit::server::health))
         .route("/ws/videos/{video}", web::get().to(watch))
+        .route("/api/videos/{video}/density", web::get().to(density))
         .service(
             web::resource("/api/videos/{video}/danmaku")
                 .route(web::get().to(list))
@@ -72,6 +78,50 @@ async fn list(
     let items = state.timeline.window(&video, from, to).await?;
     ticket.pay(items.len());
     Ok(HttpResponse::Ok().json(VideoWindow { from, to, items }))
+}
+
+/// The query of `GET /api/videos/{video}/density`, as text (see [`query_param`]).
+#[derive(Debug, Deserialize)]
+struct DensityQuery {
+    /// How many equal slices of the timeline to count (default
+    /// [`DEFAULT_DENSITY_BUCKETS`]).
+    buckets: Option<String>,
+    /// The video's length in seconds, which the page knows and the server does not (default:
+    /// the latest comment's time).
+    duration: Option<String>,
+}
+
+/// `GET /api/videos/{video}/density?buckets=&duration=`: how many comments fall in each equal
+/// slice of the video, counted by the database, for the bar over the page's progress bar.
+/// Answers are kept in the brief read cache, so a flood of the same request costs the database
+/// one count per time to live; the client pays [`density_price`] rows either way.
+async fn density(
+    req: HttpRequest,
+    state: web::Data<VideoState>,
+    video: web::Path<String>,
+    query: web::Query<DensityQuery>,
+) -> Result<HttpResponse, HttpError> {
+    let video = ChannelId::parse(&video)?;
+    let buckets = query_param("buckets", query.buckets.as_deref(), "a whole number")?
+        .unwrap_or(DEFAULT_DENSITY_BUCKETS);
+    let duration: Option<f64> =
+        query_param("duration", query.duration.as_deref(), "a number of seconds")?;
+    check_density(buckets, duration)?;
+    let ticket = state.ws.budget.reads.admit(peer_ip(&req), "a density")?;
+    let timeline = state.timeline.clone();
+    let key = (video.clone(), buckets, duration.map(f64::to_bits));
+    let answer = state
+        .cache
+        .density
+        .get_or_read(key, "a density", async move {
+            timeline
+                .density(&video, duration, buckets)
+                .await
+                .map(Arc::new)
+        })
+        .await?;
+    ticket.pay(density_price(buckets));
+    Ok(HttpResponse::Ok().json(answer.as_ref()))
 }
 
 /// `POST /api/videos/{video}/danmaku` with `{author, text, time, color?, mode?}`: store, then

@@ -21,7 +21,7 @@ pub struct VideoState {
     pub ws: WsSettings,
     /// What Bilibili imports may take: permits, the entry cap, each client's import budget.
     pub imports: Imports,
-    /// Brief caches of the heaviest reads (DPlayer lists, export first pages).
+    /// Brief caches of the heaviest reads (DPlayer lists, export first pages, densities).
     pub cache: ReadCache,
     /// Who moderates (the admin token) and each video's rules.
     pub moderation: Moderation,

@@ -5,14 +5,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use danmaku_store::Store;
+use danmaku_store::{Store, StoreError};
 use service_kit::moderation::Moderation;
+use shared_model::api::VideoDensity;
 use shared_model::comment::TimeRule;
 use shared_model::limits::MAX_VIDEO_TIME_SECS;
 use shared_model::{ApiError, ChannelId, Danmaku, DraftDanmaku, ErrorCode, NewDanmaku};
 
 /// Most comments one window holds; a page asks for windows of a minute or so.
 pub const MAX_RANGE_ITEMS: usize = 5_000;
+
+/// Buckets of a density bar when the client names none.
+pub const DEFAULT_DENSITY_BUCKETS: usize = 100;
+
+/// Most buckets of a density bar: more than a screen has pixels to show them in.
+pub const MAX_DENSITY_BUCKETS: usize = 1_000;
+
+/// Buckets of a density answer a client pays one row of its read budget for: a row of a
+/// window is about 150 bytes of JSON, as many as 50 counts.
+pub const DENSITY_BUCKETS_PER_ROW: usize = 50;
 
 /// The end of a window that asks for no end: past the end of any video.
 pub const WHOLE_VIDEO_END: f64 = MAX_VIDEO_TIME_SECS + 1.0;
@@ -66,6 +77,25 @@ impl Timeline {
                 log::error!("video {video}: reading a window failed: {e}");
                 e.client_error()
             })
+    }
+
+    /// How many comments fall in each of `buckets` slices of `[0, duration]` (`None`: up to the
+    /// latest comment), counted by the store. The arguments are checked by
+    /// [`check_density`].
+    pub async fn density(
+        &self,
+        video: &ChannelId,
+        duration: Option<f64>,
+        buckets: usize,
+    ) -> Result<VideoDensity, StoreError> {
+        let density = self.store.density(video, duration, buckets).await?;
+        let bucket_secs = density.duration / density.counts.len().max(1) as f64;
+        Ok(VideoDensity {
+            video: video.clone(),
+            duration: density.duration,
+            bucket_secs,
+            counts: density.counts,
+        })
     }
 
     /// The rows of `video` with these ids (those it has, deleted ones included: an export
@@ -133,9 +163,58 @@ pub fn check_window(from: f64, to: f64) -> Result<(), ApiError> {
     }
 }
 
+/// The density bar's parameters: `buckets` from 1 to [`MAX_DENSITY_BUCKETS`], a `duration`
+/// (when given) finite, above 0 and at most a day, the longest time a comment may have.
+pub fn check_density(buckets: usize, duration: Option<f64>) -> Result<(), ApiError> {
+    if !(1..=MAX_DENSITY_BUCKETS).contains(&buckets) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("buckets must be a whole number from 1 to {MAX_DENSITY_BUCKETS}"),
+        ));
+    }
+    match duration {
+        Some(d) if !(d.is_finite() && d > 0.0 && d <= MAX_VIDEO_TIME_SECS) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "duration must be seconds above 0 and at most {MAX_VIDEO_TIME_SECS} (or left out: up to the latest comment)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What a density answer of `buckets` counts costs a client's read budget, in rows: one per
+/// [`DENSITY_BUCKETS_PER_ROW`] buckets, rounded up (the default 100-bucket bar costs 2).
+pub fn density_price(buckets: usize) -> usize {
+    buckets.div_ceil(DENSITY_BUCKETS_PER_ROW).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn density_parameters_are_bounded_and_priced_by_buckets() {
+        assert!(check_density(1, None).is_ok());
+        assert!(check_density(MAX_DENSITY_BUCKETS, Some(MAX_VIDEO_TIME_SECS)).is_ok());
+        for (buckets, duration) in [
+            (0, None),
+            (MAX_DENSITY_BUCKETS + 1, None),
+            (10, Some(0.0)),
+            (10, Some(-1.0)),
+            (10, Some(f64::NAN)),
+            (10, Some(f64::INFINITY)),
+            (10, Some(MAX_VIDEO_TIME_SECS + 1.0)),
+        ] {
+            let err = check_density(buckets, duration).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidQuery, "{buckets} {duration:?}");
+        }
+        assert_eq!(density_price(1), 1);
+        assert_eq!(density_price(50), 1);
+        assert_eq!(density_price(51), 2);
+        assert_eq!(density_price(DEFAULT_DENSITY_BUCKETS), 2);
+        assert_eq!(density_price(MAX_DENSITY_BUCKETS), 20);
+    }
 
     #[test]
     fn windows_must_be_finite_ordered_and_not_negative() {
