@@ -4,26 +4,9 @@
 
 mod helpers;
 
-use helpers::{RELAXED, http, spawn_app, try_connect_from};
+use helpers::{RELAXED, http, new_room, spawn_app, try_connect_from};
 use serde_json::{Value, json};
 use service_kit::testing::WsClient;
-
-/// Creates a room; its id and host token.
-async fn create_room(app: &service_kit::testing::TestService) -> (String, String) {
-    let body: Value = http()
-        .post(format!("{}/api/rooms", app.base))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        body["room"].as_str().unwrap().to_owned(),
-        body["host_token"].as_str().unwrap().to_owned(),
-    )
-}
 
 /// Opens a check-in in `room`; its id.
 async fn open_checkin(app: &service_kit::testing::TestService, room: &str, token: &str) -> i64 {
@@ -52,7 +35,7 @@ fn status(result: &Result<WsClient, tokio_tungstenite::tungstenite::Error>) -> u
 #[tokio::test]
 async fn a_host_proves_the_token_in_a_header_or_a_subprotocol_and_gets_the_codes() {
     let app = spawn_app(RELAXED);
-    let (room, token) = create_room(&app).await;
+    let (room, token) = new_room(&app).await;
     let id = open_checkin(&app, &room, &token).await;
     let url = format!("{}/ws/live/{room}?name=teacher", app.ws_base);
     let local = "127.0.0.1".parse().unwrap();
@@ -119,7 +102,7 @@ async fn a_host_proves_the_token_in_a_header_or_a_subprotocol_and_gets_the_codes
 #[tokio::test]
 async fn a_host_token_in_the_url_is_refused_and_gives_no_host_powers() {
     let app = spawn_app(RELAXED);
-    let (room, token) = create_room(&app).await;
+    let (room, token) = new_room(&app).await;
     open_checkin(&app, &room, &token).await;
     let url = format!(
         "{}/ws/live/{room}?name=teacher&host_token={token}",
