@@ -60,6 +60,13 @@ impl std::str::FromStr for AdminToken {
         if value.is_empty() {
             return Ok(Self("".into()));
         }
+        if value.contains("${") {
+            return Err(
+                "the admin token looks like a variable that was never filled in (a \
+                        compose file or script passed `${...}` on as it is)"
+                    .into(),
+            );
+        }
         if value.chars().count() < MIN_ADMIN_TOKEN_CHARS || value.chars().any(char::is_whitespace) {
             return Err(format!(
                 "the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters with no \
@@ -529,6 +536,8 @@ mod tests {
         assert!(token.matches("0123456789abcdef"));
         assert!(!token.matches("0123456789abcdeF"));
         assert!(!format!("{token:?}").contains("0123"));
+        // podman-compose 1.0.3 passes `${VAR:-}` on as it is: that must not become a token.
+        assert!("${DANMAKU_ADMIN_TOKEN:-}".parse::<AdminToken>().is_err());
         let empty: AdminToken = "".parse().unwrap();
         assert!(!empty.is_set() && token.is_set());
     }
