@@ -340,3 +340,25 @@ pub async fn live_as(client: &Client, base: &str, room: &str, name: &str) {
     )
     .await;
 }
+
+/// Opens the live service's host page at `base` in `host`, creates a room there (with `title`
+/// when given) and returns the room's id once the page shows its share link.
+pub async fn create_room_on_host_page(host: &Client, base: &str, title: Option<&str>) -> String {
+    host.goto(&format!("{base}/host.html"))
+        .await
+        .expect("the host page opens");
+    if let Some(title) = title {
+        fill(host, "#title", title).await;
+    }
+    click(host, "#create").await;
+    wait_for(
+        host,
+        "(h => h.includes('room=') && new URL(h).searchParams.get('room'))\
+         (document.getElementById('share').href)",
+        "the share link",
+    )
+    .await
+    .as_str()
+    .expect("a room id")
+    .to_owned()
+}

@@ -2,7 +2,7 @@
 //! the page, "Past check-ins" lists both with their counts, and "Download attendance (CSV)"
 //! hands over the whole room's table as a file named after the room.
 
-use e2e_tests::{Driver, click, eval, fill, texts, wait_for};
+use e2e_tests::{Driver, click, create_room_on_host_page, eval, fill, texts, wait_for};
 use fantoccini::Client;
 use serde_json::{Value, json};
 use service_kit::testing::{RELAXED, TestService, http_client as http};
@@ -76,19 +76,7 @@ async fn the_host_page_lists_past_checkins_and_downloads_the_rooms_attendance() 
         RELAXED,
     );
     let host = driver.browser(1280, 900).await;
-    host.goto(&format!("{}/host.html", live.base))
-        .await
-        .unwrap();
-    click(&host, "#create").await;
-    let room = wait_for(
-        &host,
-        "(h => h.includes('room=') && new URL(h).searchParams.get('room'))(document.getElementById('share').href)",
-        "the share link",
-    )
-    .await
-    .as_str()
-    .unwrap()
-    .to_owned();
+    let room = create_room_on_host_page(&host, &live.base, None).await;
     let token = eval(
         &host,
         "return document.getElementById('token-show').textContent;",

@@ -2,7 +2,8 @@
 //! sent by real clients before they reach the stage or the chat, kept across a reload, and read
 //! by the video page on another port.
 use e2e_tests::{
-    Driver, click, eval, fill, has_text, js, live_as, screenshot, start_services, texts, wait_for,
+    Driver, click, create_room_on_host_page, eval, fill, has_text, js, live_as, screenshot,
+    start_services, texts, wait_for,
 };
 use fantoccini::Client;
 use serde_json::{Value, json};
@@ -317,23 +318,7 @@ async fn the_host_pages_chat_follows_the_block_list_and_unblocking_brings_lines_
     };
     let services = start_services();
     let host = driver.browser(1280, 900).await;
-    host.goto(&format!("{}/host.html", services.live.base))
-        .await
-        .unwrap();
-    click(&host, "#create").await;
-    let share = wait_for(
-        &host,
-        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
-        "the share link",
-    )
-    .await;
-    let room = share
-        .as_str()
-        .unwrap()
-        .rsplit("room=")
-        .next()
-        .unwrap()
-        .to_owned();
+    let room = create_room_on_host_page(&host, &services.live.base, None).await;
     wait_for(
         &host,
         "document.getElementById('status').textContent.startsWith('Connected as host')",

@@ -2,7 +2,8 @@
 //! viewer's page (stage and chat box) at once; banned words and a mute set there refuse the next
 //! comments.
 use e2e_tests::{
-    ADMIN_TOKEN, Driver, click, eval, fill, has_text, screenshot, start_services, wait_for,
+    ADMIN_TOKEN, Driver, click, create_room_on_host_page, eval, fill, has_text, screenshot,
+    start_services, wait_for,
 };
 use fantoccini::Client;
 use serde_json::{Value, json};
@@ -43,22 +44,7 @@ async fn a_comment_deleted_on_the_host_page_vanishes_from_viewers_and_rules_refu
     let services = start_services();
     let base = &services.live.base;
     let host = driver.browser(1280, 1000).await;
-    host.goto(&format!("{base}/host.html")).await.unwrap();
-    fill(&host, "#title", "Moderated").await;
-    click(&host, "#create").await;
-    let share = wait_for(
-        &host,
-        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
-        "the share link",
-    )
-    .await;
-    let room = share
-        .as_str()
-        .unwrap()
-        .rsplit("room=")
-        .next()
-        .unwrap()
-        .to_owned();
+    let room = create_room_on_host_page(&host, base, Some("Moderated")).await;
 
     let viewer = driver.browser(1280, 900).await;
     viewer_page(&viewer, base, &room, "zoe").await;
@@ -164,23 +150,7 @@ async fn a_session_attached_on_the_host_page_plays_on_the_video_page_at_its_mome
     };
     let services = start_services();
     let host = driver.browser(1280, 1000).await;
-    host.goto(&format!("{}/host.html", services.live.base))
-        .await
-        .unwrap();
-    click(&host, "#create").await;
-    let share = wait_for(
-        &host,
-        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
-        "the share link",
-    )
-    .await;
-    let room = share
-        .as_str()
-        .unwrap()
-        .rsplit("room=")
-        .next()
-        .unwrap()
-        .to_owned();
+    let room = create_room_on_host_page(&host, &services.live.base, None).await;
     let mut ann = WsClient::connect(&format!(
         "{}/ws/live/{room}?name=ann",
         services.live.ws_base

@@ -1,6 +1,7 @@
 //! The pages in a real browser: headless Chromium against the three services.
 use e2e_tests::{
-    Driver, click, eval, fill, has_text, live_as, screenshot, start_services, texts, wait_for,
+    Driver, click, create_room_on_host_page, eval, fill, has_text, live_as, screenshot,
+    start_services, texts, wait_for,
 };
 use fantoccini::Client;
 use serde_json::{Value, json};
@@ -354,18 +355,7 @@ async fn a_viewer_checks_in_with_the_code_on_the_host_page() {
     };
     let services = start_services();
     let host = driver.browser(1280, 900).await;
-    host.goto(&format!("{}/host.html", services.live.base))
-        .await
-        .unwrap();
-    fill(&host, "#title", "Physics 101").await;
-    click(&host, "#create").await;
-    let share = wait_for(
-        &host,
-        "document.getElementById('share').href.includes('room=') && document.getElementById('share').href",
-        "the share link",
-    )
-    .await;
-    let share = share.as_str().unwrap().to_owned();
+    let room = create_room_on_host_page(&host, &services.live.base, Some("Physics 101")).await;
     fill(&host, "#interval", "5").await;
     fill(&host, "#duration", "60").await;
     click(&host, "#start").await;
@@ -378,7 +368,6 @@ async fn a_viewer_checks_in_with_the_code_on_the_host_page() {
     let code = code.as_str().unwrap().to_owned();
 
     let viewer = driver.browser(390, 844).await;
-    let room = share.rsplit("room=").next().unwrap().to_owned();
     live_as(&viewer, &services.live.base, &room, "zoe").await;
     wait_for(
         &viewer,
