@@ -38,6 +38,7 @@ pub mod shared_limits;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upgrade;
 pub mod ws;
 
 pub use config::{ConfigError, ServerArgs, Settings, WsArgs};

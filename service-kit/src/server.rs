@@ -1,14 +1,15 @@
 //! The HTTP server every service runs: the same middleware, error bodies, extractor limits and
 //! pages, around the service's own routes.
 
-use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, Service, ServiceRequest};
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
+use actix_web::dev::{AppConfig, Server, Service, ServiceRequest};
 use actix_web::middleware::{Condition, Logger, from_fn};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 
 use danmaku_store::{Backend, PgOptions, PgStore, SqliteOptions, SqliteStore, Store, StoreError};
 use shared_model::api::Health;
@@ -17,7 +18,7 @@ use crate::assets::Pages;
 use crate::config::{ServerArgs, ServiceInfo, Settings, StoreLocation, WsArgs};
 use crate::hosts::{self, AllowedHosts};
 use crate::proxies::TrustedProxies;
-use crate::{error, headers, rate};
+use crate::{error, headers, rate, upgrade};
 
 /// The access log line: the client (as [`rate::peer_ip`] resolves it: behind a trusted proxy,
 /// the address it forwarded for), the request line with the path only, the status, the size,
@@ -128,7 +129,7 @@ where
         );
     }
     let access_logged = access_log_enabled();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(allowed_hosts.clone())
             .app_data(trusted_proxies.clone())
@@ -148,25 +149,54 @@ where
             .configure(configure.clone())
             .configure(|cfg| pages.clone().configure(cfg))
             .default_service(web::to(error::not_found))
-    })
-    .on_connect(move |connection, _| {
-        if let Some(timeout) = user_timeout {
-            set_user_timeout(connection, timeout);
-        }
-    })
-    .workers(workers)
-    .shutdown_timeout(args.shutdown_timeout_secs)
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    };
+
+    // What actix-web's `HttpServer` does, with the one thing it does not offer: requests that
+    // ask for an upgrade (WebSockets) go through the same application, and a `101` answer is then
+    // served out of actix-http's HTTP/1 dispatcher, without its two 8 KiB buffers per
+    // connection and the copy of every frame into one (see `upgrade.rs`). Its defaults are kept:
+    // keep-alive, request and disconnect timeouts, the graceful-shutdown signal that closes idle
+    // keep-alive connections when the server stops.
+    let addr = listener.local_addr()?;
+    let builder = Server::build();
+    let shutting_down = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .shutdown_timeout(args.shutdown_timeout_secs)
+        .disable_signals()
+        .listen("danmaku-http", listener, move || {
+            let shutting_down = shutting_down.clone();
+            let app = app()
+                .into_factory()
+                .map_err(|err: actix_web::Error| err.error_response());
+            // The connection's settings as `HttpServer` gives them: not TLS, this address.
+            // (`__priv_test_new` is how actix-web's own test server builds one.)
+            let app = map_config(app, move |()| {
+                AppConfig::__priv_test_new(false, addr.to_string(), addr)
+            });
+            let (app, upgrade) = upgrade::share(app);
+            HttpService::build()
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .graceful_shutdown_signal(move || {
+                    let shutting_down = shutting_down.clone();
+                    async move { shutting_down.notified().await }
+                })
+                .local_addr(addr)
+                .on_connect_ext(move |connection: &actix_rt::net::TcpStream, _| {
+                    if let Some(timeout) = user_timeout {
+                        set_user_timeout(connection, timeout);
+                    }
+                })
+                .upgrade(upgrade)
+                .h1(app)
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }
 
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection (a TCP stream; other kinds are left alone).
-fn set_user_timeout(connection: &dyn Any, timeout: Duration) {
-    let Some(stream) = connection.downcast_ref::<actix_rt::net::TcpStream>() else {
-        return;
-    };
+fn set_user_timeout(stream: &actix_rt::net::TcpStream, timeout: Duration) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
         log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
