@@ -91,7 +91,16 @@ impl RawWs {
                 .expect("a receive buffer size");
         }
         let stream = socket.connect(addr).await.expect("the server accepts");
-        let (status, head, raw) = upgrade(stream, addr, path).await;
+        let (status, head, raw) = upgrade(stream, addr, path, &[]).await;
+        assert_eq!(status, 101, "the upgrade was refused: {head}");
+        raw
+    }
+
+    /// Like [`RawWs::connect`], with `first` (frames, say) written in the same write as the
+    /// upgrade request, before the answer is read: a client that does not wait for the `101`.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, first: &[u8]) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("the server accepts");
+        let (status, head, raw) = upgrade(stream, addr, path, first).await;
         assert_eq!(status, 101, "the upgrade was refused: {head}");
         raw
     }
@@ -100,7 +109,7 @@ impl RawWs {
     /// and its body when it was refused).
     pub async fn try_upgrade(addr: SocketAddr, path: &str) -> (u16, String) {
         let stream = TcpStream::connect(addr).await.expect("the server accepts");
-        let (status, mut text, mut raw) = upgrade(stream, addr, path).await;
+        let (status, mut text, mut raw) = upgrade(stream, addr, path, &[]).await;
         if status != 101 {
             let mut rest = Vec::new();
             let _ = tokio::time::timeout(
@@ -147,15 +156,23 @@ impl RawWs {
     }
 }
 
-/// Sends the upgrade request for `path` and reads the answer's head: its status, its text, and
-/// the connection (what came after the head stays buffered for the frames).
-async fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> (u16, String, RawWs) {
-    let request = format!(
+/// Sends the upgrade request for `path`, and `first` right behind it, and reads the answer's
+/// head: its status, its text, and the connection (what came after the head stays buffered for
+/// the frames).
+async fn upgrade(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    first: &[u8],
+) -> (u16, String, RawWs) {
+    let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    )
+    .into_bytes();
+    request.extend_from_slice(first);
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request)
         .await
         .expect("the request is sent");
     let mut buffer = Vec::new();
