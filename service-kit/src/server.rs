@@ -176,6 +176,9 @@ where
             });
             let (app, upgrade) = upgrade::share(app);
             HttpService::build()
+                // Each frame goes out when written, not held back by Nagle's algorithm until
+                // the previous one is acknowledged (what real-time servers do; uWebSockets too).
+                .tcp_nodelay(true)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .graceful_shutdown_signal(move || {
                     let shutting_down = shutting_down.clone();

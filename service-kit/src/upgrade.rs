@@ -255,12 +255,14 @@ impl Stream for Incoming {
         if this.ended {
             return Poll::Ready(None);
         }
-        let mut buf = [0u8; READ_CHUNK];
         loop {
+            // Readiness first: the session polls its payload each time it runs, and most of
+            // those times there is nothing to read.
             if let Err(e) = ready!(this.io.poll_read_ready(cx)) {
                 this.ended = true;
                 return Poll::Ready(Some(Err(PayloadError::Io(e))));
             }
+            let mut buf = [0u8; READ_CHUNK];
             match this.io.try_read(&mut buf) {
                 Ok(0) => {
                     this.ended = true;
@@ -356,13 +358,19 @@ impl Pump {
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.queue.is_empty() {
             ready!(self.io.poll_write_ready(cx))?;
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
-                *slice = IoSlice::new(chunk);
-                count += 1;
-            }
-            match self.io.try_write_vectored(&slices[..count]) {
+            let written = if self.queue.len() == 1 {
+                // The usual case, one frame: `send`, a little cheaper than `writev`.
+                self.io.try_write(&self.queue[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
+                    *slice = IoSlice::new(chunk);
+                    count += 1;
+                }
+                self.io.try_write_vectored(&slices[..count])
+            };
+            match written {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.consume(written),
                 // Readiness was stale: poll it again, which registers the waker.
