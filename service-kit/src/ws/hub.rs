@@ -159,9 +159,23 @@ impl<E: HubExtension> RoomsHub<E> {
         }
     }
 
-    /// Tells the other instances this one's counts, tells every channel whose total changed,
-    /// and forgets channels nobody needs.
+    /// Forgets the viewers found too slow, tells the other instances this one's counts, tells
+    /// every channel whose total changed, and forgets channels nobody needs.
     fn report_counts(&mut self) {
+        // First forget the viewers the lanes found too slow, so the counts leave them out.
+        for (id, channel) in &mut self.channels {
+            let gone = channel.viewers.take_gone();
+            if !gone.is_empty() {
+                log::info!(
+                    "{} {id}: dropped {} viewers too slow to keep up",
+                    self.noun,
+                    gone.len()
+                );
+            }
+            for viewer in gone {
+                self.ext.left(channel, viewer);
+            }
+        }
         let now = Instant::now();
         self.peers
             .retain(|_, (heard, _)| now.duration_since(*heard) < PEER_COUNTS_TTL);
@@ -543,5 +557,54 @@ mod tests {
         hub.send(Shutdown).await.unwrap();
         let close = first_frame(&frames, |f| f["type"] == "close").await;
         assert_eq!(close["code"], close::GOING_AWAY);
+    }
+
+    #[actix_rt::test]
+    async fn a_viewer_too_slow_is_closed_by_its_lane_and_leaves_the_count() {
+        let hub = RoomsHub::new((), "room", None).start();
+        let (reader, frames) = viewer(1);
+        // A session that never drains its queue of 2.
+        let (stalled, mut stalled_outbox) = Viewer::new(2, 2);
+        assert!(
+            stalled.lane.is_some(),
+            "made on an arbiter, so it has a lane"
+        );
+        for viewer in [reader, stalled] {
+            hub.send(Join::<()> {
+                channel: ChannelId::parse("lobby").unwrap(),
+                viewer,
+                join_as: (),
+            })
+            .await
+            .unwrap();
+        }
+        first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 2).await;
+        for id in 1..=5 {
+            hub.send(Publish {
+                item: comment("lobby", id),
+            })
+            .await
+            .unwrap();
+            // One frame each: let the hub flush before the next.
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The reader got all five; the stalled one is forgotten at the next report.
+        first_frame(&frames, |f| {
+            f["type"] == "danmaku" && f["items"][0]["id"] == 5
+        })
+        .await;
+        first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 1).await;
+        // What the stalled one finds when it finally reads: only the close.
+        let batch = stalled_outbox.next().await.unwrap();
+        assert!(
+            matches!(
+                batch.iter().collect::<Vec<_>>()[..],
+                [Outgoing::Close {
+                    code: close::POLICY_VIOLATION,
+                    ..
+                }]
+            ),
+            "{batch:?}"
+        );
     }
 }

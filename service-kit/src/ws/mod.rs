@@ -17,10 +17,12 @@
 //! - [`room`]: the viewers of one channel, batched fan-out and throttled viewer counts.
 //! - `outbox`: each connection's bounded outgoing queue, which hubs push to and its session
 //!   drains a batch at a time.
+//! - `lanes`: rooms deliver to each worker's viewers on that worker's thread.
 
 pub mod clients;
 mod frames;
 pub mod hub;
+mod lanes;
 mod outbox;
 pub mod room;
 pub mod session;
@@ -131,14 +133,17 @@ pub struct Viewer {
     /// The connection.
     pub id: ConnectionId,
     outbox: Arc<outbox::Outbox>,
+    /// The thread its session runs on, where rooms deliver to it (see `lanes.rs`).
+    lane: Option<Arc<lanes::Lane>>,
 }
 
 impl Viewer {
     /// A viewer `id` whose queue holds at most `max_queued` frames, and the stream its session
-    /// (or a test standing in for one) drains.
+    /// (or a test standing in for one) drains. Made on the thread that drains it.
     pub(crate) fn new(id: ConnectionId, max_queued: usize) -> (Self, outbox::OutboxStream) {
         let (outbox, stream) = outbox::Outbox::new(max_queued);
-        (Self { id, outbox }, stream)
+        let lane = lanes::current();
+        (Self { id, outbox, lane }, stream)
     }
 
     /// Queues `frame` for this connection. `false` when the connection is too slow (its queue is

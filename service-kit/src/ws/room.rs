@@ -4,18 +4,25 @@
 //! A `Room` is plain data owned by a hub actor; the hub decides when to flush (once it has
 //! handled what reached it meanwhile, so comments arriving together share a frame: see
 //! `hub::Publish`) and when to report counts (on a timer). Frames go to each viewer's outbox
-//! (`outbox.rs`).
+//! (`outbox.rs`), pushed on the viewer's own worker thread (`lanes.rs`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 
 use shared_model::{Danmaku, ServerMessage};
 
+use super::lanes::{self, Delivery, Gone, Lane, Members};
 use super::{ConnectionId, Outgoing, Viewer};
 
 /// One channel's viewers and its comments waiting to go out.
 #[derive(Default)]
 pub struct Room {
     viewers: HashMap<ConnectionId, Viewer>,
+    /// The viewers grouped by lane, for deliveries to all; `None` after a join or a leave, made
+    /// again at the next delivery.
+    lanes: Option<Vec<(Option<Arc<Lane>>, Members)>>,
+    /// Viewers the lanes found too slow, for [`Room::take_gone`].
+    gone: Gone,
     /// Comments stored since the last flush, oldest first.
     pending: Vec<Danmaku>,
     /// The count last reported (this instance's viewers and the others').
@@ -26,12 +33,25 @@ impl Room {
     /// Adds a viewer; returns the count, this viewer included.
     pub fn join(&mut self, viewer: Viewer) -> usize {
         self.viewers.insert(viewer.id, viewer);
+        self.lanes = None;
         self.viewers.len()
     }
 
     /// Removes a viewer (it is fine if it already left).
     pub fn leave(&mut self, id: ConnectionId) {
-        self.viewers.remove(&id);
+        if self.viewers.remove(&id).is_some() {
+            self.lanes = None;
+        }
+    }
+
+    /// Forgets the viewers found too slow since the last call (they have been told to close)
+    /// and returns their ids, for the hub to forget too.
+    pub fn take_gone(&mut self) -> Vec<ConnectionId> {
+        let gone = std::mem::take(&mut *self.gone.lock().unwrap_or_else(PoisonError::into_inner));
+        for id in &gone {
+            self.leave(*id);
+        }
+        gone
     }
 
     /// Viewers now.
@@ -57,7 +77,8 @@ impl Room {
     }
 
     /// Sends the queued comments to every viewer as one frame, serialized once. Viewers too
-    /// slow to take it are dropped (they have been told to close). Returns how many were.
+    /// slow to take it are told to close and dropped: at once when they have no lane (returns
+    /// how many), else through [`Room::take_gone`].
     pub fn flush(&mut self) -> usize {
         if self.pending.is_empty() {
             return 0;
@@ -70,14 +91,7 @@ impl Room {
             unreachable!("built as a danmaku frame just above")
         };
         let items: std::sync::Arc<[Danmaku]> = items.into();
-        let before = self.viewers.len();
-        self.viewers.retain(|_, viewer| {
-            viewer.push_outgoing(Outgoing::Comments {
-                frame: frame.clone(),
-                items: items.clone(),
-            })
-        });
-        before - self.viewers.len()
+        self.deliver_to_all(Delivery::Push(Outgoing::Comments { frame, items }))
     }
 
     /// Whether `id` watches this room.
@@ -85,26 +99,59 @@ impl Room {
         self.viewers.contains_key(&id)
     }
 
-    /// Sends `message` to every viewer, serialized once; drops the viewers too slow to take it.
-    /// Returns how many were dropped.
+    /// Sends `message` to every viewer, serialized once; drops the viewers too slow to take it
+    /// (as [`Room::flush`] does).
     pub fn broadcast(&mut self, message: &ServerMessage) -> usize {
         let Outgoing::Frame(frame) = Outgoing::frame(message) else {
             unreachable!("Outgoing::frame makes a frame")
         };
-        self.broadcast_to(frame, |_| true)
+        self.deliver_to_all(Delivery::Push(Outgoing::Frame(frame)))
     }
 
     /// Sends an already-serialized frame to the viewers `to` selects; drops those too slow to
-    /// take it. Returns how many were dropped.
+    /// take it (as [`Room::flush`] does).
     pub fn broadcast_to(
         &mut self,
         frame: bytestring::ByteString,
         to: impl Fn(&Viewer) -> bool,
     ) -> usize {
-        let before = self.viewers.len();
-        self.viewers
-            .retain(|_, viewer| !to(viewer) || viewer.push(frame.clone()));
-        before - self.viewers.len()
+        let by_lane = by_lane(self.viewers.values().filter(|viewer| to(viewer)));
+        let what = Delivery::Push(Outgoing::Frame(frame));
+        let mut dropped = Vec::new();
+        for (lane, members) in by_lane {
+            dropped.extend(lanes::deliver(
+                lane.as_deref(),
+                members,
+                what.clone(),
+                &self.gone,
+            ));
+        }
+        self.forget(dropped)
+    }
+
+    /// Delivers `what` to every viewer, through their lanes; forgets the viewers found too slow
+    /// here (those without a lane) and returns how many.
+    fn deliver_to_all(&mut self, what: Delivery) -> usize {
+        let viewers = &self.viewers;
+        let groups = self.lanes.get_or_insert_with(|| by_lane(viewers.values()));
+        let mut dropped = Vec::new();
+        for (lane, members) in groups.iter() {
+            dropped.extend(lanes::deliver(
+                lane.as_deref(),
+                members.clone(),
+                what.clone(),
+                &self.gone,
+            ));
+        }
+        self.forget(dropped)
+    }
+
+    /// Forgets `dropped` viewers; returns how many there were.
+    fn forget(&mut self, dropped: Vec<ConnectionId>) -> usize {
+        for id in &dropped {
+            self.leave(*id);
+        }
+        dropped.len()
     }
 
     /// The `viewers` frame to send if the total (these viewers and `others` elsewhere) changed
@@ -114,11 +161,31 @@ impl Room {
         (self.reported.replace(count) != Some(count)).then_some(ServerMessage::Viewers { count })
     }
 
-    /// Tells every viewer to close (shutdown) and forgets them.
+    /// Tells every viewer to close (shutdown), after what was sent to them before, and forgets
+    /// them.
     pub fn close_all(&mut self, code: u16, reason: &str) {
-        for viewer in self.viewers.values() {
-            viewer.close(code, reason);
-        }
+        self.deliver_to_all(Delivery::Close(code, reason.into()));
         self.viewers.clear();
+        self.lanes = None;
     }
+}
+
+/// `viewers` grouped by lane.
+fn by_lane<'a>(viewers: impl Iterator<Item = &'a Viewer>) -> Vec<(Option<Arc<Lane>>, Members)> {
+    let mut groups: Vec<(Option<Arc<Lane>>, Vec<_>)> = Vec::new();
+    for viewer in viewers {
+        let lane_id = viewer.lane.as_ref().map(|lane| lane.id);
+        let member = (viewer.id, viewer.outbox.clone());
+        match groups
+            .iter_mut()
+            .find(|(lane, _)| lane.as_ref().map(|lane| lane.id) == lane_id)
+        {
+            Some((_, members)) => members.push(member),
+            None => groups.push((viewer.lane.clone(), vec![member])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(lane, members)| (lane, members.into()))
+        .collect()
 }
