@@ -17,34 +17,46 @@ use std::cell::OnceCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actix_rt::{Arbiter, ArbiterHandle};
+use actix_rt::Arbiter;
+use tokio::sync::mpsc;
 
 use super::outbox::{Outbox, Pushed};
 use super::{ConnectionId, Outgoing};
 
-/// One worker thread, as a place to run deliveries.
+/// One worker thread, as a place to run deliveries: a task of its own there runs them, in the
+/// order they were sent, as soon as that thread gets to it (one wake-up for however many are
+/// waiting; not a task spawned per delivery, which would wait its turn behind every session the
+/// thread has to run, a second time).
 #[derive(Debug)]
 pub(crate) struct Lane {
     /// Tells lanes apart.
     pub(crate) id: usize,
-    arbiter: ArbiterHandle,
+    jobs: mpsc::UnboundedSender<Job>,
 }
+
+/// A delivery, run on its lane's thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 thread_local! {
     static LANE: OnceCell<Option<Arc<Lane>>> = const { OnceCell::new() };
 }
 
-/// The lane of the calling thread, if it is an actix arbiter.
+/// The lane of the calling thread, if it is an actix arbiter (its task is started then).
 pub(crate) fn current() -> Option<Arc<Lane>> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     LANE.with(|lane| {
         lane.get_or_init(|| {
-            Arbiter::try_current().map(|arbiter| {
-                Arc::new(Lane {
-                    id: NEXT.fetch_add(1, Ordering::Relaxed),
-                    arbiter,
-                })
-            })
+            Arbiter::try_current()?;
+            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            actix_rt::spawn(async move {
+                while let Some(job) = queue.recv().await {
+                    job();
+                }
+            });
+            Some(Arc::new(Lane {
+                id: NEXT.fetch_add(1, Ordering::Relaxed),
+                jobs,
+            }))
         })
         .clone()
     })
@@ -76,7 +88,7 @@ pub(crate) fn deliver(
     match lane {
         Some(lane) => {
             let gone = gone.clone();
-            let sent = lane.arbiter.spawn_fn(move || {
+            let job: Job = Box::new(move || {
                 let dropped = deliver_here(&members, &what);
                 if !dropped.is_empty() {
                     gone.lock()
@@ -84,7 +96,7 @@ pub(crate) fn deliver(
                         .extend(dropped);
                 }
             });
-            if !sent {
+            if lane.jobs.send(job).is_err() {
                 // The worker has stopped: its connections are gone with it.
                 log::debug!("a delivery to a stopped worker was dropped");
             }
