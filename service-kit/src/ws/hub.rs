@@ -423,6 +423,7 @@ impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use actix::Addr;
     use futures_util::StreamExt;
     use shared_model::{Color, Mode};
 
@@ -538,12 +539,9 @@ mod tests {
         .unwrap();
     }
 
-    #[actix_rt::test]
-    async fn viewer_counts_are_reported_after_joins_and_shutdown_closes_with_1001() {
-        let hub = RoomsHub::new((), "room", None).start();
-        let (first, frames) = viewer(1);
-        let (second, _) = viewer(2);
-        for viewer in [first, second] {
+    /// Joins `viewers` to the channel `lobby`, one after the other.
+    async fn join_lobby(hub: &Addr<RoomsHub<()>>, viewers: impl IntoIterator<Item = Viewer>) {
+        for viewer in viewers {
             hub.send(Join::<()> {
                 channel: ChannelId::parse("lobby").unwrap(),
                 viewer,
@@ -552,6 +550,14 @@ mod tests {
             .await
             .unwrap();
         }
+    }
+
+    #[actix_rt::test]
+    async fn viewer_counts_are_reported_after_joins_and_shutdown_closes_with_1001() {
+        let hub = RoomsHub::new((), "room", None).start();
+        let (first, frames) = viewer(1);
+        let (second, _) = viewer(2);
+        join_lobby(&hub, [first, second]).await;
         // Counts go out on the hub's timer.
         first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 2).await;
         hub.send(Shutdown).await.unwrap();
@@ -569,15 +575,7 @@ mod tests {
             stalled.lane.is_some(),
             "made on an arbiter, so it has a lane"
         );
-        for viewer in [reader, stalled] {
-            hub.send(Join::<()> {
-                channel: ChannelId::parse("lobby").unwrap(),
-                viewer,
-                join_as: (),
-            })
-            .await
-            .unwrap();
-        }
+        join_lobby(&hub, [reader, stalled]).await;
         first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 2).await;
         for id in 1..=5 {
             hub.send(Publish {
