@@ -124,10 +124,11 @@ impl Outgoing {
     }
 }
 
-/// A hub's handle on one connection: cheap to clone, and bounded. Pushing to a connection whose
-/// queue is full marks it as too slow and tells it to close with
-/// [`POLICY_VIOLATION`](shared_model::protocol::close::POLICY_VIOLATION); the hub should then
-/// forget it, so one slow viewer never holds up the others or grows memory.
+/// A hub's handle on one connection: cheap to clone, and bounded. Frames reach it only through a
+/// [`room::Room`], which pushes on the connection's own thread (`lanes.rs`) and so keeps its
+/// frames in order. Pushing to a connection whose queue is full marks it as too slow and tells
+/// it to close with [`POLICY_VIOLATION`](shared_model::protocol::close::POLICY_VIOLATION); the
+/// room then forgets it, so one slow viewer never holds up the others or grows memory.
 #[derive(Clone)]
 pub struct Viewer {
     /// The connection.
@@ -144,22 +145,6 @@ impl Viewer {
         let (outbox, stream) = outbox::Outbox::new(max_queued);
         let lane = lanes::current();
         (Self { id, outbox, lane }, stream)
-    }
-
-    /// Queues `frame` for this connection. `false` when the connection is too slow (its queue is
-    /// full) or gone: it has been told to close, and the caller should drop it.
-    pub fn push(&self, frame: ByteString) -> bool {
-        self.push_outgoing(Outgoing::Frame(frame))
-    }
-
-    /// Queues anything for this connection, bounded like [`Viewer::push`].
-    pub fn push_outgoing(&self, outgoing: Outgoing) -> bool {
-        self.outbox.push(outgoing) == outbox::Pushed::Queued
-    }
-
-    /// Tells the connection to close (shutdown, kicked).
-    pub fn close(&self, code: u16, reason: &str) {
-        self.outbox.close(code, reason);
     }
 }
 

@@ -48,9 +48,7 @@ impl Room {
     /// and returns their ids, for the hub to forget too.
     pub fn take_gone(&mut self) -> Vec<ConnectionId> {
         let gone = std::mem::take(&mut *self.gone.lock().unwrap_or_else(PoisonError::into_inner));
-        for id in &gone {
-            self.leave(*id);
-        }
+        self.forget(&gone);
         gone
     }
 
@@ -115,18 +113,9 @@ impl Room {
         frame: bytestring::ByteString,
         to: impl Fn(&Viewer) -> bool,
     ) -> usize {
-        let by_lane = by_lane(self.viewers.values().filter(|viewer| to(viewer)));
-        let what = Delivery::Push(Outgoing::Frame(frame));
-        let mut dropped = Vec::new();
-        for (lane, members) in by_lane {
-            dropped.extend(lanes::deliver(
-                lane.as_deref(),
-                members,
-                what.clone(),
-                &self.gone,
-            ));
-        }
-        self.forget(dropped)
+        let groups = by_lane(self.viewers.values().filter(|viewer| to(viewer)));
+        let dropped = deliver(&groups, &Delivery::Push(Outgoing::Frame(frame)), &self.gone);
+        self.forget(&dropped)
     }
 
     /// Delivers `what` to every viewer, through their lanes; forgets the viewers found too slow
@@ -134,21 +123,13 @@ impl Room {
     fn deliver_to_all(&mut self, what: Delivery) -> usize {
         let viewers = &self.viewers;
         let groups = self.lanes.get_or_insert_with(|| by_lane(viewers.values()));
-        let mut dropped = Vec::new();
-        for (lane, members) in groups.iter() {
-            dropped.extend(lanes::deliver(
-                lane.as_deref(),
-                members.clone(),
-                what.clone(),
-                &self.gone,
-            ));
-        }
-        self.forget(dropped)
+        let dropped = deliver(groups, &what, &self.gone);
+        self.forget(&dropped)
     }
 
     /// Forgets `dropped` viewers; returns how many there were.
-    fn forget(&mut self, dropped: Vec<ConnectionId>) -> usize {
-        for id in &dropped {
+    fn forget(&mut self, dropped: &[ConnectionId]) -> usize {
+        for id in dropped {
             self.leave(*id);
         }
         dropped.len()
@@ -168,6 +149,21 @@ impl Room {
         self.viewers.clear();
         self.lanes = None;
     }
+}
+
+/// Delivers `what` to each group on its lane; returns the viewers found too slow here (those
+/// without a lane).
+fn deliver(
+    groups: &[(Option<Arc<Lane>>, Members)],
+    what: &Delivery,
+    gone: &Gone,
+) -> Vec<ConnectionId> {
+    groups
+        .iter()
+        .flat_map(|(lane, members)| {
+            lanes::deliver(lane.as_deref(), members.clone(), what.clone(), gone)
+        })
+        .collect()
 }
 
 /// `viewers` grouped by lane.
