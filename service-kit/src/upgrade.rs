@@ -19,11 +19,17 @@
 //!
 //! - incoming: the request's payload is an `Incoming` stream, which reads the socket when the
 //!   session asks for more and keeps no buffer between reads;
-//! - outgoing: `Pump` writes the response's chunks (the session's encoded frames) to the socket
-//!   as they come, several ready ones in one `writev`, without copying them. Chunks the socket
-//!   cannot take yet wait, up to [`WRITE_BACKLOG`] bytes; past that, as actix-http does, the
-//!   session is not polled until the socket drains (a reader that stopped reading is dropped by
-//!   the kernel: see [`crate::server::serve_ws`]).
+//! - outgoing: the connection's [`Wire`], handed to the application in the request's
+//!   extensions, takes whole encoded frames and writes each to the socket at once, on the
+//!   caller's thread, when nothing is waiting ahead of it: the session writes its own frames
+//!   there, and the deliveries on the connection's worker (`ws/lanes.rs`) write comments there
+//!   without waking the session at all. What the socket cannot take yet waits in the wire, in
+//!   order, for `Pump`, which writes it (several frames in one `writev`, without copying them)
+//!   once the socket drains. `Pump` also writes the response's own chunks: the head, and the
+//!   body of an answer that is not an upgrade. It stops taking body chunks past
+//!   [`WRITE_BACKLOG`] waiting bytes, as actix-http does; frames written to the wire are bounded
+//!   by their writer (a session's outbox: see `ws/outbox.rs`; a reader that stopped reading is
+//!   dropped by the kernel: see [`crate::server::serve_ws`]).
 //!
 //! A request that asked for an upgrade but is answered otherwise (403 for a foreign origin, 429,
 //! 404, ...) gets its response, with `Connection: close`, and the connection is closed.
@@ -35,6 +41,7 @@ use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -42,12 +49,16 @@ use actix_codec::{Encoder, Framed};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::error::PayloadError;
 use actix_http::h1::{Codec, Message};
-use actix_http::{BoxedPayloadStream, ConnectionType, Payload, Request, Response, StatusCode};
+use actix_http::ws::{CloseReason, OpCode, Parser};
+use actix_http::{
+    BoxedPayloadStream, ConnectionType, HttpMessage, Payload, Request, Response, StatusCode,
+};
 use actix_rt::net::TcpStream;
 use actix_service::{Service, ServiceFactory};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use futures_core::future::LocalBoxFuture;
+use futures_util::task::AtomicWaker;
 
 /// Bytes of outgoing chunks held while the socket cannot take them, before the response (the
 /// session) stops being polled: actix-http's own default (`h1_write_buffer_size`, 32 KiB).
@@ -191,7 +202,7 @@ where
     B: MessageBody + 'static,
 {
     let parts = framed.into_parts();
-    let io = Rc::new(parts.io);
+    let wire = Wire::new(parts.io);
     let mut codec = parts.codec;
     // What the client sent after its request (its first frames, when it did not wait for the
     // answer), copied out so the dispatcher's 8 KiB buffers are freed here.
@@ -200,11 +211,12 @@ where
     drop(parts.write_buf);
 
     let incoming: BoxedPayloadStream = Box::pin(Incoming {
-        io: io.clone(),
+        wire: wire.clone(),
         early,
         ended: false,
     });
     let (request, _) = request.replace_payload(Payload::from(incoming));
+    request.extensions_mut().insert(wire.clone());
     let response: Response<BoxBody> = match app.call(request).await {
         Ok(response) => response.into().map_body(|_, body| body.boxed()),
         Err(error) => error.into(),
@@ -220,10 +232,11 @@ where
     };
     let mut out = BytesMut::new();
     codec.encode(Message::Item((head, size)), &mut out)?;
+    // The head goes out before any frame: the session has only been created so far, and runs
+    // once the pump polls the body.
+    wire.lock().queue(out.freeze());
     Pump {
-        io,
-        queued: out.len(),
-        queue: VecDeque::from([out.freeze()]),
+        wire,
         body,
         body_done: false,
         // An upgraded connection's bytes go out as they are; any other response's body through
@@ -234,10 +247,151 @@ where
     .await
 }
 
+/// The outgoing side of an upgraded connection, shared by its pump, its session and the
+/// deliveries on its worker (see the module's documentation). The application finds it in the
+/// request's extensions (`Arc<Wire>`).
+pub struct Wire {
+    io: TcpStream,
+    state: Mutex<WireState>,
+    /// The pump's task, woken when a frame has to wait for the socket or a write failed.
+    pump: AtomicWaker,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct WireState {
+    /// Chunks not yet (entirely) written, the first possibly partly.
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    queued: usize,
+    /// No more frames: a close frame was written, or the connection ended.
+    closed: bool,
+    /// A write failed: the pump ends the connection with this.
+    failed: Option<io::Error>,
+}
+
+impl WireState {
+    fn queue(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.queued += chunk.len();
+            self.queue.push_back(chunk);
+        }
+    }
+
+    /// Drops the first `written` bytes of the queue.
+    fn consume(&mut self, mut written: usize) {
+        self.queued -= written;
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// What became of a frame given to a [`Wire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The socket took all of it.
+    Written,
+    /// It waits for the socket, with this many chunks in all (itself included).
+    Waiting(usize),
+    /// The connection takes no more frames (it closed, or a write failed).
+    Closed,
+}
+
+impl Wire {
+    /// The wire of a connection on `io`. Nothing writes what has to wait unless a pump of
+    /// this module runs it.
+    pub(crate) fn new(io: TcpStream) -> Arc<Self> {
+        Arc::new(Self {
+            io,
+            state: Mutex::default(),
+            pump: AtomicWaker::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WireState> {
+        // Every hold is a few moves of owned values and a write: a panic cannot leave the
+        // queue half-made.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes a whole encoded `frame`: at once if nothing waits ahead of it, else after what
+    /// does (see [`Sent`]).
+    pub fn send(&self, frame: Bytes) -> Sent {
+        let mut state = self.lock();
+        if state.closed {
+            return Sent::Closed;
+        }
+        if !state.queue.is_empty() {
+            // The pump is on it: it was woken when the first of these had to wait.
+            state.queue(frame);
+            return Sent::Waiting(state.queue.len());
+        }
+        let rest = match self.io.try_write(&frame) {
+            Ok(written) if written == frame.len() => return Sent::Written,
+            Ok(written) => frame.slice(written..),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame,
+            Err(e) => {
+                state.closed = true;
+                state.failed = Some(e);
+                drop(state);
+                self.pump.wake();
+                return Sent::Closed;
+            }
+        };
+        state.queue(rest);
+        drop(state);
+        self.pump.wake();
+        Sent::Waiting(1)
+    }
+
+    /// Sends a text frame.
+    pub fn text(&self, text: &str) -> Sent {
+        self.send(text_frame(text.as_bytes()))
+    }
+
+    /// Sends a ping or a pong with `payload`.
+    pub fn control(&self, op: OpCode, payload: &[u8]) -> Sent {
+        let mut frame = BytesMut::new();
+        Parser::write_message(&mut frame, payload, op, true, false);
+        self.send(frame.freeze())
+    }
+
+    /// Sends a close frame; the wire takes nothing after it.
+    pub fn close(&self, reason: Option<CloseReason>) -> Sent {
+        let mut frame = BytesMut::new();
+        Parser::write_close(&mut frame, reason, false);
+        let sent = self.send(frame.freeze());
+        self.lock().closed = true;
+        sent
+    }
+}
+
+/// A whole, unmasked text frame of `payload`, as a server sends it: encoded once, it can go to
+/// any number of connections.
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut frame, payload, OpCode::Text, true, false);
+    frame.freeze()
+}
+
 /// The request's payload on an upgraded connection: what the client sends, read when the
 /// session asks for it.
 struct Incoming {
-    io: Rc<TcpStream>,
+    wire: Arc<Wire>,
     /// Bytes that arrived with the request, handed over first.
     early: Option<Bytes>,
     /// End of stream, or an error, was handed over.
@@ -258,12 +412,12 @@ impl Stream for Incoming {
         loop {
             // Readiness first: the session polls its payload each time it runs, and most of
             // those times there is nothing to read.
-            if let Err(e) = ready!(this.io.poll_read_ready(cx)) {
+            if let Err(e) = ready!(this.wire.io.poll_read_ready(cx)) {
                 this.ended = true;
                 return Poll::Ready(Some(Err(PayloadError::Io(e))));
             }
             let mut buf = [0u8; READ_CHUNK];
-            match this.io.try_read(&mut buf) {
+            match this.wire.io.try_read(&mut buf) {
                 Ok(0) => {
                     this.ended = true;
                     return Poll::Ready(None);
@@ -280,13 +434,10 @@ impl Stream for Incoming {
     }
 }
 
-/// Writes a response's chunks to the socket until the response ends and all of it is sent.
+/// Writes what waits in the wire, and the response's chunks, until the response ends and all of
+/// it is sent.
 struct Pump {
-    io: Rc<TcpStream>,
-    /// Chunks not yet (entirely) written, the first possibly partly.
-    queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
-    queued: usize,
+    wire: Arc<Wire>,
     body: BoxBody,
     body_done: bool,
     /// For a response that is not an upgrade: the codec that frames its body.
@@ -295,20 +446,24 @@ struct Pump {
 
 impl Pump {
     async fn start(mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_pump(cx)).await?;
+        let pumped = std::future::poll_fn(|cx| self.poll_pump(cx)).await;
+        self.wire.lock().closed = true;
+        pumped?;
         // Everything is written: say so (FIN), then read until the client closes its side too
         // (or `LINGER` passes). Closing a socket with unread data in it sends a reset, and a
         // reset makes the client's kernel throw away what it has not read yet: the last frames,
         // the close frame among them. A client that answered our last ping late would lose them.
-        socket2::SockRef::from(&*self.io).shutdown(std::net::Shutdown::Write)?;
-        let _ = actix_rt::time::timeout(LINGER, drain(&self.io)).await;
+        socket2::SockRef::from(&self.wire.io).shutdown(std::net::Shutdown::Write)?;
+        let _ = actix_rt::time::timeout(LINGER, drain(&self.wire.io)).await;
         Ok(())
     }
 
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Registered before looking, so a frame that has to wait from now on wakes us.
+        self.wire.pump.register(cx.waker());
         loop {
             // Take what the response has ready, up to the backlog.
-            while !self.body_done && self.queued < WRITE_BACKLOG {
+            while !self.body_done && self.wire.lock().queued < WRITE_BACKLOG {
                 match Pin::new(&mut self.body).poll_next(cx) {
                     Poll::Ready(Some(Ok(chunk))) => self.push(Some(chunk))?,
                     Poll::Ready(Some(Err(e))) => {
@@ -321,14 +476,20 @@ impl Pump {
                     Poll::Pending => break,
                 }
             }
-            if self.queue.is_empty() {
+            let mut state = self.wire.lock();
+            if let Some(e) = state.failed.take() {
+                return Poll::Ready(Err(e));
+            }
+            if state.queue.is_empty() {
                 return if self.body_done {
+                    state.closed = true;
                     Poll::Ready(Ok(()))
                 } else {
-                    // The response registered the waker.
+                    // The response registered the waker, and so did the wire.
                     Poll::Pending
                 };
             }
+            drop(state);
             // Write it; once the socket took all of it, see whether more is ready.
             ready!(self.flush(cx))?;
         }
@@ -347,53 +508,38 @@ impl Pump {
                 framed.freeze()
             }
         };
-        if !chunk.is_empty() {
-            self.queued += chunk.len();
-            self.queue.push_back(chunk);
-        }
+        self.wire.lock().queue(chunk);
         Ok(())
     }
 
-    /// Writes the queue to the socket, as much of it as fits in each `writev`.
+    /// Writes the wire's queue to the socket, as much of it as fits in each `writev`.
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.queue.is_empty() {
-            ready!(self.io.poll_write_ready(cx))?;
-            let written = if self.queue.len() == 1 {
+        let io = &self.wire.io;
+        loop {
+            if self.wire.lock().queue.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(io.poll_write_ready(cx))?;
+            let mut state = self.wire.lock();
+            let written = if state.queue.len() == 1 {
                 // The usual case, one frame: `send`, a little cheaper than `writev`.
-                self.io.try_write(&self.queue[0])
+                io.try_write(&state.queue[0])
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let mut count = 0;
-                for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
+                for (slice, chunk) in slices.iter_mut().zip(&state.queue) {
                     *slice = IoSlice::new(chunk);
                     count += 1;
                 }
-                self.io.try_write_vectored(&slices[..count])
+                io.try_write_vectored(&slices[..count])
             };
             match written {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(written) => self.consume(written),
+                Ok(written) => state.consume(written),
                 // Readiness was stale: poll it again, which registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Drops the first `written` bytes of the queue.
-    fn consume(&mut self, mut written: usize) {
-        self.queued -= written;
-        while written > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if written < front.len() {
-                front.advance(written);
-                return;
-            }
-            written -= front.len();
-            self.queue.pop_front();
         }
     }
 }

@@ -8,7 +8,10 @@
 //! the pushes there: for the worker, the outboxes and the wake-ups are local.
 //!
 //! A lane's tasks run in the order they were sent, so each connection still gets its frames in
-//! the order the hub sent them. A push that finds a viewer too slow (`outbox.rs`) cannot tell
+//! the order the hub sent them. Comments that wait on a lane together (its worker was busy when
+//! they came) go out together: consecutive comment frames for the same viewers become one frame
+//! when the lane gets to them, so a busy worker writes fewer, fuller frames instead of falling
+//! further behind, and nothing waits that would not have waited anyway. A push that finds a viewer too slow (`outbox.rs`) cannot tell
 //! the hub at once; the lane notes the viewer in its room's `gone` list, which the hub reads
 //! on its next count report ([`super::hub::COUNT_INTERVAL`]), and forgets it then. A viewer
 //! made outside an actix arbiter (a test's stand-in) has no lane and is pushed to directly.
@@ -20,8 +23,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix_rt::Arbiter;
 use tokio::sync::mpsc;
 
+use shared_model::Danmaku;
+
 use super::outbox::{Outbox, Pushed};
-use super::{ConnectionId, Outgoing};
+use super::session::merge;
+use super::{ByteString, ConnectionId, Outgoing};
+use crate::upgrade::text_frame;
 
 /// One worker thread, as a place to run deliveries: a task of its own there runs them, in the
 /// order they were sent, as soon as that thread gets to it (one wake-up for however many are
@@ -35,7 +42,89 @@ pub(crate) struct Lane {
 }
 
 /// A delivery, run on its lane's thread.
-type Job = Box<dyn FnOnce() + Send>;
+struct Job {
+    members: Members,
+    what: Delivery,
+    gone: Gone,
+}
+
+/// Deliveries a lane takes from its queue at once, and so merges at most.
+const MAX_TAKEN: usize = 64;
+
+impl Job {
+    fn run(self) {
+        let dropped = deliver_here(&self.members, &self.what);
+        if !dropped.is_empty() {
+            self.gone
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(dropped);
+        }
+    }
+
+    /// The comment frame of this delivery, if it is one.
+    fn comments(&self) -> Option<(&ByteString, &Arc<[Danmaku]>)> {
+        match &self.what {
+            Delivery::Push(Outgoing::Comments { frame, items, .. }) => Some((frame, items)),
+            _ => None,
+        }
+    }
+
+    /// Whether `next` can go out merged with this one: both are comment frames for the same
+    /// viewers.
+    fn joins(&self, next: &Self) -> bool {
+        self.comments().is_some()
+            && next.comments().is_some()
+            && Arc::ptr_eq(&self.members, &next.members)
+    }
+}
+
+/// Runs `run`, deliveries of which each [`Job::joins`] the one before: as one frame when there
+/// are several.
+fn run_merged(run: &mut Vec<Job>) {
+    if run.len() > 1 {
+        let frames: Vec<ByteString> = run
+            .iter()
+            .filter_map(|job| job.comments().map(|(frame, _)| frame.clone()))
+            .collect();
+        if let Some(merged) = merge(&frames) {
+            let frame = ByteString::from(merged);
+            let items: Arc<[Danmaku]> = run
+                .iter()
+                .filter_map(Job::comments)
+                .flat_map(|(_, items)| items.iter().cloned())
+                .collect();
+            let first = &run[0];
+            let job = Job {
+                members: first.members.clone(),
+                what: Delivery::Push(Outgoing::Comments {
+                    wire: text_frame(frame.as_bytes()),
+                    frame,
+                    items,
+                }),
+                gone: first.gone.clone(),
+            };
+            run.clear();
+            return job.run();
+        }
+    }
+    run.drain(..).for_each(Job::run);
+}
+
+/// Runs what reaches a lane, in order, merging the comments that wait together.
+async fn run_lane(mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut taken = Vec::with_capacity(MAX_TAKEN);
+    let mut run = Vec::new();
+    while queue.recv_many(&mut taken, MAX_TAKEN).await > 0 {
+        for job in taken.drain(..) {
+            if run.last().is_some_and(|last: &Job| !last.joins(&job)) {
+                run_merged(&mut run);
+            }
+            run.push(job);
+        }
+        run_merged(&mut run);
+    }
+}
 
 thread_local! {
     static LANE: OnceCell<Option<Arc<Lane>>> = const { OnceCell::new() };
@@ -47,12 +136,8 @@ pub(crate) fn current() -> Option<Arc<Lane>> {
     LANE.with(|lane| {
         lane.get_or_init(|| {
             Arbiter::try_current()?;
-            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-            actix_rt::spawn(async move {
-                while let Some(job) = queue.recv().await {
-                    job();
-                }
-            });
+            let (jobs, queue) = mpsc::unbounded_channel::<Job>();
+            actix_rt::spawn(run_lane(queue));
             Some(Arc::new(Lane {
                 id: NEXT.fetch_add(1, Ordering::Relaxed),
                 jobs,
@@ -87,15 +172,11 @@ pub(crate) fn deliver(
 ) -> Vec<ConnectionId> {
     match lane {
         Some(lane) => {
-            let gone = gone.clone();
-            let job: Job = Box::new(move || {
-                let dropped = deliver_here(&members, &what);
-                if !dropped.is_empty() {
-                    gone.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend(dropped);
-                }
-            });
+            let job = Job {
+                members,
+                what,
+                gone: gone.clone(),
+            };
             if lane.jobs.send(job).is_err() {
                 // The worker has stopped: its connections are gone with it.
                 log::debug!("a delivery to a stopped worker was dropped");
@@ -120,4 +201,94 @@ fn deliver_here(members: &[(ConnectionId, Arc<Outbox>)], what: &Delivery) -> Vec
         }
     }
     dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use shared_model::{ChannelId, Color, Mode, ServerMessage};
+
+    use super::*;
+
+    fn comments(ids: &[i64]) -> Delivery {
+        let items: Vec<Danmaku> = ids
+            .iter()
+            .map(|&id| Danmaku {
+                id,
+                channel: ChannelId::parse("room").unwrap(),
+                author: "ann".into(),
+                text: format!("n{id}"),
+                color: Color::default(),
+                mode: Mode::default(),
+                time: None,
+                sent_at: shared_model::time::now(),
+            })
+            .collect();
+        let frame: ByteString = ServerMessage::Danmaku {
+            items: items.clone(),
+        }
+        .to_json()
+        .into();
+        Delivery::Push(Outgoing::Comments {
+            wire: text_frame(frame.as_bytes()),
+            frame,
+            items: items.into(),
+        })
+    }
+
+    fn ids_of(outgoing: &Outgoing) -> Vec<i64> {
+        let Outgoing::Comments { frame, items, wire } = outgoing else {
+            panic!("not comments: {outgoing:?}")
+        };
+        let Ok(ServerMessage::Danmaku { items: sent }) = serde_json::from_str(frame) else {
+            panic!("not a danmaku frame: {frame}")
+        };
+        let ids: Vec<i64> = sent.iter().map(|item| item.id).collect();
+        assert_eq!(ids, items.iter().map(|item| item.id).collect::<Vec<_>>());
+        assert!(
+            wire.ends_with(frame.as_bytes()),
+            "the wire frame carries the text"
+        );
+        ids
+    }
+
+    #[tokio::test]
+    async fn comments_waiting_together_on_a_lane_go_out_as_one_frame_in_order() {
+        let (outbox, mut stream) = Outbox::new(16);
+        let (other, mut other_stream) = Outbox::new(16);
+        let members: Members = Arc::from([(1, outbox)]);
+        let elsewhere: Members = Arc::from([(2, other)]);
+        let gone = Gone::default();
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let job = |members: &Members, what| Job {
+            members: members.clone(),
+            what,
+            gone: gone.clone(),
+        };
+        // Three comments for the same viewers, then something else, then two more: what waits
+        // together is merged, and nothing is merged across the frame between.
+        for what in [
+            comments(&[1]),
+            comments(&[2, 3]),
+            comments(&[4]),
+            Delivery::Push(Outgoing::Frame(r#"{"type":"viewers","count":1}"#.into())),
+            comments(&[5]),
+            comments(&[6]),
+        ] {
+            jobs.send(job(&members, what)).unwrap();
+        }
+        // Other viewers' comments are not theirs to share.
+        jobs.send(job(&elsewhere, comments(&[7]))).unwrap();
+        drop(jobs);
+        run_lane(queue).await;
+
+        let batch = stream.next().await.expect("pushed");
+        assert_eq!(batch.len(), 3, "{batch:?}");
+        assert_eq!(ids_of(&batch[0]), [1, 2, 3, 4]);
+        assert!(matches!(&batch[1], Outgoing::Frame(text) if text.contains("viewers")));
+        assert_eq!(ids_of(&batch[2]), [5, 6]);
+        let other = other_stream.next().await.expect("pushed");
+        assert_eq!(other.len(), 1);
+        assert_eq!(ids_of(&other[0]), [7]);
+    }
 }

@@ -105,6 +105,9 @@ pub enum Outgoing {
     Comments {
         /// The serialized frame, shared by every viewer.
         frame: ByteString,
+        /// The same as a whole WebSocket frame, encoded once for every connection that takes it
+        /// as it is (see `outbox.rs`).
+        wire: bytes::Bytes,
         /// The comments in it.
         items: Arc<[Danmaku]>,
     },

@@ -9,9 +9,18 @@
 //! mailbox, which this replaces, allocates an envelope and a queue node per message and wakes
 //! the task for each.
 //!
+//! Once the session has sent its first frames and holds nothing back (no comments of its
+//! history to leave out), it hands the outbox its connection's wire (`upgrade.rs`), and pushes
+//! go *direct*: a push writes the frame, encoded once for every viewer, to the socket right
+//! there, on the connection's worker, where the lanes run (`lanes.rs`). No queue, no wake-up,
+//! no session poll: a comment reaches a steady viewer the way it does in a server that writes
+//! to its sockets in a loop. Anything other than a frame to send (a close) turns the outbox
+//! back to its queue, which the session drains as before.
+//!
 //! The queue is bounded: a push onto a full queue empties it, leaves only a close with
 //! [`close::POLICY_VIOLATION`], and tells the pusher the viewer is gone (too slow), so one slow
-//! viewer never holds up the others or grows memory. Closes themselves are never refused.
+//! viewer never holds up the others or grows memory. Closes themselves are never refused. A
+//! direct push has the same bound, on the frames waiting in the wire for the socket to drain.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -23,6 +32,7 @@ use futures_util::task::AtomicWaker;
 use shared_model::protocol::close;
 
 use super::Outgoing;
+use crate::upgrade::{Sent, Wire, text_frame};
 
 /// The reason sent with the close of a viewer whose queue overflowed.
 pub const TOO_SLOW: &str = "too slow: the outgoing queue is full";
@@ -42,12 +52,14 @@ struct State {
     queue: VecDeque<Outgoing>,
     /// No more frames: the queue overflowed (a close waits in it) or the session is gone.
     shut: bool,
+    /// Pushes go straight to the connection (see the module docs); the queue is empty then.
+    direct: Option<Arc<Wire>>,
 }
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// Queued.
+    /// Queued (or, direct, sent or waiting for the socket).
     Queued,
     /// Not queued: the connection is too slow (it has been told to close) or gone. Forget it.
     Gone,
@@ -72,22 +84,66 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `outgoing`, bounded (see the module docs).
+    /// Queues `outgoing`, or sends it when the outbox is direct; bounded (see the module
+    /// docs).
     pub(crate) fn push(&self, outgoing: Outgoing) -> Pushed {
         let mut state = self.lock();
         if state.shut {
             return Pushed::Gone;
         }
+        if let Some(wire) = &state.direct {
+            let sent = match &outgoing {
+                Outgoing::Comments { wire: frame, .. } => wire.send(frame.clone()),
+                Outgoing::Frame(text) => wire.send(text_frame(text.as_bytes())),
+                Outgoing::Close { .. } => {
+                    // Back to the queue: the session closes.
+                    state.direct = None;
+                    return self.queue(state, outgoing);
+                }
+            };
+            return match sent {
+                Sent::Written => Pushed::Queued,
+                Sent::Waiting(frames) if frames <= self.max => Pushed::Queued,
+                Sent::Waiting(_) => {
+                    state.direct = None;
+                    self.overflow(state)
+                }
+                Sent::Closed => {
+                    state.direct = None;
+                    state.shut = true;
+                    Pushed::Gone
+                }
+            };
+        }
+        self.queue(state, outgoing)
+    }
+
+    /// Makes pushes direct, through `wire`, if nothing is queued (else the session tries again
+    /// once it has taken what is).
+    pub(crate) fn go_direct(&self, wire: &Arc<Wire>) {
+        let mut state = self.lock();
+        if !state.shut && state.queue.is_empty() {
+            state.direct = Some(wire.clone());
+        }
+    }
+
+    /// The viewer is too slow: its queue is replaced by a close, and it takes nothing more.
+    fn overflow(&self, mut state: MutexGuard<'_, State>) -> Pushed {
+        state.queue.clear();
+        state.queue.push_back(Outgoing::Close {
+            code: close::POLICY_VIOLATION,
+            reason: TOO_SLOW.into(),
+        });
+        state.shut = true;
+        drop(state);
+        self.waker.wake();
+        Pushed::Gone
+    }
+
+    /// Queues `outgoing` for the session, bounded.
+    fn queue(&self, mut state: MutexGuard<'_, State>, outgoing: Outgoing) -> Pushed {
         if state.queue.len() >= self.max {
-            state.queue.clear();
-            state.queue.push_back(Outgoing::Close {
-                code: close::POLICY_VIOLATION,
-                reason: TOO_SLOW.into(),
-            });
-            state.shut = true;
-            drop(state);
-            self.waker.wake();
-            return Pushed::Gone;
+            return self.overflow(state);
         }
         let was_empty = state.queue.is_empty();
         state.queue.push_back(outgoing);
@@ -104,6 +160,7 @@ impl Outbox {
         if state.shut {
             return;
         }
+        state.direct = None;
         state.queue.push_back(Outgoing::Close {
             code,
             reason: reason.to_owned(),
@@ -140,12 +197,16 @@ impl Drop for OutboxStream {
     fn drop(&mut self) {
         let mut state = self.outbox.lock();
         state.shut = true;
+        state.direct = None;
         state.queue = VecDeque::new();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use bytestring::ByteString;
     use futures_util::StreamExt;
 
     use super::*;
@@ -209,6 +270,67 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(outbox.push(frame(7)), Pushed::Queued);
         assert_eq!(waiting.await.unwrap().unwrap(), ["f7"]);
+    }
+
+    /// A connected pair: the server's end as a wire, and the client's end.
+    async fn wire_pair() -> (Arc<Wire>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Wire::new(server), client)
+    }
+
+    #[tokio::test]
+    async fn a_direct_push_is_written_to_the_socket_as_a_whole_frame_without_the_session() {
+        use tokio::io::AsyncReadExt;
+
+        let (outbox, mut stream) = Outbox::new(4);
+        let (wire, mut client) = wire_pair().await;
+        outbox.go_direct(&wire);
+        let text = r#"{"type":"viewers","count":3}"#;
+        assert_eq!(outbox.push(Outgoing::Frame(text.into())), Pushed::Queued);
+        let mut got = vec![0u8; 2 + text.len()];
+        client.read_exact(&mut got).await.unwrap();
+        // FIN and text opcode, unmasked, the length, then the text.
+        assert_eq!(got[0], 0x81);
+        assert_eq!(usize::from(got[1]), text.len());
+        assert_eq!(&got[2..], text.as_bytes());
+        // Nothing went through the session's queue.
+        let polled = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(polled.is_err(), "the session got {polled:?}");
+    }
+
+    #[tokio::test]
+    async fn a_direct_push_is_refused_while_the_session_holds_pushes_back() {
+        let (outbox, _stream) = Outbox::new(4);
+        let (wire, _client) = wire_pair().await;
+        assert_eq!(outbox.push(frame(0)), Pushed::Queued);
+        // Something is queued: the session has to take it first.
+        outbox.go_direct(&wire);
+        assert!(outbox.lock().direct.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_does_not_read_overflows_the_wire_and_is_closed_through_its_session() {
+        let (outbox, mut stream) = Outbox::new(4);
+        let (wire, client) = wire_pair().await;
+        outbox.go_direct(&wire);
+        let big: ByteString = format!(r#"{{"type":"x","pad":"{}"}}"#, "p".repeat(64 * 1024)).into();
+        // The client never reads: the kernel's buffers fill, then the wire's bound.
+        let mut pushes = 0;
+        while outbox.push(Outgoing::Frame(big.clone())) == Pushed::Queued {
+            pushes += 1;
+            assert!(pushes < 100_000, "never found too slow");
+        }
+        assert_eq!(outbox.push(frame(1)), Pushed::Gone);
+        let batch = stream.next().await.expect("the close");
+        assert_eq!(
+            texts(&batch),
+            [format!("close {} {TOO_SLOW}", close::POLICY_VIOLATION)]
+        );
+        drop(client);
     }
 
     #[test]

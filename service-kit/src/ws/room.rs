@@ -89,7 +89,8 @@ impl Room {
             unreachable!("built as a danmaku frame just above")
         };
         let items: std::sync::Arc<[Danmaku]> = items.into();
-        self.deliver_to_all(Delivery::Push(Outgoing::Comments { frame, items }))
+        let wire = crate::upgrade::text_frame(frame.as_bytes());
+        self.deliver_to_all(Delivery::Push(Outgoing::Comments { frame, wire, items }))
     }
 
     /// Whether `id` watches this room.

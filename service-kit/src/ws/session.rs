@@ -21,20 +21,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
-use actix_http::ws::Item;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_http::ws::{Item, OpCode};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use shared_model::protocol::close;
 use shared_model::{ApiError, ClientMessage, ErrorCode, ServerMessage};
 
 use super::clients::{Client, ConnectionSlot};
 use super::frames::FrameGuard;
-use super::outbox::TOO_SLOW;
+use super::outbox::{Outbox, TOO_SLOW};
 use super::{
     ByteString, Connected, ConnectionId, Outgoing, SessionLogic, Viewer, WsSettings,
     next_connection_id,
 };
 use crate::error::HttpError;
+use crate::upgrade::Wire;
 
 /// Upgrades `req` to a WebSocket served by a session around `logic`. Check the `Origin` (see
 /// [`super::check_origin`]) before calling this. A client that already holds
@@ -62,7 +63,10 @@ pub fn start<L: SessionLogic>(
     };
     let oversize = Arc::new(AtomicBool::new(false));
     let guarded = FrameGuard::new(payload, settings.max_message_bytes, oversize.clone());
-    let session = WsSession::new(logic, Limits::of(settings), client, slot, oversize);
+    // Served by this crate's server, the connection has a wire (`upgrade.rs`); under another
+    // (actix-web's test server, say), frames go through actix's WebSocket context.
+    let out = Out(req.extensions().get::<Arc<Wire>>().cloned());
+    let session = WsSession::new(logic, Limits::of(settings), client, slot, oversize, out);
     ws::WsResponseBuilder::new(session, req, guarded)
         .frame_size(settings.max_message_bytes)
         .start()
@@ -117,6 +121,61 @@ pub struct WsSession<L: SessionLogic> {
     oversize: Arc<AtomicBool>,
     /// Comments up to this id were in the first frames; pushed ones at or below are skipped.
     seen_up_to: Option<i64>,
+    /// Where this connection's frames go.
+    out: Out,
+    /// What rooms push to this connection (set once the session has started).
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// Where a session's frames go: its connection's [`Wire`] when there is one, else actix's
+/// WebSocket context. With a wire, every frame goes there, so the session's own frames and the
+/// comments written to the wire directly (`outbox.rs`) leave in the order they were written.
+struct Out(Option<Arc<Wire>>);
+
+impl Out {
+    fn text<A>(&self, ctx: &mut ws::WebsocketContext<A>, text: impl Into<ByteString>)
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match &self.0 {
+            // A wire that takes nothing more belongs to a connection that is ending.
+            Some(wire) => drop(wire.text(&text.into())),
+            None => ctx.text(text),
+        }
+    }
+
+    fn ping<A>(&self, ctx: &mut ws::WebsocketContext<A>)
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match &self.0 {
+            Some(wire) => drop(wire.control(OpCode::Ping, b"")),
+            None => ctx.ping(b""),
+        }
+    }
+
+    fn pong<A>(&self, ctx: &mut ws::WebsocketContext<A>, payload: &[u8])
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match &self.0 {
+            Some(wire) => drop(wire.control(OpCode::Pong, payload)),
+            None => ctx.pong(payload),
+        }
+    }
+
+    /// Sends a close frame and stops the session (which ends the connection once everything
+    /// is written).
+    fn close<A>(&self, ctx: &mut ws::WebsocketContext<A>, reason: Option<CloseReason>)
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match &self.0 {
+            Some(wire) => drop(wire.close(reason)),
+            None => ctx.close(reason),
+        }
+        ctx.stop();
+    }
 }
 
 impl<L: SessionLogic> WsSession<L> {
@@ -126,6 +185,7 @@ impl<L: SessionLogic> WsSession<L> {
         client: Client,
         slot: Option<ConnectionSlot>,
         oversize: Arc<AtomicBool>,
+        out: Out,
     ) -> Self {
         Self {
             id: next_connection_id(),
@@ -138,7 +198,28 @@ impl<L: SessionLogic> WsSession<L> {
             oversize,
             seen_up_to: None,
             limits,
+            out,
+            outbox: None,
         }
+    }
+
+    /// Lets rooms write to the connection directly (see `outbox.rs`) once nothing pushed needs
+    /// the session's attention any more.
+    fn go_direct(&self) {
+        if let (Some(wire), Some(outbox), None) = (&self.out.0, &self.outbox, self.seen_up_to) {
+            outbox.go_direct(wire);
+        }
+    }
+
+    /// Sends a close frame with `code` and `reason` and stops the session.
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        self.out.close(
+            ctx,
+            Some(CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_owned()),
+            }),
+        );
     }
 
     /// Pings every heartbeat; drops the connection once it has been silent for the timeout.
@@ -151,16 +232,16 @@ impl<L: SessionLogic> WsSession<L> {
                     act.logic.describe(),
                     act.limits.client_timeout
                 );
-                close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                act.close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 return;
             }
-            ctx.ping(b"");
+            act.out.ping(ctx);
         });
     }
 
-    fn send_frames(ctx: &mut ws::WebsocketContext<Self>, frames: Vec<ServerMessage>) {
+    fn send_frames(&self, ctx: &mut ws::WebsocketContext<Self>, frames: Vec<ServerMessage>) {
         for frame in frames {
-            ctx.text(frame.to_json());
+            self.out.text(ctx, frame.to_json());
         }
     }
 
@@ -179,7 +260,8 @@ impl<L: SessionLogic> WsSession<L> {
             // An empty budget does not spare the frame its error, only the token.
             let _ = self.client.spend_writes(1);
         }
-        ctx.text(ServerMessage::error(error, reference).to_json());
+        self.out
+            .text(ctx, ServerMessage::error(error, reference).to_json());
         self.bad_frames = self.bad_frames.saturating_add(1);
         if self.bad_frames >= self.limits.max_bad_frames {
             log::info!(
@@ -188,7 +270,7 @@ impl<L: SessionLogic> WsSession<L> {
                 self.logic.describe(),
                 self.bad_frames
             );
-            close(
+            self.close(
                 ctx,
                 close::POLICY_VIOLATION,
                 &format!("{} malformed frames in a row", self.bad_frames),
@@ -204,7 +286,7 @@ impl<L: SessionLogic> WsSession<L> {
             Err(error) => return self.on_bad_frame(ctx, error, None, false),
         };
         if let ClientMessage::Ping = message {
-            return Self::send_frames(ctx, vec![ServerMessage::Pong]);
+            return self.send_frames(ctx, vec![ServerMessage::Pong]);
         }
         let paid = matches!(message, ClientMessage::Send { .. });
         let reference = message.reference().cloned();
@@ -220,20 +302,20 @@ impl<L: SessionLogic> WsSession<L> {
         };
         // `wait` holds back this connection's next frames until the answer is sent, so one
         // connection's frames are handled in order.
-        ctx.wait(
-            answer
-                .into_actor(self)
-                .map(move |answer, act, ctx| match answer {
-                    Ok(frame) => {
-                        act.bad_frames = 0;
-                        ctx.text(frame.to_json());
-                    }
-                    Err(error) if is_bad_input(error.code) => {
-                        act.on_bad_frame(ctx, error, reference, paid)
-                    }
-                    Err(error) => ctx.text(ServerMessage::error(error, reference).to_json()),
-                }),
-        );
+        ctx.wait(answer.into_actor(self).map(move |answer, act, ctx| {
+            match answer {
+                Ok(frame) => {
+                    act.bad_frames = 0;
+                    act.out.text(ctx, frame.to_json());
+                }
+                Err(error) if is_bad_input(error.code) => {
+                    act.on_bad_frame(ctx, error, reference, paid)
+                }
+                Err(error) => act
+                    .out
+                    .text(ctx, ServerMessage::error(error, reference).to_json()),
+            }
+        }));
     }
 
     /// Adds a continuation frame; a finished message is handled. Too big closes with
@@ -247,7 +329,7 @@ impl<L: SessionLogic> WsSession<L> {
         };
         if start {
             if self.fragments.is_some() {
-                return close(
+                return self.close(
                     ctx,
                     close::PROTOCOL_ERROR,
                     "a new fragmented message began before the last ended",
@@ -259,14 +341,14 @@ impl<L: SessionLogic> WsSession<L> {
             }));
         }
         let Some(fragments) = self.fragments.as_mut() else {
-            return close(
+            return self.close(
                 ctx,
                 close::PROTOCOL_ERROR,
                 "a continuation frame without a first frame",
             );
         };
         if fragments.bytes.len() + bytes.len() > self.limits.max_message_bytes {
-            return close(
+            return self.close(
                 ctx,
                 close::MESSAGE_TOO_BIG,
                 &format!(
@@ -287,7 +369,7 @@ impl<L: SessionLogic> WsSession<L> {
         }
         match String::from_utf8(done.bytes) {
             Ok(text) => self.on_text(&text, ctx),
-            Err(_) => close(
+            Err(_) => self.close(
                 ctx,
                 close::INVALID_PAYLOAD,
                 "a text message that is not UTF-8",
@@ -309,18 +391,6 @@ fn binary_refused() -> ApiError {
     )
 }
 
-/// Sends a close frame and stops the session (which ends the connection once it is written).
-fn close<A>(ctx: &mut ws::WebsocketContext<A>, code: u16, reason: &str)
-where
-    A: Actor<Context = ws::WebsocketContext<A>>,
-{
-    ctx.close(Some(CloseReason {
-        code: CloseCode::from(code),
-        description: Some(reason.to_owned()),
-    }));
-    ctx.stop();
-}
-
 impl<L: SessionLogic> Actor for WsSession<L> {
     type Context = ws::WebsocketContext<Self>;
 
@@ -329,6 +399,7 @@ impl<L: SessionLogic> Actor for WsSession<L> {
         // What hubs push comes through the connection's bounded outbox, a batch at a time;
         // like every other input, it waits while the first frames are gathered below.
         let (me, outbox) = Viewer::new(self.id, self.limits.max_queued_frames);
+        self.outbox = Some(me.outbox.clone());
         ctx.add_stream(outbox);
         log::info!("connection {} opened ({})", self.id, self.logic.describe());
         let hello = self.logic.connect(me);
@@ -337,7 +408,8 @@ impl<L: SessionLogic> Actor for WsSession<L> {
                 .into_actor(self)
                 .map(|connected: Connected, act, ctx| {
                     act.seen_up_to = connected.seen_up_to;
-                    Self::send_frames(ctx, connected.frames);
+                    act.send_frames(ctx, connected.frames);
+                    act.go_direct();
                 }),
         );
     }
@@ -365,18 +437,18 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
                     "messages are limited to {} bytes",
                     self.limits.max_message_bytes
                 );
-                return close(ctx, close::MESSAGE_TOO_BIG, &reason);
+                return self.close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
             Err(ProtocolError::Overflow) => {
                 let reason = format!(
                     "messages are limited to {} bytes",
                     self.limits.max_message_bytes
                 );
-                return close(ctx, close::MESSAGE_TOO_BIG, &reason);
+                return self.close(ctx, close::MESSAGE_TOO_BIG, &reason);
             }
             Err(e) if is_invalid_utf8(&e) => {
                 log::debug!("connection {}: {e}", self.id);
-                return close(
+                return self.close(
                     ctx,
                     close::INVALID_PAYLOAD,
                     "a text message that is not UTF-8",
@@ -384,13 +456,13 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
             }
             Err(e) => {
                 log::debug!("connection {}: protocol error: {e}", self.id);
-                return close(ctx, close::PROTOCOL_ERROR, "protocol error");
+                return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
             }
         };
         match message {
             ws::Message::Text(text) => {
                 if self.fragments.is_some() {
-                    return close(
+                    return self.close(
                         ctx,
                         close::PROTOCOL_ERROR,
                         "a text frame inside a fragmented message",
@@ -400,12 +472,9 @@ impl<L: SessionLogic> StreamHandler<Result<ws::Message, ProtocolError>> for WsSe
             }
             ws::Message::Binary(_) => self.on_bad_frame(ctx, binary_refused(), None, false),
             ws::Message::Continuation(item) => self.on_fragment(item, ctx),
-            ws::Message::Ping(bytes) => ctx.pong(&bytes),
+            ws::Message::Ping(bytes) => self.out.pong(ctx, &bytes),
             ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
+            ws::Message::Close(reason) => self.out.close(ctx, reason),
         }
     }
 }
@@ -418,24 +487,25 @@ impl<L: SessionLogic> StreamHandler<VecDeque<Outgoing>> for WsSession<L> {
         for outgoing in batch {
             match outgoing {
                 Outgoing::Frame(text) => {
-                    comments.send(ctx);
-                    ctx.text(text);
+                    comments.send(&self.out, ctx);
+                    self.out.text(ctx, text);
                 }
-                Outgoing::Comments { frame, items } => {
+                Outgoing::Comments { frame, items, .. } => {
                     if let Some(frame) = self.unseen(frame, &items) {
                         comments.add(frame);
                     }
                 }
                 Outgoing::Close { code, reason } => {
-                    comments.send(ctx);
+                    comments.send(&self.out, ctx);
                     if reason == TOO_SLOW {
                         log::info!("connection {}: too slow, closing with {code}", self.id);
                     }
-                    return close(ctx, code, &reason);
+                    return self.close(ctx, code, &reason);
                 }
             }
         }
-        comments.send(ctx);
+        comments.send(&self.out, ctx);
+        self.go_direct();
     }
 
     /// The outbox never ends; the session outlives nothing it needs from it.
@@ -491,18 +561,18 @@ impl CommentFrames {
     }
 
     /// Sends what was added (merged when there are several) and starts over.
-    fn send<A>(&mut self, ctx: &mut ws::WebsocketContext<A>)
+    fn send<A>(&mut self, out: &Out, ctx: &mut ws::WebsocketContext<A>)
     where
         A: Actor<Context = ws::WebsocketContext<A>>,
     {
         match self.frames.len() {
             0 => {}
-            1 => ctx.text(self.frames.pop().expect("one frame")),
+            1 => out.text(ctx, self.frames.pop().expect("one frame")),
             _ => {
                 let frames = std::mem::take(&mut self.frames);
                 match merge(&frames) {
-                    Some(merged) => ctx.text(merged),
-                    None => frames.into_iter().for_each(|frame| ctx.text(frame)),
+                    Some(merged) => out.text(ctx, merged),
+                    None => frames.into_iter().for_each(|frame| out.text(ctx, frame)),
                 }
             }
         }
@@ -510,7 +580,7 @@ impl CommentFrames {
 }
 
 /// `frames` as one `danmaku` frame, or `None` if one of them is not in the expected shape.
-fn merge(frames: &[ByteString]) -> Option<String> {
+pub(crate) fn merge(frames: &[ByteString]) -> Option<String> {
     let parts: Vec<&str> = frames
         .iter()
         .map(|frame| CommentFrames::items_of(frame))
