@@ -456,6 +456,7 @@ async function refreshCheckin(id) {
       .sort((a, b) => (Date.parse(a.at) || 0) - (Date.parse(b.at) || 0));
     for (const a of sorted) if (!attendees.has(a.name)) attendees.set(a.name, a.at);
     renderAttendees();
+    syncPastCount();
     if (data.closed === true) markClosed(Math.max(attendees.size, current.attended ?? 0));
   } catch (err) {
     if (host?.room !== forRoom) return;
@@ -708,6 +709,17 @@ function showPastCount(id, attended) {
   if (count) count.textContent = `${attended} attended`;
 }
 
+/**
+ * The open check-in's count in the list, after the list or the attendance was loaded: names that
+ * arrived (as frames) while the list was on its way, or that the attendance brought, count too.
+ */
+function syncPastCount() {
+  if (!current || current.closed) return;
+  const count = ui.past.querySelector(`li[data-checkin="${current.id}"] .count`);
+  const listed = Number.parseInt(count?.textContent ?? '', 10);
+  if (count && !(listed >= attendees.size)) count.textContent = `${attendees.size} attended`;
+}
+
 /** Loads the room's check-ins with their counts, newest first on screen. */
 async function refreshPast() {
   if (!host) return;
@@ -720,6 +732,7 @@ async function refreshPast() {
     const list = (Array.isArray(data.checkins) ? data.checkins : [])
       .filter((c) => Number.isInteger(c?.id) && Number.isInteger(c.attended) && typeof c.opened_at === 'string');
     ui.past.replaceChildren(...list.map(pastRow).reverse());
+    syncPastCount();
     ui.pastCount.textContent = list.length ? `(${list.length})` : '';
     ui.pastNote.textContent = data.truncated === true ? `Only the newest ${list.length} are listed.` : '';
   } catch (err) {
