@@ -423,9 +423,9 @@ impl<E: HubExtension> Handler<Shutdown> for RoomsHub<E> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use crate::ws::test_comment;
     use actix::Addr;
     use futures_util::StreamExt;
-    use shared_model::{Color, Mode};
 
     use super::*;
     use crate::ws::Outgoing;
@@ -452,19 +452,6 @@ mod tests {
             }
         });
         (viewer, frames)
-    }
-
-    fn comment(channel: &str, id: i64) -> Danmaku {
-        Danmaku {
-            id,
-            channel: ChannelId::parse(channel).unwrap(),
-            author: "ann".into(),
-            text: format!("n{id}"),
-            color: Color::default(),
-            mode: Mode::default(),
-            time: None,
-            sent_at: shared_model::time::now(),
-        }
     }
 
     fn types(frames: &Mutex<Vec<serde_json::Value>>) -> Vec<String> {
@@ -514,7 +501,7 @@ mod tests {
         .unwrap();
         for id in [2, 1, 3] {
             hub.do_send(Publish {
-                item: comment("a", id),
+                item: test_comment("a", id),
             });
         }
         // Published while the hub was busy (all three were in its mailbox before it flushed):
@@ -579,7 +566,7 @@ mod tests {
         first_frame(&frames, |f| f["type"] == "viewers" && f["count"] == 2).await;
         for id in 1..=5 {
             hub.send(Publish {
-                item: comment("lobby", id),
+                item: test_comment("lobby", id),
             })
             .await
             .unwrap();

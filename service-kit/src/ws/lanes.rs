@@ -206,24 +206,13 @@ fn deliver_here(members: &[(ConnectionId, Arc<Outbox>)], what: &Delivery) -> Vec
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
-    use shared_model::{ChannelId, Color, Mode, ServerMessage};
+    use shared_model::ServerMessage;
 
     use super::*;
+    use crate::ws::test_comment;
 
     fn comments(ids: &[i64]) -> Delivery {
-        let items: Vec<Danmaku> = ids
-            .iter()
-            .map(|&id| Danmaku {
-                id,
-                channel: ChannelId::parse("room").unwrap(),
-                author: "ann".into(),
-                text: format!("n{id}"),
-                color: Color::default(),
-                mode: Mode::default(),
-                time: None,
-                sent_at: shared_model::time::now(),
-            })
-            .collect();
+        let items: Vec<Danmaku> = ids.iter().map(|&id| test_comment("room", id)).collect();
         let frame: ByteString = ServerMessage::Danmaku {
             items: items.clone(),
         }

@@ -223,6 +223,21 @@ pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), HttpErr
     }
 }
 
+/// A comment of `channel` with `id` (author "ann", text "n{id}"), for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_comment(channel: &str, id: i64) -> Danmaku {
+    Danmaku {
+        id,
+        channel: shared_model::ChannelId::parse(channel).unwrap(),
+        author: "ann".into(),
+        text: format!("n{id}"),
+        color: shared_model::Color::default(),
+        mode: shared_model::Mode::default(),
+        time: None,
+        sent_at: shared_model::time::now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
