@@ -59,6 +59,41 @@ async fn a_send_reaches_every_viewer_of_that_video_only_and_the_sender_gets_one_
     }
 }
 
+/// Rooms write comments straight to a steady connection's socket; while the session answers a
+/// request, they wait for it, so a sender's `ack` still comes before its own comment (the
+/// protocol does not promise it, but pages show their own comment from the `ack`). The two race
+/// on every send, so the test sends many.
+#[tokio::test]
+async fn a_sender_gets_its_ack_before_its_own_comment() {
+    let app = spawn_app(RELAXED);
+    let (mut sender, _) = viewer(&app, "v").await;
+    let (mut other, _) = viewer(&app, "v").await;
+    for n in 0..30 {
+        let reference = format!("r{n}");
+        sender
+            .send_json(&send_frame(&format!("c{n}"), 1.0, &reference))
+            .await;
+        let mut order = Vec::new();
+        while order.len() < 2 {
+            let frame = sender.recv_json().await;
+            match frame["type"].as_str() {
+                Some("ack") => order.push(format!("ack {}", frame["ref"])),
+                Some("danmaku") => order.push("danmaku".to_owned()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            order,
+            [format!("ack \"{reference}\""), "danmaku".to_owned()]
+        );
+        // The other viewer gets each comment too (direct, with nobody waiting).
+        assert_eq!(
+            other.recv_type("danmaku").await["items"][0]["text"],
+            format!("c{n}")
+        );
+    }
+}
+
 #[tokio::test]
 async fn comments_sent_together_reach_every_viewer_exactly_once_in_id_order() {
     let app = spawn_app(RELAXED);

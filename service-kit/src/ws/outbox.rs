@@ -127,6 +127,12 @@ impl Outbox {
         }
     }
 
+    /// Stops pushes going direct: they wait in the queue, for the session, until it calls
+    /// [`Self::go_direct`] again (while it answers a request, so the answer goes first).
+    pub(crate) fn hold(&self) {
+        self.lock().direct = None;
+    }
+
     /// The viewer is too slow: its queue is replaced by a close, and it takes nothing more.
     fn overflow(&self, mut state: MutexGuard<'_, State>) -> Pushed {
         state.queue.clear();

@@ -301,7 +301,12 @@ impl<L: SessionLogic> WsSession<L> {
             handled.await
         };
         // `wait` holds back this connection's next frames until the answer is sent, so one
-        // connection's frames are handled in order.
+        // connection's frames are handled in order. What rooms push meanwhile waits in the
+        // outbox (not direct), so a sender gets its `ack` before its own comment, as it did
+        // before direct writes.
+        if let Some(outbox) = &self.outbox {
+            outbox.hold();
+        }
         ctx.wait(answer.into_actor(self).map(move |answer, act, ctx| {
             match answer {
                 Ok(frame) => {
@@ -315,6 +320,7 @@ impl<L: SessionLogic> WsSession<L> {
                     .out
                     .text(ctx, ServerMessage::error(error, reference).to_json()),
             }
+            act.go_direct();
         }));
     }
 
