@@ -260,7 +260,7 @@ mod tests {
             comments(&[1]),
             comments(&[2, 3]),
             comments(&[4]),
-            Delivery::Push(Outgoing::text(r#"{"type":"viewers","count":1}"#.into())),
+            Delivery::Push(Outgoing::Frame(r#"{"type":"viewers","count":1}"#.into())),
             comments(&[5]),
             comments(&[6]),
         ] {
@@ -274,7 +274,7 @@ mod tests {
         let batch = stream.next().await.expect("pushed");
         assert_eq!(batch.len(), 3, "{batch:?}");
         assert_eq!(ids_of(&batch[0]), [1, 2, 3, 4]);
-        assert!(matches!(&batch[1], Outgoing::Frame { text, .. } if text.contains("viewers")));
+        assert!(matches!(&batch[1], Outgoing::Frame(text) if text.contains("viewers")));
         assert_eq!(ids_of(&batch[2]), [5, 6]);
         let other = other_stream.next().await.expect("pushed");
         assert_eq!(other.len(), 1);

@@ -32,7 +32,7 @@ use futures_util::task::AtomicWaker;
 use shared_model::protocol::close;
 
 use super::Outgoing;
-use crate::upgrade::{Sent, Wire};
+use crate::upgrade::{Sent, Wire, text_frame};
 
 /// The reason sent with the close of a viewer whose queue overflowed.
 pub const TOO_SLOW: &str = "too slow: the outgoing queue is full";
@@ -93,9 +93,8 @@ impl Outbox {
         }
         if let Some(wire) = &state.direct {
             let sent = match &outgoing {
-                Outgoing::Comments { wire: frame, .. } | Outgoing::Frame { wire: frame, .. } => {
-                    wire.send(frame.clone())
-                }
+                Outgoing::Comments { wire: frame, .. } => wire.send(frame.clone()),
+                Outgoing::Frame(text) => wire.send(text_frame(text.as_bytes())),
                 Outgoing::Close { .. } => {
                     // Back to the queue: the session closes.
                     state.direct = None;
@@ -219,16 +218,14 @@ mod tests {
     use super::*;
 
     fn frame(n: u32) -> Outgoing {
-        Outgoing::text(format!("f{n}").into())
+        Outgoing::Frame(format!("f{n}").into())
     }
 
     fn texts(batch: &VecDeque<Outgoing>) -> Vec<String> {
         batch
             .iter()
             .map(|o| match o {
-                Outgoing::Frame { text: f, .. } | Outgoing::Comments { frame: f, .. } => {
-                    f.to_string()
-                }
+                Outgoing::Frame(f) | Outgoing::Comments { frame: f, .. } => f.to_string(),
                 Outgoing::Close { code, reason } => format!("close {code} {reason}"),
             })
             .collect()
@@ -299,7 +296,7 @@ mod tests {
         let (wire, mut client) = wire_pair().await;
         outbox.go_direct(&wire);
         let text = r#"{"type":"viewers","count":3}"#;
-        assert_eq!(outbox.push(Outgoing::text(text.into())), Pushed::Queued);
+        assert_eq!(outbox.push(Outgoing::Frame(text.into())), Pushed::Queued);
         let mut got = vec![0u8; 2 + text.len()];
         client.read_exact(&mut got).await.unwrap();
         // FIN and text opcode, unmasked, the length, then the text.
@@ -329,7 +326,7 @@ mod tests {
         let big: ByteString = format!(r#"{{"type":"x","pad":"{}"}}"#, "p".repeat(64 * 1024)).into();
         // The client never reads: the kernel's buffers fill, then the wire's bound.
         let mut pushes = 0;
-        while outbox.push(Outgoing::text(big.clone())) == Pushed::Queued {
+        while outbox.push(Outgoing::Frame(big.clone())) == Pushed::Queued {
             pushes += 1;
             assert!(pushes < 100_000, "never found too slow");
         }

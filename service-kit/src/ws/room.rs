@@ -101,7 +101,10 @@ impl Room {
     /// Sends `message` to every viewer, serialized once; drops the viewers too slow to take it
     /// (as [`Room::flush`] does).
     pub fn broadcast(&mut self, message: &ServerMessage) -> usize {
-        self.deliver_to_all(Delivery::Push(Outgoing::frame(message)))
+        let Outgoing::Frame(frame) = Outgoing::frame(message) else {
+            unreachable!("Outgoing::frame makes a frame")
+        };
+        self.deliver_to_all(Delivery::Push(Outgoing::Frame(frame)))
     }
 
     /// Sends an already-serialized frame to the viewers `to` selects; drops those too slow to
@@ -112,7 +115,7 @@ impl Room {
         to: impl Fn(&Viewer) -> bool,
     ) -> usize {
         let groups = by_lane(self.viewers.values().filter(|viewer| to(viewer)));
-        let dropped = deliver(&groups, &Delivery::Push(Outgoing::text(frame)), &self.gone);
+        let dropped = deliver(&groups, &Delivery::Push(Outgoing::Frame(frame)), &self.gone);
         self.forget(&dropped)
     }
 
