@@ -528,7 +528,7 @@ fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Re
 fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    let mode = enter_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("SQLite refused WAL mode (got {mode}); durability holds, concurrency drops");
     }
@@ -541,6 +541,26 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // needs it on, as only the writer writes.
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
+}
+
+/// Switches `conn` to WAL mode and returns the journal mode it got.
+///
+/// The switch takes an exclusive lock, and SQLite answers `SQLITE_BUSY` at once, without its busy
+/// handler, when another connection opening a brand-new file at that moment holds the lock it
+/// would wait for (several instances starting together on one fresh file did, about one start in
+/// ten on a loaded machine). So this retries on its own, for as long as the busy timeout.
+fn enter_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + Duration::from_millis(BUSY_TIMEOUT_MS);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            mode => return mode,
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
