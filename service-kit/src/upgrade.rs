@@ -255,6 +255,9 @@ pub struct Wire {
     state: Mutex<WireState>,
     /// The pump's task, woken when a frame has to wait for the socket or a write failed.
     pump: AtomicWaker,
+    /// Calls of [`Wire::send`], for the tests.
+    #[cfg(test)]
+    pub(crate) sends: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Wire {
@@ -319,6 +322,8 @@ impl Wire {
             io,
             state: Mutex::default(),
             pump: AtomicWaker::new(),
+            #[cfg(test)]
+            sends: Default::default(),
         })
     }
 
@@ -331,6 +336,9 @@ impl Wire {
     /// Writes a whole encoded `frame`: at once if nothing waits ahead of it, else after what
     /// does (see [`Sent`]).
     pub fn send(&self, frame: Bytes) -> Sent {
+        #[cfg(test)]
+        self.sends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut state = self.lock();
         if state.closed {
             return Sent::Closed;

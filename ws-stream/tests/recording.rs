@@ -57,6 +57,9 @@ async fn a_sessions_comments_land_on_the_video_at_their_offsets_once() {
     let (room, token) = new_room(&live).await;
     let (mut viewer, _) = join(&live, &room, "name=ann").await;
     let early = say(&mut viewer, "before the stream").await;
+    // The stream starts 1 ms after it (below): the next comments must be stored later than that,
+    // which a fast server does not do by itself (two comments can share a millisecond).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let mut said = Vec::new();
     for text in ["hello", "rude", "bye"] {
         said.push(say(&mut viewer, text).await);

@@ -207,9 +207,8 @@ impl<E: HubExtension> RoomsHub<E> {
             .collect();
         for (id, channel) in &mut self.channels {
             let others = others.get(id).copied().unwrap_or(0);
-            if let Some(update) = channel.viewers.take_count_update(others) {
-                channel.viewers.broadcast(&update);
-            }
+            let update = channel.viewers.take_count_update(others);
+            channel.viewers.announce_count(update);
         }
         let (ext, fanout) = (&self.ext, &self.fanout);
         self.channels.retain(|id, channel| {

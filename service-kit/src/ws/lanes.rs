@@ -8,10 +8,12 @@
 //! the pushes there: for the worker, the outboxes and the wake-ups are local.
 //!
 //! A lane's tasks run in the order they were sent, so each connection still gets its frames in
-//! the order the hub sent them. Comments that wait on a lane together (its worker was busy when
-//! they came) go out together: consecutive comment frames for the same viewers become one frame
-//! when the lane gets to them, so a busy worker writes fewer, fuller frames instead of falling
-//! further behind, and nothing waits that would not have waited anyway. A push that finds a viewer too slow (`outbox.rs`) cannot tell
+//! the order the hub sent them. Frames that wait on a lane together for the same viewers (its
+//! worker was busy when they came, or the hub sent them together) go out together: consecutive
+//! comment frames become one frame, and a viewer whose frames go straight to its socket gets
+//! them all in one write. So a busy worker writes fewer, fuller frames instead of falling further
+//! behind, and nothing waits that would not have waited anyway. A push that finds a viewer too
+//! slow (`outbox.rs`) cannot tell
 //! the hub at once; the lane notes the viewer in its room's `gone` list, which the hub reads
 //! on its next count report ([`super::hub::COUNT_INTERVAL`]), and forgets it then. A viewer
 //! made outside an actix arbiter (a test's stand-in) has no lane and is pushed to directly.
@@ -54,6 +56,10 @@ const MAX_TAKEN: usize = 64;
 impl Job {
     fn run(self) {
         let dropped = deliver_here(&self.members, &self.what);
+        self.note_gone(dropped);
+    }
+
+    fn note_gone(&self, dropped: Vec<ConnectionId>) {
         if !dropped.is_empty() {
             self.gone
                 .lock()
@@ -62,67 +68,137 @@ impl Job {
         }
     }
 
-    /// The comment frame of this delivery, if it is one.
-    fn comments(&self) -> Option<(&ByteString, &Arc<[Danmaku]>)> {
+    /// The frame this delivery sends, if it sends one (not a close).
+    fn frame(&self) -> Option<&Outgoing> {
         match &self.what {
-            Delivery::Push(Outgoing::Comments { frame, items, .. }) => Some((frame, items)),
+            Delivery::Push(out @ (Outgoing::Comments { .. } | Outgoing::Frame(_))) => Some(out),
             _ => None,
         }
     }
 
-    /// Whether `next` can go out merged with this one: both are comment frames for the same
-    /// viewers.
+    /// Whether `next` can go out with this one: both send a frame, to the same viewers.
     fn joins(&self, next: &Self) -> bool {
-        self.comments().is_some()
-            && next.comments().is_some()
+        self.frame().is_some()
+            && next.frame().is_some()
             && Arc::ptr_eq(&self.members, &next.members)
     }
 }
 
-/// Runs `run`, deliveries of which each [`Job::joins`] the one before: as one frame when there
-/// are several.
-fn run_merged(run: &mut Vec<Job>) {
-    if run.len() > 1 {
-        let frames: Vec<ByteString> = run
-            .iter()
-            .filter_map(|job| job.comments().map(|(frame, _)| frame.clone()))
-            .collect();
-        if let Some(merged) = merge(&frames) {
-            let frame = ByteString::from(merged);
-            let items: Arc<[Danmaku]> = run
-                .iter()
-                .filter_map(Job::comments)
-                .flat_map(|(_, items)| items.iter().cloned())
-                .collect();
-            let first = &run[0];
-            let job = Job {
-                members: first.members.clone(),
-                what: Delivery::Push(Outgoing::Comments {
-                    wire: text_frame(frame.as_bytes()),
-                    frame,
-                    items,
-                }),
-                gone: first.gone.clone(),
-            };
-            run.clear();
-            return job.run();
+/// Consecutive comment frames of `frames` as one frame each; other frames as they are.
+fn merge_comments(frames: impl Iterator<Item = Outgoing>) -> Vec<Outgoing> {
+    let mut out: Vec<Outgoing> = Vec::new();
+    let mut comments: Vec<Outgoing> = Vec::new();
+    for frame in frames {
+        if matches!(frame, Outgoing::Comments { .. }) {
+            comments.push(frame);
+        } else {
+            out.extend(merged(std::mem::take(&mut comments)));
+            out.push(frame);
         }
     }
-    run.drain(..).for_each(Job::run);
+    out.extend(merged(comments));
+    out
 }
 
-/// Runs what reaches a lane, in order, merging the comments that wait together.
+/// `comments` (comment frames, oldest first) as one frame, or as they are if they cannot be.
+fn merged(comments: Vec<Outgoing>) -> Vec<Outgoing> {
+    if comments.len() < 2 {
+        return comments;
+    }
+    let texts: Vec<ByteString> = comments
+        .iter()
+        .filter_map(|frame| match frame {
+            Outgoing::Comments { frame, .. } => Some(frame.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(text) = merge(&texts) else {
+        return comments;
+    };
+    let frame = ByteString::from(text);
+    let items: Arc<[Danmaku]> = comments
+        .iter()
+        .filter_map(|frame| match frame {
+            Outgoing::Comments { items, .. } => Some(items.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    vec![Outgoing::Comments {
+        wire: text_frame(frame.as_bytes()),
+        frame,
+        items,
+    }]
+}
+
+/// Runs `run`, deliveries of which each [`Job::joins`] the one before. When there are several:
+/// consecutive comment frames become one frame, and a viewer whose frames go straight to its
+/// socket gets them all in one write (a viewer count that waited for these comments, say: see
+/// `Room::announce_count`).
+fn run_together(run: &mut Vec<Job>) {
+    if run.len() < 2 {
+        return run.drain(..).for_each(Job::run);
+    }
+    let frames = merge_comments(run.iter().filter_map(|job| job.frame().cloned()));
+    let first = run.swap_remove(0);
+    run.clear();
+    if let [frame] = &frames[..] {
+        return Job {
+            what: Delivery::Push(frame.clone()),
+            ..first
+        }
+        .run();
+    }
+    let together = Together::new(frames);
+    let mut dropped = Vec::new();
+    for (id, outbox) in first.members.iter() {
+        if outbox.push_together(&together) == Pushed::Gone {
+            dropped.push(*id);
+        }
+    }
+    first.note_gone(dropped);
+}
+
+/// Frames for the same viewers that go out together: each on its own for a viewer whose
+/// session takes them from its queue, and all in one write for a viewer whose frames go
+/// straight to its socket (`outbox.rs`), encoded once for every viewer.
+#[derive(Debug)]
+pub(crate) struct Together {
+    /// The frames, in order.
+    pub(crate) frames: Vec<Outgoing>,
+    /// The same as consecutive WebSocket frames, one after the other.
+    pub(crate) wire: bytes::Bytes,
+}
+
+impl Together {
+    pub(crate) fn new(frames: Vec<Outgoing>) -> Self {
+        let mut wire = bytes::BytesMut::new();
+        for frame in &frames {
+            match frame {
+                Outgoing::Comments { wire: encoded, .. } => wire.extend_from_slice(encoded),
+                Outgoing::Frame(text) => wire.extend_from_slice(&text_frame(text.as_bytes())),
+                Outgoing::Close { .. } => unreachable!("only frames go out together"),
+            }
+        }
+        Self {
+            frames,
+            wire: wire.freeze(),
+        }
+    }
+}
+
+/// Runs what reaches a lane, in order, sending together what waits together.
 async fn run_lane(mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut taken = Vec::with_capacity(MAX_TAKEN);
     let mut run = Vec::new();
     while queue.recv_many(&mut taken, MAX_TAKEN).await > 0 {
         for job in taken.drain(..) {
             if run.last().is_some_and(|last: &Job| !last.joins(&job)) {
-                run_merged(&mut run);
+                run_together(&mut run);
             }
             run.push(job);
         }
-        run_merged(&mut run);
+        run_together(&mut run);
     }
 }
 
@@ -279,5 +355,79 @@ mod tests {
         let other = other_stream.next().await.expect("pushed");
         assert_eq!(other.len(), 1);
         assert_eq!(ids_of(&other[0]), [7]);
+    }
+
+    /// The texts of the whole, unmasked, short text frames in `bytes`.
+    fn text_frames(mut bytes: &[u8]) -> Vec<String> {
+        let mut texts = Vec::new();
+        while !bytes.is_empty() {
+            assert_eq!(bytes[0], 0x81, "a whole text frame");
+            let (len, at) = match bytes[1] {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                len if len < 126 => (usize::from(len), 2),
+                _ => panic!("too long for this test"),
+            };
+            texts.push(String::from_utf8(bytes[at..at + len].to_vec()).unwrap());
+            bytes = &bytes[at + len..];
+        }
+        texts
+    }
+
+    #[tokio::test]
+    async fn frames_waiting_together_reach_a_direct_viewer_in_one_write_and_a_queued_one_in_order()
+    {
+        use tokio::io::AsyncReadExt;
+
+        let (direct, _direct_stream) = Outbox::new(16);
+        let (wire, mut client) = crate::ws::test_wire_pair().await;
+        direct.go_direct(&wire);
+        let (queued, mut queued_stream) = Outbox::new(16);
+        let members: Members = Arc::from([(1, direct), (2, queued)]);
+        let gone = Gone::default();
+        let count = r#"{"type":"viewers","count":2}"#;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        for what in [
+            comments(&[1]),
+            Delivery::Push(Outgoing::Frame(count.into())),
+            comments(&[2]),
+            comments(&[3]),
+        ] {
+            jobs.send(Job {
+                members: members.clone(),
+                what,
+                gone: gone.clone(),
+            })
+            .unwrap();
+        }
+        drop(jobs);
+        run_lane(queue).await;
+
+        // The direct viewer: one write of three frames, the two last comments merged.
+        assert_eq!(wire.sends.load(Ordering::Relaxed), 1);
+        let mut got = vec![0u8; 4096];
+        let mut read = 0;
+        let texts = loop {
+            read += client.read(&mut got[read..]).await.unwrap();
+            let texts = text_frames(&got[..read]);
+            if texts.len() >= 3 {
+                break texts;
+            }
+        };
+        let ids = |text: &str| match serde_json::from_str(text).unwrap() {
+            ServerMessage::Danmaku { items } => items.iter().map(|item| item.id).collect(),
+            _ => Vec::new(),
+        };
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert_eq!(ids(&texts[0]), [1]);
+        assert_eq!(texts[1], count);
+        assert_eq!(ids(&texts[2]), [2, 3]);
+
+        // The queued viewer: the same three frames, in its queue, in order.
+        let batch = queued_stream.next().await.expect("pushed");
+        assert_eq!(batch.len(), 3, "{batch:?}");
+        assert_eq!(ids_of(&batch[0]), [1]);
+        assert!(matches!(&batch[1], Outgoing::Frame(text) if text == count));
+        assert_eq!(ids_of(&batch[2]), [2, 3]);
+        assert!(gone.lock().unwrap().is_empty());
     }
 }

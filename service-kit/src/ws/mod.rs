@@ -238,6 +238,18 @@ pub(crate) fn test_comment(channel: &str, id: i64) -> Danmaku {
     }
 }
 
+/// A connected pair over loopback: the server's end as a [`crate::upgrade::Wire`], and the
+/// client's, for the unit tests.
+#[cfg(test)]
+pub(crate) async fn test_wire_pair() -> (Arc<crate::upgrade::Wire>, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (crate::upgrade::Wire::new(server), client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

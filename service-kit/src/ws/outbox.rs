@@ -32,6 +32,7 @@ use futures_util::task::AtomicWaker;
 use shared_model::protocol::close;
 
 use super::Outgoing;
+use super::lanes::Together;
 use crate::upgrade::{Sent, Wire, text_frame};
 
 /// The reason sent with the close of a viewer whose queue overflowed.
@@ -101,21 +102,51 @@ impl Outbox {
                     return self.queue(state, outgoing);
                 }
             };
-            return match sent {
-                Sent::Written => Pushed::Queued,
-                Sent::Waiting(frames) if frames <= self.max => Pushed::Queued,
-                Sent::Waiting(_) => {
-                    state.direct = None;
-                    self.overflow(state)
-                }
-                Sent::Closed => {
-                    state.direct = None;
-                    state.shut = true;
-                    Pushed::Gone
-                }
-            };
+            return self.sent(state, sent);
         }
         self.queue(state, outgoing)
+    }
+
+    /// Pushes `together`'s frames: in one write when the outbox is direct, else queued one by
+    /// one; bounded as [`Self::push`] is.
+    pub(crate) fn push_together(&self, together: &Together) -> Pushed {
+        let mut state = self.lock();
+        if state.shut {
+            return Pushed::Gone;
+        }
+        if let Some(wire) = &state.direct {
+            let sent = wire.send(together.wire.clone());
+            return self.sent(state, sent);
+        }
+        let was_empty = state.queue.is_empty();
+        for frame in &together.frames {
+            if state.queue.len() >= self.max {
+                return self.overflow(state);
+            }
+            state.queue.push_back(frame.clone());
+        }
+        drop(state);
+        if was_empty {
+            self.waker.wake();
+        }
+        Pushed::Queued
+    }
+
+    /// What a direct push that the wire answered `sent` did.
+    fn sent(&self, mut state: MutexGuard<'_, State>, sent: Sent) -> Pushed {
+        match sent {
+            Sent::Written => Pushed::Queued,
+            Sent::Waiting(frames) if frames <= self.max => Pushed::Queued,
+            Sent::Waiting(_) => {
+                state.direct = None;
+                self.overflow(state)
+            }
+            Sent::Closed => {
+                state.direct = None;
+                state.shut = true;
+                Pushed::Gone
+            }
+        }
     }
 
     /// Makes pushes direct, through `wire`, if nothing is queued (else the session tries again
@@ -216,6 +247,7 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+    use crate::ws::test_wire_pair;
 
     fn frame(n: u32) -> Outgoing {
         Outgoing::Frame(format!("f{n}").into())
@@ -279,21 +311,12 @@ mod tests {
     }
 
     /// A connected pair: the server's end as a wire, and the client's end.
-    async fn wire_pair() -> (Arc<Wire>, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (Wire::new(server), client)
-    }
-
     #[tokio::test]
     async fn a_direct_push_is_written_to_the_socket_as_a_whole_frame_without_the_session() {
         use tokio::io::AsyncReadExt;
 
         let (outbox, mut stream) = Outbox::new(4);
-        let (wire, mut client) = wire_pair().await;
+        let (wire, mut client) = test_wire_pair().await;
         outbox.go_direct(&wire);
         let text = r#"{"type":"viewers","count":3}"#;
         assert_eq!(outbox.push(Outgoing::Frame(text.into())), Pushed::Queued);
@@ -311,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn a_direct_push_is_refused_while_the_session_holds_pushes_back() {
         let (outbox, _stream) = Outbox::new(4);
-        let (wire, _client) = wire_pair().await;
+        let (wire, _client) = test_wire_pair().await;
         assert_eq!(outbox.push(frame(0)), Pushed::Queued);
         // Something is queued: the session has to take it first.
         outbox.go_direct(&wire);
@@ -321,7 +344,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_does_not_read_overflows_the_wire_and_is_closed_through_its_session() {
         let (outbox, mut stream) = Outbox::new(4);
-        let (wire, client) = wire_pair().await;
+        let (wire, client) = test_wire_pair().await;
         outbox.go_direct(&wire);
         let big: ByteString = format!(r#"{{"type":"x","pad":"{}"}}"#, "p".repeat(64 * 1024)).into();
         // The client never reads: the kernel's buffers fill, then the wire's bound.

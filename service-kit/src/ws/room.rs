@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use shared_model::{Danmaku, ServerMessage};
 
+use super::hub::COUNT_INTERVAL;
 use super::lanes::{self, Delivery, Gone, Lane, Members};
 use super::{ConnectionId, Outgoing, Viewer};
 
@@ -27,6 +29,10 @@ pub struct Room {
     pending: Vec<Danmaku>,
     /// The count last reported (this instance's viewers and the others').
     reported: Option<usize>,
+    /// A changed count waiting to go out with the next comments (see [`Room::announce_count`]).
+    held_count: Option<ServerMessage>,
+    /// When comments last went out.
+    last_flush: Option<Instant>,
 }
 
 impl Room {
@@ -81,6 +87,12 @@ impl Room {
         if self.pending.is_empty() {
             return 0;
         }
+        if let Some(count) = self.held_count.take() {
+            // Sent just before the comments, it reaches each lane with them, and a viewer whose
+            // frames go straight to its socket gets both in one write (`lanes.rs`).
+            self.broadcast(&count);
+        }
+        self.last_flush = Some(Instant::now());
         let mut items = std::mem::take(&mut self.pending);
         items.sort_by_key(|item| item.id);
         let message = ServerMessage::Danmaku { items };
@@ -143,6 +155,31 @@ impl Room {
         (self.reported.replace(count) != Some(count)).then_some(ServerMessage::Viewers { count })
     }
 
+    /// Sends `update` (a changed viewer count, from [`Room::take_count_update`]) to every viewer.
+    /// The hub calls this every [`COUNT_INTERVAL`], with or without a change.
+    ///
+    /// In a quiet room the count goes out at once. In a busy one (comments went out within the
+    /// last interval), it waits for the next comments and goes out with them: a room that
+    /// thousands of viewers are joining changes its count at every report, and a frame of its
+    /// own would cost every viewer a write of its own twice a second, on top of the comments'.
+    /// A count that waited a whole interval without comments goes out then, so it is never
+    /// late by more than two intervals.
+    pub fn announce_count(&mut self, update: Option<ServerMessage>) {
+        let stale = self.held_count.take();
+        let waited = stale.is_some();
+        let Some(count) = update.or(stale) else {
+            return;
+        };
+        let busy = self
+            .last_flush
+            .is_some_and(|at| at.elapsed() < COUNT_INTERVAL);
+        if busy && !waited {
+            self.held_count = Some(count);
+        } else {
+            self.broadcast(&count);
+        }
+    }
+
     /// Tells every viewer to close (shutdown), after what was sent to them before, and forgets
     /// them.
     pub fn close_all(&mut self, code: u16, reason: &str) {
@@ -185,4 +222,86 @@ fn by_lane<'a>(viewers: impl Iterator<Item = &'a Viewer>) -> Vec<(Option<Arc<Lan
         .into_iter()
         .map(|(lane, members)| (lane, members.into()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::ws::outbox::OutboxStream;
+    use crate::ws::test_comment;
+
+    /// A room with one viewer (no lane: delivered to here), and that viewer's queue.
+    fn room() -> (Room, OutboxStream) {
+        let (viewer, stream) = Viewer::new(1, 64);
+        let mut room = Room::default();
+        room.join(viewer);
+        (room, stream)
+    }
+
+    /// The types of what waits in `stream`, taken now.
+    async fn taken(stream: &mut OutboxStream) -> Vec<String> {
+        let batch = tokio::time::timeout(Duration::from_millis(20), stream.next())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(VecDeque::new);
+        batch
+            .iter()
+            .map(|outgoing| match outgoing {
+                Outgoing::Frame(text) | Outgoing::Comments { frame: text, .. } => {
+                    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+                    value["type"].as_str().unwrap().to_owned()
+                }
+                Outgoing::Close { .. } => "close".to_owned(),
+            })
+            .collect()
+    }
+
+    fn count(count: usize) -> Option<ServerMessage> {
+        Some(ServerMessage::Viewers { count })
+    }
+
+    #[tokio::test]
+    async fn a_quiet_rooms_count_goes_out_at_once() {
+        let (mut room, mut stream) = room();
+        room.announce_count(count(1));
+        assert_eq!(taken(&mut stream).await, ["viewers"]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_rooms_count_waits_for_the_next_comments_and_goes_just_before_them() {
+        let (mut room, mut stream) = room();
+        room.queue(test_comment("room", 1));
+        room.flush();
+        assert_eq!(taken(&mut stream).await, ["danmaku"]);
+
+        room.announce_count(count(2));
+        assert_eq!(taken(&mut stream).await, Vec::<String>::new(), "held");
+        room.queue(test_comment("room", 2));
+        room.flush();
+        assert_eq!(taken(&mut stream).await, ["viewers", "danmaku"]);
+    }
+
+    #[tokio::test]
+    async fn a_held_count_goes_out_at_the_next_report_when_no_comment_came() {
+        let (mut room, mut stream) = room();
+        room.queue(test_comment("room", 1));
+        room.flush();
+        taken(&mut stream).await;
+
+        room.announce_count(count(2));
+        assert_eq!(taken(&mut stream).await, Vec::<String>::new(), "held");
+        // The next report, with no change since: the held count goes anyway.
+        room.announce_count(None);
+        assert_eq!(taken(&mut stream).await, ["viewers"]);
+        // And nothing is left to send twice.
+        room.queue(test_comment("room", 2));
+        room.flush();
+        assert_eq!(taken(&mut stream).await, ["danmaku"]);
+    }
 }
