@@ -273,6 +273,7 @@ impl<E: HubExtension> Handler<Join<E>> for RoomsHub<E> {
         let others = self.peer_viewers(&msg.channel);
         let channel = entry(&mut self.channels, self.fanout.as_ref(), msg.channel);
         let viewers = channel.viewers.join(msg.viewer.clone()) + others;
+        channel.viewers.told(viewers);
         let ready = channel.ready.clone();
         let ext = self.ext.joined(channel, &msg.viewer, msg.join_as);
         Box::pin(async move {

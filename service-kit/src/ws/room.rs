@@ -155,6 +155,16 @@ impl Room {
         (self.reported.replace(count) != Some(count)).then_some(ServerMessage::Viewers { count })
     }
 
+    /// A joining viewer was told `count` (in its welcome). If that is not the count last
+    /// reported, the next report sends the count to everyone even if it is back to the one
+    /// reported: a viewer that joined while another was leaving (a page reconnecting) would
+    /// otherwise keep a count one too high.
+    pub fn told(&mut self, count: usize) {
+        if self.reported != Some(count) {
+            self.reported = None;
+        }
+    }
+
     /// Sends `update` (a changed viewer count, from [`Room::take_count_update`]) to every viewer.
     /// The hub calls this every [`COUNT_INTERVAL`], with or without a change.
     ///
@@ -264,6 +274,22 @@ mod tests {
 
     fn count(count: usize) -> Option<ServerMessage> {
         Some(ServerMessage::Viewers { count })
+    }
+
+    #[tokio::test]
+    async fn a_viewer_told_a_count_while_another_left_gets_the_right_one_at_the_next_report() {
+        let (mut room, _stream) = room();
+        let (second, _second_stream) = Viewer::new(2, 64);
+        room.join(second);
+        assert_eq!(room.take_count_update(0), count(2));
+        // A page reconnects: its new connection joins (and is told 3) before the old one
+        // leaves, and the total is back to the 2 reported before.
+        let (again, _again_stream) = Viewer::new(3, 64);
+        let told = room.join(again);
+        room.told(told);
+        room.leave(2);
+        assert_eq!(room.take_count_update(0), count(2), "the joiner was told 3");
+        assert_eq!(room.take_count_update(0), None, "and only once");
     }
 
     #[tokio::test]
