@@ -13,10 +13,10 @@
 //! comment frames become one frame, and a viewer whose frames go straight to its socket gets
 //! them all in one write. So a busy worker writes fewer, fuller frames instead of falling further
 //! behind, and nothing waits that would not have waited anyway. A push that finds a viewer too
-//! slow (`outbox.rs`) cannot tell
-//! the hub at once; the lane notes the viewer in its room's `gone` list, which the hub reads
-//! on its next count report ([`super::hub::COUNT_INTERVAL`]), and forgets it then. A viewer
-//! made outside an actix arbiter (a test's stand-in) has no lane and is pushed to directly.
+//! slow (`outbox.rs`) cannot tell the hub at once; the lane notes the viewer in its room's
+//! `gone` list, which the hub reads on its next count report ([`super::hub::COUNT_INTERVAL`]),
+//! and forgets it then. A viewer made outside an actix arbiter (a test's stand-in) has no lane
+//! and is pushed to directly.
 
 use std::cell::OnceCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,8 +140,8 @@ fn run_together(run: &mut Vec<Job>) {
         return run.drain(..).for_each(Job::run);
     }
     let frames = merge_comments(run.iter().filter_map(|job| job.frame().cloned()));
-    let first = run.swap_remove(0);
-    run.clear();
+    // Every job of the run has the same viewers and room: the first stands for them all.
+    let first = run.drain(..).next().expect("two or more");
     if let [frame] = &frames[..] {
         return Job {
             what: Delivery::Push(frame.clone()),

@@ -310,7 +310,6 @@ mod tests {
         assert_eq!(waiting.await.unwrap().unwrap(), ["f7"]);
     }
 
-    /// A connected pair: the server's end as a wire, and the client's end.
     #[tokio::test]
     async fn a_direct_push_is_written_to_the_socket_as_a_whole_frame_without_the_session() {
         use tokio::io::AsyncReadExt;
