@@ -334,8 +334,10 @@ impl Wire {
     }
 
     /// Writes a whole encoded `frame`: at once if nothing waits ahead of it, else after what
-    /// does (see [`Sent`]).
-    pub fn send(&self, frame: Bytes) -> Sent {
+    /// does (see [`Sent`]). Borrowed, because a frame shared by thousands of viewers is written
+    /// to most of their sockets at once: only what has to wait takes a reference to it (its
+    /// count is a line of memory that every worker writing the frame would fight over).
+    pub fn send(&self, frame: &Bytes) -> Sent {
         #[cfg(test)]
         self.sends
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -345,13 +347,13 @@ impl Wire {
         }
         if !state.queue.is_empty() {
             // The pump is on it: it was woken when the first of these had to wait.
-            state.queue(frame);
+            state.queue(frame.clone());
             return Sent::Waiting(state.queue.len());
         }
-        let rest = match self.io.try_write(&frame) {
+        let rest = match self.io.try_write(frame) {
             Ok(written) if written == frame.len() => return Sent::Written,
             Ok(written) => frame.slice(written..),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame.clone(),
             Err(e) => {
                 state.closed = true;
                 state.failed = Some(e);
@@ -368,21 +370,21 @@ impl Wire {
 
     /// Sends a text frame.
     pub fn text(&self, text: &str) -> Sent {
-        self.send(text_frame(text.as_bytes()))
+        self.send(&text_frame(text.as_bytes()))
     }
 
     /// Sends a ping or a pong with `payload`.
     pub fn control(&self, op: OpCode, payload: &[u8]) -> Sent {
         let mut frame = BytesMut::new();
         Parser::write_message(&mut frame, payload, op, true, false);
-        self.send(frame.freeze())
+        self.send(&frame.freeze())
     }
 
     /// Sends a close frame; the wire takes nothing after it.
     pub fn close(&self, reason: Option<CloseReason>) -> Sent {
         let mut frame = BytesMut::new();
         Parser::write_close(&mut frame, reason, false);
-        let sent = self.send(frame.freeze());
+        let sent = self.send(&frame.freeze());
         self.lock().closed = true;
         sent
     }

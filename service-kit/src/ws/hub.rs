@@ -439,7 +439,7 @@ mod tests {
             while let Some(batch) = outbox.next().await {
                 for outgoing in batch {
                     let text = match outgoing {
-                        Outgoing::Frame(frame) | Outgoing::Comments { frame, .. } => {
+                        Outgoing::Frame { text: frame, .. } | Outgoing::Comments { frame, .. } => {
                             frame.to_string()
                         }
                         Outgoing::Close { code, .. } => {

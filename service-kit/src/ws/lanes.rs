@@ -71,7 +71,7 @@ impl Job {
     /// The frame this delivery sends, if it sends one (not a close).
     fn frame(&self) -> Option<&Outgoing> {
         match &self.what {
-            Delivery::Push(out @ (Outgoing::Comments { .. } | Outgoing::Frame(_))) => Some(out),
+            Delivery::Push(out @ (Outgoing::Comments { .. } | Outgoing::Frame { .. })) => Some(out),
             _ => None,
         }
     }
@@ -175,8 +175,8 @@ impl Together {
         let mut wire = bytes::BytesMut::new();
         for frame in &frames {
             match frame {
-                Outgoing::Comments { wire: encoded, .. } => wire.extend_from_slice(encoded),
-                Outgoing::Frame(text) => wire.extend_from_slice(&text_frame(text.as_bytes())),
+                Outgoing::Comments { wire: encoded, .. }
+                | Outgoing::Frame { wire: encoded, .. } => wire.extend_from_slice(encoded),
                 Outgoing::Close { .. } => unreachable!("only frames go out together"),
             }
         }
@@ -269,7 +269,7 @@ fn deliver_here(members: &[(ConnectionId, Arc<Outbox>)], what: &Delivery) -> Vec
     for (id, outbox) in members {
         match what {
             Delivery::Push(outgoing) => {
-                if outbox.push(outgoing.clone()) == Pushed::Gone {
+                if outbox.push(outgoing) == Pushed::Gone {
                     dropped.push(*id);
                 }
             }
@@ -336,7 +336,7 @@ mod tests {
             comments(&[1]),
             comments(&[2, 3]),
             comments(&[4]),
-            Delivery::Push(Outgoing::Frame(r#"{"type":"viewers","count":1}"#.into())),
+            Delivery::Push(Outgoing::text(r#"{"type":"viewers","count":1}"#.into())),
             comments(&[5]),
             comments(&[6]),
         ] {
@@ -350,7 +350,7 @@ mod tests {
         let batch = stream.next().await.expect("pushed");
         assert_eq!(batch.len(), 3, "{batch:?}");
         assert_eq!(ids_of(&batch[0]), [1, 2, 3, 4]);
-        assert!(matches!(&batch[1], Outgoing::Frame(text) if text.contains("viewers")));
+        assert!(matches!(&batch[1], Outgoing::Frame { text, .. } if text.contains("viewers")));
         assert_eq!(ids_of(&batch[2]), [5, 6]);
         let other = other_stream.next().await.expect("pushed");
         assert_eq!(other.len(), 1);
@@ -388,7 +388,7 @@ mod tests {
         let (jobs, queue) = mpsc::unbounded_channel();
         for what in [
             comments(&[1]),
-            Delivery::Push(Outgoing::Frame(count.into())),
+            Delivery::Push(Outgoing::text(count.into())),
             comments(&[2]),
             comments(&[3]),
         ] {
@@ -426,7 +426,7 @@ mod tests {
         let batch = queued_stream.next().await.expect("pushed");
         assert_eq!(batch.len(), 3, "{batch:?}");
         assert_eq!(ids_of(&batch[0]), [1]);
-        assert!(matches!(&batch[1], Outgoing::Frame(text) if text == count));
+        assert!(matches!(&batch[1], Outgoing::Frame { text, .. } if text == count));
         assert_eq!(ids_of(&batch[2]), [2, 3]);
         assert!(gone.lock().unwrap().is_empty());
     }

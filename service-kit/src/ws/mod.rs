@@ -98,8 +98,13 @@ pub fn next_connection_id() -> ConnectionId {
 /// Something for one connection to do, sent by a hub.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// Send this frame. The text is shared: one serialization serves every viewer.
-    Frame(ByteString),
+    /// Send this frame. Shared: one serialization and one encoding serve every viewer.
+    Frame {
+        /// The serialized frame.
+        text: ByteString,
+        /// The same as a whole WebSocket frame (see `outbox.rs`).
+        wire: bytes::Bytes,
+    },
     /// Send this `danmaku` frame of these comments (oldest first). The comments come along so
     /// a connection that just received some of them in its history can leave those out.
     Comments {
@@ -121,9 +126,15 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    /// A frame for `message`, serialized now.
+    /// A frame for `message`, serialized and encoded now.
     pub fn frame(message: &ServerMessage) -> Self {
-        Self::Frame(message.to_json().into())
+        Self::text(message.to_json().into())
+    }
+
+    /// A frame of already-serialized `text`, encoded now.
+    pub fn text(text: ByteString) -> Self {
+        let wire = crate::upgrade::text_frame(text.as_bytes());
+        Self::Frame { text, wire }
     }
 }
 

@@ -33,7 +33,7 @@ use shared_model::protocol::close;
 
 use super::Outgoing;
 use super::lanes::Together;
-use crate::upgrade::{Sent, Wire, text_frame};
+use crate::upgrade::{Sent, Wire};
 
 /// The reason sent with the close of a viewer whose queue overflowed.
 pub const TOO_SLOW: &str = "too slow: the outgoing queue is full";
@@ -86,25 +86,27 @@ impl Outbox {
     }
 
     /// Queues `outgoing`, or sends it when the outbox is direct; bounded (see the module
-    /// docs).
-    pub(crate) fn push(&self, outgoing: Outgoing) -> Pushed {
+    /// docs). Borrowed: a direct push writes the shared frame without taking a reference to it
+    /// (see [`Wire::send`]); only a queued one does.
+    pub(crate) fn push(&self, outgoing: &Outgoing) -> Pushed {
         let mut state = self.lock();
         if state.shut {
             return Pushed::Gone;
         }
         if let Some(wire) = &state.direct {
-            let sent = match &outgoing {
-                Outgoing::Comments { wire: frame, .. } => wire.send(frame.clone()),
-                Outgoing::Frame(text) => wire.send(text_frame(text.as_bytes())),
+            let sent = match outgoing {
+                Outgoing::Comments { wire: frame, .. } | Outgoing::Frame { wire: frame, .. } => {
+                    wire.send(frame)
+                }
                 Outgoing::Close { .. } => {
                     // Back to the queue: the session closes.
                     state.direct = None;
-                    return self.queue(state, outgoing);
+                    return self.queue(state, outgoing.clone());
                 }
             };
             return self.sent(state, sent);
         }
-        self.queue(state, outgoing)
+        self.queue(state, outgoing.clone())
     }
 
     /// Pushes `together`'s frames: in one write when the outbox is direct, else queued one by
@@ -115,7 +117,7 @@ impl Outbox {
             return Pushed::Gone;
         }
         if let Some(wire) = &state.direct {
-            let sent = wire.send(together.wire.clone());
+            let sent = wire.send(&together.wire);
             return self.sent(state, sent);
         }
         let was_empty = state.queue.is_empty();
@@ -250,14 +252,16 @@ mod tests {
     use crate::ws::test_wire_pair;
 
     fn frame(n: u32) -> Outgoing {
-        Outgoing::Frame(format!("f{n}").into())
+        Outgoing::text(format!("f{n}").into())
     }
 
     fn texts(batch: &VecDeque<Outgoing>) -> Vec<String> {
         batch
             .iter()
             .map(|o| match o {
-                Outgoing::Frame(f) | Outgoing::Comments { frame: f, .. } => f.to_string(),
+                Outgoing::Frame { text: f, .. } | Outgoing::Comments { frame: f, .. } => {
+                    f.to_string()
+                }
                 Outgoing::Close { code, reason } => format!("close {code} {reason}"),
             })
             .collect()
@@ -267,21 +271,21 @@ mod tests {
     async fn what_piles_up_is_taken_as_one_batch_in_order() {
         let (outbox, mut stream) = Outbox::new(8);
         for n in 0..3 {
-            assert_eq!(outbox.push(frame(n)), Pushed::Queued);
+            assert_eq!(outbox.push(&frame(n)), Pushed::Queued);
         }
         let batch = stream.next().await.unwrap();
         assert_eq!(texts(&batch), ["f0", "f1", "f2"]);
-        assert_eq!(outbox.push(frame(3)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(3)), Pushed::Queued);
         assert_eq!(texts(&stream.next().await.unwrap()), ["f3"]);
     }
 
     #[tokio::test]
     async fn a_full_queue_is_replaced_by_a_close_and_the_viewer_counts_as_gone() {
         let (outbox, mut stream) = Outbox::new(2);
-        assert_eq!(outbox.push(frame(0)), Pushed::Queued);
-        assert_eq!(outbox.push(frame(1)), Pushed::Queued);
-        assert_eq!(outbox.push(frame(2)), Pushed::Gone);
-        assert_eq!(outbox.push(frame(3)), Pushed::Gone);
+        assert_eq!(outbox.push(&frame(0)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(2)), Pushed::Gone);
+        assert_eq!(outbox.push(&frame(3)), Pushed::Gone);
         let batch = stream.next().await.unwrap();
         assert_eq!(
             texts(&batch),
@@ -292,9 +296,9 @@ mod tests {
     #[tokio::test]
     async fn a_close_passes_the_bound_and_ends_the_queue() {
         let (outbox, mut stream) = Outbox::new(1);
-        assert_eq!(outbox.push(frame(0)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(0)), Pushed::Queued);
         outbox.close(1001, "bye");
-        assert_eq!(outbox.push(frame(1)), Pushed::Gone);
+        assert_eq!(outbox.push(&frame(1)), Pushed::Gone);
         assert_eq!(
             texts(&stream.next().await.unwrap()),
             ["f0", "close 1001 bye"]
@@ -306,7 +310,7 @@ mod tests {
         let (outbox, mut stream) = Outbox::new(4);
         let waiting = tokio::spawn(async move { stream.next().await.map(|b| texts(&b)) });
         tokio::task::yield_now().await;
-        assert_eq!(outbox.push(frame(7)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(7)), Pushed::Queued);
         assert_eq!(waiting.await.unwrap().unwrap(), ["f7"]);
     }
 
@@ -318,7 +322,7 @@ mod tests {
         let (wire, mut client) = test_wire_pair().await;
         outbox.go_direct(&wire);
         let text = r#"{"type":"viewers","count":3}"#;
-        assert_eq!(outbox.push(Outgoing::Frame(text.into())), Pushed::Queued);
+        assert_eq!(outbox.push(&Outgoing::text(text.into())), Pushed::Queued);
         let mut got = vec![0u8; 2 + text.len()];
         client.read_exact(&mut got).await.unwrap();
         // FIN and text opcode, unmasked, the length, then the text.
@@ -334,7 +338,7 @@ mod tests {
     async fn a_direct_push_is_refused_while_the_session_holds_pushes_back() {
         let (outbox, _stream) = Outbox::new(4);
         let (wire, _client) = test_wire_pair().await;
-        assert_eq!(outbox.push(frame(0)), Pushed::Queued);
+        assert_eq!(outbox.push(&frame(0)), Pushed::Queued);
         // Something is queued: the session has to take it first.
         outbox.go_direct(&wire);
         assert!(outbox.lock().direct.is_none());
@@ -348,11 +352,11 @@ mod tests {
         let big: ByteString = format!(r#"{{"type":"x","pad":"{}"}}"#, "p".repeat(64 * 1024)).into();
         // The client never reads: the kernel's buffers fill, then the wire's bound.
         let mut pushes = 0;
-        while outbox.push(Outgoing::Frame(big.clone())) == Pushed::Queued {
+        while outbox.push(&Outgoing::text(big.clone())) == Pushed::Queued {
             pushes += 1;
             assert!(pushes < 100_000, "never found too slow");
         }
-        assert_eq!(outbox.push(frame(1)), Pushed::Gone);
+        assert_eq!(outbox.push(&frame(1)), Pushed::Gone);
         let batch = stream.next().await.expect("the close");
         assert_eq!(
             texts(&batch),
@@ -365,6 +369,6 @@ mod tests {
     fn pushes_to_a_gone_session_are_turned_away() {
         let (outbox, stream) = Outbox::new(4);
         drop(stream);
-        assert_eq!(outbox.push(frame(0)), Pushed::Gone);
+        assert_eq!(outbox.push(&frame(0)), Pushed::Gone);
     }
 }

@@ -113,10 +113,7 @@ impl Room {
     /// Sends `message` to every viewer, serialized once; drops the viewers too slow to take it
     /// (as [`Room::flush`] does).
     pub fn broadcast(&mut self, message: &ServerMessage) -> usize {
-        let Outgoing::Frame(frame) = Outgoing::frame(message) else {
-            unreachable!("Outgoing::frame makes a frame")
-        };
-        self.deliver_to_all(Delivery::Push(Outgoing::Frame(frame)))
+        self.deliver_to_all(Delivery::Push(Outgoing::frame(message)))
     }
 
     /// Sends an already-serialized frame to the viewers `to` selects; drops those too slow to
@@ -127,7 +124,7 @@ impl Room {
         to: impl Fn(&Viewer) -> bool,
     ) -> usize {
         let groups = by_lane(self.viewers.values().filter(|viewer| to(viewer)));
-        let dropped = deliver(&groups, &Delivery::Push(Outgoing::Frame(frame)), &self.gone);
+        let dropped = deliver(&groups, &Delivery::Push(Outgoing::text(frame)), &self.gone);
         self.forget(&dropped)
     }
 
@@ -263,7 +260,7 @@ mod tests {
         batch
             .iter()
             .map(|outgoing| match outgoing {
-                Outgoing::Frame(text) | Outgoing::Comments { frame: text, .. } => {
+                Outgoing::Frame { text, .. } | Outgoing::Comments { frame: text, .. } => {
                     let value: serde_json::Value = serde_json::from_str(text).unwrap();
                     value["type"].as_str().unwrap().to_owned()
                 }

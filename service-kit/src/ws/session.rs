@@ -144,6 +144,17 @@ impl Out {
         }
     }
 
+    /// A frame already encoded for the wire (`wire`), with its `text` for actix's context.
+    fn encoded<A>(&self, ctx: &mut ws::WebsocketContext<A>, text: ByteString, wire: bytes::Bytes)
+    where
+        A: Actor<Context = ws::WebsocketContext<A>>,
+    {
+        match &self.0 {
+            Some(out) => drop(out.send(&wire)),
+            None => ctx.text(text),
+        }
+    }
+
     fn ping<A>(&self, ctx: &mut ws::WebsocketContext<A>)
     where
         A: Actor<Context = ws::WebsocketContext<A>>,
@@ -492,9 +503,9 @@ impl<L: SessionLogic> StreamHandler<VecDeque<Outgoing>> for WsSession<L> {
         let mut comments = CommentFrames::default();
         for outgoing in batch {
             match outgoing {
-                Outgoing::Frame(text) => {
+                Outgoing::Frame { text, wire } => {
                     comments.send(&self.out, ctx);
-                    self.out.text(ctx, text);
+                    self.out.encoded(ctx, text, wire);
                 }
                 Outgoing::Comments { frame, items, .. } => {
                     if let Some(frame) = self.unseen(frame, &items) {
