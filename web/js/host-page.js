@@ -705,8 +705,13 @@ function pastRow(c) {
 
 /** Keeps the open check-in's count in the list current as names arrive (no reload per name). */
 function showPastCount(id, attended) {
-  const count = ui.past.querySelector(`li[data-checkin="${id}"] .count`);
+  const count = pastCount(id);
   if (count) count.textContent = `${attended} attended`;
+}
+
+/** The count element of check-in `id` in the list, if it is listed. */
+function pastCount(id) {
+  return ui.past.querySelector(`li[data-checkin="${id}"] .count`);
 }
 
 /**
@@ -715,9 +720,8 @@ function showPastCount(id, attended) {
  */
 function syncPastCount() {
   if (!current || current.closed) return;
-  const count = ui.past.querySelector(`li[data-checkin="${current.id}"] .count`);
-  const listed = Number.parseInt(count?.textContent ?? '', 10);
-  if (count && !(listed >= attendees.size)) count.textContent = `${attendees.size} attended`;
+  const listed = Number.parseInt(pastCount(current.id)?.textContent ?? '', 10);
+  if (!(listed >= attendees.size)) showPastCount(current.id, attendees.size);
 }
 
 /** Loads the room's check-ins with their counts, newest first on screen. */
