@@ -12,7 +12,9 @@
 //! worker was busy when they came, or the hub sent them together) go out together: consecutive
 //! comment frames become one frame, and a viewer whose frames go straight to its socket gets
 //! them all in one write. So a busy worker writes fewer, fuller frames instead of falling further
-//! behind, and nothing waits that would not have waited anyway. A push that finds a viewer too
+//! behind, and nothing waits that would not have waited anyway. A large room is written a
+//! [`CHUNK`] of viewers at a time, with the thread's other tasks let run in between, so a
+//! joining viewer or a sender's answer never waits for a whole room. A push that finds a viewer too
 //! slow (`outbox.rs`) cannot tell the hub at once; the lane notes the viewer in its room's
 //! `gone` list, which the hub reads on its next count report ([`super::hub::COUNT_INTERVAL`]),
 //! and forgets it then. A viewer made outside an actix arbiter (a test's stand-in) has no lane
@@ -53,9 +55,32 @@ struct Job {
 /// Deliveries a lane takes from its queue at once, and so merges at most.
 const MAX_TAKEN: usize = 64;
 
+/// Viewers a lane writes to before it lets the other tasks of its thread run (see [`chunks`]).
+const CHUNK: usize = 256;
+
+/// `members` a [`CHUNK`] at a time, the thread's other tasks let run in between: a room of
+/// thousands takes tens of milliseconds to write to on a busy machine, and a viewer joining
+/// meanwhile (its upgrade, its welcome) would otherwise wait for the whole of it at each step.
+/// The lane's own order holds: its next delivery starts only when this one is done.
+async fn chunks<'a>(
+    members: &'a [(ConnectionId, Arc<Outbox>)],
+    mut each: impl FnMut(&'a [(ConnectionId, Arc<Outbox>)]),
+) {
+    for (n, chunk) in members.chunks(CHUNK).enumerate() {
+        if n > 0 {
+            tokio::task::yield_now().await;
+        }
+        each(chunk);
+    }
+}
+
 impl Job {
-    fn run(self) {
-        let dropped = deliver_here(&self.members, &self.what);
+    async fn run(self) {
+        let mut dropped = Vec::new();
+        chunks(&self.members, |chunk| {
+            dropped.extend(deliver_here(chunk, &self.what));
+        })
+        .await;
         self.note_gone(dropped);
     }
 
@@ -135,9 +160,12 @@ fn merged(comments: Vec<Outgoing>) -> Vec<Outgoing> {
 /// consecutive comment frames become one frame, and a viewer whose frames go straight to its
 /// socket gets them all in one write (a viewer count that waited for these comments, say: see
 /// `Room::announce_count`).
-fn run_together(run: &mut Vec<Job>) {
+async fn run_together(run: &mut Vec<Job>) {
     if run.len() < 2 {
-        return run.drain(..).for_each(Job::run);
+        for job in run.drain(..) {
+            job.run().await;
+        }
+        return;
     }
     let frames = merge_comments(run.iter().filter_map(|job| job.frame().cloned()));
     // Every job of the run has the same viewers and room: the first stands for them all.
@@ -147,15 +175,19 @@ fn run_together(run: &mut Vec<Job>) {
             what: Delivery::Push(frame.clone()),
             ..first
         }
-        .run();
+        .run()
+        .await;
     }
     let together = Together::new(frames);
     let mut dropped = Vec::new();
-    for (id, outbox) in first.members.iter() {
-        if outbox.push_together(&together) == Pushed::Gone {
-            dropped.push(*id);
+    chunks(&first.members, |chunk| {
+        for (id, outbox) in chunk {
+            if outbox.push_together(&together) == Pushed::Gone {
+                dropped.push(*id);
+            }
         }
-    }
+    })
+    .await;
     first.note_gone(dropped);
 }
 
@@ -194,11 +226,11 @@ async fn run_lane(mut queue: mpsc::UnboundedReceiver<Job>) {
     while queue.recv_many(&mut taken, MAX_TAKEN).await > 0 {
         for job in taken.drain(..) {
             if run.last().is_some_and(|last: &Job| !last.joins(&job)) {
-                run_together(&mut run);
+                run_together(&mut run).await;
             }
             run.push(job);
         }
-        run_together(&mut run);
+        run_together(&mut run).await;
     }
 }
 
@@ -355,6 +387,46 @@ mod tests {
         let other = other_stream.next().await.expect("pushed");
         assert_eq!(other.len(), 1);
         assert_eq!(ids_of(&other[0]), [7]);
+    }
+
+    #[tokio::test]
+    async fn a_large_room_is_written_a_chunk_at_a_time_with_the_threads_other_tasks_in_between() {
+        use futures_util::FutureExt;
+
+        let viewers = 2 * CHUNK + 88;
+        let (members, mut streams): (Vec<_>, Vec<_>) = (0..viewers)
+            .map(|id| {
+                let (outbox, stream) = Outbox::new(4);
+                ((id as ConnectionId, outbox), stream)
+            })
+            .unzip();
+        let members: Members = members.into();
+        let (jobs, queue) = mpsc::unbounded_channel();
+        jobs.send(Job {
+            members,
+            what: comments(&[1]),
+            gone: Gone::default(),
+        })
+        .unwrap();
+        drop(jobs);
+        // One thread: the lane runs first, and the probe only when the lane lets it.
+        let lane = tokio::spawn(run_lane(queue));
+        let probe = tokio::spawn(async move {
+            let reached = streams
+                .iter_mut()
+                .filter_map(|stream| stream.next().now_or_never())
+                .count();
+            (reached, streams)
+        });
+        let (reached, mut streams) = probe.await.unwrap();
+        assert_eq!(reached, CHUNK, "the probe ran after the first chunk only");
+        lane.await.unwrap();
+        // The rest got it after the probe ran, and the first chunk nothing more.
+        let rest = streams
+            .iter_mut()
+            .filter_map(|stream| stream.next().now_or_never())
+            .count();
+        assert_eq!(rest, viewers - CHUNK);
     }
 
     /// The texts of the whole, unmasked, short text frames in `bytes`.
