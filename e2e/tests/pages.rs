@@ -359,13 +359,8 @@ async fn a_viewer_checks_in_with_the_code_on_the_host_page() {
     fill(&host, "#interval", "5").await;
     fill(&host, "#duration", "60").await;
     click(&host, "#start").await;
-    let code = wait_for(
-        &host,
-        "(t => /^\\d{6}$/.test(t) && t)(document.getElementById('code').textContent.replace(/\\s/g, ''))",
-        "a code on the host's screen",
-    )
-    .await;
-    let code = code.as_str().unwrap().to_owned();
+    let code_on_screen = "(t => /^\\d{6}$/.test(t) && t)(document.getElementById('code').textContent.replace(/\\s/g, ''))";
+    wait_for(&host, code_on_screen, "a code on the host's screen").await;
 
     let viewer = driver.browser(390, 844).await;
     live_as(&viewer, &services.live.base, &room, "zoe").await;
@@ -375,6 +370,11 @@ async fn a_viewer_checks_in_with_the_code_on_the_host_page() {
         "the check-in box",
     )
     .await;
+    // Read off the host's screen just before typing it, as a viewer in the room would: a code is
+    // taken for two of its 5 s steps, and opening the viewer's page on a slow machine can take
+    // longer than that.
+    let code = wait_for(&host, code_on_screen, "a code on the host's screen").await;
+    let code = code.as_str().unwrap().to_owned();
     fill(&viewer, "#checkin-code", &code).await;
     click(&viewer, "#checkin-submit").await;
     wait_for(
