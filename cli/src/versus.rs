@@ -54,9 +54,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 A point is VIEWERSxRATE/SENDERS: viewers, comments per second (all senders together) and
 senders (default 10). Ours is ws-stream beside this binary (or in DANMAKU_BIN_DIR), started as
-bench starts it; ours-w1 is the same with --workers 1 (one event loop, as the peers). The peers live in --peers-dir (bench/peers): install them first with
-`npm ci` there, as scripts/bench-peers.sh does. Without --servers every server is tried and a
-peer that is not installed is skipped with a message; a server named in --servers must be there.
+bench starts it; ours-w1 is the same with --workers 1 (one event loop, as the peers). The peers
+live in --peers-dir (bench/peers): install them first with `npm ci` there, as
+scripts/bench-peers.sh does. Without --servers every server is tried and a peer that is not
+installed is skipped with a message; a server named in --servers must be there.
 The table replaces whatever is between the lines <!-- versus:begin --> and <!-- versus:end -->
 of the --markdown file (they are appended, with the table, when missing).
 Exit status 0 when every run finished (lost comments show in the table), 1 otherwise.")]

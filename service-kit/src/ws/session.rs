@@ -145,12 +145,12 @@ impl Out {
     }
 
     /// A frame already encoded for the wire (`wire`), with its `text` for actix's context.
-    fn encoded<A>(&self, ctx: &mut ws::WebsocketContext<A>, text: ByteString, wire: bytes::Bytes)
+    fn encoded<A>(&self, ctx: &mut ws::WebsocketContext<A>, text: ByteString, wire: &bytes::Bytes)
     where
         A: Actor<Context = ws::WebsocketContext<A>>,
     {
         match &self.0 {
-            Some(out) => drop(out.send(&wire)),
+            Some(out) => drop(out.send(wire)),
             None => ctx.text(text),
         }
     }
@@ -505,7 +505,7 @@ impl<L: SessionLogic> StreamHandler<VecDeque<Outgoing>> for WsSession<L> {
             match outgoing {
                 Outgoing::Frame { text, wire } => {
                     comments.send(&self.out, ctx);
-                    self.out.encoded(ctx, text, wire);
+                    self.out.encoded(ctx, text, &wire);
                 }
                 Outgoing::Comments { frame, items, .. } => {
                     if let Some(frame) = self.unseen(frame, &items) {
