@@ -21,6 +21,8 @@
 //! and is pushed to directly.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -52,8 +54,10 @@ struct Job {
     gone: Gone,
 }
 
-/// Deliveries a lane takes from its queue at once, and so merges at most.
+/// Deliveries a lane takes from its queue at once, and so merges at most (each is a bit of a
+/// `u64` in [`run_together`]).
 const MAX_TAKEN: usize = 64;
+const _: () = assert!(MAX_TAKEN <= u64::BITS as usize);
 
 /// Viewers a lane writes to before it lets the other tasks of its thread run (see [`chunks`]).
 const CHUNK: usize = 256;
@@ -62,10 +66,7 @@ const CHUNK: usize = 256;
 /// thousands takes tens of milliseconds to write to on a busy machine, and a viewer joining
 /// meanwhile (its upgrade, its welcome) would otherwise wait for the whole of it at each step.
 /// The lane's own order holds: its next delivery starts only when this one is done.
-async fn chunks<'a>(
-    members: &'a [(ConnectionId, Arc<Outbox>)],
-    mut each: impl FnMut(&'a [(ConnectionId, Arc<Outbox>)]),
-) {
+async fn chunks<'a, T>(members: &'a [T], mut each: impl FnMut(&'a [T])) {
     for (n, chunk) in members.chunks(CHUNK).enumerate() {
         if n > 0 {
             tokio::task::yield_now().await;
@@ -101,11 +102,10 @@ impl Job {
         }
     }
 
-    /// Whether `next` can go out with this one: both send a frame, to the same viewers.
+    /// Whether `next` can go out with this one: both send a frame, to the same room's viewers
+    /// (not always the same ones: viewers join and leave between two frames).
     fn joins(&self, next: &Self) -> bool {
-        self.frame().is_some()
-            && next.frame().is_some()
-            && Arc::ptr_eq(&self.members, &next.members)
+        self.frame().is_some() && next.frame().is_some() && Arc::ptr_eq(&self.gone, &next.gone)
     }
 }
 
@@ -160,6 +160,13 @@ fn merged(comments: Vec<Outgoing>) -> Vec<Outgoing> {
 /// consecutive comment frames become one frame, and a viewer whose frames go straight to its
 /// socket gets them all in one write (a viewer count that waited for these comments, say: see
 /// `Room::announce_count`).
+///
+/// Each viewer gets exactly the frames of the jobs it is in, in order. Usually that is every job
+/// of the run, to the same viewers. While viewers join (a stream starting), each frame goes to a
+/// list one or more viewers longer than the one before, and then the viewers are sorted by the
+/// jobs they are in ([`by_jobs`]): a viewer that joined between two frames gets only the second,
+/// whose comments are not in its history. A lane that fell behind during a burst of joins thus
+/// catches up as it does otherwise, a frame for everything waiting instead of one per comment.
 async fn run_together(run: &mut Vec<Job>) {
     if run.len() < 2 {
         for job in run.drain(..) {
@@ -167,28 +174,101 @@ async fn run_together(run: &mut Vec<Job>) {
         }
         return;
     }
-    let frames = merge_comments(run.iter().filter_map(|job| job.frame().cloned()));
-    // Every job of the run has the same viewers and room: the first stands for them all.
-    let first = run.drain(..).next().expect("two or more");
-    if let [frame] = &frames[..] {
-        return Job {
-            what: Delivery::Push(frame.clone()),
-            ..first
+    let jobs = &run[..];
+    let mut dropped = Vec::new();
+    let lists = lists_of(jobs);
+    if let [(members, mask)] = &lists[..] {
+        let sent = Prepared::new(jobs, *mask);
+        chunks(members, |chunk| {
+            for (id, outbox) in chunk {
+                if sent.push(outbox) == Pushed::Gone {
+                    dropped.push(*id);
+                }
+            }
+        })
+        .await;
+    } else {
+        let viewers = by_jobs(&lists);
+        let mut prepared: HashMap<u64, Prepared> = HashMap::new();
+        for (_, _, mask) in &viewers {
+            prepared
+                .entry(*mask)
+                .or_insert_with(|| Prepared::new(jobs, *mask));
         }
-        .run()
+        chunks(&viewers, |chunk| {
+            for (id, outbox, mask) in chunk {
+                if prepared[mask].push(outbox) == Pushed::Gone {
+                    dropped.push(*id);
+                }
+            }
+        })
         .await;
     }
-    let together = Together::new(frames);
-    let mut dropped = Vec::new();
-    chunks(&first.members, |chunk| {
-        for (id, outbox) in chunk {
-            if outbox.push_together(&together) == Pushed::Gone {
-                dropped.push(*id);
+    jobs[0].note_gone(dropped);
+    run.clear();
+}
+
+/// A run's viewer lists, each once, with the jobs that go to it as bits (job `n` is bit `n`).
+fn lists_of(jobs: &[Job]) -> Vec<(&Members, u64)> {
+    let mut lists: Vec<(&Members, u64)> = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
+        let bit = 1u64 << n;
+        match lists
+            .iter_mut()
+            .find(|(members, _)| Arc::ptr_eq(members, &job.members))
+        {
+            Some((_, mask)) => *mask |= bit,
+            None => lists.push((&job.members, bit)),
+        }
+    }
+    lists
+}
+
+/// Each viewer of `lists` once, with the jobs it is in as bits, in the order first seen.
+fn by_jobs<'a>(lists: &[(&'a Members, u64)]) -> Vec<(ConnectionId, &'a Arc<Outbox>, u64)> {
+    let mut at: HashMap<ConnectionId, usize> = HashMap::with_capacity(lists[0].0.len());
+    let mut viewers: Vec<(ConnectionId, &Arc<Outbox>, u64)> = Vec::with_capacity(lists[0].0.len());
+    for (members, mask) in lists {
+        for (id, outbox) in members.iter() {
+            match at.entry(*id) {
+                Entry::Occupied(seen) => viewers[*seen.get()].2 |= mask,
+                Entry::Vacant(new) => {
+                    new.insert(viewers.len());
+                    viewers.push((*id, outbox, *mask));
+                }
             }
         }
-    })
-    .await;
-    first.note_gone(dropped);
+    }
+    viewers
+}
+
+/// What the viewers in some of a run's jobs get: the frames of those jobs, consecutive comment
+/// frames merged; one frame, or several that go out together.
+enum Prepared {
+    One(Outgoing),
+    Together(Together),
+}
+
+impl Prepared {
+    /// The frames of `jobs` whose bits `mask` sets.
+    fn new(jobs: &[Job], mask: u64) -> Self {
+        let frames = jobs
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| mask & (1u64 << n) != 0)
+            .filter_map(|(_, job)| job.frame().cloned());
+        match <[Outgoing; 1]>::try_from(merge_comments(frames)) {
+            Ok([frame]) => Self::One(frame),
+            Err(frames) => Self::Together(Together::new(frames)),
+        }
+    }
+
+    fn push(&self, outbox: &Outbox) -> Pushed {
+        match self {
+            Self::One(frame) => outbox.push(frame),
+            Self::Together(together) => outbox.push_together(together),
+        }
+    }
 }
 
 /// Frames for the same viewers that go out together: each on its own for a viewer whose
@@ -387,6 +467,49 @@ mod tests {
         let other = other_stream.next().await.expect("pushed");
         assert_eq!(other.len(), 1);
         assert_eq!(ids_of(&other[0]), [7]);
+    }
+
+    #[tokio::test]
+    async fn frames_waiting_while_viewers_join_and_leave_merge_and_each_viewer_gets_only_its_own() {
+        let (stayed, mut stayed_stream) = Outbox::new(16);
+        let (left, mut left_stream) = Outbox::new(16);
+        let (joined, mut joined_stream) = Outbox::new(16);
+        let (late, mut late_stream) = Outbox::new(16);
+        // A room's lists as the hub makes them while viewers come and go: 3 leaves after the
+        // first frame, 4 joins after it and 5 after the second (its list shares the first's
+        // `Arc`, as a list the hub did not have to make again does).
+        let first: Members = Arc::from([(1, stayed.clone()), (3, left)]);
+        let second: Members = Arc::from([(4, joined.clone()), (1, stayed.clone())]);
+        let third: Members = Arc::from([(1, stayed), (4, joined), (5, late)]);
+        let gone = Gone::default();
+        let (jobs, queue) = mpsc::unbounded_channel();
+        for (members, what) in [
+            (&first, comments(&[1])),
+            (&second, comments(&[2])),
+            (&second, comments(&[3])),
+            (&third, comments(&[4])),
+        ] {
+            jobs.send(Job {
+                members: members.clone(),
+                what,
+                gone: gone.clone(),
+            })
+            .unwrap();
+        }
+        drop(jobs);
+        run_lane(queue).await;
+
+        for (stream, expected) in [
+            (&mut stayed_stream, &[1, 2, 3, 4][..]),
+            (&mut left_stream, &[1]),
+            (&mut joined_stream, &[2, 3, 4]),
+            (&mut late_stream, &[4]),
+        ] {
+            let batch = stream.next().await.expect("pushed");
+            assert_eq!(batch.len(), 1, "one merged frame: {batch:?}");
+            assert_eq!(ids_of(&batch[0]), expected);
+        }
+        assert!(gone.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
