@@ -14,7 +14,7 @@
 #
 # Needs: cargo, node and npm (Node 18 or later). Environment: POINTS (comma-separated
 # VIEWERSxRATE/SENDERS), DURATION, RAMP, DRAIN (seconds), SERVERS (default all four: ours,
-# ours-w1 (ours with --workers 1), bun, node), MARKDOWN (default BENCHMARKS.md).
+# ours-cores (ours with a worker on every core), bun, node), MARKDOWN (default BENCHMARKS.md).
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +23,7 @@ POINTS="${POINTS:-200x100/10,1000x100/10,2000x200/20}"
 DURATION="${DURATION:-10}"
 RAMP="${RAMP:-5}"
 DRAIN="${DRAIN:-5}"
-SERVERS="${SERVERS:-ours,ours-w1,bun,node}"
+SERVERS="${SERVERS:-ours,ours-cores,bun,node}"
 MARKDOWN="${MARKDOWN:-BENCHMARKS.md}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }

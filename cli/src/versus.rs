@@ -2,12 +2,13 @@
 //! at the same points in one run, and the side-by-side table written into a markdown file.
 //!
 //! For each point (viewers × comments per second, with a number of senders) and each server,
-//! in turn (ours, ours-w1, bun, node at the first point, then the same at the next, so that all
+//! in turn (ours, ours-cores, bun, node at the first point, then the same at the next, so that all
 //! of them see the same machine), the command starts the server on an ephemeral port, runs
 //! [`crate::bench::bench`] in this process against it with its pid (so the server's CPU and
 //! memory are read as for `bench`), and stops it. Ours is ws-stream started exactly as `bench`
-//! starts it ([`LocalService::start`]: a fresh SQLite store, limits raised), and ours-w1 the
-//! same with `--workers 1`, one event loop for the connections as each peer has; the peers are the
+//! starts it ([`LocalService::start`]: a fresh SQLite store, limits raised), with its default
+//! workers (one per core but one: one event loop for the connections on 2 cores, as each peer
+//! has), and ours-cores the same with a worker on every core; the peers are the
 //! small servers of `bench/peers/` (see the README there), run by the `bun` the npm package
 //! installed and by `node`.
 //!
@@ -48,14 +49,14 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Options of `danmaku versus`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  danmaku versus                                    # the three points, ours (and ours-w1), bun and node
+  danmaku versus                                    # the three points, ours (and ours-cores), bun and node
   danmaku versus --point 200x100/10 --duration 5 --markdown BENCHMARKS.md
   danmaku versus --servers ours --point 5x20/1 --duration 1 --markdown /tmp/t.md
 
 A point is VIEWERSxRATE/SENDERS: viewers, comments per second (all senders together) and
 senders (default 10). Ours is ws-stream beside this binary (or in DANMAKU_BIN_DIR), started as
-bench starts it; ours-w1 is the same with --workers 1 (one event loop, as the peers). The peers
-live in --peers-dir (bench/peers): install them first with `npm ci` there, as
+bench starts it, with its default workers (one per core but one); ours-cores is the same with
+a worker on every core. The peers live in --peers-dir (bench/peers): install them first with `npm ci` there, as
 scripts/bench-peers.sh does. Without --servers every server is tried and a peer that is not
 installed is skipped with a message; a server named in --servers must be there.
 The table replaces whatever is between the lines <!-- versus:begin --> and <!-- versus:end -->
@@ -156,11 +157,11 @@ impl FromStr for Point {
 pub enum Server {
     /// ws-stream: every comment committed to SQLite before anyone sees it.
     Ours,
-    /// ws-stream with one worker (`--workers 1`): one event loop for the connections, as Bun
-    /// and Node have (its store's writer and its hub keep their own threads).
-    #[value(name = "ours-w1")]
-    #[serde(rename = "ours-w1")]
-    OursOneWorker,
+    /// ws-stream with a worker on every CPU core (`--workers N`), where its default leaves one
+    /// core to its store's writer and its hub.
+    #[value(name = "ours-cores")]
+    #[serde(rename = "ours-cores")]
+    OursEveryCore,
     /// `bench/peers/bun-server.js` on Bun: `server.publish`, nothing stored.
     Bun,
     /// `bench/peers/node-server.js` on Node with `ws`: a loop over the room, nothing stored.
@@ -169,13 +170,13 @@ pub enum Server {
 
 impl Server {
     /// Every server, in run order.
-    pub const ALL: [Self; 4] = [Self::Ours, Self::OursOneWorker, Self::Bun, Self::Node];
+    pub const ALL: [Self; 4] = [Self::Ours, Self::OursEveryCore, Self::Bun, Self::Node];
 
     /// The lowercase name (`ours`), for file names and messages.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours",
-            Self::OursOneWorker => "ours-w1",
+            Self::OursEveryCore => "ours-cores",
             Self::Bun => "bun",
             Self::Node => "node",
         }
@@ -193,7 +194,7 @@ struct Contender {
     /// with these flags.
     program: Option<PeerProgram>,
     /// Ours' flags besides those `LocalService::start` gives every service.
-    flags: &'static [&'static str],
+    flags: Vec<String>,
 }
 
 /// A peer's server: a script of the peers' folder run by a JavaScript runtime.
@@ -211,10 +212,7 @@ impl Contender {
     /// Starts the server and waits until it listens.
     fn start(&self, echo_log: bool) -> Result<LocalService, CliError> {
         match &self.program {
-            None => {
-                let flags: Vec<String> = self.flags.iter().map(|&flag| flag.into()).collect();
-                LocalService::start("ws-stream", &flags, echo_log)
-            }
+            None => LocalService::start("ws-stream", &self.flags, echo_log),
             Some(peer) => {
                 let mut command = Command::new(&peer.runtime);
                 command
@@ -369,7 +367,7 @@ fn contenders(args: &VersusArgs) -> Result<Vec<Contender>, CliError> {
     for server in wanted {
         match contender(args, server) {
             Ok(contender) => found.push(contender),
-            Err(e) if explicit || matches!(server, Server::Ours | Server::OursOneWorker) => {
+            Err(e) if explicit || matches!(server, Server::Ours | Server::OursEveryCore) => {
                 return Err(e);
             }
             Err(e) => eprintln!("versus: skipping {}: {e}", server.name()),
@@ -394,21 +392,23 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
             Ok(Contender {
                 server,
                 description: "ws-stream, each comment committed to SQLite (fsync) before it is \
-                              sent"
+                              sent; its default workers, one per core but one"
                     .into(),
                 program: None,
-                flags: &[],
+                flags: Vec::new(),
             })
         }
-        Server::OursOneWorker => {
+        Server::OursEveryCore => {
             servers::locate("ws-stream")?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             Ok(Contender {
                 server,
-                description: "the same with `--workers 1`: one event loop for the connections, \
-                              as the peers have"
-                    .into(),
+                description: format!(
+                    "the same with a worker on every core (`--workers {cores}`), where its \
+                     default leaves one core to its store's writer and its hub"
+                ),
                 program: None,
-                flags: &["--workers", "1"],
+                flags: vec!["--workers".into(), cores.to_string()],
             })
         }
         Server::Bun => {
@@ -426,7 +426,7 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
                     script: "bun-server.js",
                     dir: dir.canonicalize()?,
                 }),
-                flags: &[],
+                flags: Vec::new(),
             })
         }
         Server::Node => {
@@ -447,7 +447,7 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
                     script: "node-server.js",
                     dir: dir.canonicalize()?,
                 }),
-                flags: &[],
+                flags: Vec::new(),
             })
         }
     }

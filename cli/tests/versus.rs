@@ -117,7 +117,7 @@ fn versus_on_ours_writes_a_real_row_between_the_markers_and_keeps_the_rest() {
     let output = versus(
         &[
             "--servers",
-            "ours,ours-w1",
+            "ours,ours-cores",
             "--point",
             "5x20/1",
             "--duration",
@@ -156,9 +156,13 @@ fn versus_on_ours_writes_a_real_row_between_the_markers_and_keeps_the_rest() {
     let rows = rows(&document);
     assert_eq!(rows.len(), 2, "{document}");
     assert_clean_row(&rows[0], "ours");
-    // The same server with one worker, as the peers have one event loop.
-    assert_clean_row(&rows[1], "ours-w1");
-    assert!(document.contains("`--workers 1`"), "{document}");
+    // The same server with a worker on every core, where its default leaves one to its store's
+    // writer and its hub.
+    assert_clean_row(&rows[1], "ours-cores");
+    assert!(
+        document.contains("a worker on every core (`--workers "),
+        "{document}"
+    );
 
     // The raw report beside it agrees with the row.
     let report = std::fs::read(json_dir.join("versus-ours-5x20.json")).unwrap();
@@ -167,9 +171,9 @@ fn versus_on_ours_writes_a_real_row_between_the_markers_and_keeps_the_rest() {
     assert_eq!(report["report"]["received"], 100);
     assert_eq!(report["report"]["lost"], 0);
     assert!(report["report"]["server"]["peak_rss_kib"].as_u64().unwrap() > 1000);
-    let report = std::fs::read(json_dir.join("versus-ours-w1-5x20.json")).unwrap();
+    let report = std::fs::read(json_dir.join("versus-ours-cores-5x20.json")).unwrap();
     let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
-    assert_eq!(report["server"], "ours-w1");
+    assert_eq!(report["server"], "ours-cores");
     assert_eq!(report["report"]["lost"], 0);
 }
 

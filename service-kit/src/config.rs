@@ -221,7 +221,8 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_READ_ROWS_BURST", default_value = "20000")]
     pub read_rows_burst: NonZeroU32,
 
-    /// Worker threads serving requests; defaults to the number of CPU cores.
+    /// Worker threads serving requests; defaults to one per CPU core but one (at least one),
+    /// which leaves the store's writer and the hub a core.
     #[arg(long, env = "DANMAKU_WORKERS")]
     pub workers: Option<NonZeroUsize>,
 

@@ -2,6 +2,7 @@
 //! pages, around the service's own routes.
 
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,24 @@ where
     )
 }
 
+/// Worker threads when `--workers` is not given: one per CPU core but one, at least one.
+///
+/// A worker reads and writes its share of the connections, but every comment also passes
+/// through threads that are not workers before anyone sees it: the store's writer (its commit
+/// and fsync), the fan-out's sequencer and the hub, which batches it and hands each worker its
+/// share. With a worker on every core, a large room's fan-out keeps every core busy, and those
+/// threads wait for a core while comments pile up behind them. Leaving them one core, on the
+/// 2-core machines of BENCHMARKS.md, cut the tail latency at saturation and under overload by
+/// several times and the CPU per delivery too ("One worker per core but one").
+fn default_workers() -> usize {
+    workers_for(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+}
+
+/// [`default_workers`] on a machine of `cores`.
+fn workers_for(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
 fn serve_with<F>(
     listener: TcpListener,
     args: &ServerArgs,
@@ -114,10 +133,7 @@ where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
     let pages = Pages::new(args.web_dir.clone(), index_page);
-    let workers = args.workers.map_or_else(
-        || std::thread::available_parallelism().map_or(2, |n| n.get()),
-        |n| n.get(),
-    );
+    let workers = args.workers.map_or_else(default_workers, NonZeroUsize::get);
     let allowed_hosts = web::Data::new(AllowedHosts::from_args(args));
     log::info!("answering to the hosts {}", allowed_hosts.as_ref());
     let trusted_proxies = web::Data::new(TrustedProxies::from_args(args));
@@ -436,6 +452,13 @@ impl RunningServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_workers_leave_one_core_to_the_writer_and_the_hub() {
+        assert_eq!(workers_for(1), 1, "a single core still gets a worker");
+        assert_eq!(workers_for(2), 1);
+        assert_eq!(workers_for(8), 7);
+    }
 
     /// An accepted connection on loopback, as the server gets it, and its client.
     async fn accepted() -> (actix_rt::net::TcpStream, tokio::net::TcpStream) {
