@@ -14,7 +14,9 @@
 //! them all in one write. So a busy worker writes fewer, fuller frames instead of falling further
 //! behind, and nothing waits that would not have waited anyway. A large room is written a
 //! [`CHUNK`] of viewers at a time, with the thread's other tasks let run in between, so a
-//! joining viewer or a sender's answer never waits for a whole room. A push that finds a viewer too
+//! joining viewer or a sender's answer never waits for a whole room; and a comment that comes
+//! while a room is being written goes out with the one being written to the viewers not written
+//! to yet, in the same frame ([`run_frames`]). A push that finds a viewer too
 //! slow (`outbox.rs`) cannot tell the hub at once; the lane notes the viewer in its room's
 //! `gone` list, which the hub reads on its next count report ([`super::hub::COUNT_INTERVAL`]),
 //! and forgets it then. A viewer made outside an actix arbiter (a test's stand-in) has no lane
@@ -54,46 +56,14 @@ struct Job {
     gone: Gone,
 }
 
-/// Deliveries a lane takes from its queue at once, and so merges at most (each is a bit of a
-/// `u64` in [`run_together`]).
-const MAX_TAKEN: usize = 64;
-const _: () = assert!(MAX_TAKEN <= u64::BITS as usize);
+/// Deliveries a lane runs together at most (each is a bit of a `u64`: see [`Target`]).
+const MAX_RUN: usize = 64;
 
-/// Viewers a lane writes to before it lets the other tasks of its thread run (see [`chunks`]).
+/// Viewers a lane writes to before it lets the other tasks of its thread run, and looks for
+/// frames that came meanwhile (see [`run_frames`]).
 const CHUNK: usize = 256;
 
-/// `members` a [`CHUNK`] at a time, the thread's other tasks let run in between: a room of
-/// thousands takes tens of milliseconds to write to on a busy machine, and a viewer joining
-/// meanwhile (its upgrade, its welcome) would otherwise wait for the whole of it at each step.
-/// The lane's own order holds: its next delivery starts only when this one is done.
-async fn chunks<'a, T>(members: &'a [T], mut each: impl FnMut(&'a [T])) {
-    for (n, chunk) in members.chunks(CHUNK).enumerate() {
-        if n > 0 {
-            tokio::task::yield_now().await;
-        }
-        each(chunk);
-    }
-}
-
 impl Job {
-    async fn run(self) {
-        let mut dropped = Vec::new();
-        chunks(&self.members, |chunk| {
-            dropped.extend(deliver_here(chunk, &self.what));
-        })
-        .await;
-        self.note_gone(dropped);
-    }
-
-    fn note_gone(&self, dropped: Vec<ConnectionId>) {
-        if !dropped.is_empty() {
-            self.gone
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(dropped);
-        }
-    }
-
     /// The frame this delivery sends, if it sends one (not a close).
     fn frame(&self) -> Option<&Outgoing> {
         match &self.what {
@@ -156,90 +126,206 @@ fn merged(comments: Vec<Outgoing>) -> Vec<Outgoing> {
     }]
 }
 
-/// Runs `run`, deliveries of which each [`Job::joins`] the one before. When there are several:
-/// consecutive comment frames become one frame, and a viewer whose frames go straight to its
-/// socket gets them all in one write (a viewer count that waited for these comments, say: see
-/// `Room::announce_count`).
+/// What a lane runs at once: frames that each [`Job::joins`] the one before (at most
+/// [`MAX_RUN`]), the viewer lists they go to, and each viewer's frames as prepared for it.
 ///
-/// Each viewer gets exactly the frames of the jobs it is in, in order. Usually that is every job
-/// of the run, to the same viewers. While viewers join (a stream starting), each frame goes to a
-/// list one or more viewers longer than the one before, and then the viewers are sorted by the
-/// jobs they are in ([`by_jobs`]): a viewer that joined between two frames gets only the second,
-/// whose comments are not in its history. A lane that fell behind during a burst of joins thus
-/// catches up as it does otherwise, a frame for everything waiting instead of one per comment.
-async fn run_together(run: &mut Vec<Job>) {
-    if run.len() < 2 {
-        for job in run.drain(..) {
-            job.run().await;
-        }
-        return;
-    }
-    let jobs = &run[..];
-    let mut dropped = Vec::new();
-    let lists = lists_of(jobs);
-    if let [(members, mask)] = &lists[..] {
-        let sent = Prepared::new(jobs, *mask);
-        chunks(members, |chunk| {
-            for (id, outbox) in chunk {
-                if sent.push(outbox) == Pushed::Gone {
-                    dropped.push(*id);
-                }
-            }
-        })
-        .await;
-    } else {
-        let viewers = by_jobs(&lists);
-        let mut prepared: HashMap<u64, Prepared> = HashMap::new();
-        for (_, _, mask) in &viewers {
-            prepared
-                .entry(*mask)
-                .or_insert_with(|| Prepared::new(jobs, *mask));
-        }
-        chunks(&viewers, |chunk| {
-            for (id, outbox, mask) in chunk {
-                if prepared[mask].push(outbox) == Pushed::Gone {
-                    dropped.push(*id);
-                }
-            }
-        })
-        .await;
-    }
-    jobs[0].note_gone(dropped);
-    run.clear();
+/// Each viewer gets exactly the frames of the jobs it is in, in order, consecutive comment frames
+/// merged into one and the rest in the same write. Usually every job of a run goes to the same
+/// viewers. While viewers join (a stream starting), each frame goes to a list one or more viewers
+/// longer than the one before, and the viewers are sorted by the jobs they are in
+/// ([`Run::targets`]): a viewer that joined between two frames gets only the second, whose
+/// comments are not in its history.
+#[derive(Default)]
+struct Run {
+    jobs: Vec<Job>,
+    /// The distinct viewer lists of `jobs`.
+    lists: Vec<Members>,
+    /// What the viewers in the jobs a mask sets get.
+    prepared: HashMap<u64, Prepared>,
 }
 
-/// A run's viewer lists, each once, with the jobs that go to it as bits (job `n` is bit `n`).
-fn lists_of(jobs: &[Job]) -> Vec<(&Members, u64)> {
-    let mut lists: Vec<(&Members, u64)> = Vec::new();
-    for (n, job) in jobs.iter().enumerate() {
-        let bit = 1u64 << n;
-        match lists
-            .iter_mut()
-            .find(|(members, _)| Arc::ptr_eq(members, &job.members))
-        {
-            Some((_, mask)) => *mask |= bit,
-            None => lists.push((&job.members, bit)),
-        }
-    }
-    lists
+/// A viewer of a [`Run`], `lists[list][at]`, and the jobs whose frames it is still to get, as
+/// bits (job `n` is bit `n`).
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    list: usize,
+    at: usize,
+    mask: u64,
 }
 
-/// Each viewer of `lists` once, with the jobs it is in as bits, in the order first seen.
-fn by_jobs<'a>(lists: &[(&'a Members, u64)]) -> Vec<(ConnectionId, &'a Arc<Outbox>, u64)> {
-    let mut at: HashMap<ConnectionId, usize> = HashMap::with_capacity(lists[0].0.len());
-    let mut viewers: Vec<(ConnectionId, &Arc<Outbox>, u64)> = Vec::with_capacity(lists[0].0.len());
-    for (members, mask) in lists {
-        for (id, outbox) in members.iter() {
-            match at.entry(*id) {
-                Entry::Occupied(seen) => viewers[*seen.get()].2 |= mask,
+impl Run {
+    /// The viewers of the jobs from `from` on, each once, with those of them it is in.
+    fn targets(&mut self, from: usize) -> Vec<Target> {
+        let mut masks: Vec<(usize, u64)> = Vec::new();
+        for (n, job) in self.jobs.iter().enumerate().skip(from) {
+            let list = match self.lists.iter().position(|l| Arc::ptr_eq(l, &job.members)) {
+                Some(list) => list,
+                None => {
+                    self.lists.push(job.members.clone());
+                    self.lists.len() - 1
+                }
+            };
+            match masks.iter_mut().find(|(l, _)| *l == list) {
+                Some((_, mask)) => *mask |= 1 << n,
+                None => masks.push((list, 1 << n)),
+            }
+        }
+        if let [(list, mask)] = masks[..] {
+            let viewers = self.lists[list].len();
+            return (0..viewers).map(|at| Target { list, at, mask }).collect();
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut index: HashMap<ConnectionId, usize> = HashMap::new();
+        for (list, mask) in masks {
+            for (at, (id, _)) in self.lists[list].iter().enumerate() {
+                match index.entry(*id) {
+                    Entry::Occupied(seen) => targets[*seen.get()].mask |= mask,
+                    Entry::Vacant(new) => {
+                        new.insert(targets.len());
+                        targets.push(Target { list, at, mask });
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    fn id(&self, target: &Target) -> ConnectionId {
+        self.lists[target.list][target.at].0
+    }
+
+    /// Writes to `target` the frames it is to get.
+    fn write(&mut self, target: &Target) -> Pushed {
+        let (_, outbox) = &self.lists[target.list][target.at];
+        let jobs = &self.jobs;
+        self.prepared
+            .entry(target.mask)
+            .or_insert_with(|| Prepared::new(jobs, target.mask))
+            .push(outbox)
+    }
+
+    /// Adds `fresh` (the viewers of jobs that came while `pass` was being written, with those
+    /// jobs) to what they are to get: to the frames of a viewer not written to yet (from `at`
+    /// on), so that it gets the old and the new in one write, or else in `later`.
+    fn spread(&self, fresh: Vec<Target>, pass: &mut [Target], at: usize, later: &mut Vec<Target>) {
+        // Where each viewer still to be written to is: in `pass` from `at` on, then in `later`.
+        let waiting = pass[at..].iter().enumerate().map(|(n, t)| (at + n, t));
+        let after = later.iter().enumerate().map(|(n, t)| (pass.len() + n, t));
+        let mut index: HashMap<ConnectionId, usize> = waiting
+            .chain(after)
+            .map(|(n, target)| (self.id(target), n))
+            .collect();
+        for target in fresh {
+            match index.entry(self.id(&target)) {
+                Entry::Occupied(found) => match found.get().checked_sub(pass.len()) {
+                    None => pass[*found.get()].mask |= target.mask,
+                    Some(n) => later[n].mask |= target.mask,
+                },
                 Entry::Vacant(new) => {
-                    new.insert(viewers.len());
-                    viewers.push((*id, outbox, *mask));
+                    new.insert(pass.len() + later.len());
+                    later.push(target);
                 }
             }
         }
     }
-    viewers
+}
+
+/// A lane's queue, with a job taken from it to look at and kept for later.
+struct LaneQueue {
+    queue: mpsc::UnboundedReceiver<Job>,
+    held: Option<Job>,
+}
+
+impl LaneQueue {
+    /// The next job, waiting for one.
+    async fn next(&mut self) -> Option<Job> {
+        match self.held.take() {
+            Some(job) => Some(job),
+            None => self.queue.recv().await,
+        }
+    }
+
+    /// Moves into `jobs` the jobs waiting now that each join the one before, up to [`MAX_RUN`].
+    fn take_joining(&mut self, jobs: &mut Vec<Job>) {
+        while jobs.len() < MAX_RUN {
+            let Some(job) = self.held.take().or_else(|| self.queue.try_recv().ok()) else {
+                return;
+            };
+            if !jobs.last().is_some_and(|last| last.joins(&job)) {
+                self.held = Some(job);
+                return;
+            }
+            jobs.push(job);
+        }
+    }
+}
+
+/// Runs what reaches a lane, in order, sending together what waits together.
+async fn run_lane(queue: mpsc::UnboundedReceiver<Job>) {
+    let mut queue = LaneQueue { queue, held: None };
+    while let Some(job) = queue.next().await {
+        if job.frame().is_some() {
+            run_frames(&mut queue, job).await;
+        } else {
+            let dropped = deliver_here(&job.members, &job.what);
+            note_gone(&job.gone, dropped);
+        }
+    }
+}
+
+/// Writes `first` and the frames that join it: what waits now, and what comes while they are
+/// being written.
+///
+/// The viewers are written a [`CHUNK`] at a time, and the thread's other tasks run in between:
+/// a room of thousands takes milliseconds to write to (tens on a busy machine), and a viewer
+/// joining meanwhile (its upgrade, its welcome) or a sender's answer would otherwise wait for all
+/// of it. Before each chunk, the lane looks for frames that came meanwhile: the viewers not
+/// written to yet get them in the same write as the frame being written (a second comment in
+/// the same frame as the first), and those already written get them in a pass of their own right
+/// after. So a busy room sends, in one frame, whatever was committed while the previous frame
+/// was being written, without any comment waiting for one that is not there yet.
+async fn run_frames(queue: &mut LaneQueue, first: Job) {
+    let gone = first.gone.clone();
+    let mut run = Run::default();
+    run.jobs.push(first);
+    queue.take_joining(&mut run.jobs);
+    let mut pass = run.targets(0);
+    let mut dropped = Vec::new();
+    while !pass.is_empty() {
+        let mut later = Vec::new();
+        let mut at = 0;
+        while at < pass.len() {
+            if at > 0 {
+                tokio::task::yield_now().await;
+                let known = run.jobs.len();
+                queue.take_joining(&mut run.jobs);
+                if run.jobs.len() > known {
+                    let fresh = run.targets(known);
+                    run.spread(fresh, &mut pass, at, &mut later);
+                }
+            }
+            let end = pass.len().min(at + CHUNK);
+            for target in &pass[at..end] {
+                if run.write(target) == Pushed::Gone {
+                    dropped.push(run.id(target));
+                }
+            }
+            at = end;
+        }
+        pass = later;
+    }
+    dropped.sort_unstable();
+    dropped.dedup();
+    note_gone(&gone, dropped);
+}
+
+/// Notes `dropped` (viewers too slow) in their room's `gone` list, for the hub.
+fn note_gone(gone: &Gone, dropped: Vec<ConnectionId>) {
+    if !dropped.is_empty() {
+        gone.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(dropped);
+    }
 }
 
 /// What the viewers in some of a run's jobs get: the frames of those jobs, consecutive comment
@@ -296,21 +382,6 @@ impl Together {
             frames,
             wire: wire.freeze(),
         }
-    }
-}
-
-/// Runs what reaches a lane, in order, sending together what waits together.
-async fn run_lane(mut queue: mpsc::UnboundedReceiver<Job>) {
-    let mut taken = Vec::with_capacity(MAX_TAKEN);
-    let mut run = Vec::new();
-    while queue.recv_many(&mut taken, MAX_TAKEN).await > 0 {
-        for job in taken.drain(..) {
-            if run.last().is_some_and(|last: &Job| !last.joins(&job)) {
-                run_together(&mut run).await;
-            }
-            run.push(job);
-        }
-        run_together(&mut run).await;
     }
 }
 
@@ -550,6 +621,50 @@ mod tests {
             .filter_map(|stream| stream.next().now_or_never())
             .count();
         assert_eq!(rest, viewers - CHUNK);
+    }
+
+    #[tokio::test]
+    async fn a_comment_that_comes_while_a_room_is_written_goes_with_it_to_those_not_written_yet() {
+        use futures_util::FutureExt;
+
+        let viewers = 2 * CHUNK + 88;
+        let (members, mut streams): (Vec<_>, Vec<_>) = (0..viewers)
+            .map(|id| {
+                let (outbox, stream) = Outbox::new(4);
+                ((id as ConnectionId, outbox), stream)
+            })
+            .unzip();
+        let members: Members = members.into();
+        let gone = Gone::default();
+        let job = |what| Job {
+            members: members.clone(),
+            what,
+            gone: gone.clone(),
+        };
+        let (jobs, queue) = mpsc::unbounded_channel();
+        jobs.send(job(comments(&[1]))).unwrap();
+        // One thread: the lane writes the first chunk, then the second comment is committed.
+        let lane = tokio::spawn(run_lane(queue));
+        let second = job(comments(&[2]));
+        tokio::spawn(async move { jobs.send(second).unwrap() })
+            .await
+            .unwrap();
+        lane.await.unwrap();
+
+        for (n, stream) in streams.iter_mut().enumerate() {
+            let batch = stream.next().now_or_never().flatten().expect("pushed");
+            let got: Vec<Vec<i64>> = batch.iter().map(ids_of).collect();
+            if n < CHUNK {
+                assert_eq!(
+                    got,
+                    [vec![1], vec![2]],
+                    "viewer {n}, written before it came"
+                );
+            } else {
+                assert_eq!(got, [vec![1, 2]], "viewer {n}, both in one frame");
+            }
+        }
+        assert!(gone.lock().unwrap().is_empty());
     }
 
     /// The texts of the whole, unmasked, short text frames in `bytes`.
