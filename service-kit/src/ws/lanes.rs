@@ -500,6 +500,25 @@ mod tests {
         ids
     }
 
+    /// Runs a lane with `deliveries` (to those viewers, in that room) waiting in its queue, until
+    /// it has written them all.
+    async fn run_all<'a>(
+        gone: &Gone,
+        deliveries: impl IntoIterator<Item = (&'a Members, Delivery)>,
+    ) {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        for (members, what) in deliveries {
+            jobs.send(Job {
+                members: members.clone(),
+                what,
+                gone: gone.clone(),
+            })
+            .unwrap();
+        }
+        drop(jobs);
+        run_lane(queue).await;
+    }
+
     #[tokio::test]
     async fn comments_waiting_together_on_a_lane_go_out_as_one_frame_in_order() {
         let (outbox, mut stream) = Outbox::new(16);
@@ -553,22 +572,16 @@ mod tests {
         let second: Members = Arc::from([(4, joined.clone()), (1, stayed.clone())]);
         let third: Members = Arc::from([(1, stayed), (4, joined), (5, late)]);
         let gone = Gone::default();
-        let (jobs, queue) = mpsc::unbounded_channel();
-        for (members, what) in [
-            (&first, comments(&[1])),
-            (&second, comments(&[2])),
-            (&second, comments(&[3])),
-            (&third, comments(&[4])),
-        ] {
-            jobs.send(Job {
-                members: members.clone(),
-                what,
-                gone: gone.clone(),
-            })
-            .unwrap();
-        }
-        drop(jobs);
-        run_lane(queue).await;
+        run_all(
+            &gone,
+            [
+                (&first, comments(&[1])),
+                (&second, comments(&[2])),
+                (&second, comments(&[3])),
+                (&third, comments(&[4])),
+            ],
+        )
+        .await;
 
         for (stream, expected) in [
             (&mut stayed_stream, &[1, 2, 3, 4][..]),
@@ -583,18 +596,23 @@ mod tests {
         assert!(gone.lock().unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn a_large_room_is_written_a_chunk_at_a_time_with_the_threads_other_tasks_in_between() {
-        use futures_util::FutureExt;
-
-        let viewers = 2 * CHUNK + 88;
-        let (members, mut streams): (Vec<_>, Vec<_>) = (0..viewers)
+    /// A room of `viewers` (more than a [`CHUNK`]), and their queues.
+    fn large_room(viewers: usize) -> (Members, Vec<crate::ws::outbox::OutboxStream>) {
+        let (members, streams): (Vec<_>, Vec<_>) = (0..viewers)
             .map(|id| {
                 let (outbox, stream) = Outbox::new(4);
                 ((id as ConnectionId, outbox), stream)
             })
             .unzip();
-        let members: Members = members.into();
+        (members.into(), streams)
+    }
+
+    #[tokio::test]
+    async fn a_large_room_is_written_a_chunk_at_a_time_with_the_threads_other_tasks_in_between() {
+        use futures_util::FutureExt;
+
+        let viewers = 2 * CHUNK + 88;
+        let (members, mut streams) = large_room(viewers);
         let (jobs, queue) = mpsc::unbounded_channel();
         jobs.send(Job {
             members,
@@ -628,13 +646,7 @@ mod tests {
         use futures_util::FutureExt;
 
         let viewers = 2 * CHUNK + 88;
-        let (members, mut streams): (Vec<_>, Vec<_>) = (0..viewers)
-            .map(|id| {
-                let (outbox, stream) = Outbox::new(4);
-                ((id as ConnectionId, outbox), stream)
-            })
-            .unzip();
-        let members: Members = members.into();
+        let (members, mut streams) = large_room(viewers);
         let gone = Gone::default();
         let job = |what| Job {
             members: members.clone(),
@@ -695,22 +707,17 @@ mod tests {
         let members: Members = Arc::from([(1, direct), (2, queued)]);
         let gone = Gone::default();
         let count = r#"{"type":"viewers","count":2}"#;
-        let (jobs, queue) = mpsc::unbounded_channel();
-        for what in [
-            comments(&[1]),
-            Delivery::Push(Outgoing::text(count.into())),
-            comments(&[2]),
-            comments(&[3]),
-        ] {
-            jobs.send(Job {
-                members: members.clone(),
-                what,
-                gone: gone.clone(),
-            })
-            .unwrap();
-        }
-        drop(jobs);
-        run_lane(queue).await;
+        run_all(
+            &gone,
+            [
+                comments(&[1]),
+                Delivery::Push(Outgoing::text(count.into())),
+                comments(&[2]),
+                comments(&[3]),
+            ]
+            .map(|what| (&members, what)),
+        )
+        .await;
 
         // The direct viewer: one write of three frames, the two last comments merged.
         assert_eq!(wire.sends.load(Ordering::Relaxed), 1);
