@@ -49,16 +49,17 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Options of `danmaku versus`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  danmaku versus                                    # the three points, ours (and ours-cores), bun and node
+  danmaku versus                                    # the three points: ours, ours-cores, bun, node
   danmaku versus --point 200x100/10 --duration 5 --markdown BENCHMARKS.md
   danmaku versus --servers ours --point 5x20/1 --duration 1 --markdown /tmp/t.md
 
 A point is VIEWERSxRATE/SENDERS: viewers, comments per second (all senders together) and
 senders (default 10). Ours is ws-stream beside this binary (or in DANMAKU_BIN_DIR), started as
 bench starts it, with its default workers (one per core but one); ours-cores is the same with
-a worker on every core. The peers live in --peers-dir (bench/peers): install them first with `npm ci` there, as
-scripts/bench-peers.sh does. Without --servers every server is tried and a peer that is not
-installed is skipped with a message; a server named in --servers must be there.
+a worker on every core. The peers live in --peers-dir (bench/peers): install them first with
+`npm ci` there, as scripts/bench-peers.sh does. Without --servers every server is tried and a
+peer that is not installed is skipped with a message; a server named in --servers must be
+there.
 The table replaces whatever is between the lines <!-- versus:begin --> and <!-- versus:end -->
 of the --markdown file (they are appended, with the table, when missing).
 Exit status 0 when every run finished (lost comments show in the table), 1 otherwise.")]

@@ -8,19 +8,19 @@
 //! the pushes there: for the worker, the outboxes and the wake-ups are local.
 //!
 //! A lane's tasks run in the order they were sent, so each connection still gets its frames in
-//! the order the hub sent them. Frames that wait on a lane together for the same viewers (its
-//! worker was busy when they came, or the hub sent them together) go out together: consecutive
-//! comment frames become one frame, and a viewer whose frames go straight to its socket gets
-//! them all in one write. So a busy worker writes fewer, fuller frames instead of falling further
-//! behind, and nothing waits that would not have waited anyway. A large room is written a
-//! [`CHUNK`] of viewers at a time, with the thread's other tasks let run in between, so a
-//! joining viewer or a sender's answer never waits for a whole room; and a comment that comes
-//! while a room is being written goes out with the one being written to the viewers not written
-//! to yet, in the same frame ([`run_frames`]). A push that finds a viewer too
-//! slow (`outbox.rs`) cannot tell the hub at once; the lane notes the viewer in its room's
-//! `gone` list, which the hub reads on its next count report ([`super::hub::COUNT_INTERVAL`]),
-//! and forgets it then. A viewer made outside an actix arbiter (a test's stand-in) has no lane
-//! and is pushed to directly.
+//! the order the hub sent them. Frames that wait on a lane together for one room (its worker was
+//! busy when they came, or the hub sent them together) go out together ([`Run`]): each viewer
+//! gets the frames sent to it, consecutive comment frames as one frame, and a viewer whose frames
+//! go straight to its socket gets them all in one write. So a busy worker writes fewer, fuller
+//! frames instead of falling further behind, and nothing waits that would not have waited
+//! anyway. A large room is written a [`CHUNK`] of viewers at a time, with the thread's other
+//! tasks let run in between, so a joining viewer or a sender's answer never waits for a whole
+//! room; and a comment that comes while a room is being written goes out with the one being
+//! written to the viewers not written to yet, in the same frame ([`run_frames`]). A push that
+//! finds a viewer too slow (`outbox.rs`) cannot tell the hub at once; the lane notes the viewer
+//! in its room's `gone` list, which the hub reads on its next count report
+//! ([`super::hub::COUNT_INTERVAL`]), and forgets it then. A viewer made outside an actix arbiter
+//! (a test's stand-in) has no lane and is pushed to directly.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
