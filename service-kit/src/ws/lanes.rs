@@ -140,8 +140,9 @@ struct Run {
     jobs: Vec<Job>,
     /// The distinct viewer lists of `jobs`.
     lists: Vec<Members>,
-    /// What the viewers in the jobs a mask sets get.
-    prepared: HashMap<u64, Prepared>,
+    /// What the viewers in the jobs a mask sets get, by mask. Usually one (every viewer is in
+    /// every job), a few while viewers join: looked up by a scan, not a hash per delivery.
+    prepared: Vec<(u64, Prepared)>,
 }
 
 /// A viewer of a [`Run`], `lists[list][at]`, and the jobs whose frames it is still to get, as
@@ -197,11 +198,19 @@ impl Run {
     /// Writes to `target` the frames it is to get.
     fn write(&mut self, target: &Target) -> Pushed {
         let (_, outbox) = &self.lists[target.list][target.at];
-        let jobs = &self.jobs;
-        self.prepared
-            .entry(target.mask)
-            .or_insert_with(|| Prepared::new(jobs, target.mask))
-            .push(outbox)
+        let at = match self
+            .prepared
+            .iter()
+            .position(|(mask, _)| *mask == target.mask)
+        {
+            Some(at) => at,
+            None => {
+                let prepared = Prepared::new(&self.jobs, target.mask);
+                self.prepared.push((target.mask, prepared));
+                self.prepared.len() - 1
+            }
+        };
+        self.prepared[at].1.push(outbox)
     }
 
     /// Adds `fresh` (the viewers of jobs that came while `pass` was being written, with those
