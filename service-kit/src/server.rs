@@ -112,7 +112,7 @@ where
 /// share. With a worker on every core, a large room's fan-out keeps every core busy, and those
 /// threads wait for a core while comments pile up behind them. Leaving them one core, on the
 /// 2-core machines of BENCHMARKS.md, cut the tail latency at saturation and under overload by
-/// several times and the CPU per delivery too ("One worker per core but one").
+/// several times, at the same CPU per delivery or less ("One worker per core but one").
 fn default_workers() -> usize {
     workers_for(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
 }
