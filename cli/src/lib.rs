@@ -20,7 +20,8 @@
 //!   [`filter`]: the block list of `tail --hide-*`, the pages' rules.
 //! - [`stamp`]: the send schedule and the intended send time carried in each measured comment;
 //!   [`latency`]: HDR histograms; [`procfs`]: CPU and memory from `/proc`.
-//! - [`servers`]: the services started by the tool itself, and the open-file limit.
+//! - [`servers`]: the services started by the tool itself, and the open-file limit; [`disk`]:
+//!   how long a durable write takes, the floor under ours' latency that `versus` reports.
 //! - [`error`]: failures and exit statuses.
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ pub mod bench;
 pub mod compare;
 #[cfg(feature = "copy")]
 pub mod copy_store;
+pub mod disk;
 pub mod endpoint;
 pub mod error;
 pub mod filter;

@@ -17,6 +17,10 @@
 //! the table, appended at its end ([`splice`]). Each run's report is also written as JSON when
 //! `--json-dir` is given.
 //!
+//! Before the first run, the command times a durable write beside ours' database ([`disk`]):
+//! the flush each of ours' comments waits for, which the peers, storing nothing, skip. The
+//! table's header gives it, so a quiet point's gap can be read against it.
+//!
 //! Peers are optional: without `--servers`, a peer that is not installed (no
 //! `bench/peers/node_modules`, which `scripts/bench-peers.sh` fills with `npm ci`) is skipped
 //! with a message; named in `--servers`, it is an error.
@@ -31,6 +35,7 @@ use clap::{Args, Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::bench::{self, BenchArgs, report::BenchReport};
+use crate::disk::{self, Flush};
 use crate::error::CliError;
 use crate::latency::format_ms;
 use crate::procfs;
@@ -45,6 +50,10 @@ pub const END_MARKER: &str = "<!-- versus:end -->";
 const ROOM: &str = "versus";
 /// How long the machine is watched before the first run, to warn when it is busy.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Durable writes timed before the first run, and the pause before each (about a second in
+/// all): enough for a median and a tail.
+const FLUSH_SAMPLES: usize = 50;
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Options of `danmaku versus`.
 #[derive(Debug, Args)]
@@ -173,6 +182,11 @@ impl Server {
     /// Every server, in run order.
     pub const ALL: [Self; 4] = [Self::Ours, Self::OursEveryCore, Self::Bun, Self::Node];
 
+    /// Whether it commits each comment to a database before anyone sees it (ours does).
+    pub fn stores(self) -> bool {
+        matches!(self, Self::Ours | Self::OursEveryCore)
+    }
+
     /// The lowercase name (`ours`), for file names and messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -249,6 +263,9 @@ pub struct Header {
     pub cpu_model: String,
     /// Cores busy with anything before the first run, over [`IDLE_CHECK`].
     pub busy_before: Option<f64>,
+    /// A durable write beside ours' database, timed before the first run (`None` when ours
+    /// is not run, or the write failed).
+    pub flush: Option<Flush>,
     /// The command as typed, program name shortened to `danmaku`.
     pub command: String,
     /// Each server compared and what it is.
@@ -286,11 +303,13 @@ pub async fn run(args: VersusArgs) -> Result<ExitCode, CliError> {
             procfs::cores()
         );
     }
+    let runs_ours = contenders.iter().any(|c| c.server.stores());
     let header = Header {
         date: shared_model::time::rfc3339(shared_model::time::now()),
         cores: procfs::cores(),
         cpu_model: cpu_model(),
         busy_before,
+        flush: if runs_ours { time_flush().await } else { None },
         command: command_line(),
         servers: contenders
             .iter()
@@ -540,6 +559,25 @@ async fn busy_cores(window: Duration) -> Option<f64> {
     Some(busy as f64 / total as f64 * procfs::cores() as f64)
 }
 
+/// A durable write in the folder where ours' database goes ([`LocalService::start`] makes it a
+/// fresh temporary folder), timed [`FLUSH_SAMPLES`] times; `None`, with a message, when it fails.
+async fn time_flush() -> Option<Flush> {
+    let dir = std::env::temp_dir();
+    let timed =
+        tokio::task::spawn_blocking(move || disk::measure(&dir, FLUSH_SAMPLES, FLUSH_PAUSE)).await;
+    match timed {
+        Ok(Ok(flush)) => Some(flush),
+        Ok(Err(e)) => {
+            eprintln!("versus: cannot time a durable write in the temporary folder: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("versus: timing a durable write failed: {e}");
+            None
+        }
+    }
+}
+
 /// The CPU's model name, or `unknown`.
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -581,6 +619,18 @@ pub fn render(header: &Header, outcomes: &[Outcome], failures: &[String]) -> Str
         let _ = writeln!(
             out,
             "Cores busy on the machine just before the first run: {busy:.2}."
+        );
+    }
+    if let Some(flush) = header.flush {
+        let _ = writeln!(
+            out,
+            "A durable write beside ours' database ({} KiB, then `fsync`; {} times): p50 {:.3} ms, \
+             p99 {:.3} ms. Each of ours' comments waits for one, its commit, before anyone sees \
+             it; the peers store nothing.",
+            disk::WRITE_BYTES / 1024,
+            flush.samples,
+            flush.p50_ms,
+            flush.p99_ms
         );
     }
     let _ = writeln!(out, "Command: `{}`.", header.command);
@@ -829,6 +879,11 @@ mod tests {
             cores: 2,
             cpu_model: "Some CPU".into(),
             busy_before: Some(0.05),
+            flush: Some(Flush {
+                samples: 50,
+                p50_ms: 0.9,
+                p99_ms: 1.75,
+            }),
             command: "danmaku versus --servers ours".into(),
             servers: vec![(Server::Ours, "ws-stream".into())],
             timing: (1.0, 0.0, 5.0),
@@ -852,6 +907,13 @@ mod tests {
             &["bun at 5x20/1: it did not start".into()],
         );
         assert!(table.contains("on 2 cores (Some CPU)"), "{table}");
+        assert!(
+            table.contains(
+                "A durable write beside ours' database (12 KiB, then `fsync`; 50 times): \
+                 p50 0.900 ms, p99 1.750 ms."
+            ),
+            "{table}"
+        );
         assert!(
             table.contains("Command: `danmaku versus --servers ours`"),
             "{table}"

@@ -153,6 +153,14 @@ fn versus_on_ours_writes_a_real_row_between_the_markers_and_keeps_the_rest() {
         "{document}"
     );
     assert!(document.contains("cores ("), "{document}");
+    // A durable write was timed, for real, beside ours' database.
+    let flush = document
+        .split("A durable write beside ours' database (12 KiB, then `fsync`; 50 times): p50 ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|p50| p50.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no durable write timed: {document}"));
+    assert!(flush > 0.0, "{document}");
     let rows = rows(&document);
     assert_eq!(rows.len(), 2, "{document}");
     assert_clean_row(&rows[0], "ours");
