@@ -13,13 +13,14 @@
 # into cli/benchmarks/versus-*.json.
 #
 # Needs: cargo, node and npm (Node 18 or later). Environment: POINTS (comma-separated
-# VIEWERSxRATE/SENDERS), DURATION, RAMP, DRAIN (seconds), SERVERS (default all four: ours,
+# VIEWERSxRATE/SENDERS; default a quiet room, 10 x 10/s, where a durable commit is most of the
+# latency, then the issue's three points), DURATION, RAMP, DRAIN (seconds), SERVERS (default all four: ours,
 # ours-cores (ours with a worker on every core), bun, node), MARKDOWN (default BENCHMARKS.md).
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-POINTS="${POINTS:-200x100/10,1000x100/10,2000x200/20}"
+POINTS="${POINTS:-10x10/1,200x100/10,1000x100/10,2000x200/20}"
 DURATION="${DURATION:-10}"
 RAMP="${RAMP:-5}"
 DRAIN="${DRAIN:-5}"
