@@ -9,12 +9,15 @@
 //!   channel's rules (banned words, compiled once; mutes) cached for [`RULES_TTL`], so a send
 //!   costs no database read beyond one per channel and second. A change made through this
 //!   instance applies to its next comment; one made through another instance of a cluster
-//!   within [`RULES_TTL`].
+//!   within [`RULES_TTL`]. Rules past half their life are read again in the background by the
+//!   comment that finds them so, which goes on with them: a room that talks at least every half
+//!   [`RULES_TTL`] never has a comment wait for that read.
 //! - [`routes`]: the moderator's HTTP routes under a channel's path, with the service deciding
 //!   who is a moderator ([`Authorize`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -126,6 +129,34 @@ pub struct Rules {
     mutes: Vec<Mute>,
 }
 
+/// A channel's rules in the cache, with when they were read.
+struct Cached {
+    rules: Arc<Rules>,
+    read_at: Instant,
+    /// A read to replace these has started (at most one at a time).
+    refreshing: AtomicBool,
+}
+
+impl Cached {
+    fn new(rules: Rules) -> Arc<Self> {
+        Arc::new(Self {
+            rules: Arc::new(rules),
+            read_at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Reads `channel`'s rules from `store`.
+async fn read_rules(store: &dyn ModerationStore, channel: &ChannelId) -> Result<Rules, StoreError> {
+    let words = store.banned_words(channel).await?;
+    let mutes = store.mutes(channel, Utc::now()).await?;
+    Ok(Rules {
+        banned: BannedWords::from_stored(words),
+        mutes,
+    })
+}
+
 impl Rules {
     /// Whether `text` holds one of the channel's banned words.
     pub fn has_banned_word(&self, text: &str) -> bool {
@@ -139,7 +170,12 @@ pub struct Moderation {
     store: Arc<dyn ModerationStore>,
     admin: Option<AdminToken>,
     /// Each channel's rules for [`RULES_TTL`]; callers that miss together share one read.
-    rules: moka::future::Cache<ChannelId, Arc<Rules>>,
+    rules: moka::future::Cache<ChannelId, Arc<Cached>>,
+    /// Changes made through this instance so far: a read in the background that started before
+    /// one is not cached (it may have missed the change).
+    changes: Arc<AtomicU64>,
+    /// How long rules are used ([`RULES_TTL`]; longer in a test).
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for Moderation {
@@ -161,13 +197,20 @@ fn store_failed(doing: &'static str) -> impl FnOnce(StoreError) -> ApiError {
 impl Moderation {
     /// Moderation of the channels in `store`, with the operator's `admin` token if set.
     pub fn new(store: Arc<dyn ModerationStore>, admin: Option<AdminToken>) -> Self {
+        Self::with_ttl(store, admin, RULES_TTL)
+    }
+
+    /// [`Self::new`], with rules used for `ttl` instead of [`RULES_TTL`].
+    fn with_ttl(store: Arc<dyn ModerationStore>, admin: Option<AdminToken>, ttl: Duration) -> Self {
         Self {
             store,
             admin,
             rules: moka::future::Cache::builder()
                 .max_capacity(RULES_CACHE_CHANNELS)
-                .time_to_live(RULES_TTL)
+                .time_to_live(ttl)
                 .build(),
+            changes: Arc::default(),
+            ttl,
         }
     }
 
@@ -199,21 +242,53 @@ impl Moderation {
         matches!((&self.admin, bearer), (Some(admin), Some(token)) if admin.matches(token))
     }
 
-    /// `channel`'s rules now (cached for [`RULES_TTL`]).
+    /// `channel`'s rules now (cached for [`RULES_TTL`]; past half of it, read again in the
+    /// background while these are used).
     pub async fn rules(&self, channel: &ChannelId) -> Result<Arc<Rules>, ApiError> {
         let store = self.store.clone();
         let key = channel.clone();
-        self.rules
+        let cached = self
+            .rules
             .try_get_with(channel.clone(), async move {
-                let words = store.banned_words(&key).await?;
-                let mutes = store.mutes(&key, Utc::now()).await?;
-                Ok::<_, StoreError>(Arc::new(Rules {
-                    banned: BannedWords::from_stored(words),
-                    mutes,
-                }))
+                read_rules(&*store, &key).await.map(Cached::new)
             })
             .await
-            .map_err(|e| store_failed("reading a channel's moderation rules")((*e).clone()))
+            .map_err(|e| store_failed("reading a channel's moderation rules")((*e).clone()))?;
+        if cached.read_at.elapsed() >= self.ttl / 2
+            && !cached.refreshing.swap(true, Ordering::AcqRel)
+        {
+            self.refresh(channel.clone(), cached.clone());
+        }
+        Ok(cached.rules.clone())
+    }
+
+    /// Reads `channel`'s rules again in the background and caches them in place of `stale`,
+    /// unless a change was made through this instance meanwhile (its own invalidation then
+    /// stands, and the next comment reads them).
+    fn refresh(&self, channel: ChannelId, stale: Arc<Cached>) {
+        let (store, cache, changes) =
+            (self.store.clone(), self.rules.clone(), self.changes.clone());
+        let before = changes.load(Ordering::Acquire);
+        tokio::spawn(async move {
+            match read_rules(&*store, &channel).await {
+                Ok(rules) if changes.load(Ordering::Acquire) == before => {
+                    cache.insert(channel, Cached::new(rules)).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("reading {channel}'s moderation rules again: {e}");
+                    // The next comment tries again, until the rules expire.
+                    stale.refreshing.store(false, Ordering::Release);
+                }
+            }
+        });
+    }
+
+    /// A change to `channel`'s rules was committed through this instance: its next comment
+    /// reads them.
+    async fn changed(&self, channel: &ChannelId) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.rules.invalidate(channel).await;
     }
 
     /// Whether `author` may post `text` in `channel` now: `muted` while the name is muted there,
@@ -307,7 +382,7 @@ impl Moderation {
                 .map_err(store_failed("muting a name"))?;
             Some(until)
         };
-        self.rules.invalidate(channel).await;
+        self.changed(channel).await;
         Ok(until)
     }
 
@@ -324,7 +399,7 @@ impl Moderation {
             .set_banned_words(channel, words.clone(), by.as_str())
             .await
             .map_err(store_failed("setting banned words"))?;
-        self.rules.invalidate(channel).await;
+        self.changed(channel).await;
         Ok(words)
     }
 
@@ -540,5 +615,60 @@ mod tests {
         assert!("${DANMAKU_ADMIN_TOKEN:-}".parse::<AdminToken>().is_err());
         let empty: AdminToken = "".parse().unwrap();
         assert!(!empty.is_set() && token.is_set());
+    }
+
+    /// A room that talks has its rules read again in the background, and no comment waits for
+    /// that read: past half the rules' life, a comment is checked against the rules it finds
+    /// and starts a read, which brings a change made elsewhere (here straight in the store, as
+    /// another instance makes it) before the rules expire; and once the first rules have
+    /// expired, with the store's reads stalled, a comment is still checked at once, against the
+    /// rules read in the background. Before, every comment after the rules expired waited for a
+    /// read, and a change made elsewhere applied only then.
+    #[tokio::test]
+    async fn rules_are_read_again_in_the_background_and_no_comment_waits_for_it() {
+        let ttl = Duration::from_secs(2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = danmaku_store::SqliteStore::open(dir.path().join("rules.db")).unwrap();
+        let moderation = Moderation::with_ttl(Arc::new(store.clone()), None, ttl);
+        let room = ChannelId::parse("room").unwrap();
+        let first_read = Instant::now();
+        moderation.check(&room, "ann", "no spam").await.unwrap();
+        store
+            .set_banned_words(&room, vec!["spam".into()], "admin")
+            .await
+            .unwrap();
+
+        tokio::time::sleep(ttl / 2 + Duration::from_millis(100)).await;
+        // Checked against the rules found, which are older than the ban; a read starts.
+        moderation.check(&room, "ann", "no spam").await.unwrap();
+        // The read brings the ban before the first rules expire.
+        loop {
+            match moderation.check(&room, "ann", "no spam").await {
+                Err(e) if e.code == ErrorCode::BannedWord => break,
+                Err(e) => panic!("{e:?}"),
+                Ok(()) => assert!(
+                    first_read.elapsed() < ttl - Duration::from_millis(100),
+                    "the ban applied only when the first rules expired: not read in the background"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Past the first rules' life, with the store answering no read, a comment is checked at
+        // once against the rules read in the background.
+        store.faults().stall(true);
+        tokio::time::sleep(
+            (first_read + ttl + Duration::from_millis(200)).duration_since(Instant::now()),
+        )
+        .await;
+        let checked = tokio::time::timeout(
+            Duration::from_secs(5),
+            moderation.check(&room, "ann", "fine"),
+        )
+        .await;
+        store.faults().stall(false);
+        checked
+            .expect("the comment waited for a read of the rules")
+            .unwrap();
     }
 }
