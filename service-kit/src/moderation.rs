@@ -274,7 +274,9 @@ impl Moderation {
                 Ok(rules) if changes.load(Ordering::Acquire) == before => {
                     cache.insert(channel, Cached::new(rules)).await;
                 }
-                Ok(_) => {}
+                // A change came meanwhile and its invalidation stands; should these rules
+                // still be cached (another channel's change), the next comment reads again.
+                Ok(_) => stale.refreshing.store(false, Ordering::Release),
                 Err(e) => {
                     log::warn!("reading {channel}'s moderation rules again: {e}");
                     // The next comment tries again, until the rules expire.
