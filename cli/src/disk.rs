@@ -14,13 +14,17 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 /// Bytes written before each flush: three 4 KiB pages, what a lone comment's commit appends to
 /// ws-stream's WAL (seen with `strace`: the page of the comments' table and one per index).
 pub const WRITE_BYTES: usize = 3 * 4096;
 
 /// What [`measure`] found.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Flush {
+    /// Bytes written before each flush ([`WRITE_BYTES`]).
+    pub bytes: usize,
     /// Writes timed.
     pub samples: usize,
     /// The median time of a write and its flush, ms.
@@ -49,6 +53,7 @@ pub fn measure(dir: &Path, samples: usize, pause: Duration) -> io::Result<Flush>
         times[index].as_secs_f64() * 1e3
     };
     Ok(Flush {
+        bytes: WRITE_BYTES,
         samples,
         p50_ms: at(0.50),
         p99_ms: at(0.99),

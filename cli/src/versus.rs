@@ -107,7 +107,8 @@ pub struct VersusArgs {
     /// Write the table between the markers of this markdown file.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
-    /// Write each run's report as `versus-SERVER-VIEWERSxRATE.json` into this folder.
+    /// Write each run's report as `versus-SERVER-VIEWERSxRATE.json` into this folder, and the
+    /// durable write's timing as `versus-disk-flush.json`.
     #[arg(long, value_name = "DIR")]
     pub json_dir: Option<PathBuf>,
     /// Show the servers' logs on stderr.
@@ -317,6 +318,9 @@ pub async fn run(args: VersusArgs) -> Result<ExitCode, CliError> {
             .collect(),
         timing: (args.duration, args.ramp, args.drain),
     };
+    if let (Some(dir), Some(flush)) = (&args.json_dir, &header.flush) {
+        write_flush_json(dir, flush)?;
+    }
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for point in &args.points {
@@ -535,6 +539,15 @@ fn bench_args(
 }
 
 /// Writes `outcome` as `versus-SERVER-VIEWERSxRATE.json` in `dir`.
+/// Writes the durable write's timing into `dir` as `versus-disk-flush.json`, beside the runs'.
+fn write_flush_json(dir: &Path, flush: &Flush) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)?;
+    // Holds: three numbers.
+    let text = serde_json::to_string_pretty(flush).expect("a flush always serializes");
+    std::fs::write(dir.join("versus-disk-flush.json"), text + "\n")?;
+    Ok(())
+}
+
 fn write_json(dir: &Path, outcome: &Outcome) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!(
@@ -627,7 +640,7 @@ pub fn render(header: &Header, outcomes: &[Outcome], failures: &[String]) -> Str
             "A durable write beside ours' database ({} KiB, then `fsync`; {} times): p50 {:.3} ms, \
              p99 {:.3} ms. Each of ours' comments waits for one, its commit, before anyone sees \
              it; the peers store nothing.",
-            disk::WRITE_BYTES / 1024,
+            flush.bytes / 1024,
             flush.samples,
             flush.p50_ms,
             flush.p99_ms
@@ -880,6 +893,7 @@ mod tests {
             cpu_model: "Some CPU".into(),
             busy_before: Some(0.05),
             flush: Some(Flush {
+                bytes: 12_288,
                 samples: 50,
                 p50_ms: 0.9,
                 p99_ms: 1.75,

@@ -161,6 +161,11 @@ fn versus_on_ours_writes_a_real_row_between_the_markers_and_keeps_the_rest() {
         .and_then(|p50| p50.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no durable write timed: {document}"));
     assert!(flush > 0.0, "{document}");
+    let timed = std::fs::read(json_dir.join("versus-disk-flush.json")).unwrap();
+    let timed: serde_json::Value = serde_json::from_slice(&timed).unwrap();
+    assert_eq!(timed["bytes"], 12_288, "{timed}");
+    assert_eq!(timed["samples"], 50, "{timed}");
+    assert!(timed["p99_ms"].as_f64().unwrap() >= timed["p50_ms"].as_f64().unwrap());
     let rows = rows(&document);
     assert_eq!(rows.len(), 2, "{document}");
     assert_clean_row(&rows[0], "ours");
