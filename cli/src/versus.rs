@@ -50,9 +50,10 @@ pub const END_MARKER: &str = "<!-- versus:end -->";
 const ROOM: &str = "versus";
 /// How long the machine is watched before the first run, to warn when it is busy.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// Durable writes timed before the first run, and the pause before each (about a second in
-/// all): enough for a median and a tail.
+/// Durable writes timed before the first run (about a second in all, with [`FLUSH_PAUSE`]):
+/// enough for a median and a tail.
 const FLUSH_SAMPLES: usize = 50;
+/// The pause before each, so that each finds the disk idle, as a quiet room's commit does.
 const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Options of `danmaku versus`.
@@ -538,16 +539,16 @@ fn bench_args(
         .map_err(|e| CliError::Usage(e.to_string()))
 }
 
-/// Writes `outcome` as `versus-SERVER-VIEWERSxRATE.json` in `dir`.
 /// Writes the durable write's timing into `dir` as `versus-disk-flush.json`, beside the runs'.
 fn write_flush_json(dir: &Path, flush: &Flush) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)?;
-    // Holds: three numbers.
+    // Holds: a flush is four numbers; serializing cannot fail.
     let text = serde_json::to_string_pretty(flush).expect("a flush always serializes");
     std::fs::write(dir.join("versus-disk-flush.json"), text + "\n")?;
     Ok(())
 }
 
+/// Writes `outcome` as `versus-SERVER-VIEWERSxRATE.json` in `dir`.
 fn write_json(dir: &Path, outcome: &Outcome) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!(
