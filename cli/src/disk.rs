@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::latency::LatencyRecorder;
+
 /// Bytes written before each flush: three 4 KiB pages, what a lone comment's commit appends to
 /// ws-stream's WAL (seen with `strace`: the page of the comments' table and one per index).
 pub const WRITE_BYTES: usize = 3 * 4096;
@@ -40,23 +42,22 @@ pub fn measure(dir: &Path, samples: usize, pause: Duration) -> io::Result<Flush>
     let samples = samples.max(1);
     let file = tempfile::tempfile_in(dir)?;
     let page = vec![0x5a_u8; WRITE_BYTES];
-    let mut times = Vec::with_capacity(samples);
+    let mut micros = Vec::with_capacity(samples);
     for n in 0..samples {
         if n > 0 {
             std::thread::sleep(pause);
         }
-        times.push(write_and_flush(&file, &page, (n * WRITE_BYTES) as u64)?);
+        let took = write_and_flush(&file, &page, (n * WRITE_BYTES) as u64)?;
+        micros.push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
-    times.sort_unstable();
-    let at = |q: f64| {
-        let index = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
-        times[index].as_secs_f64() * 1e3
-    };
+    let recorder = LatencyRecorder::new();
+    recorder.record_all(&micros);
+    let percentiles = recorder.percentiles();
     Ok(Flush {
         bytes: WRITE_BYTES,
         samples,
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
+        p50_ms: percentiles.p50_ms,
+        p99_ms: percentiles.p99_ms,
     })
 }
 
