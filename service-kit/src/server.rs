@@ -114,7 +114,12 @@ where
 /// 2-core machines of BENCHMARKS.md, cut the tail latency at saturation and under overload by
 /// several times, at the same CPU per delivery or less ("One worker per core but one").
 fn default_workers() -> usize {
-    workers_for(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    workers_for(cores())
+}
+
+/// The CPU cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
 /// [`default_workers`] on a machine of `cores`.
@@ -134,6 +139,7 @@ where
 {
     let pages = Pages::new(args.web_dir.clone(), index_page);
     let workers = args.workers.map_or_else(default_workers, NonZeroUsize::get);
+    let fanout_helper = args.fanout_helper.unwrap_or(workers < cores());
     let allowed_hosts = web::Data::new(AllowedHosts::from_args(args));
     log::info!("answering to the hosts {}", allowed_hosts.as_ref());
     let trusted_proxies = web::Data::new(TrustedProxies::from_args(args));
@@ -181,6 +187,8 @@ where
         .shutdown_timeout(args.shutdown_timeout_secs)
         .disable_signals()
         .listen("danmaku-http", listener, move || {
+            // Called on each worker, as it starts.
+            crate::ws::use_helper(fanout_helper);
             let shutting_down = shutting_down.clone();
             let app = app()
                 .into_factory()

@@ -21,6 +21,9 @@
 //! in its room's `gone` list, which the hub reads on its next count report
 //! ([`super::hub::COUNT_INTERVAL`]), and forgets it then. A viewer made outside an actix arbiter
 //! (a test's stand-in) has no lane and is pushed to directly.
+//!
+//! A lone frame (the room is not busy) to a large room is written by two threads: the lane and
+//! the fan-out's helper, on the core the workers leave over ([`helper`]).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -37,6 +40,10 @@ use super::outbox::{Outbox, Pushed};
 use super::session::merge;
 use super::{ByteString, ConnectionId, Outgoing};
 use crate::upgrade::text_frame;
+
+mod helper;
+
+pub(crate) use helper::use_helper;
 
 /// One worker thread, as a place to run deliveries: a task of its own there runs them, in the
 /// order they were sent, as soon as that thread gets to it (one wake-up for however many are
@@ -142,7 +149,7 @@ struct Run {
     lists: Vec<Members>,
     /// What the viewers in the jobs a mask sets get, by mask. Usually one (every viewer is in
     /// every job), a few while viewers join: looked up by a scan, not a hash per delivery.
-    prepared: Vec<(u64, Prepared)>,
+    prepared: Vec<(u64, Arc<Prepared>)>,
 }
 
 /// A viewer of a [`Run`], `lists[list][at]`, and the jobs whose frames it is still to get, as
@@ -195,22 +202,23 @@ impl Run {
         self.lists[target.list][target.at].0
     }
 
-    /// Writes to `target` the frames it is to get.
-    fn write(&mut self, target: &Target) -> Pushed {
-        let (_, outbox) = &self.lists[target.list][target.at];
-        let at = match self
-            .prepared
-            .iter()
-            .position(|(mask, _)| *mask == target.mask)
-        {
+    /// What the viewers of mask `mask` get, prepared once per run.
+    fn prepared(&mut self, mask: u64) -> &Arc<Prepared> {
+        let at = match self.prepared.iter().position(|(m, _)| *m == mask) {
             Some(at) => at,
             None => {
-                let prepared = Prepared::new(&self.jobs, target.mask);
-                self.prepared.push((target.mask, prepared));
+                let prepared = Arc::new(Prepared::new(&self.jobs, mask));
+                self.prepared.push((mask, prepared));
                 self.prepared.len() - 1
             }
         };
-        self.prepared[at].1.push(outbox)
+        &self.prepared[at].1
+    }
+
+    /// Writes to `target` the frames it is to get.
+    fn write(&mut self, target: &Target) -> Pushed {
+        let outbox = self.lists[target.list][target.at].1.clone();
+        self.prepared(target.mask).push(&outbox)
     }
 
     /// Adds `fresh` (the viewers of jobs that came while `pass` was being written, with those
@@ -314,9 +322,14 @@ async fn run_frames(queue: &mut LaneQueue, first: Job) {
                 }
             }
             let end = pass.len().min(at + CHUNK);
-            for target in &pass[at..end] {
-                if run.write(target) == Pushed::Gone {
-                    dropped.push(run.id(target));
+            match helper::offer(&mut run, &pass[at..end]) {
+                Some(split) => split.write_with_helper(&mut dropped).await,
+                None => {
+                    for target in &pass[at..end] {
+                        if run.write(target) == Pushed::Gone {
+                            dropped.push(run.id(target));
+                        }
+                    }
                 }
             }
             at = end;
@@ -479,7 +492,7 @@ mod tests {
     use super::*;
     use crate::ws::test_comment;
 
-    fn comments(ids: &[i64]) -> Delivery {
+    pub(super) fn comments(ids: &[i64]) -> Delivery {
         let items: Vec<Danmaku> = ids.iter().map(|&id| test_comment("room", id)).collect();
         let frame: ByteString = ServerMessage::Danmaku {
             items: items.clone(),
@@ -493,7 +506,7 @@ mod tests {
         })
     }
 
-    fn ids_of(outgoing: &Outgoing) -> Vec<i64> {
+    pub(super) fn ids_of(outgoing: &Outgoing) -> Vec<i64> {
         let Outgoing::Comments { frame, items, wire } = outgoing else {
             panic!("not comments: {outgoing:?}")
         };
@@ -606,7 +619,7 @@ mod tests {
     }
 
     /// A room of `viewers` (more than a [`CHUNK`]), and their queues.
-    fn large_room(viewers: usize) -> (Members, Vec<crate::ws::outbox::OutboxStream>) {
+    pub(super) fn large_room(viewers: usize) -> (Members, Vec<crate::ws::outbox::OutboxStream>) {
         let (members, streams): (Vec<_>, Vec<_>) = (0..viewers)
             .map(|id| {
                 let (outbox, stream) = Outbox::new(4);

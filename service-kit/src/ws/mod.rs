@@ -42,6 +42,8 @@ pub use bytestring::ByteString;
 pub use clients::{Client, ConnectionLimit};
 pub use session::start;
 
+pub(crate) use lanes::use_helper;
+
 use crate::config::{ServerArgs, WsArgs};
 use crate::error::HttpError;
 use crate::hosts::AllowedHosts;
