@@ -8,7 +8,8 @@
 //! memory are read as for `bench`), and stops it. Ours is ws-stream started exactly as `bench`
 //! starts it ([`LocalService::start`]: a fresh SQLite store, limits raised), with its default
 //! workers (one per core but one: one event loop for the connections on 2 cores, as each peer
-//! has), and ours-cores the same with a worker on every core; the peers are the
+//! has, and the fan-out helper on the core left over), and ours-cores the same with a worker on
+//! every core (and so no helper); the peers are the
 //! small servers of `bench/peers/` (see the README there), run by the `bun` the npm package
 //! installed and by `node`.
 //!
@@ -65,8 +66,8 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 A point is VIEWERSxRATE/SENDERS: viewers, comments per second (all senders together) and
 senders (default 10). Ours is ws-stream beside this binary (or in DANMAKU_BIN_DIR), started as
-bench starts it, with its default workers (one per core but one); ours-cores is the same with
-a worker on every core. The peers live in --peers-dir (bench/peers): install them first with
+bench starts it, with its default workers (one per core but one) and fan-out helper;
+ours-cores is the same with a worker on every core (and no helper). The peers live in --peers-dir (bench/peers): install them first with
 `npm ci` there, as scripts/bench-peers.sh does. Without --servers every server is tried and a
 peer that is not installed is skipped with a message; a server named in --servers must be
 there.
@@ -170,7 +171,7 @@ pub enum Server {
     /// ws-stream: every comment committed to SQLite before anyone sees it.
     Ours,
     /// ws-stream with a worker on every CPU core (`--workers N`), where its default leaves one
-    /// core to its store's writer and its hub.
+    /// core to its store's writer, its hub and the fan-out helper.
     #[value(name = "ours-cores")]
     #[serde(rename = "ours-cores")]
     OursEveryCore,
@@ -417,7 +418,8 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
             Ok(Contender {
                 server,
                 description: "ws-stream, each comment committed to SQLite (fsync) before it is \
-                              sent; its default workers, one per core but one"
+                              sent; its default workers, one per core but one, and the fan-out \
+                              helper on the core left over"
                     .into(),
                 program: None,
                 flags: Vec::new(),
@@ -430,7 +432,8 @@ fn contender(args: &VersusArgs, server: Server) -> Result<Contender, CliError> {
                 server,
                 description: format!(
                     "the same with a worker on every core (`--workers {cores}`), where its \
-                     default leaves one core to its store's writer and its hub"
+                     default leaves one core to its store's writer, its hub and the fan-out \
+                     helper (off here: no core is left over)"
                 ),
                 program: None,
                 flags: vec!["--workers".into(), cores.to_string()],
