@@ -8,7 +8,8 @@
 //!
 //! The lane never waits for a helper that is not running: whatever the helper has not taken, the
 //! lane writes itself, and it waits only for the one block the helper is writing, if any, before
-//! it goes on (so each viewer still gets its frames in order). A busy room never asks for help
+//! it goes on (so each viewer still gets its frames in order); a wait past [`LONG_WAIT`] (the
+//! helper's thread kept off its core) is logged. A busy room never asks for help
 //! (its frames wait together, and the lane merges them, which costs less than writing them twice
 //! as fast); neither does a small one, which the lane writes sooner than the helper wakes.
 
@@ -19,6 +20,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::{Members, Prepared, Pushed, Run, Target};
 use crate::ws::ConnectionId;
@@ -28,6 +30,10 @@ const BLOCK: usize = 32;
 
 /// The fewest viewers a chunk must have for the lane to ask for help.
 const MIN_VIEWERS: usize = 2 * BLOCK;
+
+/// A lane's wait for the helper's block past which it is logged: a block takes well under a
+/// millisecond to write, so a wait this long means the helper's thread was kept off a core.
+const LONG_WAIT: Duration = Duration::from_millis(50);
 
 thread_local! {
     /// Whether the lane of this thread asks for help: set by the server on each worker
@@ -138,6 +144,7 @@ impl Split {
         while let Some(block) = self.take_front() {
             self.write(block, dropped);
         }
+        let waiting = Instant::now();
         poll_fn(|cx| {
             let mut state = self.lock();
             if state.helping {
@@ -148,6 +155,14 @@ impl Split {
             Poll::Ready(())
         })
         .await;
+        let waited = waiting.elapsed();
+        if waited >= LONG_WAIT {
+            log::warn!(
+                "a lane waited {} ms for the fan-out helper's block of viewers (its thread was \
+                 kept off a core: --fanout-helper false turns the helper off)",
+                waited.as_millis()
+            );
+        }
     }
 
     /// The first block nobody has taken, for the lane.
