@@ -140,6 +140,10 @@ where
     let pages = Pages::new(args.web_dir.clone(), index_page);
     let workers = args.workers.map_or_else(default_workers, NonZeroUsize::get);
     let fanout_helper = args.fanout_helper.unwrap_or(workers < cores());
+    log::info!(
+        "{workers} worker(s), fan-out helper {}",
+        if fanout_helper { "on" } else { "off" }
+    );
     let allowed_hosts = web::Data::new(AllowedHosts::from_args(args));
     log::info!("answering to the hosts {}", allowed_hosts.as_ref());
     let trusted_proxies = web::Data::new(TrustedProxies::from_args(args));

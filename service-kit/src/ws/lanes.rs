@@ -202,23 +202,29 @@ impl Run {
         self.lists[target.list][target.at].0
     }
 
-    /// What the viewers of mask `mask` get, prepared once per run.
-    fn prepared(&mut self, mask: u64) -> &Arc<Prepared> {
-        let at = match self.prepared.iter().position(|(m, _)| *m == mask) {
+    /// Where in `prepared` what the viewers of mask `mask` get is, prepared on first use.
+    fn prepared_at(&mut self, mask: u64) -> usize {
+        match self.prepared.iter().position(|(m, _)| *m == mask) {
             Some(at) => at,
             None => {
                 let prepared = Arc::new(Prepared::new(&self.jobs, mask));
                 self.prepared.push((mask, prepared));
                 self.prepared.len() - 1
             }
-        };
+        }
+    }
+
+    /// What the viewers of mask `mask` get, prepared once per run.
+    fn prepared(&mut self, mask: u64) -> &Arc<Prepared> {
+        let at = self.prepared_at(mask);
         &self.prepared[at].1
     }
 
     /// Writes to `target` the frames it is to get.
     fn write(&mut self, target: &Target) -> Pushed {
-        let outbox = self.lists[target.list][target.at].1.clone();
-        self.prepared(target.mask).push(&outbox)
+        let at = self.prepared_at(target.mask);
+        let (_, outbox) = &self.lists[target.list][target.at];
+        self.prepared[at].1.push(outbox)
     }
 
     /// Adds `fresh` (the viewers of jobs that came while `pass` was being written, with those
