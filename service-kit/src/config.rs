@@ -226,7 +226,7 @@ pub struct ServerArgs {
     #[arg(long, env = "DANMAKU_WORKERS")]
     pub workers: Option<NonZeroUsize>,
 
-    /// Whether a helper thread writes half of a lone comment's frame to a large room beside the
+    /// Whether a helper thread writes part of a lone comment's frame to a large room, beside the
     /// worker that holds the room's connections, while the room is not busy; defaults to on when
     /// the workers leave a core over (the default workers do, on two cores or more).
     #[arg(long, env = "DANMAKU_FANOUT_HELPER")]
