@@ -9,7 +9,8 @@
 //! The lane never waits for a helper that is not running: whatever the helper has not taken, the
 //! lane writes itself, and it waits only for the one block the helper is writing, if any, before
 //! it goes on (so each viewer still gets its frames in order); a wait past [`LONG_WAIT`] (the
-//! helper's thread kept off its core) is logged. A busy room never asks for help
+//! helper's thread kept off its core) is logged. Nor does it queue offers for a helper that is
+//! behind: while the last offer has not been taken, it makes none. A busy room never asks for help
 //! (its frames wait together, and the lane merges them, which costs less than writing them twice
 //! as fast); neither does a small one, which the lane writes sooner than the helper wakes.
 
@@ -17,6 +18,7 @@ use std::cell::Cell;
 use std::future::poll_fn;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, Waker};
@@ -46,6 +48,9 @@ pub(crate) fn use_helper(on: bool) {
     WANTED.with(|wanted| wanted.set(on));
 }
 
+/// Offers sent to the helper that it has not taken yet.
+static UNTAKEN: AtomicUsize = AtomicUsize::new(0);
+
 /// The helper thread's queue, started on first use; `None` if it could not be started.
 fn helper() -> Option<&'static mpsc::Sender<Arc<Split>>> {
     static HELPER: OnceLock<Option<mpsc::Sender<Arc<Split>>>> = OnceLock::new();
@@ -56,6 +61,7 @@ fn helper() -> Option<&'static mpsc::Sender<Arc<Split>>> {
                 .name("fan-out helper".into())
                 .spawn(move || {
                     for split in rx {
+                        UNTAKEN.fetch_sub(1, Ordering::Relaxed);
                         split.help();
                     }
                 })
@@ -67,14 +73,25 @@ fn helper() -> Option<&'static mpsc::Sender<Arc<Split>>> {
 }
 
 /// `targets` (a chunk of `run`'s viewers) as a [`Split`] offered to the helper, if it is worth
-/// it (see the module docs); `None`: the lane writes them alone.
+/// it (see the module docs) and the helper has taken every offer before (one it has not is
+/// a sign that its thread is not getting a core: the lane goes on alone rather than queue more);
+/// `None`: the lane writes them alone.
 pub(super) fn offer(run: &mut Run, targets: &[Target]) -> Option<Arc<Split>> {
-    if run.jobs.len() > 1 || targets.len() < MIN_VIEWERS || !WANTED.with(Cell::get) {
+    if run.jobs.len() > 1
+        || targets.len() < MIN_VIEWERS
+        || !WANTED.with(Cell::get)
+        || UNTAKEN.load(Ordering::Relaxed) > 0
+    {
         return None;
     }
     let helper = helper()?;
     let split = Arc::new(Split::new(run, targets));
-    helper.send(split.clone()).ok()?;
+    // Counted before it is sent, so that the helper never takes one not yet counted.
+    UNTAKEN.fetch_add(1, Ordering::Relaxed);
+    if helper.send(split.clone()).is_err() {
+        UNTAKEN.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
     Some(split)
 }
 
@@ -304,9 +321,31 @@ mod tests {
         let busy = run.targets(0);
         assert!(offer(&mut run, &busy).is_none(), "frames wait together");
         let (mut run, targets) = lone_frame(&large);
-        let split = offer(&mut run, &targets).expect("offered");
+        // Other tests' offers may be waiting for the helper a moment.
+        let mut tries = 0;
+        let split = loop {
+            if let Some(split) = offer(&mut run, &targets) {
+                break split;
+            }
+            tries += 1;
+            assert!(tries < 1_000, "never offered");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
         split.write_with_helper(&mut Vec::new()).await;
         use_helper(false);
+    }
+
+    #[tokio::test]
+    async fn no_offer_is_made_while_the_helper_has_not_taken_the_last_one() {
+        let (large, _streams) = large_room(MIN_VIEWERS);
+        let (mut run, targets) = lone_frame(&large);
+        use_helper(true);
+        // As if an offer were still in the helper's queue: its thread has not had a core since.
+        UNTAKEN.fetch_add(1, Ordering::Relaxed);
+        let offered = offer(&mut run, &targets);
+        UNTAKEN.fetch_sub(1, Ordering::Relaxed);
+        use_helper(false);
+        assert!(offered.is_none(), "the lane goes on alone");
     }
 
     #[tokio::test]
