@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use service_kit::testing::{Binary, TestStore, WsClient};
+
+mod helpers;
 
 /// Readers in the room besides the senders: more than the 64 at which a worker asks for help,
 /// and more than two of its blocks of 32.
@@ -37,31 +38,9 @@ fn start(store: &TestStore, helper: &str) -> Binary {
     )
 }
 
-/// Sends `text` and returns the stored comment's id, reading past the room's frames.
-async fn send(sender: &mut WsClient, text: &str) -> i64 {
-    sender
-        .send_json(&json!({"type": "send", "text": text}))
-        .await;
-    loop {
-        let frame = sender.recv_json().await;
-        assert_ne!(frame["type"], "error", "{frame}");
-        if frame["type"] == "ack" {
-            return frame["item"]["id"].as_i64().expect("an id");
-        }
-    }
-}
-
-/// The ids of the comments in `frame`, if it carries any.
-fn ids(frame: &Value) -> Vec<i64> {
-    if frame["type"] != "danmaku" {
-        return Vec::new();
-    }
-    frame["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["id"].as_i64().expect("an id"))
-        .collect()
+/// The id of a stored comment.
+fn id(item: serde_json::Value) -> i64 {
+    item["id"].as_i64().expect("an id")
 }
 
 async fn every_reader_gets_every_comment_once_in_order(helper: &str) {
@@ -96,7 +75,9 @@ async fn every_reader_gets_every_comment_once_in_order(helper: &str) {
                 let mut got = Vec::new();
                 loop {
                     let frame = reader.recv_json().await;
-                    got.extend(ids(&frame));
+                    if frame["type"] == "danmaku" {
+                        got.extend(helpers::ids(&frame["items"]));
+                    }
                     if frame["type"] == "danmaku"
                         && frame["items"]
                             .as_array()
@@ -113,7 +94,7 @@ async fn every_reader_gets_every_comment_once_in_order(helper: &str) {
 
     let mut sent = Vec::new();
     for n in 0..COMMENTS {
-        sent.push(send(&mut sender, &format!("lone {n}")).await);
+        sent.push(id(helpers::say(&mut sender, &format!("lone {n}")).await));
     }
     // Then several at once: what each sends is in order, and the room's order is the ids'.
     let together: Vec<_> = senders
@@ -122,7 +103,7 @@ async fn every_reader_gets_every_comment_once_in_order(helper: &str) {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for n in 0..COMMENTS {
-                    ids.push(send(&mut sender, &format!("together {n}")).await);
+                    ids.push(id(helpers::say(&mut sender, &format!("together {n}")).await));
                 }
                 ids
             })
@@ -132,7 +113,7 @@ async fn every_reader_gets_every_comment_once_in_order(helper: &str) {
         sent.extend(task.await.unwrap());
     }
     sent.sort_unstable();
-    sent.push(send(&mut sender, "last").await);
+    sent.push(id(helpers::say(&mut sender, "last").await));
 
     for (n, task) in reading.into_iter().enumerate() {
         let got = tokio::time::timeout(Duration::from_secs(60), task)
