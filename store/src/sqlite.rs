@@ -34,7 +34,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+    config::DbConfig, params,
 };
 use tokio::sync::oneshot;
 
@@ -528,6 +529,7 @@ fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Re
 fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    plan_once(&conn)?;
     let mode = enter_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("SQLite refused WAL mode (got {mode}); durability holds, concurrency drops");
@@ -569,7 +571,21 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    plan_once(&conn)?;
     Ok(conn)
+}
+
+/// Makes `conn` plan each statement from its text alone, never from its parameters' values.
+///
+/// Otherwise SQLite may weigh a bound value when it plans (to see whether a partial index's
+/// condition holds, for one), and then marks the statement to be compiled again whenever it is
+/// bound anew: the comments' insert and the reads, kept in rusqlite's statement cache, were
+/// compiled again at every use, which was most of the writer's own CPU time per comment (see
+/// BENCHMARKS.md, "Each statement compiled once"). Every query here names its partial indexes'
+/// conditions in its text, so no plan needs a value.
+fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`].
@@ -1394,6 +1410,40 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
+    /// A cached statement is compiled once, not again at every use: the comments' insert on the
+    /// writer, and a read on a reader (SQLite recompiled both each time their parameters were
+    /// bound anew, because it had weighed a parameter's value when it chose their plans).
+    #[tokio::test]
+    async fn cached_statements_are_not_compiled_again_at_each_use() {
+        use rusqlite::StatementStatus::RePrepare;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("d.db")).unwrap();
+        for (text, time) in [("a", 1.0), ("b", 2.0), ("c", 3.0)] {
+            store
+                .append(&channel("v"), comment(text, Some(time)))
+                .await
+                .unwrap();
+        }
+        let insert = store
+            .write(|tx| Ok(tx.prepare_cached(INSERT)?.get_status(RePrepare)))
+            .await
+            .unwrap();
+        assert_eq!(insert, 0, "the insert was compiled again at each comment");
+        let read = store
+            .read(|conn| {
+                for duration in [10.0, 20.0, 30.0] {
+                    let mut stmt = conn.prepare_cached(DENSITY_SQL)?;
+                    let groups = stmt
+                        .query_map(params!["v", 1, 1, duration], |r| r.get::<_, i64>(1))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    assert_eq!(groups.iter().sum::<i64>(), 3);
+                }
+                Ok(conn.prepare_cached(DENSITY_SQL)?.get_status(RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(read, 0, "the read was compiled again at each use");
+    }
     /// Checkpoints run on their own thread, not in the commit that crosses SQLite's 1,000-page
     /// mark: a few comments (far below that mark, where SQLite would not have copied anything
     /// yet) reach the database file itself shortly after their commits, and the writer's
