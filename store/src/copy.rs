@@ -59,9 +59,10 @@ pub const DEFAULT_BATCH_ROWS: usize = 2_000;
 /// How long one batch may take by default ([`CopyOptions::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The newest SQLite schema version this code reads (the store's own). Version 9 only added an
-/// index (the density's), so its rows read as version 8's.
-const NEWEST_SOURCE_VERSION: i64 = 9;
+/// The newest SQLite schema version this code reads (the store's own). Versions 9 and 10 only
+/// changed indexes (the density's, then which rows the time indexes hold), so their rows read as
+/// version 8's.
+const NEWEST_SOURCE_VERSION: i64 = 10;
 
 /// How to copy.
 #[derive(Debug, Clone)]

@@ -71,7 +71,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema version this code writes (`PRAGMA user_version`): one more than the last step in
 /// [`MIGRATIONS`].
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// Tuning of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -724,6 +724,16 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // times slower on a video of a million comments (see BENCHMARKS.md).
     "CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time, deleted_at)
          WHERE deleted_at IS NULL;",
+    // Version 10: the two time indexes hold only comments that have a time (a video's). A live
+    // room's comments have none; their entries were written at every commit and never read (every
+    // query by time says `time >= ...`, which implies `time IS NOT NULL`), and made a lone live
+    // comment's commit write three pages of WAL instead of one (see BENCHMARKS.md, "Live comments
+    // out of the time indexes").
+    "DROP INDEX danmaku_by_time;
+     CREATE INDEX danmaku_by_time ON danmaku (channel, time) WHERE time IS NOT NULL;
+     DROP INDEX danmaku_visible_by_time;
+     CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time, deleted_at)
+         WHERE deleted_at IS NULL AND time IS NOT NULL;",
 ];
 
 /// The writer thread: serves writes ([`serve_writes`]) until every [`SqliteStore`] clone is gone
@@ -1137,6 +1147,16 @@ fn collect(
 }
 
 /// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
+/// The visible comments of channel `?1` whose time is in `[?2, ?3)`, in time order, at most `?4`:
+/// through one of the time indexes (which hold only comments with a time).
+fn window_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM danmaku
+         WHERE channel = ?1 AND time >= ?2 AND time < ?3 AND deleted_at IS NULL
+         ORDER BY time, id LIMIT ?4"
+    )
+}
+
 /// Comments per time bucket of channel `?1`: `?2` and `?3` from [`density_scale`], `?4` the
 /// duration. A pass over the covering index `danmaku_visible_by_time` (schema version 9).
 const DENSITY_SQL: &str = "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COUNT(*) FROM danmaku
@@ -1284,11 +1304,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             collect(
                 conn,
-                &format!(
-                    "SELECT {COLUMNS} FROM danmaku
-                     WHERE channel = ?1 AND time >= ?2 AND time < ?3 AND deleted_at IS NULL
-                     ORDER BY time, id LIMIT ?4"
-                ),
+                &window_sql(),
                 &channel,
                 params![channel.as_str(), from, to, sql_limit(limit)],
             )
@@ -1410,6 +1426,48 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
+    /// A live room's comment (no time) is in neither time index: its commit writes one page of
+    /// WAL, the table's, where it wrote three (the table's and both indexes').
+    #[test]
+    fn a_live_comment_commits_one_page_of_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        // The writer's own settings: no automatic checkpoint, so the WAL keeps every frame.
+        let mut conn = open_writer(&dir.path().join("d.db")).unwrap();
+        // The schema's own pages out of the WAL first.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let commits = 20;
+        for n in 0..commits {
+            let tx = write_transaction(&mut conn).unwrap();
+            tx.prepare_cached(INSERT)
+                .unwrap()
+                .query_row(
+                    params![
+                        "live",
+                        "ann",
+                        format!("c{n}"),
+                        "#ffffff",
+                        "scroll",
+                        None::<f64>,
+                        "2026-12-01T00:00:00.000Z",
+                        None::<String>
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let (_, frames, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert!(
+            frames < commits * 3 / 2,
+            "{frames} pages of WAL for {commits} live comments"
+        );
+    }
+
     /// A cached statement is compiled once, not again at every use: the comments' insert on the
     /// writer, and a read on a reader (SQLite recompiled both each time their parameters were
     /// bound anew, because it had weighed a parameter's value when it chose their plans).
@@ -1525,6 +1583,23 @@ mod tests {
             plan.iter()
                 .any(|step| step.contains("COVERING INDEX danmaku_visible_by_time")),
             "{plan:?}"
+        );
+        // A window of a video's timeline goes down a time index too (they hold only comments
+        // with a time, since version 10), not along every comment of the channel.
+        let window: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", window_sql()))?;
+                stmt.query_map(params!["v", 0.0, 5.0, 10], |r| r.get::<_, String>(3))?
+                    .collect()
+            })
+            .await
+            .unwrap();
+        assert!(
+            window.iter().any(|step| step
+                .contains("INDEX danmaku_by_time (channel=? AND time>? AND time<?)")
+                || step
+                    .contains("INDEX danmaku_visible_by_time (channel=? AND time>? AND time<?)")),
+            "{window:?}"
         );
         store
             .append(&channel("v"), comment("three", Some(3.0)))
