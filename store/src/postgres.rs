@@ -103,7 +103,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MIGRATION_LOCK: i64 = 0x0064_616e_6d61_6b75;
 
 /// The schema version this code writes: the number of steps in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The schema, one step per version: step `n` (from 0) brings version `n` to `n + 1`, and is
 /// recorded as `n + 1` in `schema_migrations`. Databases in the field ran the old steps, so steps
@@ -199,6 +199,14 @@ pub const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // `Store::density`, which counts them per time bucket with an index-only scan (the
     // predicate's column need not be in the key for that here, as it must in SQLite).
     "CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time) WHERE deleted_at IS NULL;",
+    // Version 6 (SQLite's version 10): the time indexes hold only comments that have a time (a
+    // video's). A live room's comments have none, and every query by time implies
+    // `time IS NOT NULL`, so their entries were only written, at every commit, never read.
+    "DROP INDEX danmaku_by_time;
+     CREATE INDEX danmaku_by_time ON danmaku (channel, time) WHERE time IS NOT NULL;
+     DROP INDEX danmaku_visible_by_time;
+     CREATE INDEX danmaku_visible_by_time ON danmaku (channel, time)
+         WHERE deleted_at IS NULL AND time IS NOT NULL;",
 ];
 
 /// Tuning of [`PgStore`].

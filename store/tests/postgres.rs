@@ -289,3 +289,52 @@ const STEP_1: &str = "CREATE TABLE danmaku (
          PRIMARY KEY (checkin, name),
          UNIQUE (checkin, seq)
      );";
+
+/// A window of a video's timeline reads a time index, even now that they hold only comments with
+/// a time (step 6): the window's `time >= $2` implies `time IS NOT NULL`, in a generic plan too,
+/// where PostgreSQL cannot look at the values.
+#[tokio::test]
+async fn a_window_of_a_timeline_reads_a_time_index_in_a_generic_plan() {
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    let store = PgStore::connect(db.url(), options(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    store
+        .append(&channel("live"), comment("no time"))
+        .await
+        .unwrap();
+    let side = side_connection(db.url()).await;
+    side.batch_execute(
+        "INSERT INTO danmaku (channel, id, author, text, color, mode, time, sent_at)
+             SELECT 'v', g, 'ann', 'hi', '#ffffff', 'scroll', g / 10.0, now()
+             FROM generate_series(1, 5000) AS g;
+         ANALYZE danmaku;
+         SET plan_cache_mode = force_generic_plan;
+         PREPARE window_read (TEXT, DOUBLE PRECISION, DOUBLE PRECISION, BIGINT) AS
+             SELECT id, author, text FROM danmaku
+             WHERE channel = $1 AND time >= $2 AND time < $3 AND deleted_at IS NULL
+             ORDER BY time, id LIMIT $4;",
+    )
+    .await
+    .unwrap();
+    let plan: Vec<String> = side
+        .query("EXPLAIN EXECUTE window_read('v', 10, 20, 100)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(
+            |line| line.contains("danmaku_by_time") || line.contains("danmaku_visible_by_time")
+        ),
+        "{plan:#?}"
+    );
+    let window = store
+        .time_window(&channel("v"), 10.0, 20.0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 100);
+}
