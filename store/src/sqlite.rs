@@ -577,12 +577,12 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Makes `conn` plan each statement from its text alone, never from its parameters' values.
 ///
-/// Otherwise SQLite may weigh a bound value when it plans (to see whether a partial index's
-/// condition holds, for one), and then marks the statement to be compiled again whenever it is
-/// bound anew: the comments' insert and the reads, kept in rusqlite's statement cache, were
-/// compiled again at every use, which was most of the writer's own CPU time per comment (see
-/// BENCHMARKS.md, "Each statement compiled once"). Every query here names its partial indexes'
-/// conditions in its text, so no plan needs a value.
+/// Otherwise SQLite may let a bound value shape a statement's plan, and then marks the statement
+/// to be compiled again once its bindings are cleared, which rusqlite's statement cache does each
+/// time it takes a statement back: the comments' insert and the reads were compiled again at
+/// every use, most of the writer's own CPU time per comment (see BENCHMARKS.md, "Each statement
+/// compiled once"). Every query here names its partial indexes' conditions in its text, so no
+/// plan needs a value.
 fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
@@ -1146,7 +1146,6 @@ fn collect(
     rows.collect()
 }
 
-/// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
 /// The visible comments of channel `?1` whose time is in `[?2, ?3)`, in time order, at most `?4`:
 /// through one of the time indexes (which hold only comments with a time).
 fn window_sql() -> String {
@@ -1163,6 +1162,7 @@ const DENSITY_SQL: &str = "SELECT CAST(time * ?2 / ?3 AS INTEGER) AS bucket, COU
      WHERE channel = ?1 AND time >= 0 AND time <= ?4 AND deleted_at IS NULL
      GROUP BY bucket";
 
+/// SQLite takes limits as i64; ours are small `usize`s, so saturate rather than fail.
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -1469,8 +1469,8 @@ mod tests {
     }
 
     /// A cached statement is compiled once, not again at every use: the comments' insert on the
-    /// writer, and a read on a reader (SQLite recompiled both each time their parameters were
-    /// bound anew, because it had weighed a parameter's value when it chose their plans).
+    /// writer, and a read on a reader (SQLite recompiled both each time rusqlite's cache cleared
+    /// their bindings, because a bound value had shaped their plans).
     #[tokio::test]
     async fn cached_statements_are_not_compiled_again_at_each_use() {
         use rusqlite::StatementStatus::RePrepare;
@@ -1502,6 +1502,7 @@ mod tests {
             .unwrap();
         assert_eq!(read, 0, "the read was compiled again at each use");
     }
+
     /// Checkpoints run on their own thread, not in the commit that crosses SQLite's 1,000-page
     /// mark: a few comments (far below that mark, where SQLite would not have copied anything
     /// yet) reach the database file itself shortly after their commits, and the writer's
