@@ -1545,8 +1545,9 @@ mod tests {
         }
     }
 
-    /// A version 8 database (before the density index), with a deleted comment, migrates to 9;
-    /// the density counts what was there, through the new index alone.
+    /// A version 8 database (before the density index), with a deleted comment and a live one,
+    /// migrates to the newest version; the density counts what was there, through the new index
+    /// alone, and the live comment (in no time index since version 10) is still read.
     #[tokio::test]
     async fn a_version_8_database_gets_the_density_index_and_counts_its_comments() {
         let dir = tempfile::tempdir().unwrap();
@@ -1560,13 +1561,21 @@ mod tests {
                      ('v', 1, 'a', 'one', '#ffffff', 'scroll', 1.0, '2025-01-01T00:00:00.000Z', NULL),
                      ('v', 2, 'a', 'two', '#ffffff', 'scroll', 7.0, '2025-01-01T00:00:00.000Z', NULL),
                      ('v', 3, 'a', 'gone', '#ffffff', 'scroll', 8.0, '2025-01-01T00:00:00.000Z',
-                      '2025-01-02T00:00:00.000Z');",
+                      '2025-01-02T00:00:00.000Z'),
+                     ('live', 1, 'a', 'no time', '#ffffff', 'scroll', NULL,
+                      '2025-01-01T00:00:00.000Z', NULL);",
             )
             .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         let density = store.density(&channel("v"), None, 2).await.unwrap();
         assert_eq!((density.duration, density.counts), (7.0, vec![1, 1]));
+        // A live comment, in no time index since version 10, is still there.
+        let live = store.after(&channel("live"), 0, 10).await.unwrap();
+        assert_eq!(
+            live.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+            ["no time"]
+        );
         let (version, plan): (i64, Vec<String>) = store
             .read(|conn| {
                 let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
