@@ -9,9 +9,8 @@
 //! starts it ([`LocalService::start`]: a fresh SQLite store, limits raised), with its default
 //! workers (one per core but one: one event loop for the connections on 2 cores, as each peer
 //! has, and the fan-out helper on the core left over), and ours-cores the same with a worker on
-//! every core (and so no helper); the peers are the
-//! small servers of `bench/peers/` (see the README there), run by the `bun` the npm package
-//! installed and by `node`.
+//! every core (and so no helper); the peers are the small servers of `bench/peers/` (see the
+//! README there), run by the `bun` the npm package installed and by `node`.
 //!
 //! The table goes between [`BEGIN_MARKER`] and [`END_MARKER`] in the `--markdown` file, replacing
 //! what was there and keeping the rest of the file; a file without the markers gets them, with
@@ -67,10 +66,10 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 A point is VIEWERSxRATE/SENDERS: viewers, comments per second (all senders together) and
 senders (default 10). Ours is ws-stream beside this binary (or in DANMAKU_BIN_DIR), started as
 bench starts it, with its default workers (one per core but one) and fan-out helper;
-ours-cores is the same with a worker on every core (and no helper). The peers live in --peers-dir (bench/peers): install them first with
-`npm ci` there, as scripts/bench-peers.sh does. Without --servers every server is tried and a
-peer that is not installed is skipped with a message; a server named in --servers must be
-there.
+ours-cores is the same with a worker on every core (and no helper). The peers live in
+--peers-dir (bench/peers): install them first with `npm ci` there, as scripts/bench-peers.sh
+does. Without --servers every server is tried and a peer that is not installed is skipped with
+a message; a server named in --servers must be there.
 The table replaces whatever is between the lines <!-- versus:begin --> and <!-- versus:end -->
 of the --markdown file (they are appended, with the table, when missing).
 Exit status 0 when every run finished (lost comments show in the table), 1 otherwise.")]
